@@ -1,0 +1,46 @@
+"""netloop: a non-blocking, event-loop networking framework for Python (TCP, UDP, Unix sockets).
+
+Everything public is importable from here; the modules behind it are private and may change.
+"""
+
+from netloop._conn import Conn
+from netloop._engine import Engine, run, start
+from netloop._errors import (
+    AddressError,
+    CodecError,
+    ConnClosedError,
+    EngineStoppedError,
+    FrameTooLongError,
+    NetloopError,
+    PoolOverloadError,
+    ShortBufferError,
+)
+from netloop._eventloop import EventLoop
+from netloop._handler import Action, EventHandler
+from netloop._options import LoadBalancing, Options, WorkerBalancing
+from netloop._poller import available_pollers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "AddressError",
+    "CodecError",
+    "Conn",
+    "ConnClosedError",
+    "Engine",
+    "EngineStoppedError",
+    "EventHandler",
+    "EventLoop",
+    "FrameTooLongError",
+    "LoadBalancing",
+    "NetloopError",
+    "Options",
+    "PoolOverloadError",
+    "ShortBufferError",
+    "WorkerBalancing",
+    "__version__",
+    "available_pollers",
+    "run",
+    "start",
+]

@@ -1,0 +1,171 @@
+"""Listening sockets: binding an ``Address``, and the acceptor that hands new connections to loops."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from netloop._address import Address
+from netloop._options import Options
+from netloop._poller import IN
+
+if TYPE_CHECKING:
+    from netloop._eventloop import EventLoop
+
+# Out of descriptors or memory: accepting again at once would spin; wait, doubling up to the cap.
+_BACKOFF_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_BACKOFF_FIRST = 0.01
+_BACKOFF_CAP = 1.0
+# The peer went away between the handshake and accept(): nothing to do but take the next one.
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+
+
+def bind(address: Address, options: Options, reuse_port: bool, port: int | None = None) -> socket.socket:
+    """A bound, non-blocking socket for ``address`` (listening, for a stream). ``port`` overrides port 0."""
+    sockaddr = address.sockaddr
+    if port is not None and address.family != socket.AF_UNIX:
+        sockaddr = (sockaddr[0], port, *sockaddr[2:])
+    sock = socket.socket(address.family, address.socktype)
+    try:
+        if address.family == socket.AF_UNIX:
+            _remove_stale_unix_socket(address.text, sockaddr)
+        else:
+            if options.reuse_addr:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                if not hasattr(socket, "SO_REUSEPORT"):
+                    raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not supported on this platform")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if address.family == socket.AF_INET6 and address.scheme.endswith("6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if options.bind_to_device:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, options.bind_to_device.encode())
+        if options.socket_recv_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
+        if options.socket_send_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
+        sock.bind(sockaddr)
+        if address.socktype == socket.SOCK_STREAM:
+            sock.listen(options.backlog)
+        elif _is_multicast(sockaddr[0]):
+            _join_multicast(sock, address.family, sockaddr[0], options.multicast_interface)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_stale_unix_socket(text: str, path: str) -> None:
+    """Remove a socket file nobody listens on; refuse to steal a live one or to remove a non-socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(errno.EEXIST, f"{text}: {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        return
+    except OSError:
+        return  # not a stream socket we can probe; let bind() report the conflict
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"{text}: a server is already listening on {path}")
+
+
+def _is_multicast(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_multicast
+    except ValueError:
+        return False
+
+
+def _join_multicast(sock: socket.socket, family: int, group: str, interface: str | None) -> None:
+    if family == socket.AF_INET:
+        if interface and not _is_ip(interface):
+            mreq = struct.pack("4s4si", socket.inet_aton(group), b"\0\0\0\0", socket.if_nametoindex(interface))
+        else:
+            mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(interface or "0.0.0.0"))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    else:
+        index = socket.if_nametoindex(interface) if interface else 0
+        mreq = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, group.split("%")[0]), index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class Acceptor:
+    """A listening stream socket on its ``owner`` loop; each new connection goes to ``pick(remote)``'s loop."""
+
+    def __init__(self, owner: EventLoop, sock: socket.socket, text: str, pick: Callable[[Any], EventLoop]) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.text = text
+        self._fd = sock.fileno()
+        self._pick = pick
+        self._backoff = 0.0
+        self._closed = False
+
+    def start(self) -> None:
+        """Begin accepting (owner loop thread)."""
+        if not self._closed:
+            self.owner.attach(self._fd, self._on_accept, IN)
+
+    def _on_accept(self, ev: int) -> None:
+        try:
+            sock, remote = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in _BACKOFF_ERRNOS:
+                self._pause(exc)
+            elif exc.errno not in _TRANSIENT_ERRNOS:
+                self.owner.log.error("netloop: accept on %s failed: %s", self.text, exc)
+            return
+        self._backoff = 0.0
+        sock.setblocking(False)
+        loop = self._pick(remote)
+        loop.assigned += 1
+        if loop is self.owner:
+            loop.add_conn(sock, remote)
+        else:
+            loop.submit(loop.add_conn, sock, remote)
+
+    def _pause(self, exc: OSError) -> None:
+        self._backoff = min(_BACKOFF_CAP, self._backoff * 2 or _BACKOFF_FIRST)
+        self.owner.log.warning(
+            "netloop: accept on %s: %s; pausing accepts for %.2fs", self.text, exc.strerror, self._backoff
+        )
+        self.owner.detach(self._fd)
+        self.owner.call_later(self._backoff, self.start)
+
+    def close(self) -> None:
+        """Stop accepting and close the socket (owner loop thread); a Unix socket's file is removed."""
+        if self._closed:
+            return
+        self._closed = True
+        self.owner.detach(self._fd)
+        path = self.sock.getsockname() if self.sock.family == socket.AF_UNIX else None
+        self.sock.close()
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

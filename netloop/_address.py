@@ -1,0 +1,103 @@
+"""Address strings (``tcp://host:port``, ``udp6://[::1]:0``, ``unix:///path``): parsing and formatting."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from typing import Any
+
+from netloop._errors import AddressError
+
+_SCHEMES = {
+    "tcp": ("tcp", socket.AF_UNSPEC),
+    "tcp4": ("tcp", socket.AF_INET),
+    "tcp6": ("tcp", socket.AF_INET6),
+    "udp": ("udp", socket.AF_UNSPEC),
+    "udp4": ("udp", socket.AF_INET),
+    "udp6": ("udp", socket.AF_INET6),
+    "unix": ("unix", socket.AF_UNIX),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    """A parsed address. ``sockaddr`` is what ``bind``/``connect`` take for ``family``."""
+
+    text: str
+    scheme: str
+    network: str  # "tcp", "udp" or "unix"
+    family: int
+    sockaddr: Any
+
+    @property
+    def socktype(self) -> int:
+        return socket.SOCK_DGRAM if self.network == "udp" else socket.SOCK_STREAM
+
+    def format(self, sockaddr: Any) -> str:
+        """This address's URL form with ``sockaddr`` (e.g. a bound socket's name) filled in."""
+        return format_address(self.scheme, self.family, sockaddr)
+
+
+def format_address(scheme: str, family: int, sockaddr: Any) -> str:
+    if family == socket.AF_UNIX:
+        path = sockaddr.decode() if isinstance(sockaddr, bytes) else sockaddr
+        return f"{scheme}://{path}"
+    host, port = sockaddr[0], sockaddr[1]
+    if family == socket.AF_INET6:
+        return f"{scheme}://[{host}]:{port}"
+    return f"{scheme}://{host}:{port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse and resolve ``text``; raise ``AddressError`` naming it when it is malformed or unresolvable."""
+    if not isinstance(text, str):
+        raise AddressError(f"address must be a string like 'tcp://127.0.0.1:9000', got {text!r}")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise AddressError(f"address {text!r} has no scheme; expected e.g. 'tcp://127.0.0.1:9000'")
+    scheme = scheme.lower()
+    if scheme not in _SCHEMES:
+        raise AddressError(f"address {text!r}: unknown scheme {scheme!r} (use one of {', '.join(_SCHEMES)})")
+    network, family_ = _SCHEMES[scheme]
+    family = int(family_)
+    if network == "unix":
+        if not rest:
+            raise AddressError(f"address {text!r}: a unix address needs a path, e.g. 'unix:///tmp/app.sock'")
+        if "\0" in rest:
+            raise AddressError(f"address {text!r}: the path contains a NUL byte")
+        return Address(text, scheme, network, family, rest)
+    host, port = _split_host_port(text, rest)
+    family, sockaddr = _resolve(text, host, port, family, network)
+    return Address(text, scheme, network, family, sockaddr)
+
+
+def _split_host_port(text: str, rest: str) -> tuple[str, int]:
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0 or not rest[end + 1 :].startswith(":"):
+            raise AddressError(f"address {text!r}: expected '[ipv6]:port'")
+        host, port_text = rest[1:end], rest[end + 2 :]
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep:
+            raise AddressError(f"address {text!r} has no port; expected 'host:port' (port 0 picks a free one)")
+        if ":" in host:
+            raise AddressError(f"address {text!r}: put an IPv6 host in brackets, e.g. 'tcp6://[::1]:9000'")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise AddressError(f"address {text!r}: port {port_text!r} is not a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def _resolve(text: str, host: str, port: int, family: int, network: str) -> tuple[int, Any]:
+    if not host:
+        # "tcp://:9000" listens on every address of the family (IPv4 unless the scheme says 6).
+        host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    socktype = socket.SOCK_DGRAM if network == "udp" else socket.SOCK_STREAM
+    try:
+        infos = socket.getaddrinfo(host, port, family, socktype, 0, socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise AddressError(f"address {text!r}: cannot resolve host {host!r} ({exc})") from exc
+    # Prefer IPv4 for an unspecified family, as most users of "tcp://localhost:N" expect.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    fam, _, _, _, sockaddr = infos[0]
+    return int(fam), sockaddr

@@ -1,0 +1,1 @@
+"""Connection buffers: ``RingBuffer`` for inbound bytes, ``OutboundBuffer`` for bytes the kernel refused."""

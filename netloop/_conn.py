@@ -1,0 +1,549 @@
+"""Connections: the read path, the write path and the thread-safe operations of ``Conn``."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from netloop._buffer.elastic import OutboundBuffer
+from netloop._buffer.ring import RingBuffer
+from netloop._errors import ConnClosedError, ShortBufferError
+from netloop._handler import Action
+from netloop._poller import EDGE, IN, OUT, READABLE
+
+if TYPE_CHECKING:
+    from netloop._eventloop import EventLoop
+    from netloop._handler import EventHandler
+
+Buffer = bytes | bytearray | memoryview
+Callback = Callable[["Conn", BaseException | None], object]
+
+# Edge-triggered reads stop after this many full reads in one round, so one busy peer can't starve the rest.
+EDGE_READS_PER_ROUND = 16
+
+
+def _frozen(data: Buffer) -> bytes | memoryview:
+    """``data`` safe to keep: immutable bytes are kept as they are, anything mutable is copied."""
+    return data if type(data) is bytes else bytes(data)
+
+
+class Conn:
+    """One connection (TCP or Unix stream; a UDP datagram's sender is a ``Conn`` too).
+
+    Methods documented as *loop* may only be called on the connection's event loop, from a callback; the
+    ``async_*``, ``wake`` and ``close`` methods may be called from any thread. Bytes returned by the reading
+    methods are fresh ``bytes``: they never change after the callback returns.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_close_callbacks",
+        "_closed",
+        "_closing",
+        "_end",
+        "_err",
+        "_fd",
+        "_handler",
+        "_inbound",
+        "_local",
+        "_loop",
+        "_outbound",
+        "_paused",
+        "_pos",
+        "_recv_into",
+        "_remote",
+        "_send",
+        "_sock",
+        "_view",
+        "context",
+    )
+
+    def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any) -> None:
+        self.context: Any = None
+        self._loop = loop
+        self._handler: EventHandler = loop.handler
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._send = sock.send
+        self._recv_into = sock.recv_into
+        self._view = loop.read_view
+        self._pos = 0
+        self._end = 0
+        self._inbound = RingBuffer()
+        self._outbound = OutboundBuffer()
+        self._closed = False
+        self._closing = False
+        self._paused = False
+        self._err: BaseException | None = None
+        self._remote = remote
+        self._local: Any = None
+        self._close_callbacks: list[Callback] | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<netloop.Conn fd={self._fd} remote={self._remote!r} {state}>"
+
+    # -- identity and state ------------------------------------------------------------------------------
+
+    @property
+    def fd(self) -> int:
+        """The socket's file descriptor (-1 once closed)."""
+        return -1 if self._closed else self._fd
+
+    @property
+    def event_loop(self) -> EventLoop:
+        """The event loop that owns this connection."""
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def remote_addr(self) -> Any:
+        """The peer's address as the socket module gives it (``(host, port)``, a path, ...)."""
+        return self._remote
+
+    @property
+    def local_addr(self) -> Any:
+        """This end's address as the socket module gives it."""
+        if self._local is None and not self._closed:
+            self._local = self._sock.getsockname()
+        return self._local
+
+    # -- the read path: one call per readiness event -----------------------------------------------------
+
+    def _on_io(self, ev: int) -> None:
+        if ev & OUT:
+            self._flush()
+            if not ev & READABLE or self._closed:
+                return
+        try:
+            n = self._recv_into(self._view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close(exc)
+            return
+        if n:
+            self._traffic(n)
+        else:
+            self._close_after_flush(None)
+
+    def _traffic(self, n: int) -> None:
+        """``n`` new bytes sit at the start of the loop's read buffer: show them to ``on_traffic``."""
+        inbound = self._inbound
+        if inbound._size:
+            inbound.write(self._view[:n])
+        else:
+            self._end = n
+        try:
+            action = self._handler.on_traffic(self)
+        except Exception as exc:
+            self._pos = self._end = 0
+            self._loop.handler_failed(self, "on_traffic", exc)
+            return
+        pos = self._pos
+        if pos != self._end:
+            # Only the unconsumed rest is copied; the loop's buffer is reused by the next read.
+            inbound.write(self._view[pos : self._end])
+        self._pos = self._end = 0
+        if action:
+            self._act(action)
+
+    def _act(self, action: Action | int) -> None:
+        if action == Action.CLOSE:
+            self._close_after_flush(None)
+        elif action == Action.SHUTDOWN:
+            self._loop.engine_stop()
+
+    # -- reading (loop) -----------------------------------------------------------------------------------
+
+    def _take(self, n: int) -> int:
+        """Start of ``n`` bytes of the current read; ``n < 0`` means all. Raises when fewer are buffered."""
+        pos = self._pos
+        avail = self._end - pos
+        if n < 0:
+            return avail
+        if n > avail:
+            raise ShortBufferError(f"asked for {n} bytes, {avail} buffered")
+        return n
+
+    def next(self, n: int = -1) -> bytes:
+        """*loop* Consume and return ``n`` bytes (all when ``n < 0``); ``ShortBufferError`` if fewer are there."""
+        inbound = self._inbound
+        if inbound._size:
+            return inbound.read(n)
+        pos = self._pos
+        n = self._take(n)
+        self._pos = pos + n
+        return self._view[pos : pos + n].tobytes()
+
+    def peek(self, n: int = -1) -> bytes:
+        """*loop* Return ``n`` bytes (all when ``n < 0``) without consuming them."""
+        inbound = self._inbound
+        if inbound._size:
+            return inbound.peek(n)
+        pos = self._pos
+        return self._view[pos : pos + self._take(n)].tobytes()
+
+    def discard(self, n: int = -1) -> int:
+        """*loop* Drop ``n`` bytes (all when ``n < 0``); returns how many were dropped."""
+        inbound = self._inbound
+        if inbound._size:
+            return inbound.discard(n)
+        n = self._take(n)
+        self._pos += n
+        return n
+
+    def read_into(self, buf: bytearray | memoryview) -> int:
+        """*loop* Move up to ``len(buf)`` buffered bytes into ``buf``; returns how many."""
+        inbound = self._inbound
+        if inbound._size:
+            return inbound.read_into(buf)
+        pos = self._pos
+        n = min(len(buf), self._end - pos)
+        buf[:n] = self._view[pos : pos + n]
+        self._pos = pos + n
+        return n
+
+    def inbound_buffered(self) -> int:
+        """*loop* How many inbound bytes are waiting to be consumed."""
+        return self._inbound._size or self._end - self._pos
+
+    # -- the write path (loop) ----------------------------------------------------------------------------
+
+    def write(self, data: Buffer) -> int:
+        """*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.
+
+        Returns ``len(data)``. Raises ``ConnClosedError`` on a closed connection. A send error closes the
+        connection (after this callback) with that error.
+        """
+        if self._outbound._size or self._closing:
+            return self._enqueue(data)
+        try:
+            sent = self._send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._fail_soon(exc)
+            return 0
+        n = len(data)
+        if sent < n:
+            self._buffer_rest(data, sent)
+        return n
+
+    def writev(self, chunks: Sequence[Buffer]) -> int:
+        """*loop* Send several buffers with one gather write when possible; returns the total length."""
+        if len(chunks) == 1:
+            return self.write(chunks[0])
+        total = sum(len(c) for c in chunks)
+        if self._outbound._size or self._closing:
+            for chunk in chunks:
+                self._enqueue(chunk)
+            return total
+        try:
+            sent = self._sock.sendmsg(chunks)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._fail_soon(exc)
+            return 0
+        for chunk in chunks:
+            size = len(chunk)
+            if sent >= size:
+                sent -= size
+                continue
+            self._buffer_rest(chunk, sent)
+            sent = 0
+        return total
+
+    def _enqueue(self, data: Buffer) -> int:
+        if self._closed:
+            raise ConnClosedError(f"write on closed connection {self!r}")
+        if self._err is not None:
+            return 0  # a send already failed; the connection is closing with that error
+        self._buffer_rest(data, 0)
+        return len(data)
+
+    def _buffer_rest(self, data: Buffer, sent: int) -> None:
+        out = self._outbound
+        was_empty = not out._size
+        if sent:
+            out.append(memoryview(data)[sent:] if type(data) is bytes else bytes(memoryview(data)[sent:]))
+        else:
+            out.append(_frozen(data))
+        if was_empty:
+            self._want_write(True)
+        if out._size > self._loop.high_water and not self._paused:
+            self._paused = True
+            self._pause_reading()
+
+    def flush(self) -> None:
+        """*loop* Try to send buffered outbound bytes now."""
+        if self._outbound._size and not self._closed:
+            self._flush()
+
+    def _flush(self) -> None:
+        out = self._outbound
+        sendmsg = self._sock.sendmsg
+        while out._size:
+            chunks = out.chunks()
+            try:
+                sent = sendmsg(chunks)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._close(exc)
+                return
+            out.advance(sent)
+            if sent < sum(len(c) for c in chunks):
+                break
+        if out._size:
+            if self._paused and out._size <= self._loop.low_water and not self._closing:
+                self._paused = False
+                self._resume_reading()
+            return
+        self._want_write(False)
+        if self._closing:
+            self._close(self._err)
+        elif self._paused:
+            self._paused = False
+            self._resume_reading()
+
+    def outbound_buffered(self) -> int:
+        """*loop* How many bytes wait for the kernel to take them."""
+        return self._outbound._size
+
+    def send_to(self, data: Buffer, addr: Any) -> int:
+        """*loop* Send a datagram to ``addr`` (UDP only)."""
+        raise TypeError("send_to is for UDP connections")
+
+    # -- readiness interest: level-triggered here, EdgeConn overrides --------------------------------------
+
+    def _want_write(self, on: bool) -> None:
+        if self._closed:
+            return
+        reading = not (self._paused or self._closing)
+        mask = (IN if reading else 0) | (OUT if on else 0)
+        self._loop.poller.modify(self._fd, mask)
+
+    def _pause_reading(self) -> None:
+        self._loop.poller.modify(self._fd, OUT if self._outbound._size else 0)
+
+    def _resume_reading(self) -> None:
+        self._loop.poller.modify(self._fd, IN | (OUT if self._outbound._size else 0))
+
+    # -- closing ------------------------------------------------------------------------------------------
+
+    def _close_after_flush(self, err: BaseException | None) -> None:
+        """Stop reading; close once the outbound bytes are flushed (at once if there are none)."""
+        if self._closed:
+            return
+        if err is not None and self._err is None:
+            self._err = err
+        if not self._outbound._size:
+            self._close(self._err)
+            return
+        if not self._closing:
+            self._closing = True
+            self._pause_reading()
+
+    def _fail_soon(self, exc: BaseException) -> None:
+        # A send failed inside a callback: close after it returns, never under the user's feet.
+        if self._err is None:
+            self._err = exc
+            self._outbound.clear()
+            self._loop.call_soon(self._close, exc)
+
+    def _close(self, err: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.detach_conn(self)
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._inbound.release()
+        self._outbound.clear()
+        self._pos = self._end = 0
+        self._loop.conn_closed(self, err)
+        callbacks = self._close_callbacks
+        if callbacks:
+            self._close_callbacks = None
+            for callback in callbacks:
+                self._loop.run_callback(callback, self, err)
+
+    # -- from any thread ----------------------------------------------------------------------------------
+
+    def async_write(self, data: Buffer, callback: Callback | None = None) -> None:
+        """Queue ``data`` to be written on the loop; ``callback(conn, err)`` runs there afterwards."""
+        self._loop.submit(self._write_task, (bytes(data),), callback)
+
+    def async_writev(self, chunks: Sequence[Buffer], callback: Callback | None = None) -> None:
+        """Like ``async_write`` for several buffers, sent in order with one gather write when possible."""
+        self._loop.submit(self._write_task, tuple(bytes(c) for c in chunks), callback)
+
+    def _write_task(self, chunks: tuple[bytes, ...], callback: Callback | None) -> None:
+        err: BaseException | None = None
+        if self._closed:
+            err = ConnClosedError(f"write on closed connection {self!r}")
+        else:
+            self.writev(chunks)
+            err = self._err
+        if callback is not None:
+            self._loop.run_callback(callback, self, err)
+
+    def wake(self, callback: Callback | None = None) -> None:
+        """Fire ``on_traffic`` for this connection again (on its loop), then ``callback(conn, err)``."""
+        self._loop.submit(self._wake_task, callback)
+
+    def _wake_task(self, callback: Callback | None) -> None:
+        err: BaseException | None = None
+        if self._closed:
+            err = ConnClosedError(f"wake on closed connection {self!r}")
+        else:
+            try:
+                action = self._handler.on_traffic(self)
+            except Exception as exc:
+                self._loop.handler_failed(self, "on_traffic", exc)
+                err = exc
+            else:
+                if action:
+                    self._act(action)
+        if callback is not None:
+            self._loop.run_callback(callback, self, err)
+
+    def close(self, callback: Callback | None = None) -> None:
+        """Close after flushing buffered output; ``callback(conn, err)`` runs on the loop once it is closed."""
+        self._loop.submit(self._close_task, callback)
+
+    def _close_task(self, callback: Callback | None) -> None:
+        if callback is not None:
+            if self._closed:
+                self._loop.run_callback(callback, self, None)
+                return
+            if self._close_callbacks is None:
+                self._close_callbacks = []
+            self._close_callbacks.append(callback)
+        self._close_after_flush(None)
+
+    # -- socket options -----------------------------------------------------------------------------------
+
+    def set_no_delay(self, on: bool) -> None:
+        """TCP_NODELAY: send small writes at once (on) or let Nagle coalesce them (off)."""
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(on))
+
+    def set_keep_alive(
+        self, on: bool, idle: float | None = None, interval: float | None = None, count: int | None = None
+    ) -> None:
+        """SO_KEEPALIVE, with the idle time, probe interval (seconds) and probe count where the OS has them."""
+        set_keep_alive(self._sock, on, idle, interval, count)
+
+    def set_read_buffer(self, n: int) -> None:
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, n)
+
+    def set_write_buffer(self, n: int) -> None:
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, n)
+
+    def set_linger(self, seconds: int | None) -> None:
+        """SO_LINGER: None or a negative value turns it off; 0 makes close send a reset."""
+        on = seconds is not None and seconds >= 0
+        value = struct.pack("ii", int(on), int(seconds) if on and seconds is not None else 0)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, value)
+
+
+def set_keep_alive(
+    sock: socket.socket, on: bool, idle: float | None, interval: float | None, count: int | None
+) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(on))
+    if not on:
+        return
+    idle_opt = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    for opt, value in (
+        (idle_opt, idle),
+        (getattr(socket, "TCP_KEEPINTVL", None), interval),
+        (getattr(socket, "TCP_KEEPCNT", None), count),
+    ):
+        if opt is not None and value is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, max(1, int(value)))
+
+
+class EdgeConn(Conn):
+    """A connection on an edge-triggered poller: registered once for IN|OUT, reads until drained."""
+
+    __slots__ = ()
+
+    def _on_io(self, ev: int) -> None:
+        if ev & OUT and self._outbound._size:
+            self._flush()
+        if ev & READABLE and not self._closed:
+            self._drain_reads()
+
+    def _drain_reads(self) -> None:
+        if self._paused or self._closing:
+            return
+        full = len(self._view)
+        for _ in range(EDGE_READS_PER_ROUND):
+            try:
+                n = self._recv_into(self._view)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._close(exc)
+                return
+            if not n:
+                self._close_after_flush(None)
+                return
+            self._traffic(n)
+            # A short read emptied the socket; the next arrival raises a new edge.
+            if n < full or self._closed or self._paused or self._closing:
+                return
+        self._loop.call_soon(self._drain_reads)
+
+    def _want_write(self, on: bool) -> None:
+        # Registered for OUT edges from the start: nothing to change.
+        pass
+
+    def _pause_reading(self) -> None:
+        pass
+
+    def _resume_reading(self) -> None:
+        # Bytes that arrived while paused raised no new edge: look now.
+        self._loop.call_soon(self._drain_reads)
+
+
+class PreWriteConn(Conn):
+    """A connection that calls ``on_pre_write`` before each write (``pre_write=True``)."""
+
+    __slots__ = ()
+
+    def write(self, data: Buffer) -> int:
+        self._handler.on_pre_write(self, data)
+        return super().write(data)
+
+    def writev(self, chunks: Sequence[Buffer]) -> int:
+        for chunk in chunks:
+            self._handler.on_pre_write(self, chunk)
+        return super().writev(chunks)
+
+
+class PreWriteEdgeConn(EdgeConn):
+    __slots__ = ()
+
+    write = PreWriteConn.write
+    writev = PreWriteConn.writev
+
+
+def conn_class(edge: bool, pre_write: bool) -> type[Conn]:
+    """The connection class for these options, chosen once per loop so the hot path has no option checks."""
+    if edge:
+        return PreWriteEdgeConn if pre_write else EdgeConn
+    return PreWriteConn if pre_write else Conn
+
+
+def conn_mask(edge: bool) -> int:
+    return IN | OUT | EDGE if edge else IN

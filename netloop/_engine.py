@@ -1,0 +1,338 @@
+"""The engine: binds the addresses, runs the loops in threads, ticks, and stops gracefully."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from netloop._acceptor import Acceptor, bind
+from netloop._address import Address, parse_address
+from netloop._balancer import new_balancer
+from netloop._datagram import DatagramEndpoint
+from netloop._errors import AddressError, EngineStoppedError
+from netloop._eventloop import EventLoop
+from netloop._handler import Action, EventHandler
+from netloop._options import Options, make_options
+
+
+class Engine:
+    """A running server, handed to ``on_boot``/``on_shutdown`` and returned by ``netloop.start``."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self._core = core
+
+    def __repr__(self) -> str:
+        return f"<netloop.Engine addrs={self.addrs!r} loops={len(self._core.loops)}>"
+
+    @property
+    def addrs(self) -> list[str]:
+        """The bound addresses, in the URL form they were given with real ports filled in."""
+        return list(self._core.addrs)
+
+    @property
+    def worker_id(self) -> int | None:
+        """This worker process's index with ``workers=N``; None in a single-process engine."""
+        return self._core.worker_id
+
+    @property
+    def loops(self) -> list[EventLoop]:
+        """The event loops serving connections."""
+        return list(self._core.loops)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: stop accepting, ``on_shutdown``, flush and close every connection.
+
+        Thread-safe and idempotent. From a loop's own thread (a callback) it only starts the stop; from any
+        other thread it also waits up to ``timeout`` seconds (None: until stopped) for the engine to finish.
+        """
+        self._core.request_stop()
+        if not self._core.on_loop_thread():
+            self._core.stopped.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the engine has stopped; False if ``timeout`` passed first."""
+        return self._core.stopped.wait(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        return self._core.stopped.is_set()
+
+    def count_connections(self) -> int:
+        """Open connections over every loop (with ``workers``: over every worker process)."""
+        return self._core.count_connections()
+
+    def dup(self) -> int:
+        """A duplicate of the (first) listening socket's descriptor; the caller owns and closes it."""
+        return os.dup(self._core.primary_socket().fileno())
+
+
+class EngineCore:
+    """The engine's machinery; ``Engine`` is its public face."""
+
+    def __init__(self, handler: EventHandler, addresses: list[Address], options: Options) -> None:
+        self.handler = handler
+        self.addresses = addresses
+        self.options = options
+        self.log = options.get_logger()
+        self.loops: list[EventLoop] = []
+        self.reactor: EventLoop | None = None  # the main reactor, when connections are handed out
+        self.acceptors: list[Acceptor] = []
+        self.endpoints: list[DatagramEndpoint] = []
+        self.addrs: list[str] = []
+        self.threads: list[threading.Thread] = []
+        self._bound: list[socket.socket] = []
+        self.stopped = threading.Event()
+        self.worker_id: int | None = None
+        self._stop_lock = threading.Lock()
+        self._stop_requested = False
+        self.engine = Engine(self)
+
+    # -- start ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        options = self.options
+        count = options.loop_count()
+        try:
+            self.loops = [EventLoop(i, self, self.handler, options) for i in range(count)]
+            self._bind_all()
+        except BaseException:
+            self._close_unstarted()
+            raise
+        for loop in self._all_loops():
+            name = "netloop-reactor" if loop is self.reactor else f"netloop-loop-{loop.index}"
+            thread = threading.Thread(target=loop.run, name=name, daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        try:
+            action = self.handler.on_boot(self.engine)
+        except BaseException:
+            self.request_stop()
+            self.stopped.wait(options.shutdown_timeout + 5)
+            raise
+        if action == Action.SHUTDOWN:
+            self.request_stop()
+            return
+        for acceptor in self.acceptors:
+            acceptor.owner.submit(acceptor.start)
+        for endpoint in self.endpoints:
+            endpoint.loop.submit(endpoint.start)
+        if options.ticker:
+            self.loops[0].submit(self._tick)
+
+    def _all_loops(self) -> list[EventLoop]:
+        return [*self.loops, self.reactor] if self.reactor is not None else list(self.loops)
+
+    def _bind_all(self) -> None:
+        options = self.options
+        loops = self.loops
+        spread = options.reuse_port and len(loops) > 1
+        for address in self.addresses:
+            if address.network == "udp":
+                owners = loops if spread else loops[:1]
+                socks = self._bind_group(address, len(owners))
+                for loop, sock in zip(owners, socks, strict=True):
+                    self.endpoints.append(DatagramEndpoint(loop, sock, self.addrs[-1]))
+            elif spread and address.network == "tcp":
+                socks = self._bind_group(address, len(loops))
+                for loop, sock in zip(loops, socks, strict=True):
+                    own = new_balancer(options.load_balancing, [loop], EventLoop.load)
+                    self.acceptors.append(Acceptor(loop, sock, self.addrs[-1], own))
+            else:
+                (sock,) = self._bind_group(address, 1)
+                if len(loops) == 1:
+                    owner = loops[0]
+                elif options.reuse_port:
+                    owner = loops[0]  # Unix sockets have no SO_REUSEPORT: loop 0 accepts and hands out
+                else:
+                    owner = self._main_reactor()
+                pick = new_balancer(options.load_balancing, loops, EventLoop.load)
+                self.acceptors.append(Acceptor(owner, sock, self.addrs[-1], pick))
+
+    def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
+        """``count`` sockets on one address (SO_REUSEPORT when more than one); records the bound address."""
+        reuse_port = count > 1 or (self.options.reuse_port and address.network != "unix")
+        first = bind(address, self.options, reuse_port)
+        socks = [first]
+        try:
+            name = first.getsockname()
+            port = None if address.network == "unix" else name[1]
+            for _ in range(count - 1):
+                socks.append(bind(address, self.options, True, port))
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        self.addrs.append(address.format(name))
+        self._bound.extend(socks)
+        return socks
+
+    def _main_reactor(self) -> EventLoop:
+        if self.reactor is None:
+            self.reactor = EventLoop(-1, self, self.handler, self.options)
+        return self.reactor
+
+    def primary_socket(self) -> socket.socket:
+        if not self._bound:
+            raise EngineStoppedError("the engine has no bound socket")
+        return self._bound[0]
+
+    def _close_unstarted(self) -> None:
+        for sock in self._bound:
+            sock.close()
+        for loop in self._all_loops():
+            loop.stop()
+            loop._teardown()
+        self.stopped.set()
+
+    def count_connections(self) -> int:
+        return sum(loop.count_connections() for loop in self.loops)
+
+    def on_loop_thread(self) -> bool:
+        return any(loop.in_loop() for loop in self._all_loops())
+
+    # -- ticker --------------------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self._stop_requested:
+            return
+        try:
+            result = self.handler.on_tick()
+        except Exception:
+            self.log.exception("netloop: on_tick raised; ticking again in 1s")
+            result = 1.0
+        delay, action = _tick_result(result)
+        if action == Action.SHUTDOWN:
+            self.request_stop()
+            return
+        self.loops[0].call_later(delay, self._tick)
+
+    # -- stop ----------------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Start the graceful stop once; returns at once (any thread)."""
+        with self._stop_lock:
+            if self._stop_requested:
+                return
+            self._stop_requested = True
+        threading.Thread(target=self._shutdown, name="netloop-stop", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.options.shutdown_timeout
+        try:
+            for acceptor in self.acceptors:
+                self._run_on(acceptor.owner, acceptor.close)
+            for endpoint in self.endpoints:
+                self._run_on(endpoint.loop, endpoint.close)
+            if self.loops:
+                self._run_on(self.loops[0], self._call_on_shutdown)
+            for loop in self.loops:
+                self._submit(loop, loop.drain, deadline)
+            if self.reactor is not None:
+                self.reactor.stop()
+            for thread in self.threads:
+                if thread is not threading.current_thread():
+                    thread.join(max(1.0, deadline - time.monotonic() + 1.0))
+        except Exception:
+            self.log.exception("netloop: error while stopping")
+        finally:
+            for loop in self._all_loops():
+                loop.stop()
+            for sock in self._bound:
+                sock.close()
+            self.stopped.set()
+
+    def _call_on_shutdown(self) -> None:
+        try:
+            self.handler.on_shutdown(self.engine)
+        except Exception:
+            self.log.exception("netloop: on_shutdown raised")
+
+    def _submit(self, loop: EventLoop, fn: Callable[..., object], *args: Any) -> bool:
+        try:
+            loop.submit(fn, *args)
+        except EngineStoppedError:
+            return False
+        return True
+
+    def _run_on(self, loop: EventLoop, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on ``loop`` and wait for it (a loop that stopped already is skipped)."""
+        done = threading.Event()
+
+        def task() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        if self._submit(loop, task):
+            done.wait(self.options.shutdown_timeout + 1.0)
+
+
+def _tick_result(result: Any) -> tuple[float, Action | None]:
+    if isinstance(result, tuple):
+        delay, action = result
+    else:
+        delay, action = result, None
+    try:
+        delay = float(delay)
+    except (TypeError, ValueError):
+        raise TypeError(f"on_tick must return a delay or (delay, Action), got {result!r}") from None
+    return max(0.0, delay), action
+
+
+def start(handler: EventHandler, *addrs: str, options: Options | None = None, **kwargs: Any) -> Engine:
+    """Bind ``addrs`` and serve them on background threads; returns the running ``Engine`` at once.
+
+    Raises ``AddressError`` for a bad address and ``TypeError``/``ValueError`` for a bad option, before
+    anything is bound.
+    """
+    opts = make_options(options, kwargs)
+    if not isinstance(handler, EventHandler):
+        raise TypeError(f"handler must be a netloop.EventHandler, got {type(handler).__name__}")
+    if not addrs:
+        raise AddressError("no address given; e.g. netloop.start(handler, 'tcp://127.0.0.1:9000')")
+    addresses = [parse_address(a) for a in addrs]
+    if opts.worker_count():
+        from netloop._workers import start_workers
+
+        return start_workers(handler, addresses, opts)
+    core = EngineCore(handler, addresses, opts)
+    core.start()
+    return core.engine
+
+
+def run(handler: EventHandler, *addrs: str, options: Options | None = None, **kwargs: Any) -> None:
+    """Serve ``addrs`` until the engine stops (``Action.SHUTDOWN``, ``engine.stop()``, SIGINT or SIGTERM).
+
+    SIGINT/SIGTERM stop it gracefully when ``run`` is called from the main thread.
+    """
+    engine = start(handler, *addrs, options=options, **kwargs)
+    with stop_on_signals(engine):
+        engine.wait()
+
+
+class stop_on_signals:
+    """Context manager: while inside, SIGINT and SIGTERM stop ``engine`` (main thread only; else a no-op)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._saved: dict[int, Any] = {}
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.engine._core.request_stop()
+
+    def __enter__(self) -> stop_on_signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._saved[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._saved.items():
+            signal.signal(signum, previous)

@@ -1,0 +1,35 @@
+"""Exceptions raised by netloop; all are importable from ``netloop``."""
+
+from __future__ import annotations
+
+
+class NetloopError(Exception):
+    """Base class of every error netloop raises on its own account."""
+
+
+class AddressError(NetloopError, ValueError):
+    """An address string could not be parsed or is not supported (the message names it)."""
+
+
+class ShortBufferError(NetloopError):
+    """More bytes were asked of a connection's inbound buffer than it holds; nothing was consumed."""
+
+
+class FrameTooLongError(NetloopError):
+    """A frame (declared or accumulated) exceeds the codec's ``max_frame_length``."""
+
+
+class CodecError(NetloopError):
+    """Inbound bytes do not form a valid frame for the codec (e.g. a negative adjusted length)."""
+
+
+class PoolOverloadError(NetloopError):
+    """A non-blocking ``WorkerPool`` is full; the job was not accepted."""
+
+
+class ConnClosedError(NetloopError, ConnectionError):
+    """An operation was attempted on a connection that is already closed."""
+
+
+class EngineStoppedError(NetloopError):
+    """The engine or event loop is stopped and takes no more work."""

@@ -1,0 +1,342 @@
+"""One event loop: a poller, the connections it owns, a task queue for other threads, and timers."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from netloop._conn import Conn, conn_class, conn_mask, set_keep_alive
+from netloop._errors import EngineStoppedError
+from netloop._handler import Action, EventHandler
+from netloop._options import Options
+from netloop._poller import IN, Poller, new_poller
+
+if TYPE_CHECKING:
+    from netloop._engine import EngineCore
+
+Task = tuple[Callable[..., object], tuple[Any, ...]]
+
+
+class Timer:
+    """A scheduled call; ``cancel()`` it from the loop's thread."""
+
+    __slots__ = ("args", "callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    """Runs ``poll → dispatch by fd → queued tasks → due timers`` on one thread.
+
+    Other threads hand work in with ``submit``; the loop is woken (eventfd, else a pipe) only when it is asleep
+    in ``poll`` and no wake-up is already pending.
+    """
+
+    def __init__(self, index: int, core: EngineCore, handler: EventHandler, options: Options) -> None:
+        self.index = index
+        self.core = core
+        self.handler = handler
+        self.options = options
+        self.log: logging.Logger = options.get_logger()
+        self.poller: Poller = new_poller(options.poller)
+        if options.edge_triggered and not self.poller.supports_edge:
+            self.poller.close()
+            raise ValueError(f"edge_triggered needs epoll or kqueue; the {self.poller.name} poller can't")
+        self.read_buffer = bytearray(options.read_buffer_cap)
+        self.read_view = memoryview(self.read_buffer)
+        self.high_water = options.write_buffer_cap
+        self.low_water = options.write_buffer_cap // 2
+        self._conn_class = conn_class(options.edge_triggered, options.pre_write)
+        self._conn_mask = conn_mask(options.edge_triggered)
+        self._configure = _socket_configurator(options)
+        self._handlers: dict[int, Callable[[int], None]] = {}
+        self.conns: dict[int, Conn] = {}
+        self._tasks: deque[Task] = deque()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._timer_seq = itertools.count()
+        self._wake_lock = threading.Lock()
+        self._sleeping = False
+        self._wake_pending = False
+        self._running = False
+        self._draining = False
+        self._stopped = threading.Event()
+        self.thread_id: int | None = None
+        # Connections handed to this loop and closed on it; each counter has one writer thread.
+        self.assigned = 0
+        self.released = 0
+        self._wake_r, self._wake_w = _wake_pair()
+        self.attach(self._wake_r, self._on_wake, IN)
+
+    def __repr__(self) -> str:
+        return f"<netloop.EventLoop {self.index} conns={len(self.conns)}>"
+
+    # -- the loop ------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The loop's body; returns when the loop is stopped (or drained during a graceful stop)."""
+        self.thread_id = threading.get_ident()
+        self._running = True
+        poll = self.poller.poll
+        handlers = self._handlers
+        tasks = self._tasks
+        timers = self._timers
+        lock = self._wake_lock
+        monotonic = time.monotonic
+        try:
+            while self._running:
+                timeout = -1.0
+                if timers:
+                    timeout = max(0.0, timers[0][0] - monotonic())
+                lock.acquire()
+                self._sleeping = True
+                if tasks:
+                    timeout = 0.0
+                lock.release()
+                events = poll(timeout)
+                self._sleeping = False
+                try:
+                    for fd, ev in events:
+                        handler = handlers.get(fd)
+                        if handler is not None:
+                            handler(ev)
+                except Exception:
+                    self.log.exception("netloop: internal error in event loop %d", self.index)
+                if tasks:
+                    self._run_tasks()
+                if timers:
+                    self._run_timers()
+        finally:
+            self._teardown()
+
+    def _run_tasks(self) -> None:
+        tasks = self._tasks
+        # Only what is queued now: a task that queues another must not starve the poller.
+        for _ in range(len(tasks)):
+            fn, args = tasks.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                self.log.exception("netloop: task %r failed on event loop %d", fn, self.index)
+
+    def _run_timers(self) -> None:
+        timers = self._timers
+        now = time.monotonic()
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if timer.cancelled:
+                continue
+            try:
+                timer.callback(*timer.args)
+            except Exception:
+                self.log.exception("netloop: timer %r failed on event loop %d", timer.callback, self.index)
+
+    def _on_wake(self, ev: int) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._wake_pending = False
+
+    # -- scheduling ----------------------------------------------------------------------------------------
+
+    def in_loop(self) -> bool:
+        """True on this loop's own thread."""
+        return threading.get_ident() == self.thread_id
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop; safe from any thread."""
+        if self._stopped.is_set():
+            raise EngineStoppedError(f"event loop {self.index} is stopped")
+        self._tasks.append((fn, args))
+        if self._sleeping:
+            with self._wake_lock:
+                if self._sleeping and not self._wake_pending:
+                    self._wake_pending = True
+                    _wake_write(self._wake_w)
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` after the current events are dispatched (loop thread only)."""
+        self._tasks.append((fn, args))
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> Timer:
+        """Run ``fn(*args)`` on the loop after ``delay`` seconds (loop thread only; use ``submit`` elsewhere)."""
+        timer = Timer(time.monotonic() + max(0.0, delay), fn, args)
+        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
+        return timer
+
+    # -- descriptors ---------------------------------------------------------------------------------------
+
+    def attach(self, fd: int, handler: Callable[[int], None], mask: int) -> None:
+        """Watch ``fd`` for ``mask``; ``handler(events)`` runs on readiness (loop thread, or before run)."""
+        self._handlers[fd] = handler
+        self.poller.register(fd, mask)
+
+    def detach(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            try:
+                self.poller.unregister(fd)
+            except (OSError, KeyError, ValueError):
+                pass
+
+    def add_conn(self, sock: socket.socket, remote: Any) -> Conn | None:
+        """Adopt a connected non-blocking socket: register it and fire ``on_open`` (loop thread)."""
+        if self._draining or not self._running:
+            self.released += 1
+            sock.close()
+            return None
+        self._configure(sock)
+        conn = self._conn_class(self, sock, remote)
+        fd = conn._fd
+        self.conns[fd] = conn
+        self._handlers[fd] = conn._on_io
+        self.poller.register(fd, self._conn_mask)
+        try:
+            action = self.handler.on_open(conn)
+        except Exception as exc:
+            self.handler_failed(conn, "on_open", exc)
+            return conn
+        if action:
+            conn._act(action)
+        return conn
+
+    def detach_conn(self, conn: Conn) -> None:
+        fd = conn._fd
+        if self.conns.pop(fd, None) is conn:
+            self.released += 1
+            self.detach(fd)
+
+    def conn_closed(self, conn: Conn, err: BaseException | None) -> None:
+        """Fire ``on_close`` for a connection that just closed."""
+        try:
+            action = self.handler.on_close(conn, err)
+        except Exception:
+            self.log.exception("netloop: on_close raised for %r", conn)
+            action = None
+        if action == Action.SHUTDOWN:
+            self.engine_stop()
+        if self._draining and not self.conns:
+            self._running = False
+
+    def count_connections(self) -> int:
+        return len(self.conns)
+
+    def load(self) -> int:
+        """Connections assigned and not yet closed, counting those still on their way to the loop."""
+        return self.assigned - self.released
+
+    # -- the user's code -----------------------------------------------------------------------------------
+
+    def handler_failed(self, conn: Conn, event: str, exc: Exception) -> None:
+        """A handler raised: log it and close only that connection, handing ``exc`` to ``on_close``."""
+        self.log.error("netloop: %s raised for %r; closing it", event, conn, exc_info=exc)
+        conn._close_after_flush(exc)
+
+    def run_callback(self, callback: Callable[..., object], *args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            self.log.exception("netloop: callback %r raised", callback)
+
+    def engine_stop(self) -> None:
+        self.core.request_stop()
+
+    # -- stopping ------------------------------------------------------------------------------------------
+
+    def drain(self, deadline: float) -> None:
+        """Close every connection after flushing it; the loop returns once none is left (or at the deadline)."""
+        self._draining = True
+        for conn in list(self.conns.values()):
+            conn._close_after_flush(None)
+        if self.conns:
+            self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
+        else:
+            self._running = False
+
+    def _abort_all(self) -> None:
+        for conn in list(self.conns.values()):
+            conn._close(TimeoutError("netloop: shutdown timed out before the outbound bytes were flushed"))
+        self._running = False
+
+    def stop(self) -> None:
+        """Leave the loop at the end of this iteration (any thread)."""
+
+        def _stop() -> None:
+            self._running = False
+
+        try:
+            self.submit(_stop)
+        except EngineStoppedError:
+            pass
+
+    def _teardown(self) -> None:
+        self._running = False
+        self._stopped.set()
+        for conn in list(self.conns.values()):
+            conn._close(EngineStoppedError("netloop: event loop stopped"))
+        for fd in list(self._handlers):
+            self.detach(fd)
+        self.poller.close()
+        for fd in {self._wake_r, self._wake_w}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._tasks.clear()
+        self._timers.clear()
+
+
+def _wake_pair() -> tuple[int, int]:
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return fd, fd
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w
+
+
+def _wake_write(fd: int) -> None:
+    try:
+        os.write(fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    except (BlockingIOError, InterruptedError):
+        pass  # already readable: the loop will wake
+    except OSError:
+        pass  # closed during shutdown
+
+
+def _socket_configurator(options: Options) -> Callable[[socket.socket], None]:
+    """Apply the per-connection socket options, decided once for the loop."""
+    nodelay = options.tcp_nodelay
+    keepalive = options.tcp_keepalive
+    rcvbuf = options.socket_recv_buffer
+    sndbuf = options.socket_send_buffer
+
+    def configure(sock: socket.socket) -> None:
+        if sock.family != socket.AF_UNIX:
+            if nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if keepalive is not None:
+                set_keep_alive(sock, True, keepalive, keepalive, 3)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+
+    if not nodelay and keepalive is None and rcvbuf is None and sndbuf is None:
+        return lambda sock: None
+    return configure

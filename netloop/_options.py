@@ -1,0 +1,115 @@
+"""Engine options: the ``Options`` dataclass and the keyword arguments of ``run``/``start``/``Client``."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+from typing import Any
+
+
+class LoadBalancing(enum.Enum):
+    """How a new connection picks its event loop."""
+
+    ROUND_ROBIN = "round-robin"
+    LEAST_CONNECTIONS = "least-connections"
+    SOURCE_ADDR_HASH = "source-addr-hash"
+
+
+class WorkerBalancing(enum.Enum):
+    """How ``workers=N`` shares a listening address between worker processes."""
+
+    REUSE_PORT = "reuse-port"  # each worker binds its own SO_REUSEPORT listener; the kernel balances
+    PARENT = "parent"  # the parent accepts and passes descriptors to workers by ``load_balancing``
+
+
+@dataclasses.dataclass
+class Options:
+    """Every engine option, with its default. Unknown keyword options raise ``TypeError``."""
+
+    multicore: bool = False  # one event loop per CPU
+    num_event_loop: int = 0  # explicit number of loops (overrides multicore when > 0)
+    load_balancing: LoadBalancing = LoadBalancing.ROUND_ROBIN
+    reuse_port: bool = False  # every loop owns its own SO_REUSEPORT listener
+    reuse_addr: bool = True
+    ticker: bool = False  # call on_tick
+    tcp_nodelay: bool = True
+    tcp_keepalive: float | None = None  # idle seconds before keep-alive probes; None: off
+    read_buffer_cap: int = 64 * 1024  # per-loop read buffer: the most one read takes
+    write_buffer_cap: int = 1024 * 1024  # outbound high-water mark: reading pauses above it, resumes below half
+    socket_recv_buffer: int | None = None  # SO_RCVBUF
+    socket_send_buffer: int | None = None  # SO_SNDBUF
+    edge_triggered: bool = False
+    backlog: int = 1024
+    logger: logging.Logger | None = None
+    pre_write: bool = False  # call on_pre_write before each write
+    workers: int | str | None = None  # worker processes: N, 0 or "auto" for one per CPU; None: this process only
+    worker_balancing: WorkerBalancing = WorkerBalancing.REUSE_PORT
+    multicast_interface: str | None = None  # interface address (or name) for joining UDP multicast groups
+    bind_to_device: str | None = None  # SO_BINDTODEVICE interface name (Linux)
+    poller: str | None = None  # force "epoll", "kqueue" or "poll"
+    shutdown_timeout: float = 5.0  # how long a graceful stop waits for outbound bytes to flush
+
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` for a bad value, naming the option."""
+        _check_int("num_event_loop", self.num_event_loop, 0)
+        _check_int("read_buffer_cap", self.read_buffer_cap, 1024)
+        _check_int("write_buffer_cap", self.write_buffer_cap, 1)
+        _check_int("backlog", self.backlog, 1)
+        for name in ("socket_recv_buffer", "socket_send_buffer"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1)
+        if not isinstance(self.load_balancing, LoadBalancing):
+            self.load_balancing = LoadBalancing(self.load_balancing)
+        if not isinstance(self.worker_balancing, WorkerBalancing):
+            self.worker_balancing = WorkerBalancing(self.worker_balancing)
+        if self.tcp_keepalive is not None and self.tcp_keepalive <= 0:
+            raise ValueError(f"tcp_keepalive must be positive seconds or None, got {self.tcp_keepalive!r}")
+        if self.shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout must be >= 0, got {self.shutdown_timeout!r}")
+        if self.workers is not None and self.workers != "auto":
+            _check_int("workers", self.workers, 0)
+        if self.logger is not None and not isinstance(self.logger, logging.Logger):
+            raise TypeError(f"logger must be a logging.Logger, got {type(self.logger).__name__}")
+
+    def loop_count(self) -> int:
+        """How many event loops these options ask for."""
+        if self.num_event_loop > 0:
+            return self.num_event_loop
+        return (os.cpu_count() or 1) if self.multicore else 1
+
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` asks for (0 when not using workers)."""
+        if self.workers is None:
+            return 0
+        if self.workers == "auto" or self.workers == 0:
+            return os.cpu_count() or 1
+        return int(self.workers)
+
+    def get_logger(self) -> logging.Logger:
+        return self.logger or logging.getLogger("netloop")
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Options))
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"option {name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"option {name} must be >= {low}, got {value}")
+
+
+def make_options(options: Options | None, overrides: dict[str, Any]) -> Options:
+    """Merge ``options`` (or the defaults) with keyword ``overrides``; unknown names raise ``TypeError``."""
+    unknown = sorted(set(overrides) - _FIELDS)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+    base = options if options is not None else Options()
+    if not isinstance(base, Options):
+        raise TypeError(f"options must be a netloop.Options, got {type(base).__name__}")
+    merged = dataclasses.replace(base, **overrides)
+    merged.validate()
+    return merged
