@@ -46,9 +46,11 @@ class Conn:
         "_err",
         "_fd",
         "_handler",
+        "_held",
         "_inbound",
         "_local",
         "_loop",
+        "_mask",
         "_outbound",
         "_paused",
         "_pos",
@@ -76,6 +78,8 @@ class Conn:
         self._closed = False
         self._closing = False
         self._paused = False
+        self._held = False
+        self._mask = 0
         self._err: BaseException | None = None
         self._remote = remote
         self._local: Any = None
@@ -275,11 +279,11 @@ class Conn:
             out.append(memoryview(data)[sent:] if type(data) is bytes else bytes(memoryview(data)[sent:]))
         else:
             out.append(_frozen(data))
-        if was_empty:
-            self._want_write(True)
         if out._size > self._loop.high_water and not self._paused:
             self._paused = True
-            self._pause_reading()
+            self._update_interest()
+        elif was_empty:
+            self._update_interest()
 
     def flush(self) -> None:
         """*loop* Try to send buffered outbound bytes now."""
@@ -301,17 +305,13 @@ class Conn:
             out.advance(sent)
             if sent < sum(len(c) for c in chunks):
                 break
-        if out._size:
-            if self._paused and out._size <= self._loop.low_water and not self._closing:
-                self._paused = False
-                self._resume_reading()
-            return
-        self._want_write(False)
-        if self._closing:
+        if not out._size and self._closing:
             self._close(self._err)
-        elif self._paused:
+        elif self._paused and out._size <= self._loop.low_water:
             self._paused = False
             self._resume_reading()
+        elif not out._size:
+            self._update_interest()
 
     def outbound_buffered(self) -> int:
         """*loop* How many bytes wait for the kernel to take them."""
@@ -323,18 +323,36 @@ class Conn:
 
     # -- readiness interest: level-triggered here, EdgeConn overrides --------------------------------------
 
-    def _want_write(self, on: bool) -> None:
+    def _reading(self) -> bool:
+        return not (self._paused or self._closing or self._held)
+
+    def _update_interest(self) -> None:
+        """Ask the poller for what this connection needs now: reads unless paused, writes while buffered."""
         if self._closed:
             return
-        reading = not (self._paused or self._closing)
-        mask = (IN if reading else 0) | (OUT if on else 0)
-        self._loop.poller.modify(self._fd, mask)
-
-    def _pause_reading(self) -> None:
-        self._loop.poller.modify(self._fd, OUT if self._outbound._size else 0)
+        mask = (IN if self._reading() else 0) | (OUT if self._outbound._size else 0)
+        if mask != self._mask:
+            self._mask = mask
+            self._loop.poller.modify(self._fd, mask)
 
     def _resume_reading(self) -> None:
-        self._loop.poller.modify(self._fd, IN | (OUT if self._outbound._size else 0))
+        self._update_interest()
+
+    def pause_reading(self) -> None:
+        """*loop* Stop reading this connection until ``resume_reading`` (flow control between connections).
+
+        Inbound bytes then wait in the kernel, so a fast sender is slowed by TCP itself.
+        """
+        if not self._held:
+            self._held = True
+            self._update_interest()
+
+    def resume_reading(self) -> None:
+        """*loop* Undo ``pause_reading``."""
+        if self._held:
+            self._held = False
+            if self._reading():
+                self._resume_reading()
 
     # -- closing ------------------------------------------------------------------------------------------
 
@@ -349,7 +367,7 @@ class Conn:
             return
         if not self._closing:
             self._closing = True
-            self._pause_reading()
+            self._update_interest()
 
     def _fail_soon(self, exc: BaseException) -> None:
         # A send failed inside a callback: close after it returns, never under the user's feet.
@@ -484,7 +502,7 @@ class EdgeConn(Conn):
             self._drain_reads()
 
     def _drain_reads(self) -> None:
-        if self._paused or self._closing:
+        if not self._reading() or self._closed:
             return
         full = len(self._view)
         for _ in range(EDGE_READS_PER_ROUND):
@@ -500,15 +518,12 @@ class EdgeConn(Conn):
                 return
             self._traffic(n)
             # A short read emptied the socket; the next arrival raises a new edge.
-            if n < full or self._closed or self._paused or self._closing:
+            if n < full or self._closed or not self._reading():
                 return
         self._loop.call_soon(self._drain_reads)
 
-    def _want_write(self, on: bool) -> None:
-        # Registered for OUT edges from the start: nothing to change.
-        pass
-
-    def _pause_reading(self) -> None:
+    def _update_interest(self) -> None:
+        # Registered once for IN and OUT edges: nothing to change.
         pass
 
     def _resume_reading(self) -> None:

@@ -204,6 +204,7 @@ class EventLoop:
         fd = conn._fd
         self.conns[fd] = conn
         self._handlers[fd] = conn._on_io
+        conn._mask = self._conn_mask
         self.poller.register(fd, self._conn_mask)
         try:
             action = self.handler.on_open(conn)
@@ -213,6 +214,18 @@ class EventLoop:
         if action:
             conn._act(action)
         return conn
+
+    def register(self, addr: str, timeout: float | None = None) -> Conn:
+        """Dial ``addr`` and attach the new outbound connection to this loop (see ``netloop.Client``)."""
+        from netloop._client import dial_on_loop
+
+        return dial_on_loop(self, addr, timeout)
+
+    def enroll(self, sock: socket.socket) -> Conn:
+        """Attach an already connected socket to this loop as a connection (see ``netloop.Client``)."""
+        from netloop._client import enroll_on_loop
+
+        return enroll_on_loop(self, sock)
 
     def detach_conn(self, conn: Conn) -> None:
         fd = conn._fd
