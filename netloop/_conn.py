@@ -380,6 +380,7 @@ class Conn:
         if self._closed:
             return
         self._closed = True
+        self._closing = True  # later writes take the slow path, which raises ConnClosedError
         self._loop.detach_conn(self)
         try:
             self._sock.close()
