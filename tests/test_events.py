@@ -245,7 +245,6 @@ def test_graceful_stop_flushes_buffered_output() -> None:
     sock = connect(engine.addrs[0])
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     assert handler.opened.acquire(timeout=5)
-    conn = handler.events[-1][1]
     stopper = threading.Thread(target=engine.stop, args=(20,))
     stopper.start()
     assert recv_until_closed(sock) == payload
