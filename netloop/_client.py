@@ -1,16 +1,496 @@
-"""Client connections (``netloop.Client``) and outbound connections attached to a server's loop."""
+"""Client connections (``netloop.Client``) and outbound connections attached to a server's loop.
+
+Two ways in. From a thread that is not the target loop's, ``Client.dial``/``Client.enroll`` and
+``EventLoop.register``/``enroll`` connect in the calling thread, hand the socket to the loop and return once
+``on_open`` has run there. From a handler on the loop itself they never block: the connection comes back at once,
+still connecting, and opens on a later turn of the loop (``on_open``, or ``on_close`` with the error).
+"""
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, cast
 
-from netloop._conn import Conn
+from netloop._address import Address, parse_address
+from netloop._balancer import new_balancer
+from netloop._conn import Buffer, Conn, conn_class, conn_mask
+from netloop._datagram import DATAGRAMS_PER_ROUND
+from netloop._engine import EngineCore
+from netloop._errors import ConnClosedError, EngineStoppedError
 from netloop._eventloop import EventLoop
+from netloop._handler import EventHandler
+from netloop._options import LoadBalancing, Options, make_options
+from netloop._poller import IN, OUT
+
+# How often a thread waiting for a loop to take its socket checks that the loop is still alive.
+_ALIVE_CHECK = 0.1
+# A non-blocking connect that returns one of these is under way (or already done): wait for writability.
+_CONNECTING = frozenset({0, errno.EINPROGRESS, errno.EINTR})
+
+
+class Client:
+    """Outbound connections served by event loops, with the same events and ``Conn`` API as a server's.
+
+    ``start()`` runs the loops (``num_event_loop`` threads, or one per CPU with ``multicore``); every new
+    connection goes to the loop with the fewest connections. ``on_boot(engine)`` fires on start and
+    ``on_shutdown(engine)`` on stop, with an ``Engine`` whose ``addrs`` is empty. ``on_tick`` works as for a
+    server (``ticker=True``); ``Action.SHUTDOWN`` from any event stops the client. Options are those of
+    ``netloop.start``; the listener-only ones (``backlog``, ``reuse_port``, ``load_balancing``...) have no effect,
+    and ``workers`` is refused. Usable as a context manager: ``with Client(h) as client:`` starts and stops it.
+    """
+
+    def __init__(self, handler: EventHandler, *, options: Options | None = None, **kwargs: Any) -> None:
+        opts = make_options(options, kwargs)
+        if not isinstance(handler, EventHandler):
+            raise TypeError(f"handler must be a netloop.EventHandler, got {type(handler).__name__}")
+        if opts.worker_count():
+            raise ValueError("workers is a server option: a Client's loops are threads of this process")
+        self._core = EngineCore(handler, [], opts)
+        self._lock = threading.Lock()
+        self._started = False
+        # Dials picked for a loop and not yet on it, so that concurrent dials spread out.
+        self._in_flight: dict[EventLoop, int] = {}
+        self._pick: Callable[[Any], EventLoop] | None = None
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._core.stopped.is_set() else "running" if self._started else "new"
+        return f"<netloop.Client {state} loops={len(self._core.loops)} conns={self.count_connections()}>"
+
+    def __enter__(self) -> Client:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def loops(self) -> list[EventLoop]:
+        """The event loops serving this client's connections (empty before ``start``)."""
+        return list(self._core.loops)
+
+    def count_connections(self) -> int:
+        """Open connections over every loop (connections still connecting on a loop included)."""
+        return self._core.count_connections()
+
+    def start(self) -> None:
+        """Start the loops; returns once they run and ``on_boot`` has returned. A client starts once."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("this Client was already started")
+            self._started = True
+        self._core.start()
+        loops = self._core.loops
+        self._in_flight = dict.fromkeys(loops, 0)
+        self._pick = new_balancer(LoadBalancing.LEAST_CONNECTIONS, loops, self._load)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: ``on_shutdown``, then flush and close every connection (``on_close`` for each).
+
+        Thread-safe and idempotent. From a loop's own thread it only starts the stop; from any other thread it
+        also waits up to ``timeout`` seconds (None: until stopped).
+        """
+        if self._started:
+            self._core.engine.stop(timeout)
+
+    def dial(self, addr: str, timeout: float | None = None) -> Conn:
+        """Connect to ``addr`` (``tcp://``, ``tcp6://``, ``udp://``, ``unix://``...) and serve it on a loop.
+
+        Blocks the calling thread until connected, then returns once ``on_open`` has run on the connection's loop.
+        A UDP address gives a connected UDP socket: ``on_traffic`` per datagram, ``write`` sends one.
+        Raises ``ConnectionRefusedError``, ``TimeoutError`` (``timeout`` seconds passed; None waits as long as
+        the OS does) or another ``OSError`` naming the address when no connection can be made, ``AddressError``
+        for a bad address, ``EngineStoppedError`` when the client is not running, and ``RuntimeError`` when called
+        from one of its loops (a handler uses ``conn.event_loop.register``). A failed dial leaves nothing behind:
+        no descriptor, no registration, no event.
+        """
+        address = parse_address(addr)
+        self._check_caller()
+        return self._place(connect(address, timeout))
+
+    def enroll(self, sock: socket.socket) -> Conn:
+        """Serve an already connected stream or datagram socket on a loop; returns once ``on_open`` has run.
+
+        A socket that is not connected raises ``ValueError`` and stays the caller's; otherwise the client owns it
+        from here on (if the client has stopped, it is closed and ``EngineStoppedError`` raised).
+        """
+        self._check_caller()
+        return self._place(sock)
+
+    def _check_caller(self) -> None:
+        if not self._started or self._core.stopped.is_set():
+            raise EngineStoppedError("the client is not running: call start() first")
+        if self._core.on_loop_thread():
+            raise RuntimeError("Client.dial/enroll block; from a handler use conn.event_loop.register/enroll")
+
+    def _load(self, loop: EventLoop) -> int:
+        return loop.load() + self._in_flight[loop]
+
+    def _place(self, sock: socket.socket) -> Conn:
+        pick = self._pick
+        if pick is None:
+            sock.close()
+            raise EngineStoppedError("the client is not running")
+        with self._lock:
+            loop = pick(None)
+            self._in_flight[loop] += 1
+        try:
+            return adopt(loop, sock)
+        finally:
+            with self._lock:
+                self._in_flight[loop] -= 1
+
+
+# -- the EventLoop.register / EventLoop.enroll entry points ------------------------------------------------
 
 
 def dial_on_loop(loop: EventLoop, addr: str, timeout: float | None) -> Conn:
-    raise NotImplementedError("client connections are not available yet")
+    """``loop.register(addr)``: from the loop's thread, a connection that is still connecting; else like ``dial``."""
+    address = parse_address(addr)
+    if loop.in_loop():
+        return _dial_here(loop, address, timeout)
+    return adopt(loop, connect(address, timeout))
 
 
 def enroll_on_loop(loop: EventLoop, sock: socket.socket) -> Conn:
-    raise NotImplementedError("client connections are not available yet")
+    """``loop.enroll(sock)``: from the loop's thread, opened on a later turn of the loop; else like ``enroll``."""
+    if not loop.in_loop():
+        return adopt(loop, sock)
+    remote = _peer(sock)
+    sock.setblocking(False)
+    return _pending(loop, sock, remote, watch=True)
+
+
+# -- blocking: connect in the caller's thread, then hand the socket to the loop ----------------------------
+
+
+def connect(address: Address, timeout: float | None) -> socket.socket:
+    """A socket connected to ``address``, waiting up to ``timeout`` seconds; an error names the address."""
+    sock = socket.socket(address.family, address.socktype)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise _dial_error(exc, address.text, timeout) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _dial_error(exc: OSError, text: str, timeout: float | None) -> OSError:
+    """``exc`` as the same exception type and errno, with the address it concerns in its message."""
+    if isinstance(exc, TimeoutError) and exc.errno is None:
+        return TimeoutError(errno.ETIMEDOUT, f"dial {text}: timed out after {timeout}s")
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, f"dial {text}: {exc.strerror}")
+
+
+class _Handoff:
+    """A socket on its way to a loop: exactly one of the loop's task and the waiting thread gets to use it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.conn: Conn | None = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._taken = False
+
+    def take(self) -> bool:
+        with self._lock:
+            taken, self._taken = self._taken, True
+        return not taken
+
+
+def adopt(loop: EventLoop, sock: socket.socket) -> Conn:
+    """Hand the connected ``sock`` to ``loop`` and wait until ``on_open`` has run there (not on that loop's thread).
+
+    ``ValueError`` for a socket that is not connected (the caller keeps it); ``EngineStoppedError``, with the
+    socket closed, when the loop is stopping.
+    """
+    remote = _peer(sock)
+    sock.setblocking(False)
+    handoff = _Handoff(sock)
+
+    def task() -> None:
+        try:
+            if handoff.take():
+                handoff.conn = _open_now(loop, sock, remote)
+        finally:
+            handoff.done.set()
+
+    try:
+        loop.submit(task)
+    except EngineStoppedError:
+        sock.close()
+        raise
+    # A loop that stops before running the task drops it: notice that instead of waiting forever.
+    while not handoff.done.wait(_ALIVE_CHECK):
+        if loop.core.stopped.is_set() and handoff.take():
+            sock.close()
+            break
+    conn = handoff.conn
+    if conn is None:
+        raise EngineStoppedError(f"event loop {loop.index} is stopping; the connection was closed")
+    return conn
+
+
+def _open_now(loop: EventLoop, sock: socket.socket, remote: Any) -> Conn | None:
+    """Register a connected socket and fire ``on_open`` (loop thread); None if the loop is stopping."""
+    _count(loop)
+    if sock.type != socket.SOCK_DGRAM:
+        return loop.add_conn(sock, remote)
+    if not _accepting(loop):
+        loop.released += 1
+        sock.close()
+        return None
+    conn = _datagram_conn(loop, sock, remote)
+    _track(loop, conn, IN)
+    _fire_open(conn)
+    return conn
+
+
+# -- non-blocking: on the loop's own thread -----------------------------------------------------------------
+
+
+def _dial_here(loop: EventLoop, address: Address, timeout: float | None) -> Conn:
+    sock = socket.socket(address.family, address.socktype)
+    try:
+        sock.setblocking(False)
+        code = sock.connect_ex(address.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    if code in _CONNECTING:
+        conn = _pending(loop, sock, address.sockaddr, watch=True)
+        if timeout is not None and isinstance(conn, DialingConn):
+            loop.call_later(timeout, _expire, conn, address.text, timeout)
+        return conn
+    # Failed at once: the connection still comes back, and on_close reports the error after this callback.
+    conn = _pending(loop, sock, address.sockaddr, watch=False)
+    loop.call_soon(conn._close, _connect_error(code, address))
+    return conn
+
+
+def _connect_error(code: int, address: Address) -> OSError:
+    if code == errno.EAGAIN and address.family == socket.AF_UNIX:
+        # A Unix listener with a full backlog: a blocking connect would wait, a loop can't.
+        return ConnectionRefusedError(code, f"dial {address.text}: the listener's backlog is full")
+    return OSError(code, f"dial {address.text}: {os.strerror(code)}")
+
+
+def _expire(conn: Conn, text: str, timeout: float) -> None:
+    if isinstance(conn, DialingConn) and not conn.closed:
+        conn._close(TimeoutError(errno.ETIMEDOUT, f"dial {text}: timed out after {timeout}s"))
+
+
+def _pending(loop: EventLoop, sock: socket.socket, remote: Any, watch: bool) -> Conn:
+    """A connection for ``sock`` that opens on a later turn of the loop (``watch``: once the connect completes)."""
+    if not _accepting(loop):
+        sock.close()
+        raise EngineStoppedError(f"event loop {loop.index} is stopping and takes no new connections")
+    _count(loop)
+    if sock.type == socket.SOCK_DGRAM:
+        # A UDP connect completes at once: only on_open waits, so the caller sees the connection first.
+        conn = _datagram_conn(loop, sock, remote)
+        _track(loop, conn, 0)
+        loop.call_soon(_open_datagram, conn)
+        return conn
+    loop._configure(sock)
+    options = loop.options
+    dialing = _dialing_class(conn_class(options.edge_triggered, options.pre_write))(loop, sock, remote)
+    dialing._send = _not_yet
+    _track(loop, dialing, OUT if watch else 0)
+    return dialing
+
+
+def _open_datagram(conn: Conn) -> None:
+    if not conn.closed:
+        conn.event_loop.attach(conn._fd, conn._on_io, IN)
+        conn._mask = IN
+        _fire_open(conn)
+
+
+# -- shared by both paths -----------------------------------------------------------------------------------
+
+
+def _peer(sock: socket.socket) -> Any:
+    """The peer address of a connected stream or datagram socket; ``ValueError`` for anything else."""
+    if sock.type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        raise ValueError(f"cannot enroll {sock!r}: only stream and datagram sockets can be connections")
+    try:
+        return sock.getpeername()
+    except OSError as exc:
+        raise ValueError(f"cannot enroll {sock!r}: it is not connected ({exc.strerror})") from None
+
+
+def _count(loop: EventLoop) -> None:
+    """Count one more connection in ``loop.load()`` (loop thread only).
+
+    ``assigned`` is written by the acceptor's thread and ``released`` by the loop's: one release fewer counts the
+    connection without giving either counter a second writer.
+    """
+    loop.released -= 1
+
+
+def _accepting(loop: EventLoop) -> bool:
+    return loop._running and not loop._draining
+
+
+def _track(loop: EventLoop, conn: Conn, mask: int) -> None:
+    """Make ``conn`` one of the loop's connections, watched for ``mask`` (0: not watched yet)."""
+    fd = conn._fd
+    loop.conns[fd] = conn
+    conn._mask = mask
+    if mask:
+        loop.attach(fd, conn._on_io, mask)
+
+
+def _fire_open(conn: Conn) -> None:
+    """Run ``on_open`` as the loop does for an accepted connection: a raise closes it, an action is applied."""
+    loop = conn.event_loop
+    try:
+        action = loop.handler.on_open(conn)
+    except Exception as exc:
+        loop.handler_failed(conn, "on_open", exc)
+        return
+    if action:
+        conn._act(action)
+
+
+def _not_yet(data: object, flags: int = 0, /) -> int:
+    # A dialing connection's writes are buffered until the connect completes.
+    raise BlockingIOError(errno.EAGAIN, "not connected yet")
+
+
+# -- connection classes -------------------------------------------------------------------------------------
+
+
+class DialingConn(Conn):
+    """A stream connection whose connect is still in progress (``register``/``enroll`` on the loop's thread).
+
+    It is one of the loop's connections already: ``write`` buffers (the bytes go out once connected, in order),
+    ``close`` works, reading waits. The first readiness event tells the connect's outcome: on success the object
+    becomes an instance of ``opened`` (the loop's ordinary connection class) and ``on_open`` fires; on failure
+    ``on_close`` gets the error. Closed before connecting, ``on_close`` gets ``ConnectionAbortedError``.
+    """
+
+    __slots__ = ()
+    opened: ClassVar[type[Conn]] = Conn
+
+    def _on_io(self, ev: int) -> None:
+        code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._close(OSError(code, f"connect to {self._remote!r}: {os.strerror(code)}"))
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        loop = self._loop
+        fd = self._fd
+        # From here on it is an ordinary connection: the hot paths carry no "still connecting" check.
+        self.__class__ = self.opened
+        self._send = self._sock.send
+        mask = conn_mask(loop.options.edge_triggered)
+        loop.detach(fd)
+        self._mask = mask
+        loop.attach(fd, self._on_io, mask)
+        _fire_open(self)
+        self._update_interest()
+        self.flush()
+
+    def writev(self, chunks: Sequence[Buffer]) -> int:
+        # One write per chunk keeps on_pre_write and the buffering of write; no gather write before connecting.
+        return sum(self.write(chunk) for chunk in chunks)
+
+    def flush(self) -> None:
+        pass
+
+    def _update_interest(self) -> None:
+        # Only writability, the connect's outcome, is watched until then.
+        pass
+
+    def _resume_reading(self) -> None:
+        pass
+
+    def _close(self, err: BaseException | None) -> None:
+        if err is None and not self._closed:
+            err = ConnectionAbortedError(errno.ECONNABORTED, f"closed before the connect to {self._remote!r} completed")
+        super()._close(err)
+
+
+@functools.cache
+def _dialing_class(opened: type[Conn]) -> type[DialingConn]:
+    """The dialing variant of the loop's connection class; same layout, so ``__class__`` can switch to it."""
+    if opened is Conn:
+        return DialingConn
+    name = f"Dialing{opened.__name__}"
+    return cast("type[DialingConn]", type(name, (DialingConn, opened), {"__slots__": (), "opened": opened}))
+
+
+class DatagramClientConn(Conn):
+    """A connected UDP socket as a connection: ``on_traffic`` once per datagram, ``write`` sends one datagram.
+
+    A datagram is readable during its ``on_traffic`` only: its unread rest is dropped, and an empty datagram is a
+    datagram, not the end of a stream. A datagram the kernel has no room for is dropped (``write`` returns 0). An
+    ICMP "port unreachable" for an earlier datagram closes the connection with ``ConnectionRefusedError``.
+    """
+
+    __slots__ = ()
+
+    def _on_io(self, ev: int) -> None:
+        recv_into = self._recv_into
+        view = self._view
+        handler = self._handler
+        for _ in range(DATAGRAMS_PER_ROUND):
+            try:
+                n = recv_into(view)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._close(exc)
+                return
+            self._end = n
+            try:
+                action = handler.on_traffic(self)
+            except Exception as exc:
+                self._pos = self._end = 0
+                self._loop.handler_failed(self, "on_traffic", exc)
+                return
+            self._pos = self._end = 0
+            if action:
+                self._act(action)
+            if self._closed or not self._reading():
+                return
+
+    def write(self, data: Buffer) -> int:
+        """*loop* Send ``data`` as one datagram; returns ``len(data)``, or 0 when the kernel dropped it."""
+        if self._closed:
+            raise ConnClosedError(f"write on closed connection {self!r}")
+        try:
+            self._send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._fail_soon(exc)
+            return 0
+        return len(data)
+
+    def writev(self, chunks: Sequence[Buffer]) -> int:
+        """*loop* Send the chunks joined as one datagram."""
+        return self.write(b"".join(chunks))
+
+
+def _datagram_conn(loop: EventLoop, sock: socket.socket, remote: Any) -> DatagramClientConn:
+    options = loop.options
+    if options.socket_recv_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
+    if options.socket_send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
+    return DatagramClientConn(loop, sock, remote)

@@ -131,10 +131,27 @@ class Conn:
         except OSError as exc:
             self._close(exc)
             return
-        if n:
-            self._traffic(n)
-        else:
+        if not n:
             self._close_after_flush(None)
+            return
+        # _traffic inlined: this is the per-request path.
+        inbound = self._inbound
+        if inbound._size:
+            inbound.write(self._view[:n])
+        else:
+            self._end = n
+        try:
+            action = self._handler.on_traffic(self)
+        except Exception as exc:
+            self._pos = self._end = 0
+            self._loop.handler_failed(self, "on_traffic", exc)
+            return
+        pos = self._pos
+        if pos != self._end:
+            inbound.write(self._view[pos : self._end])
+        self._pos = self._end = 0
+        if action:
+            self._act(action)
 
     def _traffic(self, n: int) -> None:
         """``n`` new bytes sit at the start of the loop's read buffer: show them to ``on_traffic``."""
@@ -181,9 +198,9 @@ class Conn:
         if inbound._size:
             return inbound.read(n)
         pos = self._pos
-        n = self._take(n)
-        self._pos = pos + n
-        return self._view[pos : pos + n].tobytes()
+        end = self._end if n < 0 else pos + self._take(n)
+        self._pos = end
+        return self._view[pos:end].tobytes()
 
     def peek(self, n: int = -1) -> bytes:
         """*loop* Return ``n`` bytes (all when ``n < 0``) without consuming them."""

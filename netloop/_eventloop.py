@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -95,18 +96,24 @@ class EventLoop:
         handlers = self._handlers
         tasks = self._tasks
         timers = self._timers
-        lock = self._wake_lock
+        # With the GIL, "announce sleep, then look at the queue" is ordered without a lock; free-threaded
+        # builds take the lock that submit() takes, so a task queued in between is never missed.
+        lock = self._wake_lock if not _gil_enabled() else None
         monotonic = time.monotonic
         try:
             while self._running:
                 timeout = -1.0
                 if timers:
                     timeout = max(0.0, timers[0][0] - monotonic())
-                lock.acquire()
-                self._sleeping = True
-                if tasks:
-                    timeout = 0.0
-                lock.release()
+                if lock is None:
+                    self._sleeping = True
+                    if tasks:
+                        timeout = 0.0
+                else:
+                    with lock:
+                        self._sleeping = True
+                        if tasks:
+                            timeout = 0.0
                 events = poll(timeout)
                 self._sleeping = False
                 try:
@@ -311,6 +318,11 @@ class EventLoop:
                 pass
         self._tasks.clear()
         self._timers.clear()
+
+
+def _gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
 
 
 def _wake_pair() -> tuple[int, int]:

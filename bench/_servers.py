@@ -1,0 +1,164 @@
+"""The contenders' server processes: what each runs, started pinned to one CPU, stopped gracefully."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from bench._errors import BenchError
+from bench._proc import executable, pinned
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+
+CONTENDERS = ("netloop", "asyncio", "uvloop", "redis")
+"""Every contender, in the order the reports list them."""
+
+_NETLOOP_SERVERS = {"echo": "examples.echo", "http": "examples.http_server", "resp": "examples.resp_server"}
+_SESSIONS = {"echo": (), "http": ("examples.http_proto",), "resp": ("examples.resp_proto", "examples.kvstore")}
+
+
+def _module_file(module: str) -> Path:
+    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def server_argv(contender: str, proto: str, port: int) -> list[str]:
+    """The command line of ``contender``'s server for ``proto`` (echo, http or resp) on HOST:port."""
+    python, where = sys.executable, ["--port", str(port)]
+    if contender == "netloop":
+        return [python, "-m", _NETLOOP_SERVERS[proto], "--host", HOST, *where, "--loops", "1"]
+    if contender in ("asyncio", "uvloop"):
+        return [python, "-m", "bench.servers.aio", "--loop", contender, "--proto", proto, "--host", HOST, *where]
+    if contender == "redis" and proto == "resp":
+        redis = shutil.which("redis-server") or "redis-server"
+        return [redis, "--save", "", "--appendonly", "no", "--bind", HOST, *where]
+    raise ValueError(f"{contender} has no {proto} server")
+
+
+def unavailable(contender: str, proto: str) -> str | None:
+    """Why ``contender`` cannot serve ``proto`` on this machine, or None when it can."""
+    needed: tuple[str, ...] = ()
+    if contender == "netloop":
+        needed = (_NETLOOP_SERVERS[proto],)
+    elif contender in ("asyncio", "uvloop"):
+        needed = _SESSIONS[proto]
+        if contender == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            return "uvloop is not installed"
+    elif contender == "redis":
+        if proto != "resp":
+            return f"redis-server does not speak {proto}"
+        if shutil.which("redis-server") is None:
+            return "redis-server is not installed"
+    else:
+        return f"unknown contender {contender!r}"
+    missing = [m for m in needed if not _module_file(m).exists()]
+    return f"{', '.join(missing)} not found" if missing else None
+
+
+def free_port() -> int:
+    """A TCP port on HOST that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Server:
+    """A contender's server process, pinned to one CPU and listening on HOST:port inside a ``with`` block.
+
+    ``pid`` is the server program itself (checked on start), so /proc/PID is the process doing the work.
+    """
+
+    def __init__(self, contender: str, proto: str, cpu: int, log_dir: Path) -> None:
+        self.contender = contender
+        self.proto = proto
+        self.cpu = cpu
+        self.port = free_port()
+        self.argv = server_argv(contender, proto, self.port)
+        self.log_path = log_dir / f"{contender}-{proto}-{self.port}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        if self._process is None:
+            raise BenchError(f"{self.contender} {self.proto} server is not running")
+        return self._process.pid
+
+    def __enter__(self) -> Server:
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=pinned(self.cpu),
+            )
+        try:
+            self._wait_listening()
+            self._check_identity()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Asks the server to stop (SIGTERM), killing it if it has not exited within STOP_TIMEOUT_S."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log_tail(self, limit: int = 1500) -> str:
+        """The last ``limit`` characters the server printed."""
+        try:
+            return self.log_path.read_bytes()[-limit:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert self._process is not None
+            status = self._process.poll()
+            if status is not None:
+                raise BenchError(
+                    f"{self.contender} {self.proto} server exited with status {status}:\n{self.log_tail()}"
+                )
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1.0):
+                    return
+            except OSError as error:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.contender} {self.proto} server is not listening: {error}") from None
+            # polling the port is the only readiness signal every contender shares
+            time.sleep(0.02)
+
+    def _check_identity(self) -> None:
+        program = executable(self.pid)
+        if program != os.path.realpath(self.argv[0]):
+            raise BenchError(f"pid {self.pid} runs {program}, not {self.argv[0]}")
+        affinity = os.sched_getaffinity(self.pid)
+        if affinity != {self.cpu}:
+            raise BenchError(f"pid {self.pid} may run on CPUs {sorted(affinity)}, not only on CPU {self.cpu}")

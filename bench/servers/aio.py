@@ -1,0 +1,127 @@
+"""The benchmark's asyncio and uvloop contenders: the examples' sans-I/O sessions on asyncio Protocols.
+
+    python -m bench.servers.aio --loop asyncio|uvloop --proto echo|http|resp --port P [--host H]
+
+The HTTP and RESP servers drive the very session classes the netloop examples use, so only the transport
+differs between contenders. The process serves until SIGTERM or SIGINT, then exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, cast
+
+if not __package__:
+    # run as a file (python bench/servers/aio.py): make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+DATE_REFRESH_S = 1.0
+"""How often the HTTP date cache is refreshed, as the netloop HTTP example does."""
+
+EXPIRE_INTERVAL_S = 0.1
+"""How often the RESP store expires keys actively (Redis's default hz of 10)."""
+
+
+class Session(Protocol):
+    """A sans-I/O server session: bytes in, the response bytes and whether to close out."""
+
+    def receive(self, data: bytes) -> tuple[bytes, bool]: ...
+
+
+class _Streaming(asyncio.Protocol):
+    """Holds the transport and stops reading while the peer is not reading what was written."""
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+
+class EchoProtocol(_Streaming):
+    """Writes every received byte back."""
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class SessionProtocol(_Streaming):
+    """Feeds received bytes to a session and writes its responses."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        out, close = self.session.receive(data)
+        if out:
+            self.transport.write(out)
+        if close:
+            self.transport.close()
+
+
+def _every(loop: asyncio.AbstractEventLoop, interval: float, job: Callable[[], object]) -> None:
+    """Runs ``job`` now and then every ``interval`` seconds on ``loop``."""
+    job()
+    loop.call_later(interval, _every, loop, interval, job)
+
+
+def protocol_factory(proto: str, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
+    """The protocol factory serving ``proto`` (echo, http or resp), with its periodic jobs scheduled."""
+    if proto == "echo":
+        return EchoProtocol
+    if proto == "http":
+        from examples import http_proto
+
+        _every(loop, DATE_REFRESH_S, http_proto.DATE_CACHE.refresh)
+        return lambda: SessionProtocol(http_proto.HttpSession())
+    if proto == "resp":
+        from examples.kvstore import KeyValueStore
+        from examples.resp_proto import RespSession
+
+        store = KeyValueStore()
+        loop.call_later(EXPIRE_INTERVAL_S, _every, loop, EXPIRE_INTERVAL_S, store.active_expire)
+        return lambda: SessionProtocol(RespSession(store))
+    raise ValueError(f"unknown protocol {proto!r}")
+
+
+async def serve(proto: str, host: str, port: int) -> None:
+    """Serves ``proto`` on host:port until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(protocol_factory(proto, loop), host, port)
+    stopped = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    await stopped.wait()
+    server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parses the command line and serves until told to stop."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.servers.aio", description="Serve echo, HTTP or RESP on asyncio or uvloop."
+    )
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--proto", choices=("echo", "http", "resp"), required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args.proto, args.host, args.port))
+    else:
+        asyncio.run(serve(args.proto, args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
