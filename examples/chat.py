@@ -1,0 +1,90 @@
+"""Line-based chat: every line a client sends is broadcast to every other client.
+
+Clients are spread over several event loops, so a broadcast reaches connections owned by other loops (threads):
+it goes through ``conn.async_write``, the thread-safe way to write to a connection of another loop.
+
+    python -m examples.chat --port 7000 [--host 127.0.0.1] [--loops 4]
+    # then, in two terminals: nc 127.0.0.1 7000    (commands: /nick NAME, /who, /quit)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+import netloop
+from netloop.codec import LineBasedFrameCodec
+
+MAX_LINE = 4096
+
+
+class Chat(netloop.EventHandler):
+    """Members live in one dict shared by every loop, guarded by a lock."""
+
+    def __init__(self) -> None:
+        self.codec = LineBasedFrameCodec(b"\n", max_frame_length=MAX_LINE)
+        self.lock = threading.Lock()
+        self.members: dict[netloop.Conn, str] = {}
+
+    def broadcast(self, line: str, sender: netloop.Conn | None = None) -> None:
+        data = self.codec.encode(line.encode())
+        with self.lock:
+            others = [conn for conn in self.members if conn is not sender]
+        for conn in others:
+            try:
+                conn.async_write(data)
+            except netloop.EngineStoppedError:
+                pass  # the engine is stopping: nobody left to tell
+
+    def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+        name = f"guest{conn.fd}"
+        with self.lock:
+            self.members[conn] = name
+        conn.write(self.codec.encode(f"* welcome, {name} (event loop {conn.event_loop.index})".encode()))
+        self.broadcast(f"* {name} joined", conn)
+        return None
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        for frame in self.codec.decode(conn):
+            line = frame.decode("utf-8", "replace").rstrip("\r")
+            if line.startswith("/nick "):
+                new = line[6:].strip()[:32] or "nobody"
+                with self.lock:
+                    old, self.members[conn] = self.members[conn], new
+                self.broadcast(f"* {old} is now {new}", conn)
+                conn.write(self.codec.encode(f"* you are {new}".encode()))
+            elif line == "/who":
+                with self.lock:
+                    names = sorted(self.members.values())
+                conn.write(self.codec.encode(("* here: " + ", ".join(names)).encode()))
+            elif line == "/quit":
+                conn.write(self.codec.encode(b"* bye"))
+                return netloop.Action.CLOSE
+            elif line:
+                with self.lock:
+                    name = self.members[conn]
+                self.broadcast(f"{name}: {line}", conn)
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> netloop.Action | None:
+        with self.lock:
+            name = self.members.pop(conn, None)
+        if name is not None:
+            self.broadcast(f"* {name} left")
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7000)
+    parser.add_argument("--loops", type=int, default=4)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.info("chat on tcp://%s:%d with %d event loops", args.host, args.port, args.loops)
+    netloop.run(Chat(), f"tcp://{args.host}:{args.port}", num_event_loop=args.loops)
+
+
+if __name__ == "__main__":
+    main()

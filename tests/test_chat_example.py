@@ -1,0 +1,66 @@
+"""The chat example: broadcasts cross event loops through async_write."""
+
+from __future__ import annotations
+
+import socket
+
+from loopback import connect, serving
+
+from examples.chat import MAX_LINE, Chat
+
+
+def _line(sock: socket.socket, buf: bytearray) -> str:
+    while b"\n" not in buf:
+        chunk = sock.recv(4096)
+        assert chunk, "closed while waiting for a line"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line.decode()
+
+
+def test_broadcast_reaches_clients_on_every_loop() -> None:
+    with serving(Chat(), "tcp://127.0.0.1:0", num_event_loop=3) as engine:
+        clients: list[socket.socket] = []
+        bufs = [bytearray() for _ in range(3)]
+        loops = set()
+        for i in range(3):
+            sock = connect(engine.addrs[0])  # one at a time: a member hears only of later arrivals
+            clients.append(sock)
+            welcome = _line(sock, bufs[i])
+            assert welcome.startswith("* welcome, guest")
+            loops.add(welcome.rsplit(" ", 1)[1])
+            for j in range(i):  # earlier members hear about the newcomer
+                assert _line(clients[j], bufs[j]).endswith("joined")
+        assert len(loops) == 3, "round-robin puts the three clients on three loops"
+        clients[0].sendall(b"/nick alice\n")
+        assert _line(clients[0], bufs[0]) == "* you are alice"
+        for i in (1, 2):
+            assert _line(clients[i], bufs[i]).endswith("is now alice")
+        clients[0].sendall(b"hello everyone\r\n")
+        for i in (1, 2):
+            assert _line(clients[i], bufs[i]) == "alice: hello everyone"
+        clients[1].sendall(b"/quit\n")
+        assert _line(clients[1], bufs[1]) == "* bye"
+        assert clients[1].recv(10) == b""
+        for i in (0, 2):
+            assert _line(clients[i], bufs[i]).endswith("left")
+        for sock in clients:
+            sock.close()
+
+
+def test_an_overlong_line_closes_only_that_client() -> None:
+    with serving(Chat(), "tcp://127.0.0.1:0", num_event_loop=2) as engine:
+        good, bad = connect(engine.addrs[0]), connect(engine.addrs[0])
+        gbuf, bbuf = bytearray(), bytearray()
+        _line(good, gbuf)
+        _line(bad, bbuf)
+        assert _line(good, gbuf).endswith("joined")
+        bad.sendall(b"x" * (MAX_LINE + 10))
+        while bad.recv(4096):
+            pass
+        assert _line(good, gbuf).endswith("left")
+        good.sendall(b"/who\n")
+        assert _line(good, gbuf).startswith("* here: guest")
+        good.close()
+        bad.close()
