@@ -1,0 +1,222 @@
+"""An in-memory keyspace of byte strings with per-key expiry, the storage behind the RESP example server.
+
+Expiry follows Redis: a key is gone once the clock is past its deadline. Expired keys are removed lazily
+when touched and actively by :meth:`KeyValueStore.active_expire`, which samples keys that carry a deadline.
+The store does no locking; callers that share it between threads serialise access themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+SAMPLE_SIZE = 20
+"""Keys with a deadline examined per active-expiry round (Redis's ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP)."""
+
+STALE_PERCENT = 25
+"""Another round runs while more than this share of a sample had expired."""
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch, the default clock (absolute deadlines such as EXAT need it)."""
+    return time.time_ns() // 1_000_000
+
+
+class KeyValueStore:
+    """Byte-string keys to byte-string values, each optionally carrying an absolute deadline in milliseconds.
+
+    ``clock`` returns the current time in milliseconds; tests pass a fake one to move time without waiting.
+    Every read hides keys whose deadline has passed (``now > deadline``) and deletes them on the way.
+    """
+
+    def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.clock = clock
+        self._data: dict[bytes, bytes] = {}
+        self._deadlines: dict[bytes, int] = {}
+        # Keys with a deadline, in a list so active expiry can walk them in O(1) per key without copying.
+        self._volatile: list[bytes] = []
+        self._slot: dict[bytes, int] = {}
+        self._cursor = 0
+
+    def __len__(self) -> int:
+        """Number of keys held, counting expired keys not yet removed (what Redis's DBSIZE reports)."""
+        return len(self._data)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The live value of ``key``, or None if it is missing or expired."""
+        if self._deadlines and key in self._deadlines and self.clock() > self._deadlines[key]:
+            self._remove(key)
+            return None
+        return self._data.get(key)
+
+    def exists(self, key: bytes) -> bool:
+        """Whether ``key`` holds a live value."""
+        return self.get(key) is not None
+
+    def set(self, key: bytes, value: bytes, deadline: int | None = None, keep_ttl: bool = False) -> None:
+        """Store ``value``; the key gets ``deadline`` if given, else keeps its deadline only if ``keep_ttl``."""
+        self._data[key] = value
+        if deadline is not None:
+            self.set_deadline(key, deadline)
+        elif key in self._deadlines and not (keep_ttl and self.clock() <= self._deadlines[key]):
+            # An expired key counts as absent, so its old deadline must not carry over to the new value.
+            self._forget_deadline(key)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove ``key``; True if a live value was removed."""
+        if not self.exists(key):
+            return False
+        self._remove(key)
+        return True
+
+    def deadline(self, key: bytes) -> int | None:
+        """The deadline (ms) of ``key``, or None when it has none or is missing or expired."""
+        return self._deadlines.get(key) if self.exists(key) else None
+
+    def set_deadline(self, key: bytes, deadline: int) -> None:
+        """Give an existing ``key`` the absolute ``deadline`` in milliseconds."""
+        if key not in self._deadlines:
+            self._slot[key] = len(self._volatile)
+            self._volatile.append(key)
+        self._deadlines[key] = deadline
+
+    def keys(self) -> list[bytes]:
+        """The live keys, removing expired ones met on the way."""
+        now = self.clock()
+        for key in [key for key, when in self._deadlines.items() if now > when]:
+            self._remove(key)
+        return list(self._data)
+
+    def clear(self) -> None:
+        """Remove every key."""
+        self._data.clear()
+        self._deadlines.clear()
+        self._volatile.clear()
+        self._slot.clear()
+        self._cursor = 0
+
+    def active_expire(self, budget: float = 0.001) -> int:
+        """Delete expired keys by sampling, as Redis's active expiry cycle does; return how many were deleted.
+
+        Each round examines up to ``SAMPLE_SIZE`` keys that carry a deadline, continuing from where the
+        previous round stopped, and deletes the expired ones. Rounds repeat while more than
+        ``STALE_PERCENT`` percent of a sample had expired and ``budget`` seconds of real time are left.
+        """
+        give_up = time.perf_counter() + budget
+        now = self.clock()
+        deleted = 0
+        while self._volatile:
+            sampled, expired = self._expire_round(now)
+            deleted += expired
+            if expired * 100 <= sampled * STALE_PERCENT or time.perf_counter() >= give_up:
+                break
+        return deleted
+
+    def _expire_round(self, now: int) -> tuple[int, int]:
+        volatile = self._volatile
+        deadlines = self._deadlines
+        sampled = expired = 0
+        i = self._cursor
+        while sampled < SAMPLE_SIZE and volatile:
+            if i >= len(volatile):
+                i = 0
+            key = volatile[i]
+            sampled += 1
+            if now > deadlines[key]:
+                # The last key moves into slot i, so i is examined again rather than advanced.
+                self._remove(key)
+                expired += 1
+            else:
+                i += 1
+        self._cursor = i
+        return sampled, expired
+
+    def _remove(self, key: bytes) -> None:
+        del self._data[key]
+        if key in self._deadlines:
+            self._forget_deadline(key)
+
+    def _forget_deadline(self, key: bytes) -> None:
+        del self._deadlines[key]
+        i = self._slot.pop(key)
+        last = self._volatile.pop()
+        if i < len(self._volatile):
+            self._volatile[i] = last
+            self._slot[last] = i
+
+
+def glob_match(pattern: bytes, string: bytes) -> bool:
+    """Whether ``string`` matches the Redis glob ``pattern`` (``*``, ``?``, ``[abc]``, ``[^a-z]``, ``\\x``).
+
+    This reproduces Redis's ``stringmatchlen`` byte for byte, including its corner cases: an unterminated
+    ``[set`` ends at the end of the pattern, a reversed range ``[z-a]`` means ``[a-z]``, and an empty string
+    matches only the empty pattern.
+    """
+    if not string:
+        return not pattern
+    plen = len(pattern)
+    slen = len(string)
+    p = s = 0
+    # Where to resume after the most recent '*': trying ever longer matches for it is the only backtracking
+    # needed, since every other element consumes exactly one byte.
+    star_p = -1
+    star_s = 0
+    while s < slen:
+        if p < plen:
+            c = pattern[p]
+            if c == 42:  # '*'
+                while p < plen and pattern[p] == 42:
+                    p += 1
+                if p == plen:
+                    return True
+                star_p, star_s = p, s
+                continue
+            after = _match_one(pattern, p, string[s])
+            if after >= 0:
+                p = after
+                s += 1
+                continue
+        if star_p < 0:
+            return False
+        star_s += 1
+        p, s = star_p, star_s
+    while p < plen and pattern[p] == 42:
+        p += 1
+    return p == plen
+
+
+def _match_one(pattern: bytes, p: int, ch: int) -> int:
+    """Match the single-byte element at ``pattern[p]`` against ``ch``: the index after it, or -1."""
+    plen = len(pattern)
+    c = pattern[p]
+    if c == 63:  # '?'
+        return p + 1
+    if c == 91:  # '['
+        p += 1
+        negate = p < plen and pattern[p] == 94  # '^'
+        if negate:
+            p += 1
+        matched = False
+        while True:
+            if p + 1 < plen and pattern[p] == 92:  # '\\' escapes the next byte
+                p += 1
+                matched = matched or pattern[p] == ch
+            elif p < plen and pattern[p] == 93:  # ']'
+                break
+            elif p >= plen:
+                # Unterminated set: Redis treats the end of the pattern as its close.
+                p -= 1
+                break
+            elif p + 2 < plen and pattern[p + 1] == 45:  # '-' makes a range
+                low, high = pattern[p], pattern[p + 2]
+                if low > high:
+                    low, high = high, low
+                matched = matched or low <= ch <= high
+                p += 2
+            else:
+                matched = matched or pattern[p] == ch
+            p += 1
+        return p + 1 if matched != negate else -1
+    if c == 92 and p + 1 < plen:  # '\\' makes the next byte literal
+        p += 1
+    return p + 1 if pattern[p] == ch else -1

@@ -1,0 +1,93 @@
+"""A Redis-compatible (RESP2) key-value server on netloop; redis-cli, redis-benchmark and redis-py work with it.
+
+    python -m examples.resp_server --port 6379 [--host 127.0.0.1] [--loops N] [--reuse-port]
+
+The protocol lives in ``examples.resp_proto`` (sans-I/O); this module only moves bytes between sockets and
+one :class:`~examples.resp_proto.RespSession` per connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+import netloop
+from examples.kvstore import KeyValueStore
+from examples.resp_proto import RespSession
+
+EXPIRE_INTERVAL = 0.1
+"""Seconds between active-expiry passes (Redis's default hz of 10)."""
+
+log = logging.getLogger(__name__)
+
+
+class RespHandler(netloop.EventHandler):
+    """Serves RESP with one keyspace shared by every connection (and every loop).
+
+    With several loops the connections' events run on several threads, so each batch of commands runs
+    under one lock: a command, and a MULTI/EXEC block, sees the keyspace as if it were alone.
+    """
+
+    def __init__(self, store: KeyValueStore | None = None) -> None:
+        """Serve ``store`` (a fresh one by default); start the engine with ``ticker=True`` for active expiry."""
+        self.store = KeyValueStore() if store is None else store
+        self._lock = threading.Lock()
+
+    def on_boot(self, engine: netloop.Engine) -> netloop.Action | None:
+        log.info("RESP server listening on %s", ", ".join(engine.addrs))
+        return None
+
+    def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+        conn.context = RespSession(self.store)
+        return None
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        data = conn.next()
+        with self._lock:
+            reply, close = conn.context.receive(data)
+        if reply:
+            conn.write(reply)
+        return netloop.Action.CLOSE if close else None
+
+    def on_tick(self) -> float:
+        with self._lock:
+            self.store.active_expire()
+        return EXPIRE_INTERVAL
+
+
+def address(host: str, port: int) -> str:
+    """The netloop TCP address of ``host`` (a name, IPv4 or IPv6 literal) and ``port``."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def start(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    loops: int = 1,
+    reuse_port: bool = False,
+    store: KeyValueStore | None = None,
+) -> netloop.Engine:
+    """Serve RESP in the background; the running engine tells its real port in ``engine.addrs``."""
+    return netloop.start(
+        RespHandler(store), address(host, port), num_event_loop=loops, reuse_port=reuse_port, ticker=True
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6379)
+    parser.add_argument("--loops", type=int, default=1, help="event loops (threads); they share one keyspace")
+    parser.add_argument("--reuse-port", action="store_true", help="one SO_REUSEPORT listener per loop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    netloop.run(
+        RespHandler(), address(args.host, args.port), num_event_loop=args.loops, reuse_port=args.reuse_port, ticker=True
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""The RESP example server on real sockets: redis-py, redis-cli and redis-benchmark against it in-process."""
+
+from __future__ import annotations
+
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from loopback import TIMEOUT, connect, recv_exact, recv_until_closed
+from test_kvstore import FakeClock
+
+import netloop
+from examples import resp_server
+from examples.kvstore import KeyValueStore
+from examples.resp_proto import encode_request
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class WatchedStore(KeyValueStore):
+    """A store that counts its active-expiry passes so a test can wait for the next one."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.passes = 0
+        self.changed = threading.Condition()
+
+    def active_expire(self, budget: float = 0.001) -> int:
+        deleted = super().active_expire(budget)
+        with self.changed:
+            self.passes += 1
+            self.changed.notify_all()
+        return deleted
+
+    def wait_passes(self, n: int) -> None:
+        """Wait until ``n`` more passes have run from now."""
+        with self.changed:
+            target = self.passes + n
+            assert self.changed.wait_for(lambda: self.passes >= target, TIMEOUT), "no active expiry pass"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_700_000_000_000)
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> WatchedStore:
+    return WatchedStore(clock)
+
+
+def stop(engine: netloop.Engine) -> None:
+    engine.stop(timeout=TIMEOUT)
+    assert engine.wait(TIMEOUT), "engine did not stop"
+
+
+@pytest.fixture
+def engine(store: WatchedStore) -> Iterator[netloop.Engine]:
+    engine = resp_server.start(port=0, store=store)
+    yield engine
+    stop(engine)
+
+
+def port_of(engine: netloop.Engine) -> int:
+    return int(engine.addrs[0].rpartition(":")[2])
+
+
+@pytest.fixture
+def client(engine: netloop.Engine) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=port_of(engine), protocol=2, socket_timeout=TIMEOUT)
+    yield client
+    client.close()
+
+
+# -- redis-py ---------------------------------------------------------------------------------------------
+
+
+def test_strings_with_redis_py(client: redis.Redis) -> None:
+    assert client.ping() is True
+    assert client.echo("hi") == b"hi"
+    assert client.get("k") is None
+    assert client.set("k", "v") is True
+    assert client.get("k") == b"v"
+    assert client.set("k", "w", nx=True) is None
+    assert client.set("k", "w", xx=True) is True
+    assert client.set("other", "x", xx=True) is None
+    assert client.set("k", "z", get=True) == b"w"
+    assert client.mset({"a": "1", "b": "2"}) is True
+    assert client.mget("a", "b", "missing") == [b"1", b"2", None]
+    assert client.exists("a", "b", "missing", "a") == 3
+    assert client.delete("a", "missing") == 1
+    assert client.incr("n") == 1
+    assert client.incrby("n", 41) == 42
+    assert client.decr("n") == 41
+    assert client.decrby("n", 40) == 1
+    assert client.dbsize() == 3
+    assert sorted(client.keys("*")) == [b"b", b"k", b"n"]
+    assert sorted(client.keys("[bk]")) == [b"b", b"k"]
+    assert client.execute_command("SELECT", 0) is True
+    assert client.config_get("save") == {"save": ""}
+    assert client.flushdb() is True
+    assert client.dbsize() == 0
+    client.set("x", "1")
+    assert client.flushall() is True
+    assert client.keys() == []
+
+
+def test_errors_are_replies_not_disconnects(client: redis.Redis) -> None:
+    client.set("s", "text")
+    with pytest.raises(redis.ResponseError, match=r"^value is not an integer or out of range$"):
+        client.incr("s")
+    client.set("big", str(2**63 - 1))
+    with pytest.raises(redis.ResponseError, match="increment or decrement would overflow"):
+        client.incr("big")
+    with pytest.raises(redis.ResponseError, match=r"^unknown command 'NOPE'"):
+        client.execute_command("NOPE", "x")
+    with pytest.raises(redis.ResponseError, match=r"^wrong number of arguments for 'get' command$"):
+        client.execute_command("GET")
+    with pytest.raises(redis.ResponseError, match=r"^syntax error$"):
+        client.execute_command("SET", "k", "v", "NX", "XX")
+    assert client.ping() is True  # the same connection is still served
+
+
+def test_resp3_is_declined_clearly(engine: netloop.Engine) -> None:
+    # RESP2 only: a client asking for RESP3 (redis-py's default) gets NOPROTO, as from any RESP2 server.
+    with (
+        redis.Redis(port=port_of(engine), protocol=3, socket_timeout=TIMEOUT) as client,
+        pytest.raises(redis.ResponseError, match="unsupported protocol version"),
+    ):
+        client.ping()
+
+
+def test_expiry_with_redis_py(client: redis.Redis, clock: FakeClock) -> None:
+    assert client.set("k", "v", ex=10) is True
+    assert client.ttl("k") == 10
+    assert client.pttl("k") == 10_000
+    assert client.ttl("missing") == -2
+    client.set("forever", "v")
+    assert client.ttl("forever") == -1
+    assert client.expire("forever", 100, nx=True) is True
+    assert client.expire("forever", 50, gt=True) is False
+    assert client.pexpire("forever", 500_000, gt=True) is True
+    assert client.pttl("forever") == 500_000
+    assert client.set("p", "v", px=1500) is True
+    clock.now += 1500
+    assert client.get("p") == b"v"  # alive until its deadline has passed
+    clock.now += 1
+    assert client.get("p") is None
+    clock.now += 10_000
+    assert client.get("k") is None
+    assert client.exists("k") == 0
+    assert client.expire("k", 5) is False
+    assert client.set("gone", "v") is True
+    assert client.expire("gone", -1) is True
+    assert client.exists("gone") == 0
+
+
+def test_active_expiry_runs_on_the_ticker(client: redis.Redis, store: WatchedStore, clock: FakeClock) -> None:
+    client.mset({f"k{i}": "v" for i in range(50)})
+    for i in range(50):
+        client.pexpire(f"k{i}", 10)
+    client.set("keep", "v")
+    clock.now += 11
+    # DBSIZE counts expired keys nobody touched; only active expiry can bring it down.
+    store.wait_passes(2)  # the second pass started after the clock moved
+    assert client.dbsize() == 1
+
+
+def test_pipeline_without_transaction(client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.set("a", "1").incr("a").incrby("a", 10).get("a").mget("a", "nope").delete("a").exists("a")
+    assert pipe.execute() == [True, 2, 12, b"12", [b"12", None], 1, 0]
+
+
+def test_pipeline_with_transaction(client: redis.Redis) -> None:
+    pipe = client.pipeline()
+    pipe.set("a", "5").incr("a").get("a")
+    assert pipe.execute() == [True, 6, b"6"]
+
+
+def test_large_value_round_trip(client: redis.Redis) -> None:
+    value = bytes(range(256)) * 8192  # 2 MiB: arrives and leaves in many pieces
+    assert client.set("big", value) is True
+    assert client.get("big") == value
+
+
+def test_ipv6(store: WatchedStore) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        engine = resp_server.start("::1", 0, store=store)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    try:
+        assert engine.addrs[0].startswith("tcp://[::1]:")
+        with redis.Redis(host="::1", port=port_of(engine), protocol=2, socket_timeout=TIMEOUT) as client:
+            assert client.set("k", "v") is True
+            assert client.get("k") == b"v"
+    finally:
+        stop(engine)
+
+
+def test_shared_keyspace_across_loops(store: WatchedStore) -> None:
+    engine = resp_server.start(port=0, loops=2, store=store)
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        try:
+            with redis.Redis(port=port_of(engine), protocol=2, socket_timeout=TIMEOUT) as client:
+                for _ in range(100):
+                    client.incr("n")
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=bump) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert not errors
+        assert store.get(b"n") == b"400"
+    finally:
+        stop(engine)
+
+
+# -- raw sockets ------------------------------------------------------------------------------------------
+
+
+def test_many_pipelined_requests_in_one_write(engine: netloop.Engine) -> None:
+    with connect(engine.addrs[0]) as sock:
+        sock.sendall(encode_request([b"PING"]) * 500 + b"PING\r\n" * 500 + encode_request([b"INCR", b"n"]))
+        assert recv_exact(sock, 1000 * 7 + 4) == b"+PONG\r\n" * 1000 + b":1\r\n"
+
+
+def test_malformed_request_closes_only_its_connection(engine: netloop.Engine, client: redis.Redis) -> None:
+    client.set("k", "v")
+    with connect(engine.addrs[0]) as bad:
+        bad.sendall(encode_request([b"PING"]) + b"*1\r\n$x\r\n" + encode_request([b"PING"]))
+        assert recv_until_closed(bad) == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+    assert client.get("k") == b"v"  # the other connection keeps working
+    with redis.Redis(port=port_of(engine), protocol=2, socket_timeout=TIMEOUT) as fresh:
+        assert fresh.ping() is True
+
+
+def test_oversized_declared_bulk_is_refused_at_once(engine: netloop.Engine) -> None:
+    with connect(engine.addrs[0]) as sock:
+        sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n" % (64 * 1024 * 1024 + 1))
+        assert recv_until_closed(sock) == b"-ERR Protocol error: invalid bulk length\r\n"
+
+
+def test_quit_closes_after_ok(engine: netloop.Engine) -> None:
+    with connect(engine.addrs[0]) as sock:
+        sock.sendall(encode_request([b"QUIT"]) + encode_request([b"PING"]))
+        assert recv_until_closed(sock) == b"+OK\r\n"
+
+
+# -- redis-cli, redis-benchmark and the command line ------------------------------------------------------
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+def test_redis_cli(engine: netloop.Engine) -> None:
+    cli = _tool("redis-cli")
+    port = str(port_of(engine))
+
+    def run(*args: str) -> str:
+        done = subprocess.run([cli, "-p", port, *args], capture_output=True, text=True, timeout=TIMEOUT, check=True)
+        return done.stdout.strip()
+
+    assert run("PING") == "PONG"
+    assert run("SET", "greeting", "hello world") == "OK"
+    assert run("GET", "greeting") == "hello world"
+    assert run("INCRBY", "n", "5") == "5"
+    assert run("SET", "t", "v", "EX", "100") == "OK"
+    assert run("TTL", "t") == "100"
+    assert sorted(run("KEYS", "*").split()) == ["greeting", "n", "t"]
+    assert run("GET", "nothing") == ""
+    assert run("NOPE").startswith("ERR unknown command 'NOPE'")
+    assert run("DBSIZE") == "3"
+
+
+@pytest.mark.slow
+def test_redis_benchmark(engine: netloop.Engine) -> None:
+    bench = _tool("redis-benchmark")
+    done = subprocess.run(
+        [bench, "-p", str(port_of(engine)), "-c", "8", "-n", "2000", "-t", "ping,set,get", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rates = dict(re.findall(r"^\s*([A-Z_]+): ([\d.]+) requests per second", done.stdout.replace("\r", "\n"), re.M))
+    assert set(rates) == {"PING_INLINE", "PING_MBULK", "SET", "GET"}, done.stdout
+    assert all(float(rate) > 0 for rate in rates.values())
+    assert "WARNING" not in done.stderr + done.stdout  # it fetched CONFIG without complaint
+
+
+def test_command_line_serves_until_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.resp_server", "--port", "0", "--loops", "2"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_log() -> None:
+        for line in process.stderr or ():
+            lines.put(line)
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        line = ""
+        while "listening on" not in line:
+            line = lines.get(timeout=TIMEOUT)
+        found = re.search(r"tcp://127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        port = int(found.group(1))
+        with redis.Redis(port=port, protocol=2, socket_timeout=TIMEOUT) as client:
+            assert client.set("k", "v") is True
+            assert client.get("k") == b"v"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(TIMEOUT)
+        reader.join(TIMEOUT)
+        if process.stderr is not None:
+            process.stderr.close()
