@@ -310,22 +310,36 @@ def start(handler: EventHandler, *addrs: str, options: Options | None = None, **
 def run(handler: EventHandler, *addrs: str, options: Options | None = None, **kwargs: Any) -> None:
     """Serve ``addrs`` until the engine stops (``Action.SHUTDOWN``, ``engine.stop()``, SIGINT or SIGTERM).
 
-    SIGINT/SIGTERM stop it gracefully when ``run`` is called from the main thread.
+    SIGINT/SIGTERM stop it gracefully when ``run`` is called from the main thread, including a signal that
+    arrives while the engine is still starting (during ``on_boot``).
     """
-    engine = start(handler, *addrs, options=options, **kwargs)
-    with stop_on_signals(engine):
+    with stop_on_signals() as signals:
+        engine = start(handler, *addrs, options=options, **kwargs)
+        signals.attach(engine)
         engine.wait()
 
 
 class stop_on_signals:
-    """Context manager: while inside, SIGINT and SIGTERM stop ``engine`` (main thread only; else a no-op)."""
+    """Context manager: while inside, SIGINT and SIGTERM stop the attached engine (main thread only).
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    A signal that arrives before ``attach`` is remembered and stops the engine as soon as it is attached.
+    """
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self._pending = False
         self._saved: dict[int, Any] = {}
 
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+        if self._pending:
+            engine._core.request_stop()
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.engine._core.request_stop()
+        if self.engine is None:
+            self._pending = True
+        else:
+            self.engine._core.request_stop()
 
     def __enter__(self) -> stop_on_signals:
         if threading.current_thread() is threading.main_thread():

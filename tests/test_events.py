@@ -304,3 +304,21 @@ def test_run_stops_on_sigterm_and_sigint(tmp_path: Any) -> None:
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_during_on_boot_still_stops_gracefully() -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, netloop
+        class H(netloop.EventHandler):
+            def on_boot(self, engine):
+                os.kill(os.getpid(), signal.SIGTERM)
+            def on_shutdown(self, engine):
+                print("shutdown", flush=True)
+        netloop.run(H(), "tcp://127.0.0.1:0")
+        print("returned", flush=True)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["shutdown", "returned"]
