@@ -3,6 +3,7 @@
 Everything public is importable from here; the modules behind it are private and may change.
 """
 
+from netloop._client import Client
 from netloop._conn import Conn
 from netloop._engine import Engine, run, start
 from netloop._errors import (
@@ -19,12 +20,14 @@ from netloop._eventloop import EventLoop
 from netloop._handler import Action, EventHandler
 from netloop._options import LoadBalancing, Options, WorkerBalancing
 from netloop._poller import available_pollers
+from netloop._pool import WorkerPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Action",
     "AddressError",
+    "Client",
     "CodecError",
     "Conn",
     "ConnClosedError",
@@ -39,6 +42,7 @@ __all__ = [
     "PoolOverloadError",
     "ShortBufferError",
     "WorkerBalancing",
+    "WorkerPool",
     "__version__",
     "available_pollers",
     "run",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -298,6 +300,11 @@ def start(handler: EventHandler, *addrs: str, options: Options | None = None, **
     if not addrs:
         raise AddressError("no address given; e.g. netloop.start(handler, 'tcp://127.0.0.1:9000')")
     addresses = [parse_address(a) for a in addrs]
+    if gil_reenabled():
+        opts.get_logger().warning(
+            "netloop: this free-threaded Python runs with the GIL enabled (an extension module or PYTHON_GIL=1 "
+            "turned it on): event loops in threads will not run in parallel; use workers=N for every core"
+        )
     if opts.worker_count():
         from netloop._workers import start_workers
 
@@ -305,6 +312,12 @@ def start(handler: EventHandler, *addrs: str, options: Options | None = None, **
     core = EngineCore(handler, addresses, opts)
     core.start()
     return core.engine
+
+
+def gil_reenabled() -> bool:
+    """True on a free-threaded build of Python whose GIL has been switched back on."""
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and is_gil_enabled is not None and is_gil_enabled()
 
 
 def run(handler: EventHandler, *addrs: str, options: Options | None = None, **kwargs: Any) -> None:

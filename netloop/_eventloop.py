@@ -207,6 +207,9 @@ class EventLoop:
             sock.close()
             return None
         self._configure(sock)
+        if type(remote) is tuple:
+            # Connections from one host share its address string (idle connections stay small).
+            remote = (sys.intern(remote[0]), *remote[1:])
         conn = self._conn_class(self, sock, remote)
         fd = conn._fd
         self.conns[fd] = conn

@@ -57,8 +57,12 @@ def test_an_overlong_line_closes_only_that_client() -> None:
         _line(bad, bbuf)
         assert _line(good, gbuf).endswith("joined")
         bad.sendall(b"x" * (MAX_LINE + 10))
-        while bad.recv(4096):
-            pass
+        try:
+            while bad.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass  # closed with our unread bytes still queued: the kernel resets
+
         assert _line(good, gbuf).endswith("left")
         good.sendall(b"/who\n")
         assert _line(good, gbuf).startswith("* here: guest")

@@ -18,7 +18,8 @@ class OutboundBuffer:
     __slots__ = ("_chunks", "_size")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes | memoryview] = deque()
+        # No deque until something is buffered: most connections never need one.
+        self._chunks: deque[bytes | memoryview] | None = None
         self._size = 0
 
     def __len__(self) -> int:
@@ -29,12 +30,16 @@ class OutboundBuffer:
 
     def append(self, data: bytes | memoryview) -> None:
         if data:
+            if self._chunks is None:
+                self._chunks = deque()
             self._chunks.append(data)
             self._size += len(data)
 
     def chunks(self) -> list[bytes | memoryview]:
         """Up to ``MAX_IOV`` leading chunks, for one ``sendmsg``."""
         chunks = self._chunks
+        if chunks is None:
+            return []
         if len(chunks) <= MAX_IOV:
             return list(chunks)
         return [chunks[i] for i in range(MAX_IOV)]
@@ -45,6 +50,8 @@ class OutboundBuffer:
             raise ValueError(f"cannot advance {n} bytes past {self._size} buffered")
         self._size -= n
         chunks = self._chunks
+        if chunks is None:
+            return
         while n:
             head = chunks[0]
             if n >= len(head):
@@ -53,11 +60,13 @@ class OutboundBuffer:
             else:
                 chunks[0] = memoryview(head)[n:]
                 n = 0
+        if not self._size:
+            self._chunks = None
 
     def peek_all(self) -> bytes:
         """Everything buffered, as one bytes object (tests and diagnostics)."""
-        return b"".join(self._chunks)
+        return b"".join(self._chunks or ())
 
     def clear(self) -> None:
-        self._chunks.clear()
+        self._chunks = None
         self._size = 0

@@ -5,6 +5,9 @@ from __future__ import annotations
 from netloop._errors import ShortBufferError
 
 _MIN_CAP = 4096
+# Every empty ring shares these, so an idle connection's ring is a bare object.
+_NO_STORAGE = bytearray()
+_NO_VIEW = memoryview(_NO_STORAGE)
 
 
 def _capacity_for(n: int) -> int:
@@ -25,8 +28,8 @@ class RingBuffer:
     __slots__ = ("_buf", "_cap", "_head", "_size", "_view")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._view = memoryview(self._buf)
+        self._buf = _NO_STORAGE
+        self._view = _NO_VIEW
         self._cap = 0
         self._head = 0
         self._size = 0
@@ -61,7 +64,8 @@ class RingBuffer:
         size = self._size
         if size:
             buf[:size] = self._linear(size)
-        self._view.release()
+        if self._view is not _NO_VIEW:
+            self._view.release()
         self._buf = buf
         self._view = memoryview(buf)
         self._cap = cap
@@ -122,9 +126,10 @@ class RingBuffer:
 
     def release(self) -> None:
         """Drop all content and storage."""
-        self._view.release()
-        self._buf = bytearray()
-        self._view = memoryview(self._buf)
+        if self._view is not _NO_VIEW:
+            self._view.release()
+        self._buf = _NO_STORAGE
+        self._view = _NO_VIEW
         self._cap = 0
         self._head = 0
         self._size = 0
