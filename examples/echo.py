@@ -1,6 +1,6 @@
 """Echo server: every byte a client sends comes straight back (TCP, UDP and Unix).
 
-    python -m examples.echo --port 9000 [--host 127.0.0.1] [--loops N] [--udp] [--unix PATH] [--reuse-port]
+python -m examples.echo --port 9000 [--host 127.0.0.1] [--loops N] [--udp] [--unix PATH] [--reuse-port]
 """
 
 from __future__ import annotations

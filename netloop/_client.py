@@ -9,7 +9,6 @@ still connecting, and opens on a later turn of the loop (``on_open``, or ``on_cl
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import socket
 import threading
@@ -96,6 +95,10 @@ class Client:
         """
         if self._started:
             self._core.engine.stop(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the client has stopped (``stop``, or ``Action.SHUTDOWN``); False if ``timeout`` passed."""
+        return self._core.stopped.wait(timeout)
 
     def dial(self, addr: str, timeout: float | None = None) -> Conn:
         """Connect to ``addr`` (``tcp://``, ``tcp6://``, ``udp://``, ``unix://``...) and serve it on a loop.
@@ -300,7 +303,8 @@ def _pending(loop: EventLoop, sock: socket.socket, remote: Any, watch: bool) -> 
         # A UDP connect completes at once: only on_open waits, so the caller sees the connection first.
         conn = _datagram_conn(loop, sock, remote)
         _track(loop, conn, 0)
-        loop.call_soon(_open_datagram, conn)
+        if watch:
+            loop.call_soon(_open_datagram, conn)
         return conn
     loop._configure(sock)
     options = loop.options
@@ -395,7 +399,8 @@ class DialingConn(Conn):
         loop = self._loop
         fd = self._fd
         # From here on it is an ordinary connection: the hot paths carry no "still connecting" check.
-        self.__class__ = self.opened
+        conn: Conn = self
+        conn.__class__ = self.opened
         self._send = self._sock.send
         mask = conn_mask(loop.options.edge_triggered)
         loop.detach(fd)
@@ -425,13 +430,18 @@ class DialingConn(Conn):
         super()._close(err)
 
 
-@functools.cache
+_DIALING: dict[type[Conn], type[DialingConn]] = {Conn: DialingConn}
+
+
 def _dialing_class(opened: type[Conn]) -> type[DialingConn]:
     """The dialing variant of the loop's connection class; same layout, so ``__class__`` can switch to it."""
-    if opened is Conn:
-        return DialingConn
-    name = f"Dialing{opened.__name__}"
-    return cast("type[DialingConn]", type(name, (DialingConn, opened), {"__slots__": (), "opened": opened}))
+    dialing = _DIALING.get(opened)
+    if dialing is None:
+        namespace = {"__slots__": (), "opened": opened}
+        dialing = cast("type[DialingConn]", type(f"Dialing{opened.__name__}", (DialingConn, opened), namespace))
+        # Several loops may race here; either class works, and the dict keeps one.
+        dialing = _DIALING.setdefault(opened, dialing)
+    return dialing
 
 
 class DatagramClientConn(Conn):

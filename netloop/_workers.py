@@ -1,12 +1,738 @@
-"""Worker processes (``workers=N``)."""
+"""Worker processes (``workers=N``): a supervising parent and N forked workers, each a full engine.
+
+The parent binds every address once (so port 0 resolves once), forks the workers and supervises them: a worker
+that dies is restarted with a back-off, and a stop drains them all. How the workers share an address:
+
+- ``WorkerBalancing.REUSE_PORT``: every worker binds its own SO_REUSEPORT socket for TCP and UDP and the kernel
+  balances; the parent only holds the port (a bound socket that never listens).
+- ``WorkerBalancing.PARENT``: the parent accepts each stream connection and passes its descriptor (SCM_RIGHTS)
+  over a Unix socket pair to the worker its ``load_balancing`` picks; a UDP socket is shared by every worker.
+
+Unix-socket addresses have no SO_REUSEPORT, so the parent hands their connections off in both modes.
+Each worker also has a control pair to the parent: readiness, count queries, load reports, and the end of file
+that tells a worker its parent is gone.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import errno
+import functools
+import itertools
+import marshal
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
+
+from netloop._acceptor import Acceptor
 from netloop._address import Address
-from netloop._engine import Engine
+from netloop._balancer import new_balancer
+from netloop._engine import Engine, EngineCore
+from netloop._errors import EngineStoppedError, NetloopError
+from netloop._eventloop import EventLoop, Timer
 from netloop._handler import EventHandler
-from netloop._options import Options
+from netloop._options import LoadBalancing, Options, WorkerBalancing
+from netloop._poller import IN
+
+_RESTART_FIRST = 0.1  # seconds before the second quick restart in a row; doubles with each one after
+_RESTART_CAP = 10.0
+_STABLE_UPTIME = 5.0  # a worker that ran this long before dying counts as healthy: restarted at once
+_EXIT_GRACE = 2.0  # beyond shutdown_timeout, how long a stop waits for the workers before SIGKILL
+_SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
+_REPORT_INTERVAL = 0.1  # how often a worker reports its load while the parent balances by least connections
+_COUNT_TIMEOUT = 1.0  # how long count_connections waits for the workers' answers
+_MESSAGE_MAX = 4096
+_MESSAGES_PER_ROUND = 64
+_STOP = marshal.dumps(("stop",))
+_PR_SET_PDEATHSIG = 1
+# Stands for "every stream connection the parent hands off" among a worker's addresses.
+_HANDOFF = Address("parent hand-off", "unix", "unix", socket.AF_UNIX, "")
+
+Message = tuple[Any, ...]
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds to wait before restarting a worker that died after ``failures`` quick deaths in a row."""
+    if failures <= 0:
+        return 0.0
+    return min(_RESTART_CAP, _RESTART_FIRST * 2.0 ** (failures - 1))
 
 
 def start_workers(handler: EventHandler, addresses: list[Address], options: Options) -> Engine:
-    raise NotImplementedError("workers=N is not available yet")
+    """Bind ``addresses``, fork ``options.worker_count()`` workers and return the parent's ``Engine``.
+
+    Returns once every worker has booted (``on_boot`` ran in each); raises ``NetloopError`` naming the worker
+    and its error when one fails to start, after stopping the others.
+    """
+    supervisor = Supervisor(handler, addresses, options)
+    supervisor.start()
+    return supervisor.engine
+
+
+def _channel() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of Unix sockets that keep message boundaries: (parent's end, worker's end)."""
+    try:
+        return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except (AttributeError, OSError):
+        # No SOCK_SEQPACKET for Unix sockets here (macOS): datagrams keep boundaries too, but a peer's exit gives
+        # no end of file, so the parent's sweep and the worker's parent-pid check notice it instead.
+        return socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+
+def _send(sock: socket.socket, message: Message) -> bool:
+    try:
+        sock.send(marshal.dumps(message))
+    except OSError:
+        return False  # the peer is gone or not reading; its channel's end of file tells the rest
+    return True
+
+
+def _hold_port(address: Address, options: Options) -> socket.socket:
+    """A bound SO_REUSEPORT socket that never listens: it keeps the port for the workers' own listeners."""
+    sock = socket.socket(address.family, address.socktype)
+    try:
+        if options.reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if address.family == socket.AF_INET6 and address.scheme.endswith("6"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _describe(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _flush_stdio() -> None:
+    # Buffered output must not be written twice (by the parent and by a fresh worker) or lost at os._exit.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+# -- the parent ----------------------------------------------------------------------------------------------
+
+
+class _Worker:
+    """The parent's record of one worker slot, kept across restarts.
+
+    To the parent's acceptors it is a target like an event loop (``assigned``, ``load()``, ``submit``,
+    ``add_conn``): adding a connection passes it to the worker process.
+    """
+
+    def __init__(self, supervisor: Supervisor, index: int) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.pid: int | None = None
+        self.control: socket.socket | None = None
+        self.handoff: socket.socket | None = None
+        self.ready = False
+        self.started_at = 0.0
+        self.failures = 0  # quick deaths in a row
+        self.failure: str | None = None  # what the worker said when it failed to start
+        self.shutdown_asked = False
+        self.restart: Timer | None = None
+        # Connections passed to the current process, of those how many it has taken off its channel, and how
+        # many it holds; the last two as the worker last reported them.
+        self.assigned = 0
+        self.taken = 0
+        self.held = 0
+        self.conns = 0  # its open connections, as it last answered a count
+
+    def __repr__(self) -> str:
+        return f"<netloop worker {self.index} pid={self.pid}>"
+
+    def load(self) -> int:
+        """Connections on this worker, counting those passed to it and not yet taken."""
+        return self.assigned - self.taken + self.held
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        fn(*args)  # the parent's acceptors run on the supervisor's loop, which does the hand-off too
+
+    def add_conn(self, sock: socket.socket, remote: Any) -> None:
+        self.supervisor.hand_off(self, sock, remote)
+
+    def pass_conn(self, message: bytes, sock: socket.socket) -> bool:
+        """Send ``sock``'s descriptor to the worker; False when it can't take it now."""
+        if not self.ready or self.handoff is None:
+            return False
+        try:
+            socket.send_fds(self.handoff, [message], [sock.fileno()])
+        except (BlockingIOError, InterruptedError):
+            return False  # its channel is full: another worker takes this one
+        except OSError:
+            self.ready = False  # it is gone; its control channel's end of file follows
+            return False
+        self.assigned += 1
+        return True
+
+
+class _CountQuery:
+    """One ``count_connections`` call: the workers' answers, falling back to their last known counts."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self.counts = {w.index: w.conns for w in workers}
+        self.waiting = set(self.counts)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        if not self.waiting:
+            self.done.set()
+
+    def answer(self, index: int, conns: int) -> None:
+        with self.lock:
+            self.counts[index] = conns
+            self.waiting.discard(index)
+            if not self.waiting:
+                self.done.set()
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.counts.values())
+
+
+class Supervisor(EngineCore):
+    """The parent process's engine core: binds, forks and supervises the workers; serves no connection itself.
+
+    ``loops`` is empty; ``count_connections`` sums the workers' answers.
+    """
+
+    def __init__(self, handler: EventHandler, addresses: list[Address], options: Options) -> None:
+        super().__init__(handler, addresses, options)
+        kernel = options.worker_balancing is WorkerBalancing.REUSE_PORT
+        self.worker_options = dataclasses.replace(options, workers=None, reuse_port=options.reuse_port or kernel)
+        self.workers = [_Worker(self, i) for i in range(options.worker_count())]
+        # What a worker serves itself (its own SO_REUSEPORT sockets, or a shared UDP socket), with real ports.
+        self.worker_addresses: list[Address] = []
+        self.shared: dict[Address, socket.socket] = {}
+        self._udp_holds: list[socket.socket] = []
+        self._queries: dict[int, _CountQuery] = {}
+        self._tokens = itertools.count()
+        self._booted = threading.Event()
+        self._boot_error: str | None = None
+        self._gone = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- start ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        reactor = self._main_reactor()
+        try:
+            self._bind_all()
+            for worker in self.workers:
+                self._spawn(worker)
+        except BaseException:
+            self._kill_all()
+            self._close_unstarted()
+            raise
+        self._thread = threading.Thread(target=reactor.run, name="netloop-supervisor", daemon=True)
+        self.threads.append(self._thread)
+        self._thread.start()
+        try:
+            self._booted.wait()
+        except BaseException:
+            self.request_stop()  # e.g. KeyboardInterrupt while the workers boot: leave no worker behind
+            self.stopped.wait()
+            raise
+        if self._boot_error is not None:
+            self.request_stop()
+            self.stopped.wait()
+            raise NetloopError(self._boot_error)
+        for sock in self._udp_holds:
+            # Every worker has its own UDP socket now; a held one would take a share of the datagrams.
+            self._bound.remove(sock)
+            sock.close()
+        reactor.submit(self._serve)
+
+    def _bind_all(self) -> None:
+        kernel = self.options.worker_balancing is WorkerBalancing.REUSE_PORT
+        pick = cast("Callable[[Any], EventLoop]", new_balancer(self.options.load_balancing, self.workers, _Worker.load))
+        for address in self.addresses:
+            if kernel and address.network != "unix":
+                sock = _hold_port(address, self.options)
+                self._bound.append(sock)
+                name = sock.getsockname()
+                self.addrs.append(address.format(name))
+                self.worker_addresses.append(dataclasses.replace(address, text=self.addrs[-1], sockaddr=name))
+                if address.network == "udp":
+                    self._udp_holds.append(sock)
+            elif address.network == "udp":
+                (sock,) = self._bind_group(address, 1)
+                shared = dataclasses.replace(address, text=self.addrs[-1], sockaddr=sock.getsockname())
+                self.worker_addresses.append(shared)
+                self.shared[shared] = sock
+            else:
+                (sock,) = self._bind_group(address, 1)
+                self.acceptors.append(Acceptor(self._main_reactor(), sock, self.addrs[-1], pick))
+
+    def _serve(self) -> None:
+        for acceptor in self.acceptors:
+            acceptor.start()
+        self._main_reactor().call_later(_SWEEP_INTERVAL, self._sweep)
+
+    def _spawn(self, worker: _Worker) -> None:
+        """Fork a process for ``worker`` (the caller's thread; the supervisor's loop once it runs)."""
+        control, their_control = _channel()
+        handoff, their_handoff = _channel() if self.acceptors else (None, None)
+        for sock in (control, handoff):
+            if sock is not None:
+                sock.setblocking(False)
+        # A parent-death signal fires when the forking thread ends: only ask for it from a thread that lasts.
+        lasting = threading.current_thread() in (threading.main_thread(), self._thread)
+        _flush_stdio()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a threaded process; the child only builds new objects and
+            # leaves with os._exit, never touching what other threads may have held.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            self._run_worker(worker, their_control, their_handoff, [control, handoff], lasting)
+        their_control.close()
+        if their_handoff is not None:
+            their_handoff.close()
+        worker.pid = pid
+        worker.control = control
+        worker.handoff = handoff
+        worker.ready = False
+        worker.started_at = time.monotonic()
+        worker.failure = None
+        worker.shutdown_asked = False
+        worker.assigned = worker.taken = worker.held = worker.conns = 0
+        self._main_reactor().attach(control.fileno(), functools.partial(self._on_control, worker), IN)
+
+    # -- messages from the workers -------------------------------------------------------------------------
+
+    def _on_control(self, worker: _Worker, ev: int) -> None:
+        sock = worker.control
+        if sock is None:
+            return
+        for _ in range(_MESSAGES_PER_ROUND):
+            try:
+                data = sock.recv(_MESSAGE_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost(worker)
+                return
+            self._handle(worker, marshal.loads(data))
+
+    def _handle(self, worker: _Worker, message: Message) -> None:
+        kind = message[0]
+        if kind == "load":
+            worker.taken, worker.held = message[1], message[2]
+        elif kind == "count":
+            _, token, worker.conns, worker.taken, worker.held = message
+            query = self._queries.get(token)
+            if query is not None:
+                query.answer(worker.index, worker.conns)
+        elif kind == "ready":
+            worker.ready = True
+            if all(w.ready for w in self.workers):
+                self._booted.set()
+        elif kind == "failed":
+            worker.failure = message[1]
+        elif kind == "shutdown":
+            # The application stopped a worker (Action.SHUTDOWN, engine.stop()): that stops the engine.
+            worker.shutdown_asked = True
+            self.request_stop()
+
+    # -- exits and restarts --------------------------------------------------------------------------------
+
+    def _lost(self, worker: _Worker) -> None:
+        """The worker's control channel ended: it is exiting; reap it as soon as it has."""
+        worker.ready = False
+        if worker.control is not None:
+            self._main_reactor().detach(worker.control.fileno())
+        if worker.pid is not None:
+            self._reap_soon(worker, worker.pid, 0.002)
+
+    def _reap_soon(self, worker: _Worker, pid: int, delay: float) -> None:
+        if worker.pid == pid and not self._try_reap(worker):
+            self._main_reactor().call_later(delay, self._reap_soon, worker, pid, min(delay * 2, 0.5))
+
+    def _try_reap(self, worker: _Worker) -> bool:
+        assert worker.pid is not None
+        try:
+            pid, status = os.waitpid(worker.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = worker.pid, 0  # reaped elsewhere (SIGCHLD ignored): gone, status unknown
+        if pid == 0:
+            return False
+        self._exited(worker, status)
+        return True
+
+    def _sweep(self) -> None:
+        for worker in self.workers:
+            if worker.pid is not None:
+                self._try_reap(worker)
+        self._main_reactor().call_later(_SWEEP_INTERVAL, self._sweep)
+
+    def _exited(self, worker: _Worker, status: int) -> None:
+        pid = worker.pid
+        worker.pid = None
+        worker.ready = False
+        self._close_channels(worker)
+        if self._stop_requested:
+            self._check_gone()
+            return
+        what = f"netloop: worker {worker.index} (pid {pid}) {_describe(status)}"
+        if worker.failure:
+            what += f" ({worker.failure})"
+        if not self._booted.is_set():
+            self._boot_error = f"{what} while starting"
+            self._booted.set()
+            return
+        if time.monotonic() - worker.started_at >= _STABLE_UPTIME:
+            worker.failures = 0
+        delay = restart_delay(worker.failures)
+        worker.failures += 1
+        self.log.error("%s; restarting it in %.1fs", what, delay)
+        worker.restart = self._main_reactor().call_later(delay, self._respawn, worker)
+
+    def _respawn(self, worker: _Worker) -> None:
+        worker.restart = None
+        if self._stop_requested or worker.pid is not None:
+            return
+        try:
+            self._spawn(worker)
+        except OSError as exc:
+            delay = restart_delay(worker.failures)
+            worker.failures += 1
+            self.log.error("netloop: cannot start worker %d: %s; trying again in %.1fs", worker.index, exc, delay)
+            worker.restart = self._main_reactor().call_later(delay, self._respawn, worker)
+
+    def _close_channels(self, worker: _Worker) -> None:
+        if worker.control is not None:
+            self._main_reactor().detach(worker.control.fileno())
+            worker.control.close()
+            worker.control = None
+        if worker.handoff is not None:
+            worker.handoff.close()
+            worker.handoff = None
+
+    def _check_gone(self) -> None:
+        if all(w.pid is None for w in self.workers):
+            self._gone.set()
+
+    # -- hand-off and counts -------------------------------------------------------------------------------
+
+    def hand_off(self, chosen: _Worker, sock: socket.socket, remote: Any) -> None:
+        """Pass an accepted connection to ``chosen``, or to the least loaded worker that can take it now."""
+        chosen.assigned -= 1  # the acceptor counted it on ``chosen``; pass_conn counts it where it goes
+        message = marshal.dumps((int(sock.family), int(sock.type), sock.proto, remote))
+        try:
+            if chosen.pass_conn(message, sock):
+                return
+            for worker in sorted(self.workers, key=_Worker.load):
+                if worker is not chosen and worker.pass_conn(message, sock):
+                    return
+            self.log.warning("netloop: no worker can take a connection from %r now; closing it", remote)
+        finally:
+            sock.close()  # the worker has its own descriptor now
+
+    def count_connections(self) -> int:
+        reactor = self._main_reactor()
+        if self.stopped.is_set() or reactor.in_loop():
+            return sum(w.conns for w in self.workers if w.pid is not None)
+        query = _CountQuery([w for w in self.workers if w.ready])
+        token = next(self._tokens)
+        try:
+            reactor.submit(self._ask_counts, token, query)
+        except EngineStoppedError:
+            return 0
+        query.done.wait(_COUNT_TIMEOUT)
+        reactor.submit(self._queries.pop, token, None)
+        return query.total()
+
+    def _ask_counts(self, token: int, query: _CountQuery) -> None:
+        self._queries[token] = query
+        for worker in self.workers:
+            if worker.index in query.waiting and (
+                worker.control is None or not _send(worker.control, ("count", token))
+            ):
+                query.answer(worker.index, worker.conns)
+
+    # -- stop ----------------------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self._booted.set()  # a start() still waiting for the workers stops waiting
+        reactor = self._main_reactor()
+        try:
+            self._run_on(reactor, self._stop_workers)
+            if not self._gone.wait(self.options.shutdown_timeout + _EXIT_GRACE):
+                self.log.warning("netloop: workers still running after the shutdown timeout; killing them")
+                self._run_on(reactor, self._kill_all)
+        except Exception:
+            self.log.exception("netloop: error while stopping the workers")
+        finally:
+            reactor.stop()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(self.options.shutdown_timeout + 1.0)
+            self._kill_all()  # only if the loop could not: normally every worker is reaped by now
+            for sock in self._bound:
+                sock.close()
+            for acceptor in self.acceptors:
+                acceptor.sock.close()
+            self.stopped.set()
+
+    def _stop_workers(self) -> None:
+        """Stop accepting, then ask every worker to drain: after the last connection passed to it, in order."""
+        for acceptor in self.acceptors:
+            acceptor.close()
+        for worker in self.workers:
+            if worker.restart is not None:
+                worker.restart.cancel()
+                worker.restart = None
+            channel = worker.handoff or worker.control
+            if worker.pid is not None and channel is not None:
+                _send(channel, ("stop",))
+        self._check_gone()
+
+    def _kill_all(self) -> None:
+        for worker in self.workers:
+            pid = worker.pid
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                status = 0
+            self._exited(worker, status)
+
+    # -- the child side of a fork --------------------------------------------------------------------------
+
+    def _run_worker(
+        self,
+        worker: _Worker,
+        control: socket.socket,
+        handoff: socket.socket | None,
+        parent_ends: list[socket.socket | None],
+        lasting: bool,
+    ) -> NoReturn:
+        """The new worker process's whole life; leaves with ``os._exit`` and never returns to the caller."""
+        code = 1
+        try:
+            parent = os.getppid()
+            self._forget_parent(parent_ends)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the parent, which drains the workers
+            core = WorkerCore(self, worker.index, control, handoff)
+            signal.signal(signal.SIGTERM, lambda signum, frame: core.stop_because("signal"))
+            if lasting:
+                _die_with_parent(parent)
+            try:
+                core.start()
+            except BaseException as exc:
+                core.link.send(("failed", f"{type(exc).__name__}: {exc}"))
+                raise
+            core.link.send(("ready",))
+            core.stopped.wait()
+            code = 0
+        except BaseException:
+            self.log.exception("netloop: worker %d failed", worker.index)
+        finally:
+            _flush_stdio()
+            os._exit(code)
+
+    def _forget_parent(self, parent_ends: list[socket.socket | None]) -> None:
+        """In a new worker: close the parent's descriptors it inherited (channels, listeners, held ports)."""
+        keep = set(self.shared.values())
+        closing: list[socket.socket | None] = [*parent_ends, *self._bound, *(a.sock for a in self.acceptors)]
+        for w in self.workers:
+            closing += [w.control, w.handoff]
+        for sock in closing:
+            if sock is not None and sock not in keep:
+                sock.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send SIGTERM to this process when its parent dies (belt and braces)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before the request took effect
+
+
+# -- a worker ------------------------------------------------------------------------------------------------
+
+
+class _HandoffSocket(socket.socket):
+    """The worker's end of the hand-off channel, served by an ``Acceptor`` like a listening socket.
+
+    ``accept()`` returns the next connection the parent passed over; the parent's stop message, sent after the
+    last connection, stops the worker instead, so no connection passed before it is dropped.
+    """
+
+    taken = 0  # connections taken off the channel
+    on_stop: Callable[[str], None]  # set by the worker's core: stop this worker for a reason
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        data, fds, _flags, _addr = socket.recv_fds(self, _MESSAGE_MAX, 1)
+        if fds:
+            family, kind, proto, remote = marshal.loads(data)
+            self.taken += 1
+            return socket.socket(family, kind, proto, fileno=fds[0]), remote
+        if data == _STOP:
+            self.on_stop("parent")
+            raise BlockingIOError(errno.EAGAIN, "the parent asked this worker to stop")
+        if not data:
+            self.on_stop("orphaned")
+        raise ConnectionAbortedError(errno.ECONNABORTED, "the parent process is gone")
+
+
+class _ParentLink:
+    """The worker's end of its control channel: answers the parent, and stops the worker when the parent is gone.
+
+    With least-connections hand-off it also reports this worker's load whenever it changes.
+    """
+
+    def __init__(self, core: WorkerCore, sock: socket.socket, parent: int, report_loads: bool) -> None:
+        self.core = core
+        self.sock = sock
+        self.parent = parent
+        self.report_loads = report_loads
+        self._reported: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        """Begin listening to the parent (any thread); nothing to do when the worker is stopping already."""
+        try:
+            self.core.loops[0].submit(self._attach)
+        except EngineStoppedError:
+            pass
+
+    def _attach(self) -> None:
+        loop = self.core.loops[0]
+        loop.attach(self.sock.fileno(), self._on_readable, IN)
+        if self.sock.type != getattr(socket, "SOCK_SEQPACKET", None):
+            self._check_parent()
+        if self.report_loads:
+            self._report()
+
+    def send(self, message: Message) -> None:
+        """Send ``message`` to the parent (any thread); lost quietly when the parent is gone."""
+        _send(self.sock, message)
+
+    def _on_readable(self, ev: int) -> None:
+        for _ in range(_MESSAGES_PER_ROUND):
+            try:
+                data = self.sock.recv(_MESSAGE_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.core.loops[0].detach(self.sock.fileno())
+                self.core.stop_because("orphaned")
+                return
+            message = marshal.loads(data)
+            if message[0] == "stop":
+                self.core.stop_because("parent")
+            elif message[0] == "count":
+                self.send(("count", message[1], self.core.count_connections(), *self.core.load()))
+
+    def _report(self) -> None:
+        load = self.core.load()
+        if load != self._reported:
+            self._reported = load
+            self.send(("load", *load))
+        self.core.loops[0].call_later(_REPORT_INTERVAL, self._report)
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.parent:
+            self.core.stop_because("orphaned")
+            return
+        self.core.loops[0].call_later(_SWEEP_INTERVAL, self._check_parent)
+
+
+class WorkerCore(EngineCore):
+    """A worker process's engine: the parent's addresses and options, served the way the parent arranged.
+
+    ``addrs`` are the parent's; sockets the parent gave (the hand-off channel, shared UDP sockets) are used as
+    they are, the rest are this worker's own SO_REUSEPORT sockets.
+    """
+
+    def __init__(
+        self, supervisor: Supervisor, worker_id: int, control: socket.socket, handoff: socket.socket | None
+    ) -> None:
+        options = supervisor.worker_options
+        addresses = list(supervisor.worker_addresses)
+        self._given: dict[Address, socket.socket] = dict(supervisor.shared)
+        self._handoff: _HandoffSocket | None = None
+        if handoff is not None:
+            self._handoff = _HandoffSocket(handoff.family, handoff.type, handoff.proto, fileno=handoff.detach())
+            self._handoff.setblocking(False)
+            self._handoff.on_stop = self.stop_because
+            self._given[_HANDOFF] = self._handoff
+            addresses.append(_HANDOFF)
+        super().__init__(supervisor.handler, addresses, options)
+        self.worker_id = worker_id
+        self._public = list(supervisor.addrs)
+        self._booted = False
+        self.stop_reason: str | None = None
+        least = options.load_balancing is LoadBalancing.LEAST_CONNECTIONS
+        control.setblocking(False)
+        self.link = _ParentLink(self, control, os.getppid(), report_loads=least and handoff is not None)
+
+    def start(self) -> None:
+        super().start()
+        self._booted = True
+        if self._stop_requested and self.stop_reason is None:
+            self.stop_reason = "application"  # on_boot returned Action.SHUTDOWN
+            self.link.send(("shutdown",))
+        self.link.start()
+
+    def _bind_all(self) -> None:
+        super()._bind_all()
+        self.addrs = list(self._public)
+
+    def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
+        given = self._given.get(address)
+        if given is None:
+            return super()._bind_group(address, count)  # this worker's own SO_REUSEPORT socket(s)
+        socks = [given, *(given.dup() for _ in range(count - 1))]
+        self.addrs.append(address.text)
+        self._bound.extend(socks)
+        return socks
+
+    def request_stop(self) -> None:
+        if self._booted and self.stop_reason is None:
+            self.stop_reason = "application"
+            self.link.send(("shutdown",))
+        super().request_stop()
+
+    def stop_because(self, reason: str) -> None:
+        """Stop this worker for ``reason`` ("parent", "orphaned", "signal"), without stopping the others."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        super().request_stop()
+
+    def load(self) -> tuple[int, int]:
+        """(connections taken from the parent so far, connections on this worker now)."""
+        taken = self._handoff.taken if self._handoff is not None else 0
+        return taken, sum(loop.load() for loop in self.loops)

@@ -51,9 +51,10 @@ def test_broadcast_reaches_clients_on_every_loop() -> None:
 
 def test_an_overlong_line_closes_only_that_client() -> None:
     with serving(Chat(), "tcp://127.0.0.1:0", num_event_loop=2) as engine:
-        good, bad = connect(engine.addrs[0]), connect(engine.addrs[0])
         gbuf, bbuf = bytearray(), bytearray()
-        _line(good, gbuf)
+        good = connect(engine.addrs[0])
+        _line(good, gbuf)  # good is a member before bad arrives, so it hears of bad
+        bad = connect(engine.addrs[0])
         _line(bad, bbuf)
         assert _line(good, gbuf).endswith("joined")
         bad.sendall(b"x" * (MAX_LINE + 10))
