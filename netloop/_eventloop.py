@@ -71,6 +71,8 @@ class EventLoop:
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = itertools.count()
         self._wake_lock = threading.Lock()
+        # Without the GIL a stale read of _sleeping could skip a wake-up: decide under the lock instead.
+        self._free_threaded = not _gil_enabled()
         self._sleeping = False
         self._wake_pending = False
         self._running = False
@@ -170,7 +172,7 @@ class EventLoop:
         if self._stopped.is_set():
             raise EngineStoppedError(f"event loop {self.index} is stopped")
         self._tasks.append((fn, args))
-        if self._sleeping:
+        if self._sleeping or self._free_threaded:
             with self._wake_lock:
                 if self._sleeping and not self._wake_pending:
                     self._wake_pending = True
@@ -313,6 +315,8 @@ class EventLoop:
             conn._close(EngineStoppedError("netloop: event loop stopped"))
         for fd in list(self._handlers):
             self.detach(fd)
+        # Tasks queued while stopping still run, so their callbacks learn the connection is closed.
+        self._run_tasks()
         self.poller.close()
         for fd in {self._wake_r, self._wake_w}:
             try:

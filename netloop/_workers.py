@@ -20,6 +20,7 @@ import dataclasses
 import errno
 import functools
 import itertools
+import logging
 import marshal
 import os
 import signal
@@ -299,11 +300,17 @@ class Supervisor(EngineCore):
         # A parent-death signal fires when the forking thread ends: only ask for it from a thread that lasts.
         lasting = threading.current_thread() in (threading.main_thread(), self._thread)
         _flush_stdio()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns about forking a threaded process; the child only builds new objects and
-            # leaves with os._exit, never touching what other threads may have held.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about forking a threaded process: the child builds its own engine from
+                # new objects (logging resets its locks at fork) and leaves with os._exit.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except BaseException:
+            for sock in (control, their_control, handoff, their_handoff):
+                if sock is not None:
+                    sock.close()
+            raise
         if pid == 0:
             self._run_worker(worker, their_control, their_handoff, [control, handoff], lasting)
         their_control.close()
@@ -396,7 +403,7 @@ class Supervisor(EngineCore):
         if self._stop_requested:
             self._check_gone()
             return
-        what = f"netloop: worker {worker.index} (pid {pid}) {_describe(status)}"
+        what = f"worker {worker.index} (pid {pid}) {_describe(status)}"
         if worker.failure:
             what += f" ({worker.failure})"
         if not self._booted.is_set():
@@ -407,7 +414,9 @@ class Supervisor(EngineCore):
             worker.failures = 0
         delay = restart_delay(worker.failures)
         worker.failures += 1
-        self.log.error("%s; restarting it in %.1fs", what, delay)
+        # A clean exit nobody here asked for is someone's SIGTERM to that worker: a restart, not a crash.
+        level = logging.WARNING if status == 0 else logging.ERROR
+        self.log.log(level, "netloop: %s; restarting it in %.1fs", what, delay)
         worker.restart = self._main_reactor().call_later(delay, self._respawn, worker)
 
     def _respawn(self, worker: _Worker) -> None:
@@ -457,12 +466,10 @@ class Supervisor(EngineCore):
             return sum(w.conns for w in self.workers if w.pid is not None)
         query = _CountQuery([w for w in self.workers if w.ready])
         token = next(self._tokens)
-        try:
-            reactor.submit(self._ask_counts, token, query)
-        except EngineStoppedError:
+        if not self._submit(reactor, self._ask_counts, token, query):
             return 0
         query.done.wait(_COUNT_TIMEOUT)
-        reactor.submit(self._queries.pop, token, None)
+        self._submit(reactor, self._queries.pop, token, None)
         return query.total()
 
     def _ask_counts(self, token: int, query: _CountQuery) -> None:
