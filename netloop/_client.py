@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
-from netloop._address import Address, parse_address
+from netloop._address import Address, format_address, parse_address
 from netloop._balancer import new_balancer
 from netloop._conn import Buffer, Conn, conn_class, conn_mask
 from netloop._datagram import DATAGRAMS_PER_ROUND
@@ -50,10 +50,9 @@ class Client:
         if opts.worker_count():
             raise ValueError("workers is a server option: a Client's loops are threads of this process")
         self._core = EngineCore(handler, [], opts)
+        # Guards start, and picking a loop together with counting the connection on it.
         self._lock = threading.Lock()
         self._started = False
-        # Dials picked for a loop and not yet on it, so that concurrent dials spread out.
-        self._in_flight: dict[EventLoop, int] = {}
         self._pick: Callable[[Any], EventLoop] | None = None
 
     def __repr__(self) -> str:
@@ -83,9 +82,7 @@ class Client:
                 raise RuntimeError("this Client was already started")
             self._started = True
         self._core.start()
-        loops = self._core.loops
-        self._in_flight = dict.fromkeys(loops, 0)
-        self._pick = new_balancer(LoadBalancing.LEAST_CONNECTIONS, loops, self._load)
+        self._pick = new_balancer(LoadBalancing.LEAST_CONNECTIONS, self._core.loops, EventLoop.load)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: ``on_shutdown``, then flush and close every connection (``on_close`` for each).
@@ -130,22 +127,23 @@ class Client:
         if self._core.on_loop_thread():
             raise RuntimeError("Client.dial/enroll block; from a handler use conn.event_loop.register/enroll")
 
-    def _load(self, loop: EventLoop) -> int:
-        return loop.load() + self._in_flight[loop]
-
     def _place(self, sock: socket.socket) -> Conn:
         pick = self._pick
         if pick is None:
             sock.close()
             raise EngineStoppedError("the client is not running")
+        # Counted as it is picked, so that concurrent dials see each other and spread out. The client is the
+        # only writer of its loops' ``assigned`` (they have no acceptor).
         with self._lock:
             loop = pick(None)
-            self._in_flight[loop] += 1
+            loop.assigned += 1
         try:
-            return adopt(loop, sock)
-        finally:
+            return adopt(loop, sock, counted=True)
+        except ValueError:
+            # Refused before reaching the loop, which keeps running: take the count back.
             with self._lock:
-                self._in_flight[loop] -= 1
+                loop.assigned -= 1
+            raise
 
 
 # -- the EventLoop.register / EventLoop.enroll entry points ------------------------------------------------
@@ -156,16 +154,18 @@ def dial_on_loop(loop: EventLoop, addr: str, timeout: float | None) -> Conn:
     address = parse_address(addr)
     if loop.in_loop():
         return _dial_here(loop, address, timeout)
-    return adopt(loop, connect(address, timeout))
+    return adopt(loop, connect(address, timeout), counted=False)
 
 
 def enroll_on_loop(loop: EventLoop, sock: socket.socket) -> Conn:
     """``loop.enroll(sock)``: from the loop's thread, opened on a later turn of the loop; else like ``enroll``."""
     if not loop.in_loop():
-        return adopt(loop, sock)
+        return adopt(loop, sock, counted=False)
     remote = _peer(sock)
     sock.setblocking(False)
-    return _pending(loop, sock, remote, watch=True)
+    conn = _pending(loop, sock, remote)
+    loop.call_soon(_open_later, conn)
+    return conn
 
 
 # -- blocking: connect in the caller's thread, then hand the socket to the loop ----------------------------
@@ -198,8 +198,7 @@ def _dial_error(exc: OSError, text: str, timeout: float | None) -> OSError:
 class _Handoff:
     """A socket on its way to a loop: exactly one of the loop's task and the waiting thread gets to use it."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self) -> None:
         self.conn: Conn | None = None
         self.done = threading.Event()
         self._lock = threading.Lock()
@@ -211,20 +210,21 @@ class _Handoff:
         return not taken
 
 
-def adopt(loop: EventLoop, sock: socket.socket) -> Conn:
+def adopt(loop: EventLoop, sock: socket.socket, counted: bool) -> Conn:
     """Hand the connected ``sock`` to ``loop`` and wait until ``on_open`` has run there (not on that loop's thread).
 
-    ``ValueError`` for a socket that is not connected (the caller keeps it); ``EngineStoppedError``, with the
-    socket closed, when the loop is stopping.
+    ``counted``: the caller already counted the connection in ``loop.load()``. ``ValueError`` for a socket that
+    is not connected (the caller keeps it); ``EngineStoppedError``, with the socket closed, when the loop is
+    stopping.
     """
     remote = _peer(sock)
     sock.setblocking(False)
-    handoff = _Handoff(sock)
+    handoff = _Handoff()
 
     def task() -> None:
         try:
             if handoff.take():
-                handoff.conn = _open_now(loop, sock, remote)
+                handoff.conn = _open_now(loop, sock, remote, counted)
         finally:
             handoff.done.set()
 
@@ -244,9 +244,10 @@ def adopt(loop: EventLoop, sock: socket.socket) -> Conn:
     return conn
 
 
-def _open_now(loop: EventLoop, sock: socket.socket, remote: Any) -> Conn | None:
+def _open_now(loop: EventLoop, sock: socket.socket, remote: Any, counted: bool) -> Conn | None:
     """Register a connected socket and fire ``on_open`` (loop thread); None if the loop is stopping."""
-    _count(loop)
+    if not counted:
+        _count(loop)
     if sock.type != socket.SOCK_DGRAM:
         return loop.add_conn(sock, remote)
     if not _accepting(loop):
@@ -254,8 +255,8 @@ def _open_now(loop: EventLoop, sock: socket.socket, remote: Any) -> Conn | None:
         sock.close()
         return None
     conn = _datagram_conn(loop, sock, remote)
-    _track(loop, conn, IN)
-    _fire_open(conn)
+    loop.conns[conn._fd] = conn
+    conn._open()
     return conn
 
 
@@ -270,14 +271,18 @@ def _dial_here(loop: EventLoop, address: Address, timeout: float | None) -> Conn
     except BaseException:
         sock.close()
         raise
-    if code in _CONNECTING:
-        conn = _pending(loop, sock, address.sockaddr, watch=True)
-        if timeout is not None and isinstance(conn, DialingConn):
+    conn = _pending(loop, sock, address.sockaddr)
+    if code not in _CONNECTING:
+        # Failed at once: the connection still comes back, and on_close reports the error after this callback.
+        loop.call_soon(conn._close, _connect_error(code, address))
+    elif isinstance(conn, DialingConn):
+        # The first writability event tells how the connect went.
+        conn._mask = OUT
+        loop.attach(conn._fd, conn._on_io, OUT)
+        if timeout is not None:
             loop.call_later(timeout, _expire, conn, address.text, timeout)
-        return conn
-    # Failed at once: the connection still comes back, and on_close reports the error after this callback.
-    conn = _pending(loop, sock, address.sockaddr, watch=False)
-    loop.call_soon(conn._close, _connect_error(code, address))
+    else:
+        loop.call_soon(_open_later, conn)  # a UDP connect completes at once
     return conn
 
 
@@ -293,32 +298,27 @@ def _expire(conn: Conn, text: str, timeout: float) -> None:
         conn._close(TimeoutError(errno.ETIMEDOUT, f"dial {text}: timed out after {timeout}s"))
 
 
-def _pending(loop: EventLoop, sock: socket.socket, remote: Any, watch: bool) -> Conn:
-    """A connection for ``sock`` that opens on a later turn of the loop (``watch``: once the connect completes)."""
+def _pending(loop: EventLoop, sock: socket.socket, remote: Any) -> DialingConn | DatagramClientConn:
+    """One of the loop's connections for ``sock``, not watched yet: the caller sees it before ``on_open`` fires."""
     if not _accepting(loop):
         sock.close()
         raise EngineStoppedError(f"event loop {loop.index} is stopping and takes no new connections")
     _count(loop)
+    conn: DialingConn | DatagramClientConn
     if sock.type == socket.SOCK_DGRAM:
-        # A UDP connect completes at once: only on_open waits, so the caller sees the connection first.
         conn = _datagram_conn(loop, sock, remote)
-        _track(loop, conn, 0)
-        if watch:
-            loop.call_soon(_open_datagram, conn)
-        return conn
-    loop._configure(sock)
-    options = loop.options
-    dialing = _dialing_class(conn_class(options.edge_triggered, options.pre_write))(loop, sock, remote)
-    dialing._send = _not_yet
-    _track(loop, dialing, OUT if watch else 0)
-    return dialing
+    else:
+        loop._configure(sock)
+        options = loop.options
+        conn = _dialing_class(conn_class(options.edge_triggered, options.pre_write))(loop, sock, remote)
+        conn._send = _not_yet
+    loop.conns[conn._fd] = conn
+    return conn
 
 
-def _open_datagram(conn: Conn) -> None:
+def _open_later(conn: DialingConn | DatagramClientConn) -> None:
     if not conn.closed:
-        conn.event_loop.attach(conn._fd, conn._on_io, IN)
-        conn._mask = IN
-        _fire_open(conn)
+        conn._open()
 
 
 # -- shared by both paths -----------------------------------------------------------------------------------
@@ -345,15 +345,6 @@ def _count(loop: EventLoop) -> None:
 
 def _accepting(loop: EventLoop) -> bool:
     return loop._running and not loop._draining
-
-
-def _track(loop: EventLoop, conn: Conn, mask: int) -> None:
-    """Make ``conn`` one of the loop's connections, watched for ``mask`` (0: not watched yet)."""
-    fd = conn._fd
-    loop.conns[fd] = conn
-    conn._mask = mask
-    if mask:
-        loop.attach(fd, conn._on_io, mask)
 
 
 def _fire_open(conn: Conn) -> None:
@@ -391,11 +382,12 @@ class DialingConn(Conn):
     def _on_io(self, ev: int) -> None:
         code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            self._close(OSError(code, f"connect to {self._remote!r}: {os.strerror(code)}"))
+            self._close(OSError(code, f"dial {self._url()}: {os.strerror(code)}"))
         else:
             self._open()
 
     def _open(self) -> None:
+        """Become an ordinary connection, watch it as the loop does, fire ``on_open``, send what was written."""
         loop = self._loop
         fd = self._fd
         # From here on it is an ordinary connection: the hot paths carry no "still connecting" check.
@@ -426,8 +418,12 @@ class DialingConn(Conn):
 
     def _close(self, err: BaseException | None) -> None:
         if err is None and not self._closed:
-            err = ConnectionAbortedError(errno.ECONNABORTED, f"closed before the connect to {self._remote!r} completed")
+            err = ConnectionAbortedError(errno.ECONNABORTED, f"dial {self._url()}: closed before it connected")
         super()._close(err)
+
+    def _url(self) -> str:
+        family = self._sock.family
+        return format_address("unix" if family == socket.AF_UNIX else "tcp", family, self._remote)
 
 
 _DIALING: dict[type[Conn], type[DialingConn]] = {Conn: DialingConn}
@@ -453,6 +449,12 @@ class DatagramClientConn(Conn):
     """
 
     __slots__ = ()
+
+    def _open(self) -> None:
+        """Start reading and fire ``on_open`` (loop thread)."""
+        self._mask = IN
+        self._loop.attach(self._fd, self._on_io, IN)
+        _fire_open(self)
 
     def _on_io(self, ev: int) -> None:
         recv_into = self._recv_into

@@ -1,0 +1,207 @@
+"""examples/proxy.py in front of netloop's echo server: integrity, backpressure, closing, and the program itself."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loopback import connect, echo_through, recv_exact, serving, split
+
+import netloop
+from examples.echo import Echo
+from examples.proxy import Proxy, Side
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 5.0
+READ_CAP = 64 * 1024  # the proxy's read_buffer_cap: the most one on_traffic can add to a peer's outbound
+# Socket buffers small enough that backpressure shows after a few MiB, and above loopback's 64 KiB MSS: smaller
+# ones make TCP fall back to zero-window probes, which crawl.
+SOCKET_BUFFER = 128 * 1024
+
+
+class Probe(Proxy):
+    """The proxy, also recording the most outbound bytes it ever left queued and writes made while dialing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peak = 0
+        self.opened_upstreams: set[int] = set()
+        self.early_writes = 0
+        self.lock = threading.Lock()
+
+    def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+        if conn.context is not None:
+            with self.lock:
+                self.opened_upstreams.add(id(conn))
+        return super().on_open(conn)
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        side: Side = conn.context
+        with self.lock:
+            if not side.upstream and id(side.peer) not in self.opened_upstreams:
+                self.early_writes += 1
+        action = super().on_traffic(conn)
+        with self.lock:
+            self.peak = max(self.peak, side.peer.outbound_buffered())
+        return action
+
+
+@contextlib.contextmanager
+def listening(handler: netloop.EventHandler, **options: Any) -> Iterator[str]:
+    """Serve ``handler`` on a loopback port; yields its address."""
+    with serving(handler, "tcp://127.0.0.1:0", **options) as engine:
+        yield engine.addrs[0]
+
+
+@contextlib.contextmanager
+def proxied(upstream: str, handler: Proxy | None = None, **options: Any) -> Iterator[str]:
+    with listening(handler or Proxy(upstream), **options) as address:
+        yield address
+
+
+@pytest.fixture
+def echo() -> Iterator[str]:
+    with listening(Echo(), num_event_loop=2) as address:
+        yield address
+
+
+def round_trip(address: str, payload: bytes) -> bytes:
+    with connect(address) as sock:
+        return echo_through(sock, payload)
+
+
+def test_several_clients_large_random_payloads(echo: str) -> None:
+    rng = random.Random(1)
+    payloads = [rng.randbytes(rng.randrange(256 * 1024, 1024 * 1024)) for _ in range(4)]
+    results: queue.Queue[tuple[int, bytes]] = queue.Queue()
+    with proxied(echo, num_event_loop=2) as proxy:
+
+        def client(i: int) -> None:
+            results.put((i, round_trip(proxy, payloads[i])))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(payloads))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        got = dict(results.get_nowait() for _ in payloads)
+    for i, payload in enumerate(payloads):
+        assert got[i] == payload, f"client {i}: bytes lost or reordered"
+
+
+def test_bytes_sent_before_upstream_connects_are_kept(echo: str) -> None:
+    handler = Probe(echo)
+    with proxied(echo, handler) as proxy:
+        for i in range(5):
+            with connect(proxy) as sock:
+                # Sent before the proxy has even accepted: it reaches the proxy while the upstream is dialing.
+                sock.sendall(b"first words %d" % i)
+                assert recv_exact(sock, 13) == b"first words %d" % i
+    assert handler.early_writes >= 1
+
+
+def test_slow_reader_keeps_proxy_outbound_bounded() -> None:
+    high_water = 64 * 1024
+    small = {"socket_recv_buffer": SOCKET_BUFFER, "socket_send_buffer": SOCKET_BUFFER}
+    total = 6 * 1024 * 1024
+    payload = random.Random(2).randbytes(total)
+    with listening(Echo(), write_buffer_cap=high_water, **small) as upstream:
+        handler = Probe(upstream, high_water=high_water)
+        with (
+            proxied(upstream, handler, read_buffer_cap=READ_CAP, **small) as proxy,
+            socket.socket() as sock,
+        ):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.connect(split(proxy)[1])
+            sock.setblocking(False)
+            sent = 0
+            # Write without reading until the whole chain stops taking bytes for a while.
+            while sent < total and select.select([], [sock], [], 0.3)[1]:
+                with contextlib.suppress(BlockingIOError):
+                    sent += sock.send(payload[sent : sent + 65536])
+            assert sent < total, "nothing pushed back on a client that never reads"
+            assert 0 < handler.peak <= high_water + READ_CAP
+            # Now read: the paused sides resume and every byte comes back, in order.
+            sock.setblocking(True)
+            sock.settimeout(TIMEOUT)
+            sender = threading.Thread(target=sock.sendall, args=(payload[sent:],))
+            sender.start()
+            try:
+                assert recv_exact(sock, total) == payload
+            finally:
+                sender.join(TIMEOUT)
+            assert handler.peak <= high_water + READ_CAP
+
+
+class Upstream(netloop.EventHandler):
+    """Reports what it receives and when its connections close; says its last words and hangs up on b"bye"."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        data = conn.next()
+        self.events.put(("data", data))
+        if data == b"bye":
+            conn.write(b"last words")
+            return netloop.Action.CLOSE
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> None:
+        self.events.put(("close", err))
+
+
+def test_client_closing_closes_upstream() -> None:
+    upstream = Upstream()
+    with listening(upstream) as address, proxied(address) as proxy:
+        with connect(proxy) as sock:
+            sock.sendall(b"hello")
+            assert upstream.events.get(timeout=TIMEOUT) == ("data", b"hello")
+        assert upstream.events.get(timeout=TIMEOUT) == ("close", None)
+
+
+def test_upstream_closing_closes_client() -> None:
+    upstream = Upstream()
+    with listening(upstream) as address, proxied(address) as proxy, connect(proxy) as sock:
+        sock.sendall(b"bye")
+        assert recv_exact(sock, 10) == b"last words"
+        assert sock.recv(1) == b""
+
+
+def test_unreachable_upstream_closes_client() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused
+        with proxied(f"tcp://127.0.0.1:{unused.getsockname()[1]}") as proxy, connect(proxy) as sock:
+            assert sock.recv(1) == b""
+
+
+def test_bad_high_water() -> None:
+    with pytest.raises(ValueError, match="high_water"):
+        Proxy("tcp://127.0.0.1:9", high_water=0)
+
+
+def test_program(echo: str) -> None:
+    command = [sys.executable, "-m", "examples.proxy", "--listen", "tcp://127.0.0.1:0", "--upstream", echo]
+    proxy = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = proxy.stdout
+    assert stdout is not None
+    try:
+        line = stdout.readline()  # "listening on tcp://127.0.0.1:PORT -> UPSTREAM"; pytest-timeout guards it
+        assert line.startswith("listening on tcp://127.0.0.1:") and line.rstrip().endswith(echo), line
+        assert round_trip(line.split()[2], b"through the program") == b"through the program"
+    finally:
+        proxy.terminate()
+        proxy.wait(TIMEOUT)
+        stdout.close()
+    assert proxy.returncode == 0
