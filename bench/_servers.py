@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from bench._errors import BenchError
 from bench._proc import executable, pinned
@@ -120,15 +121,8 @@ class Server:
 
     def stop(self) -> None:
         """Asks the server to stop (SIGTERM), killing it if it has not exited within STOP_TIMEOUT_S."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self._process is not None:
+            stop_process(self._process)
 
     def log_tail(self, limit: int = 1500) -> str:
         """The last ``limit`` characters the server printed."""
@@ -162,3 +156,15 @@ class Server:
         affinity = os.sched_getaffinity(self.pid)
         if affinity != {self.cpu}:
             raise BenchError(f"pid {self.pid} may run on CPUs {sorted(affinity)}, not only on CPU {self.cpu}")
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM ``process`` (a graceful stop, as an operator would), killing it if it outlives STOP_TIMEOUT_S."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

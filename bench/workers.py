@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import os
 import shlex
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,13 +29,12 @@ from typing import Any
 
 from bench._errors import BenchError
 from bench._loadgen import EchoLoad, build_echo_load, wrk
-from bench._servers import HOST, free_port
+from bench._servers import HOST, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 20.0
 SETUP_TIMEOUT_S = 60.0
 RESULT_GRACE_S = 30.0
-STOP_TIMEOUT_S = 10.0
 MESSAGE_SIZE = 1024
 PROTOS = ("echo", "http")
 
@@ -74,12 +72,7 @@ def server(proto: str, workers: int, balancing: str, cpus: Sequence[int]) -> Ite
         wait_listening(port, proc)
         yield port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
