@@ -156,7 +156,7 @@ class Conn:
     def _traffic(self, n: int) -> None:
         """``n`` new bytes sit at the start of the loop's read buffer: show them to ``on_traffic``.
 
-        The edge-triggered and wake paths use it; ``Conn._on_io`` carries an inlined copy.
+        ``EdgeConn`` reads through it; ``Conn._on_io`` carries an inlined copy.
         """
         inbound = self._inbound
         if inbound._size:
