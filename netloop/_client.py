@@ -457,25 +457,27 @@ class DatagramClientConn(Conn):
         _fire_open(self)
 
     def _on_io(self, ev: int) -> None:
-        recv_into = self._recv_into
-        view = self._view
+        recv = self._recv
+        size = self._read_size
         handler = self._handler
         for _ in range(DATAGRAMS_PER_ROUND):
             try:
-                n = recv_into(view)
+                data = recv(size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self._close(exc)
                 return
-            self._end = n
+            self._data = data
             try:
                 action = handler.on_traffic(self)
             except Exception as exc:
-                self._pos = self._end = 0
+                self._data = b""
+                self._pos = 0
                 self._loop.handler_failed(self, "on_traffic", exc)
                 return
-            self._pos = self._end = 0
+            self._data = b""
+            self._pos = 0
             if action:
                 self._act(action)
             if self._closed or not self._reading():

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 Buffer = bytes | bytearray | memoryview
 Callback = Callable[["Conn", BaseException | None], object]
 
-# Edge-triggered reads stop after this many full reads in one round, so one busy peer can't starve the rest.
-EDGE_READS_PER_ROUND = 16
+# Reads stop after this many full reads in one round, so one busy peer can't starve the rest.
+READS_PER_ROUND = 16
 
 
 def _frozen(data: Buffer) -> bytes | memoryview:
@@ -42,7 +42,7 @@ class Conn:
         "_close_callbacks",
         "_closed",
         "_closing",
-        "_end",
+        "_data",
         "_err",
         "_fd",
         "_handler",
@@ -54,11 +54,11 @@ class Conn:
         "_outbound",
         "_paused",
         "_pos",
-        "_recv_into",
+        "_read_size",
+        "_recv",
         "_remote",
         "_send",
         "_sock",
-        "_view",
         "context",
     )
 
@@ -69,10 +69,10 @@ class Conn:
         self._sock = sock
         self._fd = sock.fileno()
         self._send = sock.send
-        self._recv_into = sock.recv_into
-        self._view = loop.read_view
+        self._recv = sock.recv
+        self._read_size = loop.read_size
+        self._data = b""
         self._pos = 0
-        self._end = 0
         self._inbound = RingBuffer()
         self._outbound = OutboundBuffer()
         self._closed = False
@@ -120,60 +120,62 @@ class Conn:
     # -- the read path: one call per readiness event -----------------------------------------------------
 
     def _on_io(self, ev: int) -> None:
+        # The plain "readable" case of accepted connections runs inlined in EventLoop._dispatch.
         if ev & OUT:
             self._flush()
             if not ev & READABLE or self._closed:
                 return
-        try:
-            n = self._recv_into(self._view)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._close(exc)
-            return
-        if not n:
-            self._close_after_flush(None)
-            return
-        # _traffic, inlined to save a call per request: change the two together.
-        inbound = self._inbound
-        if inbound._size:
-            inbound.write(self._view[:n])
-        else:
-            self._end = n
-        try:
-            action = self._handler.on_traffic(self)
-        except Exception as exc:
-            self._pos = self._end = 0
-            self._loop.handler_failed(self, "on_traffic", exc)
-            return
-        pos = self._pos
-        if pos != self._end:
-            inbound.write(self._view[pos : self._end])
-        self._pos = self._end = 0
-        if action:
-            self._act(action)
+        self._read_on()
 
-    def _traffic(self, n: int) -> None:
-        """``n`` new bytes sit at the start of the loop's read buffer: show them to ``on_traffic``.
+    def _read_on(self) -> None:
+        """Read and show ``on_traffic`` until a short read, a pause or a close; a few reads at most."""
+        size = self._read_size
+        for _ in range(READS_PER_ROUND):
+            if not self._reading():
+                return
+            try:
+                data = self._recv(size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._close(exc)
+                return
+            if not data:
+                self._close_after_flush(None)
+                return
+            self._traffic(data)
+            if len(data) < size or self._closed:
+                return
+        self._more_to_read()
 
-        ``EdgeConn`` reads through it; ``Conn._on_io`` carries an inlined copy.
+    def _more_to_read(self) -> None:
+        # Level-triggered: the poller reports the socket again.
+        pass
+
+    def _traffic(self, data: bytes) -> None:
+        """Show ``data``, just read, to ``on_traffic``; keep what it leaves unconsumed.
+
+        ``EventLoop._dispatch`` carries an inlined copy.
         """
         inbound = self._inbound
         if inbound._size:
-            inbound.write(self._view[:n])
+            inbound.write(data)
         else:
-            self._end = n
+            self._data = data
         try:
             action = self._handler.on_traffic(self)
         except Exception as exc:
-            self._pos = self._end = 0
+            self._data = b""
+            self._pos = 0
             self._loop.handler_failed(self, "on_traffic", exc)
             return
-        pos = self._pos
-        if pos != self._end:
-            # Only the unconsumed rest is copied; the loop's buffer is reused by the next read.
-            inbound.write(self._view[pos : self._end])
-        self._pos = self._end = 0
+        data = self._data
+        if data:
+            # Only the unconsumed rest is copied into the connection's own buffer.
+            pos = self._pos
+            inbound.write(memoryview(data)[pos:] if pos else data)
+            self._data = b""
+            self._pos = 0
         if action:
             self._act(action)
 
@@ -185,25 +187,41 @@ class Conn:
 
     # -- reading (loop) -----------------------------------------------------------------------------------
 
+    # The bytes of the current read are ``_data[_pos:]``. Whatever consumes the last of them empties ``_data``
+    # and zeroes ``_pos``, so the read path's check for an unconsumed rest is one truth test.
+
     def _take(self, n: int) -> int:
-        """Start of ``n`` bytes of the current read; ``n < 0`` means all. Raises when fewer are buffered."""
+        """End of ``n`` bytes of the current read (``n >= 0``). Raises when fewer are buffered."""
         pos = self._pos
-        avail = self._end - pos
-        if n < 0:
-            return avail
-        if n > avail:
-            raise ShortBufferError(f"asked for {n} bytes, {avail} buffered")
-        return n
+        end = pos + n
+        if end > len(self._data):
+            raise ShortBufferError(f"asked for {n} bytes, {len(self._data) - pos} buffered")
+        return end
+
+    def _consumed(self, end: int) -> None:
+        if end == len(self._data):
+            self._data = b""
+            self._pos = 0
+        else:
+            self._pos = end
 
     def next(self, n: int = -1) -> bytes:
         """*loop* Consume and return ``n`` bytes (all when ``n < 0``); ``ShortBufferError`` if fewer are there."""
-        inbound = self._inbound
-        if inbound._size:
-            return inbound.read(n)
-        pos = self._pos
-        end = self._end if n < 0 else pos + self._take(n)
-        self._pos = end
-        return self._view[pos:end].tobytes()
+        data = self._data
+        if data:
+            pos = self._pos
+            if n < 0:
+                # The common case, the whole read: the received bytes object itself when none was taken before.
+                self._data = b""
+                if pos:
+                    self._pos = 0
+                    return data[pos:]
+                return data
+            end = self._take(n)
+            self._consumed(end)
+            return data[pos:end]
+        # Bytes kept from earlier reads (the current read's bytes are in _data only while none are kept).
+        return self._inbound.read(n)
 
     def peek(self, n: int = -1) -> bytes:
         """*loop* Return ``n`` bytes (all when ``n < 0``) without consuming them."""
@@ -211,16 +229,19 @@ class Conn:
         if inbound._size:
             return inbound.peek(n)
         pos = self._pos
-        return self._view[pos : pos + self._take(n)].tobytes()
+        if n < 0:
+            return self._data[pos:]
+        return self._data[pos : self._take(n)]
 
     def discard(self, n: int = -1) -> int:
         """*loop* Drop ``n`` bytes (all when ``n < 0``); returns how many were dropped."""
         inbound = self._inbound
         if inbound._size:
             return inbound.discard(n)
-        n = self._take(n)
-        self._pos += n
-        return n
+        pos = self._pos
+        end = len(self._data) if n < 0 else self._take(n)
+        self._consumed(end)
+        return end - pos
 
     def read_into(self, buf: bytearray | memoryview) -> int:
         """*loop* Move up to ``len(buf)`` buffered bytes into ``buf``; returns how many."""
@@ -228,14 +249,14 @@ class Conn:
         if inbound._size:
             return inbound.read_into(buf)
         pos = self._pos
-        n = min(len(buf), self._end - pos)
-        buf[:n] = self._view[pos : pos + n]
-        self._pos = pos + n
+        n = min(len(buf), len(self._data) - pos)
+        buf[:n] = memoryview(self._data)[pos : pos + n]
+        self._consumed(pos + n)
         return n
 
     def inbound_buffered(self) -> int:
         """*loop* How many inbound bytes are waiting to be consumed."""
-        return self._inbound._size or self._end - self._pos
+        return self._inbound._size or len(self._data) - self._pos
 
     # -- the write path (loop) ----------------------------------------------------------------------------
 
@@ -408,7 +429,8 @@ class Conn:
             pass
         self._inbound.release()
         self._outbound.clear()
-        self._pos = self._end = 0
+        self._data = b""
+        self._pos = 0
         self._loop.conn_closed(self, err)
         callbacks = self._close_callbacks
         if callbacks:
@@ -520,28 +542,11 @@ class EdgeConn(Conn):
         if ev & OUT and self._outbound._size:
             self._flush()
         if ev & READABLE and not self._closed:
-            self._drain_reads()
+            self._read_on()
 
-    def _drain_reads(self) -> None:
-        if not self._reading() or self._closed:
-            return
-        full = len(self._view)
-        for _ in range(EDGE_READS_PER_ROUND):
-            try:
-                n = self._recv_into(self._view)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._close(exc)
-                return
-            if not n:
-                self._close_after_flush(None)
-                return
-            self._traffic(n)
-            # A short read emptied the socket; the next arrival raises a new edge.
-            if n < full or self._closed or not self._reading():
-                return
-        self._loop.call_soon(self._drain_reads)
+    def _more_to_read(self) -> None:
+        # No new edge comes for bytes already there: read on after the other descriptors had their turn.
+        self._loop.call_soon(self._read_on)
 
     def _update_interest(self) -> None:
         # Registered once for IN and OUT edges: nothing to change.
@@ -549,7 +554,7 @@ class EdgeConn(Conn):
 
     def _resume_reading(self) -> None:
         # Bytes that arrived while paused raised no new edge: look now.
-        self._loop.call_soon(self._drain_reads)
+        self._loop.call_soon(self._read_on)
 
 
 class PreWriteConn(Conn):

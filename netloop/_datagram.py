@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # Datagrams read per readiness event before other descriptors get their turn.
 DATAGRAMS_PER_ROUND = 32
-_EMPTY = RingBuffer()  # never written: a datagram's bytes live in the loop's read buffer only
+_EMPTY = RingBuffer()  # never written: a datagram's bytes are the received bytes object only
 
 
 class DatagramConn(Conn):
@@ -29,15 +29,14 @@ class DatagramConn(Conn):
 
     __slots__ = ()
 
-    def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any, n: int) -> None:
+    def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any, data: bytes) -> None:
         self.context = None
         self._loop = loop
         self._handler = loop.handler
         self._sock = sock
         self._fd = sock.fileno()
-        self._view = loop.read_view
+        self._data = data
         self._pos = 0
-        self._end = n
         self._inbound = _EMPTY
         self._outbound = OutboundBuffer()
         self._closed = False
@@ -96,33 +95,34 @@ class DatagramEndpoint:
         self.sock = sock
         self.text = text
         self._edge = loop.options.edge_triggered
-        self._recvfrom_into = sock.recvfrom_into
+        self._recvfrom = sock.recvfrom
 
     def start(self) -> None:
         self.loop.attach(self.sock.fileno(), self._on_io, IN | (EDGE if self._edge else 0))
 
     def _on_io(self, ev: int) -> None:
         loop = self.loop
-        view = loop.read_view
+        size = loop.read_size
         handler = loop.handler
         sock = self.sock
-        recvfrom_into = self._recvfrom_into
+        recvfrom = self._recvfrom
         for _ in range(DATAGRAMS_PER_ROUND):
             try:
-                n, remote = recvfrom_into(view)
+                data, remote = recvfrom(size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 # e.g. ECONNREFUSED reported for an earlier send: the socket itself is fine.
                 loop.log.debug("netloop: UDP receive error on %s: %s", self.text, exc)
                 continue
-            conn = DatagramConn(loop, sock, remote, n)
+            conn = DatagramConn(loop, sock, remote, data)
             try:
                 action = handler.on_traffic(conn)
             except Exception:
                 loop.log.exception("netloop: on_traffic raised for a datagram from %r", remote)
                 action = None
-            conn._end = conn._pos = 0
+            conn._data = b""
+            conn._pos = 0
             if action == Action.SHUTDOWN:
                 loop.engine_stop()
         if self._edge:

@@ -88,6 +88,9 @@ class EngineCore:
         self.endpoints: list[DatagramEndpoint] = []
         self.addrs: list[str] = []
         self.threads: list[threading.Thread] = []
+        # Set before start(): leave loop 0 to the calling thread, which runs it with run_kept().
+        self.keep_first = False
+        self.kept: EventLoop | None = None
         self._bound: list[socket.socket] = []
         self.stopped = threading.Event()
         self.worker_id: int | None = None
@@ -98,6 +101,11 @@ class EngineCore:
     # -- start ---------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Bind, start the loops' threads and fire ``on_boot``.
+
+        With ``keep_first`` loop 0 is left to the caller, who runs it with ``run_kept``: a one-loop server then
+        has a single thread, which spares every system call the C library's locking for threaded processes.
+        """
         options = self.options
         count = options.loop_count()
         try:
@@ -106,7 +114,11 @@ class EngineCore:
         except BaseException:
             self._close_unstarted()
             raise
+        if self.keep_first:
+            self.kept = self.loops[0]
         for loop in self._all_loops():
+            if loop is self.kept:
+                continue
             name = "netloop-reactor" if loop is self.reactor else f"netloop-loop-{loop.index}"
             thread = threading.Thread(target=loop.run, name=name, daemon=True)
             self.threads.append(thread)
@@ -115,6 +127,7 @@ class EngineCore:
             action = self.handler.on_boot(self.engine)
         except BaseException:
             self.request_stop()
+            self.run_kept()
             self.stopped.wait(options.shutdown_timeout + 5)
             raise
         if action == Action.SHUTDOWN:
@@ -126,6 +139,12 @@ class EngineCore:
             endpoint.loop.submit(endpoint.start)
         if options.ticker:
             self.loops[0].submit(self._tick)
+
+    def run_kept(self) -> None:
+        """Run the loop that ``start`` left for this thread (``keep_first``), until it stops."""
+        loop, self.kept = self.kept, None
+        if loop is not None:
+            loop.run()
 
     def _all_loops(self) -> list[EventLoop]:
         return [*self.loops, self.reactor] if self.reactor is not None else list(self.loops)
@@ -294,6 +313,12 @@ def start(handler: EventHandler, *addrs: str, options: Options | None = None, **
     Raises ``AddressError`` for a bad address and ``TypeError``/``ValueError`` for a bad option, before
     anything is bound.
     """
+    return _start(handler, addrs, options, kwargs, keep_first=False)
+
+
+def _start(
+    handler: EventHandler, addrs: tuple[str, ...], options: Options | None, kwargs: dict[str, Any], keep_first: bool
+) -> Engine:
     opts = make_options(options, kwargs)
     if not isinstance(handler, EventHandler):
         raise TypeError(f"handler must be a netloop.EventHandler, got {type(handler).__name__}")
@@ -310,6 +335,7 @@ def start(handler: EventHandler, *addrs: str, options: Options | None = None, **
 
         return start_workers(handler, addresses, opts)
     core = EngineCore(handler, addresses, opts)
+    core.keep_first = keep_first
     core.start()
     return core.engine
 
@@ -327,8 +353,10 @@ def run(handler: EventHandler, *addrs: str, options: Options | None = None, **kw
     arrives while the engine is still starting (during ``on_boot``).
     """
     with stop_on_signals() as signals:
-        engine = start(handler, *addrs, options=options, **kwargs)
+        # Loop 0 runs on this thread, so a one-loop server is a single-threaded process.
+        engine = _start(handler, addrs, options, kwargs, keep_first=True)
         signals.attach(engine)
+        engine._core.run_kept()
         engine.wait()
 
 

@@ -36,7 +36,7 @@ class Options:
     ticker: bool = False  # call on_tick
     tcp_nodelay: bool = True
     tcp_keepalive: float | None = None  # idle seconds before keep-alive probes; None: off
-    read_buffer_cap: int = 256 * 1024  # per-loop read buffer: the most one read takes
+    read_buffer_cap: int = 256 * 1024  # the most one read takes
     write_buffer_cap: int = 1024 * 1024  # outbound high-water mark: reading pauses above it, resumes below half
     socket_recv_buffer: int | None = None  # SO_RCVBUF
     socket_send_buffer: int | None = None  # SO_SNDBUF
