@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +26,21 @@ def serving(handler: netloop.EventHandler, *addrs: str, **options: Any) -> Itera
     finally:
         engine.stop(timeout=TIMEOUT)
         assert engine.wait(TIMEOUT), "engine did not stop"
+
+
+@contextlib.contextmanager
+def script_server(script: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``script`` (dedented) run by a new Python process that prints the address it serves as its first line.
+
+    Yields the process and that address; the process is killed when the block ends, if it is still running.
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc, proc.stdout.readline().strip()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def split(url: str) -> tuple[str, Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-from loopback import connect, recv_exact, serving
+import pytest
+from loopback import connect, recv_exact, script_server, serving
 
 import netloop
 from netloop import Action
@@ -77,7 +80,7 @@ def test_read_api_semantics_and_no_aliasing() -> None:
     with serving(Reader(), "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
         sock.sendall(b"0123456789")
         assert recv_exact(sock, 1) == b"k"
-        # More traffic reuses the loop's read buffer: what was returned must not change.
+        # More traffic arrives after the callback: what was returned must not change.
         sock.sendall(b"ZZZZZZZZZZ")
         assert recv_exact(sock, 1) == b"k"
     assert results["peek"] == b"012" and results["peek_all"] == b"0123456789"
@@ -119,3 +122,35 @@ def test_idle_connection_holds_no_inbound_buffer() -> None:
         sock.sendall(b"def")
         assert recv_exact(sock, 6) == b"abcdef"
         assert conns[-1]._inbound.capacity == 0
+
+
+def _minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads page-fault counts from /proc")
+@pytest.mark.parametrize("size", [1024, 16384])
+def test_short_reads_map_no_memory(size: int) -> None:
+    # Each read allocates the loop's read size and keeps what arrived. Were those blocks mapped from the kernel
+    # one by one (glibc does so above its threshold unless the loop fits the allocator), every read would cost
+    # page faults and extra system calls: a few thousand echoes would fault thousands of times.
+    script = """
+        import netloop
+        class Echo(netloop.EventHandler):
+            def on_boot(self, engine):
+                print(engine.addrs[0], flush=True)
+            def on_traffic(self, conn):
+                conn.write(conn.next())
+        netloop.run(Echo(), "tcp://127.0.0.1:0")
+        """
+    payload = b"x" * size
+    with script_server(script) as (proc, url), connect(url) as sock:
+        for _ in range(200):  # warm up: the first requests may grow the heap
+            sock.sendall(payload)
+            recv_exact(sock, size)
+        before = _minor_faults(proc.pid)
+        for _ in range(3000):
+            sock.sendall(payload)
+            recv_exact(sock, size)
+        faults = _minor_faults(proc.pid) - before
+    assert faults < 300, f"{faults} page faults for 3000 echoes of {size} bytes"

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 import pytest
-from loopback import Recorder, connect, recv_exact, recv_until_closed, serving, wait_until
+from loopback import Recorder, connect, recv_exact, recv_until_closed, script_server, serving, wait_until
 
 import netloop
 from netloop import Action
@@ -274,8 +274,7 @@ def test_stop_twice_and_from_a_callback_is_harmless() -> None:
 
 
 def test_run_stops_on_sigterm_and_sigint(tmp_path: Any) -> None:
-    script = textwrap.dedent(
-        """
+    script = """
         import sys, netloop
         class H(netloop.EventHandler):
             def on_boot(self, engine):
@@ -287,12 +286,8 @@ def test_run_stops_on_sigterm_and_sigint(tmp_path: Any) -> None:
         netloop.run(H(), "tcp://127.0.0.1:0")
         print("returned", flush=True)
         """
-    )
     for signum in (signal.SIGTERM, signal.SIGINT):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().strip()
+        with script_server(script) as (proc, url):
             with connect(url) as sock:
                 sock.sendall(b"ping")
                 assert recv_exact(sock, 4) == b"ping"
@@ -301,9 +296,80 @@ def test_run_stops_on_sigterm_and_sigint(tmp_path: Any) -> None:
             out, _ = proc.communicate(timeout=10)
             assert proc.returncode == 0
             assert out.split() == ["shutdown", "returned"]
-        finally:
-            proc.kill()
-            proc.wait()
+
+
+def test_run_serves_one_loop_on_the_calling_thread() -> None:
+    # A one-loop server started with run() is a single-threaded process (see EngineCore.keep_first).
+    script = """
+        import threading, netloop
+        class H(netloop.EventHandler):
+            def on_boot(self, engine):
+                print(engine.addrs[0], flush=True)
+            def on_traffic(self, conn):
+                conn.discard()
+                main = threading.current_thread() is threading.main_thread()
+                conn.write(b"%d %d" % (threading.active_count(), main))
+                return netloop.Action.SHUTDOWN
+        netloop.run(H(), "tcp://127.0.0.1:0")
+        """
+    with script_server(script) as (proc, url):
+        with connect(url) as sock:
+            sock.sendall(b"?")
+            assert recv_until_closed(sock) == b"1 1"
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+
+
+def test_run_returns_or_raises_when_on_boot_says_so() -> None:
+    class Stop(netloop.EventHandler):
+        def on_boot(self, engine: netloop.Engine) -> Action | None:
+            return Action.SHUTDOWN
+
+    class Boom(netloop.EventHandler):
+        def on_boot(self, engine: netloop.Engine) -> Action | None:
+            self.addr = engine.addrs[0]
+            raise RuntimeError("boot failed")
+
+    netloop.run(Stop(), "tcp://127.0.0.1:0")
+    handler = Boom()
+    with pytest.raises(RuntimeError, match="boot failed"):
+        netloop.run(handler, "tcp://127.0.0.1:0")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", int(handler.addr.rsplit(":", 1)[1])))
+
+
+def test_run_from_a_thread_with_several_loops() -> None:
+    opened_on: list[int] = []
+    booted = threading.Event()
+
+    class Echo(netloop.EventHandler):
+        def on_boot(self, engine: netloop.Engine) -> Action | None:
+            self.engine = engine
+            booted.set()
+            return None
+
+        def on_open(self, conn: netloop.Conn) -> Action | None:
+            opened_on.append(threading.get_ident())
+            return None
+
+        def on_traffic(self, conn: netloop.Conn) -> Action | None:
+            conn.write(conn.next())
+            return None
+
+    handler = Echo()
+    runner = threading.Thread(target=netloop.run, args=(handler, "tcp://127.0.0.1:0"), kwargs={"num_event_loop": 2})
+    runner.start()
+    assert booted.wait(5)
+    socks = [connect(handler.engine.addrs[0]) for _ in range(4)]
+    for i, sock in enumerate(socks):
+        sock.sendall(b"%d" % i)
+        assert recv_exact(sock, 1) == b"%d" % i
+        sock.close()
+    handler.engine.stop(5)
+    runner.join(5)
+    assert not runner.is_alive()
+    # Round-robin put connections on both loops; loop 0 ran on the thread that called run().
+    assert runner.ident in opened_on and len(set(opened_on)) == 2
 
 
 def test_sigterm_during_on_boot_still_stops_gracefully() -> None:
