@@ -28,6 +28,18 @@ def serving(handler: netloop.EventHandler, *addrs: str, **options: Any) -> Itera
         assert engine.wait(TIMEOUT), "engine did not stop"
 
 
+ECHO_SCRIPT = """
+import netloop
+class Echo(netloop.EventHandler):
+    def on_boot(self, engine):
+        print(engine.addrs[0], flush=True)
+    def on_traffic(self, conn):
+        conn.write(conn.next())
+netloop.run(Echo(), "tcp://127.0.0.1:0")
+"""
+"""A one-loop echo server for ``script_server``."""
+
+
 @contextlib.contextmanager
 def script_server(script: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``script`` (dedented) run by a new Python process that prints the address it serves as its first line.

@@ -12,21 +12,18 @@ import threading
 import time
 
 import pytest
-from loopback import connect
+from loopback import ECHO_SCRIPT, connect
 
-SERVER = textwrap.dedent(
-    """
-    import logging, resource, sys, netloop
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (40, hard))
-    class Echo(netloop.EventHandler):
-        def on_boot(self, engine):
-            print(engine.addrs[0], flush=True)
-        def on_traffic(self, conn):
-            conn.write(conn.next())
-    netloop.run(Echo(), "tcp://127.0.0.1:0")
-    """
+SERVER = (
+    textwrap.dedent(
+        """
+        import logging, resource, sys
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, hard))
+        """
+    )
+    + ECHO_SCRIPT
 )
 
 

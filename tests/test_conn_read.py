@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import connect, recv_exact, script_server, serving
+from loopback import ECHO_SCRIPT, connect, recv_exact, script_server, serving
 
 import netloop
 from netloop import Action
@@ -134,17 +134,8 @@ def test_short_reads_map_no_memory(size: int) -> None:
     # Each read allocates the loop's read size and keeps what arrived. Were those blocks mapped from the kernel
     # one by one (glibc does so above its threshold unless the loop fits the allocator), every read would cost
     # page faults and extra system calls: a few thousand echoes would fault thousands of times.
-    script = """
-        import netloop
-        class Echo(netloop.EventHandler):
-            def on_boot(self, engine):
-                print(engine.addrs[0], flush=True)
-            def on_traffic(self, conn):
-                conn.write(conn.next())
-        netloop.run(Echo(), "tcp://127.0.0.1:0")
-        """
     payload = b"x" * size
-    with script_server(script) as (proc, url), connect(url) as sock:
+    with script_server(ECHO_SCRIPT) as (proc, url), connect(url) as sock:
         for _ in range(200):  # warm up: the first requests may grow the heap
             sock.sendall(payload)
             recv_exact(sock, size)
