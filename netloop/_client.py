@@ -458,7 +458,7 @@ class DatagramClientConn(Conn):
 
     def _on_io(self, ev: int) -> None:
         recv = self._recv
-        size = self._read_size
+        size = self._loop.read_size
         handler = self._handler
         for _ in range(DATAGRAMS_PER_ROUND):
             try:

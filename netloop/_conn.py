@@ -54,7 +54,6 @@ class Conn:
         "_outbound",
         "_paused",
         "_pos",
-        "_read_size",
         "_recv",
         "_remote",
         "_send",
@@ -70,7 +69,6 @@ class Conn:
         self._fd = sock.fileno()
         self._send = sock.send
         self._recv = sock.recv
-        self._read_size = loop.read_size
         self._data = b""
         self._pos = 0
         self._inbound = RingBuffer()
@@ -129,7 +127,7 @@ class Conn:
 
     def _read_on(self) -> None:
         """Read and show ``on_traffic`` until a short read, a pause or a close; a few reads at most."""
-        size = self._read_size
+        size = self._loop.read_size
         for _ in range(READS_PER_ROUND):
             if not self._reading():
                 return
