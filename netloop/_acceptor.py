@@ -122,6 +122,12 @@ class Acceptor:
         self._pick = pick
         self._backoff = 0.0
         self._closed = False
+        # A plain listener accepts through the C level: socket.socket's Python wrappers cost more than the rest
+        # of accepting a connection, which only needs the C methods. A subclass's own accept() is kept.
+        self._c_accept: Callable[[], tuple[int, Any]] | None = None
+        if type(sock) is socket.socket:
+            self._c_accept = sock._accept  # type: ignore[attr-defined]
+        self._kind = (sock.family, sock.type, sock.proto)
 
     def start(self) -> None:
         """Begin accepting (owner loop thread)."""
@@ -129,8 +135,13 @@ class Acceptor:
             self.owner.attach(self._fd, self._on_accept, IN)
 
     def _on_accept(self, ev: int) -> None:
+        sock: socket.SocketType
         try:
-            sock, remote = self.sock.accept()
+            if self._c_accept is not None:
+                fd, remote = self._c_accept()
+                sock = socket.SocketType(*self._kind, fd)
+            else:
+                sock, remote = self.sock.accept()
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

@@ -61,7 +61,7 @@ class Conn:
         "context",
     )
 
-    def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any) -> None:
+    def __init__(self, loop: EventLoop, sock: socket.SocketType, remote: Any) -> None:
         self.context: Any = None
         self._loop = loop
         self._handler: EventHandler = loop.handler
@@ -516,7 +516,7 @@ class Conn:
 
 
 def set_keep_alive(
-    sock: socket.socket, on: bool, idle: float | None, interval: float | None, count: int | None
+    sock: socket.SocketType, on: bool, idle: float | None, interval: float | None, count: int | None
 ) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(on))
     if not on:

@@ -253,7 +253,7 @@ class EventLoop:
             except (OSError, KeyError, ValueError):
                 pass
 
-    def add_conn(self, sock: socket.socket, remote: Any) -> Conn | None:
+    def add_conn(self, sock: socket.SocketType, remote: Any) -> Conn | None:
         """Adopt a connected non-blocking socket: register it and fire ``on_open`` (loop thread)."""
         if self._draining or not self._running:
             self.released += 1
@@ -416,14 +416,14 @@ def _wake_write(fd: int) -> None:
         pass  # closed during shutdown
 
 
-def _socket_configurator(options: Options) -> Callable[[socket.socket], None]:
+def _socket_configurator(options: Options) -> Callable[[socket.SocketType], None]:
     """Apply the per-connection socket options, decided once for the loop."""
     nodelay = options.tcp_nodelay
     keepalive = options.tcp_keepalive
     rcvbuf = options.socket_recv_buffer
     sndbuf = options.socket_send_buffer
 
-    def configure(sock: socket.socket) -> None:
+    def configure(sock: socket.SocketType) -> None:
         if sock.family != socket.AF_UNIX:
             if nodelay:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
