@@ -24,6 +24,12 @@ Callback = Callable[["Conn", BaseException | None], object]
 READS_PER_ROUND = 16
 
 
+# Shared stand-ins for a connection's buffers while it has nothing kept: never written, replaced by a buffer of the
+# connection's own on first use. Most connections never need one, and an idle one then holds no buffer objects.
+NO_INBOUND = RingBuffer()
+NO_OUTBOUND = OutboundBuffer()
+
+
 def _frozen(data: Buffer) -> bytes | memoryview:
     """``data`` safe to keep: immutable bytes are kept as they are, anything mutable is copied."""
     return data if type(data) is bytes else bytes(data)
@@ -71,8 +77,8 @@ class Conn:
         self._recv = sock.recv
         self._data = b""
         self._pos = 0
-        self._inbound = RingBuffer()
-        self._outbound = OutboundBuffer()
+        self._inbound = NO_INBOUND
+        self._outbound = NO_OUTBOUND
         self._closed = False
         self._closing = False
         self._paused = False
@@ -167,15 +173,21 @@ class Conn:
             self._pos = 0
             self._loop.handler_failed(self, "on_traffic", exc)
             return
-        data = self._data
-        if data:
-            # Only the unconsumed rest is copied into the connection's own buffer.
-            pos = self._pos
-            inbound.write(memoryview(data)[pos:] if pos else data)
-            self._data = b""
-            self._pos = 0
+        if self._data:
+            self._keep_rest()
         if action:
             self._act(action)
+
+    def _keep_rest(self) -> None:
+        """Copy the unconsumed rest of the current read into the connection's own buffer."""
+        inbound = self._inbound
+        if inbound is NO_INBOUND:
+            self._inbound = inbound = RingBuffer()
+        data = self._data
+        pos = self._pos
+        inbound.write(memoryview(data)[pos:] if pos else data)
+        self._data = b""
+        self._pos = 0
 
     def _act(self, action: Action | int) -> None:
         if action == Action.CLOSE:
@@ -313,6 +325,8 @@ class Conn:
 
     def _buffer_rest(self, data: Buffer, sent: int) -> None:
         out = self._outbound
+        if out is NO_OUTBOUND:
+            self._outbound = out = OutboundBuffer()
         was_empty = not out._size
         if sent:
             out.append(memoryview(data)[sent:] if type(data) is bytes else bytes(memoryview(data)[sent:]))
@@ -344,6 +358,8 @@ class Conn:
             out.advance(sent)
             if sent < sum(len(c) for c in chunks):
                 break
+        if not out._size:
+            self._outbound = NO_OUTBOUND  # drained: an idle connection holds no buffer
         if not out._size and self._closing:
             self._close(self._err)
         elif self._paused and out._size <= self._loop.low_water:
@@ -412,7 +428,7 @@ class Conn:
         # A send failed inside a callback: close after it returns, never under the user's feet.
         if self._err is None:
             self._err = exc
-            self._outbound.clear()
+            self._outbound = NO_OUTBOUND
             self._loop.call_soon(self._close, exc)
 
     def _close(self, err: BaseException | None) -> None:
@@ -425,8 +441,8 @@ class Conn:
             self._sock.close()
         except OSError:
             pass
-        self._inbound.release()
-        self._outbound.clear()
+        self._inbound = NO_INBOUND
+        self._outbound = NO_OUTBOUND
         self._data = b""
         self._pos = 0
         self._loop.conn_closed(self, err)

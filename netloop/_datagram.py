@@ -6,9 +6,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from netloop._buffer.elastic import OutboundBuffer
-from netloop._buffer.ring import RingBuffer
-from netloop._conn import Buffer, Callback, Conn
+from netloop._conn import NO_INBOUND, NO_OUTBOUND, Buffer, Callback, Conn
 from netloop._handler import Action
 from netloop._poller import EDGE, IN
 
@@ -17,7 +15,6 @@ if TYPE_CHECKING:
 
 # Datagrams read per readiness event before other descriptors get their turn.
 DATAGRAMS_PER_ROUND = 32
-_EMPTY = RingBuffer()  # never written: a datagram's bytes are the received bytes object only
 
 
 class DatagramConn(Conn):
@@ -37,8 +34,8 @@ class DatagramConn(Conn):
         self._fd = sock.fileno()
         self._data = data
         self._pos = 0
-        self._inbound = _EMPTY
-        self._outbound = OutboundBuffer()
+        self._inbound = NO_INBOUND  # a datagram's bytes are the received bytes object only
+        self._outbound = NO_OUTBOUND
         self._closed = False
         self._closing = False
         self._paused = False

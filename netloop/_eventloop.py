@@ -171,12 +171,8 @@ class EventLoop:
                     conn._pos = 0
                     self.handler_failed(conn, "on_traffic", exc)
                     continue
-                rest = conn._data
-                if rest:
-                    pos = conn._pos
-                    inbound.write(memoryview(rest)[pos:] if pos else rest)
-                    conn._data = b""
-                    conn._pos = 0
+                if conn._data:
+                    conn._keep_rest()
                 if action:
                     conn._act(action)
             except Exception:

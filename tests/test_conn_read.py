@@ -12,6 +12,7 @@ from loopback import ECHO_SCRIPT, connect, recv_exact, script_server, serving
 
 import netloop
 from netloop import Action
+from netloop._conn import NO_INBOUND
 
 
 class Framed(netloop.EventHandler):
@@ -121,7 +122,23 @@ def test_idle_connection_holds_no_inbound_buffer() -> None:
         sock.sendall(b"abc")
         sock.sendall(b"def")
         assert recv_exact(sock, 6) == b"abcdef"
+        # A partial frame needs a buffer of the connection's own; consuming it gives the storage back.
         assert conns[-1]._inbound.capacity == 0
+        sock.sendall(b"ghijkl")
+        assert recv_exact(sock, 6) == b"ghijkl"
+    fresh: list[netloop.Conn] = []
+
+    class Whole(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> Action | None:
+            fresh.append(conn)
+            conn.write(conn.next())
+            return None
+
+    with serving(Whole(), "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"abc")
+        assert recv_exact(sock, 3) == b"abc"
+        # Everything consumed in the callback: the connection never needed a buffer object at all.
+        assert fresh[-1]._inbound is NO_INBOUND
 
 
 def _minor_faults(pid: int) -> int:

@@ -13,6 +13,7 @@ from loopback import Recorder, connect, recv_exact, serving, wait_until
 
 import netloop
 from netloop import Action
+from netloop._conn import NO_OUTBOUND
 
 
 def test_writev_and_write_accept_any_buffer() -> None:
@@ -75,6 +76,9 @@ def test_backpressure_bounds_outbound_memory_for_a_peer_that_never_reads() -> No
         assert sender_done.wait(20)
         reader.join()
         assert got == sent
+        # Drained: the connection gave its outbound buffer back (idle connections hold none).
+        wait_until(lambda: conn.outbound_buffered() == 0, what="the outbound buffer to drain")
+        assert conn._outbound is NO_OUTBOUND
         sock.close()
 
 
