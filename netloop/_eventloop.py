@@ -67,8 +67,9 @@ class EventLoop:
         self._configure = _socket_configurator(options)
         self._handlers: dict[int, Callable[[int], None]] = {}
         self.conns: dict[int, Conn] = {}
-        # Accepted level-triggered connections, whose plain "readable" events run's inlined read path handles.
-        self._readers: dict[int, Conn] = {}
+        # Every watched descriptor: the accepted level-triggered connection whose plain "readable" events the
+        # inlined read path in _dispatch handles, else None (a lookup that never misses is the cheap one).
+        self._readers: dict[int, Conn | None] = {}
         self._inline_reads = not options.edge_triggered
         self._tasks: deque[Task] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
@@ -143,7 +144,7 @@ class EventLoop:
                 try:
                     conn = readers[fd]
                 except KeyError:
-                    conn = None
+                    continue  # detached by an earlier event of this batch
                 if conn is None or ev != IN:
                     handler = handlers.get(fd)
                     if handler is not None:
@@ -239,6 +240,7 @@ class EventLoop:
     def attach(self, fd: int, handler: Callable[[int], None], mask: int) -> None:
         """Watch ``fd`` for ``mask``; ``handler(events)`` runs on readiness (loop thread, or before run)."""
         self._handlers[fd] = handler
+        self._readers[fd] = None
         self.poller.register(fd, mask)
 
     def detach(self, fd: int) -> None:
@@ -265,8 +267,7 @@ class EventLoop:
         self._handlers[fd] = conn._on_io
         conn._mask = self._conn_mask
         self.poller.register(fd, self._conn_mask)
-        if self._inline_reads:
-            self._readers[fd] = conn
+        self._readers[fd] = conn if self._inline_reads else None
         try:
             action = self.handler.on_open(conn)
         except Exception as exc:
