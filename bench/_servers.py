@@ -26,7 +26,11 @@ CONTENDERS = ("netloop", "asyncio", "uvloop", "redis")
 """Every contender, in the order the reports list them."""
 
 _NETLOOP_SERVERS = {"echo": "examples.echo", "http": "examples.http_server", "resp": "examples.resp_server"}
-_SESSIONS = {"echo": (), "http": ("examples.http_proto",), "resp": ("examples.resp_proto", "examples.kvstore")}
+_SESSIONS = {
+    "echo": (),
+    "http": ("examples.http_proto",),
+    "resp": ("examples.resp_proto", "examples.resp_commands", "examples.kvstore"),
+}
 
 
 def _module_file(module: str) -> Path:

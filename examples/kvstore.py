@@ -58,7 +58,7 @@ class KeyValueStore:
         self._data[key] = value
         if deadline is not None:
             self.set_deadline(key, deadline)
-        elif key in self._deadlines and not (keep_ttl and self.clock() <= self._deadlines[key]):
+        elif self._deadlines and key in self._deadlines and not (keep_ttl and self.clock() <= self._deadlines[key]):
             # An expired key counts as absent, so its old deadline must not carry over to the new value.
             self._forget_deadline(key)
 

@@ -644,3 +644,114 @@ def test_quit_inside_multi_closes_at_once(session: RespSession) -> None:
 def test_inline_commands_run_like_multibulk(session: RespSession) -> None:
     reply = ask(session, b'PING\r\nPING\nECHO hello\r\nSET "a b" \'c d\'\r\nGET "a b"\r\n   \r\n')
     assert reply == b"+PONG\r\n+PONG\r\n$5\r\nhello\r\n+OK\r\n$3\r\nc d\r\n"
+
+
+# -- fast path --------------------------------------------------------------------------------------------
+# RespParser.feed frames well-formed requests from CRLF-separated lines and hands everything else to the general
+# parser. Fed one byte at a time, no chunk holds a CRLF, so the fast path never frames a command and the general
+# parser does all the work: that is the reference the fast path must match.
+
+
+def one_byte_at_a_time(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def replies_to(chunks: list[bytes], limits: tuple[int, int]) -> tuple[bytes, bool]:
+    max_bulk, max_array = limits
+    session = RespSession(KeyValueStore(FakeClock(1_700_000_000_000)), max_bulk=max_bulk, max_array=max_array)
+    replies = b""
+    close = False
+    for chunk in chunks:
+        reply, close = session.receive(chunk)
+        replies += reply
+    return replies, close
+
+
+_names = st.sampled_from(
+    [
+        *b"PING ping PiNg ECHO GET get SET Set DEL EXISTS INCR MGET MSET EXPIRE TTL".split(),
+        *b"MULTI multi EXEC DISCARD QUIT FOO".split(),
+        b"",
+    ]
+)
+_arg = st.one_of(
+    st.sampled_from([b"k", b"K", b"1", b"-1", b"EX", b"10", b"NX", b"GET"]),
+    st.binary(max_size=10),  # empty, binary, CR and LF
+    st.sampled_from([b"a\r\nb", b"\r\n", b"\r\n$1\r\nx", b"\n", b"\r"]),  # what trips a CRLF splitter
+)
+_multibulk = st.builds(lambda name, args: encode_request([name, *args]), _names, st.lists(_arg, max_size=5))
+_inline_word = st.sampled_from([b"PING", b"get", b"SET", b"k", b"v", b'"a b"', b"'c'", b'"x\\n"', b"*", b"$1"])
+_inline = st.builds(
+    lambda words, end: b" ".join(words) + end,
+    st.lists(_inline_word, max_size=4),
+    st.sampled_from([b"\r\n", b"\n", b"\r\r\n"]),
+)
+_malformed = st.sampled_from(
+    [
+        *(b"*0\r\n", b"*-1\r\n", b"*01\r\n", b"*1\r\n$x\r\n", b"*1\r\n$01\r\nx\r\n", b"*1\r\n$4\r\nPINGxx\r\n"),
+        *(b"*2\r\n$3\r\nGET\r\n:1\r\n", b"*3\r\n$3\r\nSET\r\n", b"*9\r\n$4\r\nPING\r\n", b'GET "a\r\n'),
+    ]
+)
+_requests = st.lists(st.one_of(_multibulk, _multibulk, _multibulk, _inline, _malformed), max_size=8)
+_limits = st.sampled_from([(MAX_BULK, MAX_ARRAY), (4, 3)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(_requests, _limits)
+def test_fast_path_replies_like_the_general_parser(requests: list[bytes], limits: tuple[int, int]) -> None:
+    data = b"".join(requests)
+    expected = replies_to(one_byte_at_a_time(data), limits)
+    assert replies_to([data], limits) == expected
+    for cut in range(len(data) + 1):
+        assert replies_to([data[:cut], data[cut:]], limits) == expected
+
+
+@settings(max_examples=200)
+@given(_requests, _limits, st.integers(0, 1000))
+def test_fast_path_frames_like_the_general_parser(requests: list[bytes], limits: tuple[int, int], cut: int) -> None:
+    data = b"".join(requests)
+    cut %= len(data) + 1
+    max_bulk, max_array = limits
+    reference = RespParser(max_bulk, max_array)
+    expected = feed_all(reference, one_byte_at_a_time(data))
+    for chunks in ([data], [data[:cut], data[cut:]]):
+        parser = RespParser(max_bulk, max_array)
+        assert (feed_all(parser, chunks), parser.error) == (expected, reference.error)
+
+
+def test_fast_path_frames_common_requests_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The general parser is not needed for a pipeline of ordinary requests, arrays of up to 64 short bulks.
+    def general(self: RespParser, data: bytes) -> list[list[bytes]]:
+        raise AssertionError(f"the general parser was given {data!r}")
+
+    monkeypatch.setattr(RespParser, "_feed_stream", general)
+    commands = [[b"PING"], [b"GET", b"k"], [b"SET", b"k", b""], [b"MSET", b"a", b"1", b"b", b"x" * 1023]]
+    commands.append([b"%d" % n for n in range(64)])
+    data = b"".join(encode_request(c) for c in commands) + b"PING\r\nSET k 'v w'\r\n\r\n"
+    assert RespParser().feed(data * 3) == [*commands, [b"PING"], [b"SET", b"k", b"v w"]] * 3
+
+
+def test_fast_path_hands_over_what_it_cannot_frame() -> None:
+    long = b"x" * 5000  # longer than the fast path's table of bulk headers
+    data = cmd("SET", "k", long) + cmd("ECHO", "a\r\nb") + b"PING\nPING\r\n" + cmd(*["x"] * 65) + cmd("GET", "k")
+    expected = [[b"SET", b"k", long], [b"ECHO", b"a\r\nb"], [b"PING"], [b"PING"], [b"x"] * 65, [b"GET", b"k"]]
+    assert RespParser().feed(cmd("PING") + data) == [[b"PING"], *expected]
+    parser = RespParser()
+    assert parser.feed(cmd("PING") + data[:-3]) == [[b"PING"], *expected[:-1]]
+    assert parser.feed(data[-3:]) == expected[-1:]
+
+
+def test_fast_path_keeps_the_limits() -> None:
+    parser = RespParser(max_bulk=3, max_array=2)
+    assert parser.feed(cmd("GET", "abc") + cmd("GET", "abcd")) == [[b"GET", b"abc"]]
+    assert parser.error == "Protocol error: invalid bulk length"
+    parser = RespParser(max_bulk=3, max_array=2)
+    assert parser.feed(cmd("GET", "a") + cmd("SET", "a", "b")) == [[b"GET", b"a"]]
+    assert parser.error == "Protocol error: invalid multibulk length"
+
+
+def test_commands_in_any_case_run_the_same(session: RespSession) -> None:
+    assert ask(session, cmd("set", "k", "v"), cmd("GeT", "k"), b"get k\r\n", cmd("get")) == (
+        b"+OK\r\n$1\r\nv\r\n$1\r\nv\r\n-ERR wrong number of arguments for 'get' command\r\n"
+    )
+    assert ask(session, cmd("multi"), cmd("Get", "k"), cmd("exec")) == b"+OK\r\n+QUEUED\r\n*1\r\n$1\r\nv\r\n"

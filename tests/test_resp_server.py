@@ -233,6 +233,16 @@ def test_shared_keyspace_across_loops(store: WatchedStore) -> None:
         stop(engine)
 
 
+@pytest.mark.parametrize(("loops", "locked"), [(1, False), (2, True)])
+def test_commands_run_under_the_lock_only_with_several_loops(store: WatchedStore, loops: int, locked: bool) -> None:
+    handler = resp_server.RespHandler(store)
+    engine = netloop.start(handler, resp_server.address("127.0.0.1", 0), num_event_loop=loops)
+    try:
+        assert (handler._lock is not None) == locked
+    finally:
+        stop(engine)
+
+
 # -- raw sockets ------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,374 @@
+"""The RESP example's commands: what each one does to a :class:`~examples.kvstore.KeyValueStore` and replies.
+
+A command is a function ``(store, args) -> reply bytes``, where ``args`` is the request with the command name
+first; :data:`COMMANDS` maps upper-case names to them with their arity. Replies and error messages are Redis 7's,
+byte for byte. Framing and the session (MULTI/EXEC, QUIT) live in :mod:`examples.resp_proto`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from examples.kvstore import KeyValueStore, glob_match
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+def parse_int64(text: bytes) -> int | None:
+    """``text`` as a signed 64-bit integer under Redis's strict rules (no sign '+', spaces, or leading
+    zeros), or None when it is not one."""
+    if len(text) > 20:
+        return None
+    if text.isdigit():
+        if text[0] == 48 and len(text) > 1:  # leading zero
+            return None
+    elif not (len(text) > 1 and text[0] == 45 and text[1:].isdigit() and text[1] != 48):  # '-'
+        return None
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+OK = b"+OK\r\n"
+NIL = b"$-1\r\n"
+_ZERO = b":0\r\n"
+_ONE = b":1\r\n"
+_NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
+_SYNTAX = b"-ERR syntax error\r\n"
+_OVERFLOW = b"-ERR increment or decrement would overflow\r\n"
+
+
+def error(message: bytes) -> bytes:
+    """An error reply; CR and LF inside ``message`` become spaces so the reply stays one line."""
+    return b"-%b\r\n" % message.strip(b"\r\n").replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def bulk(value: bytes | None) -> bytes:
+    """A bulk string reply, or the nil reply for None."""
+    return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def array(items: Iterable[bytes | None]) -> bytes:
+    """An array reply of bulk strings (None items become nil)."""
+    parts = [bulk(item) for item in items]
+    return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+
+
+def arity_error(name: bytes) -> bytes:
+    """The reply to a command given too few or too many arguments (``name`` in any case)."""
+    return error(b"ERR wrong number of arguments for '%b' command" % name.lower())
+
+
+def _expire_time_error(name: bytes) -> bytes:
+    return error(b"ERR invalid expire time in '%b' command" % name)
+
+
+def _subcommand_error(name: bytes, sub: bytes) -> bytes:
+    return error(b"ERR unknown subcommand '%b'. Try %b HELP." % (sub[:128], name))
+
+
+def unknown_command(args: list[bytes]) -> bytes:
+    """The reply to a command name nobody knows, quoting the start of its arguments as Redis does."""
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'%b' " % arg[: 128 - len(shown)]
+    return error(b"ERR unknown command '%b', with args beginning with: %b" % (args[0][:128], shown))
+
+
+Command = Callable[[KeyValueStore, list[bytes]], bytes]
+
+
+def _ping(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return b"+PONG\r\n" if len(args) == 1 else bulk(args[1])
+
+
+def _echo(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return bulk(args[1])
+
+
+def _get(store: KeyValueStore, args: list[bytes]) -> bytes:
+    value = store.get(args[1])
+    # bulk() spelled out: GET is the busiest command, and the call would add a quarter to its cost.
+    return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+# SET's expiry options: milliseconds per unit, and whether the amount is relative to now.
+_SET_EXPIRY = {b"EX": (1000, True), b"PX": (1, True), b"EXAT": (1000, False), b"PXAT": (1, False)}
+
+
+def _set(store: KeyValueStore, args: list[bytes]) -> bytes:
+    if len(args) == 3:
+        store.set(args[1], args[2])
+        return OK
+    nx = xx = get = keep_ttl = False
+    expiry: bytes | None = None
+    amount = b""
+    i = 3
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"NX" and not xx:
+            nx = True
+        elif option == b"XX" and not nx:
+            xx = True
+        elif option == b"GET":
+            get = True
+        elif option == b"KEEPTTL" and expiry is None:
+            keep_ttl = True
+        elif option in _SET_EXPIRY and not keep_ttl and expiry in (None, option) and i + 1 < len(args):
+            expiry = option
+            i += 1
+            amount = args[i]
+        else:
+            return _SYNTAX
+        i += 1
+    deadline = None
+    if expiry is not None:
+        value = parse_int64(amount)
+        if value is None:
+            return _NOT_INTEGER
+        scale, relative = _SET_EXPIRY[expiry]
+        if value <= 0 or value > INT64_MAX // scale:
+            return _expire_time_error(b"set")
+        deadline = value * scale + (store.clock() if relative else 0)
+        if deadline > INT64_MAX:
+            return _expire_time_error(b"set")
+    old = store.get(args[1])
+    reply = bulk(old) if get else OK
+    if (nx and old is not None) or (xx and old is None):
+        return reply if get else NIL
+    store.set(args[1], args[2], deadline, keep_ttl)
+    return reply
+
+
+def _delete(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return b":%d\r\n" % sum(store.delete(key) for key in args[1:])
+
+
+def _exists(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return b":%d\r\n" % sum(store.exists(key) for key in args[1:])
+
+
+def _add(store: KeyValueStore, key: bytes, by: int) -> bytes:
+    old = store.get(key)
+    value = 0 if old is None else parse_int64(old)
+    if value is None:
+        return _NOT_INTEGER
+    result = value + by
+    if not INT64_MIN <= result <= INT64_MAX:
+        return _OVERFLOW
+    store.set(key, b"%d" % result, keep_ttl=True)
+    return b":%d\r\n" % result
+
+
+def _incr(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return _add(store, args[1], 1)
+
+
+def _decr(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return _add(store, args[1], -1)
+
+
+def _incrby(store: KeyValueStore, args: list[bytes]) -> bytes:
+    by = parse_int64(args[2])
+    return _NOT_INTEGER if by is None else _add(store, args[1], by)
+
+
+def _decrby(store: KeyValueStore, args: list[bytes]) -> bytes:
+    by = parse_int64(args[2])
+    if by is None:
+        return _NOT_INTEGER
+    if by == INT64_MIN:
+        return error(b"ERR decrement would overflow")
+    return _add(store, args[1], -by)
+
+
+def _mget(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return array([store.get(key) for key in args[1:]])
+
+
+def _mset(store: KeyValueStore, args: list[bytes]) -> bytes:
+    if len(args) % 2 == 0:
+        return arity_error(b"mset")
+    for i in range(1, len(args), 2):
+        store.set(args[i], args[i + 1])
+    return OK
+
+
+_EXPIRE_CONDITIONS = frozenset((b"NX", b"XX", b"GT", b"LT"))
+
+
+def _set_expiry(store: KeyValueStore, args: list[bytes], scale: int) -> bytes:
+    conditions = set()
+    for option in args[3:]:
+        condition = option.upper()
+        if condition not in _EXPIRE_CONDITIONS:
+            return error(b"ERR Unsupported option %b" % option)
+        conditions.add(condition)
+    if b"NX" in conditions and len(conditions) > 1:
+        return error(b"ERR NX and XX, GT or LT options at the same time are not compatible")
+    if b"GT" in conditions and b"LT" in conditions:
+        return error(b"ERR GT and LT options at the same time are not compatible")
+    amount = parse_int64(args[2])
+    if amount is None:
+        return _NOT_INTEGER
+    now = store.clock()
+    # Redis bounds the seconds before converting them (C division truncates, hence the symmetric range).
+    if (scale > 1 and abs(amount) > INT64_MAX // scale) or amount * scale > INT64_MAX - now:
+        return _expire_time_error(args[0].lower())
+    deadline = amount * scale + now
+    key = args[1]
+    if not store.exists(key):
+        return _ZERO
+    current = store.deadline(key)
+    if (
+        (b"NX" in conditions and current is not None)
+        or (b"XX" in conditions and current is None)
+        or (b"GT" in conditions and (current is None or deadline <= current))
+        or (b"LT" in conditions and current is not None and deadline >= current)
+    ):
+        return _ZERO
+    if deadline <= now:
+        store.delete(key)
+    else:
+        store.set_deadline(key, deadline)
+    return _ONE
+
+
+def _expire(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return _set_expiry(store, args, 1000)
+
+
+def _pexpire(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return _set_expiry(store, args, 1)
+
+
+def _time_to_live(store: KeyValueStore, key: bytes, scale: int) -> bytes:
+    if not store.exists(key):
+        return b":-2\r\n"
+    deadline = store.deadline(key)
+    if deadline is None:
+        return b":-1\r\n"
+    left = max(deadline - store.clock(), 0)
+    # TTL rounds to the nearest second, as Redis does.
+    return b":%d\r\n" % ((left + scale // 2) // scale)
+
+
+def _ttl(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return _time_to_live(store, args[1], 1000)
+
+
+def _pttl(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return _time_to_live(store, args[1], 1)
+
+
+def _keys(store: KeyValueStore, args: list[bytes]) -> bytes:
+    pattern = args[1]
+    keys = store.keys()
+    # Redis lists every key for a lone '*' without matching, which is how it returns the empty key too.
+    return array(keys if pattern == b"*" else [key for key in keys if glob_match(pattern, key)])
+
+
+def _dbsize(store: KeyValueStore, args: list[bytes]) -> bytes:
+    return b":%d\r\n" % len(store)
+
+
+def _flush(store: KeyValueStore, args: list[bytes]) -> bytes:
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+        return _SYNTAX
+    store.clear()
+    return OK
+
+
+def _select(store: KeyValueStore, args: list[bytes]) -> bytes:
+    index = parse_int64(args[1])
+    if index is None:
+        return _NOT_INTEGER
+    if not -(2**31) <= index < 2**31:
+        return error(b"ERR value is out of range, value must between -2147483648 and 2147483647")
+    return OK if index == 0 else error(b"ERR DB index is out of range")
+
+
+# What CONFIG GET reports: enough for redis-benchmark and redis-cli, which ask for these at start.
+_CONFIG = {b"save": b"", b"appendonly": b"no", b"databases": b"1", b"maxmemory": b"0", b"timeout": b"0"}
+
+
+def _config(store: KeyValueStore, args: list[bytes]) -> bytes:
+    if args[1].upper() != b"GET":
+        return _subcommand_error(b"CONFIG", args[1])
+    if len(args) < 3:
+        return arity_error(b"config|get")
+    found: dict[bytes, bytes] = {}
+    for pattern in args[2:]:
+        lowered = pattern.lower()
+        found.update((name, value) for name, value in _CONFIG.items() if glob_match(lowered, name))
+    return array([item for pair in found.items() for item in pair])
+
+
+def _command(store: KeyValueStore, args: list[bytes]) -> bytes:
+    if len(args) == 1:
+        return b"*0\r\n"
+    sub = args[1].upper()
+    if sub == b"COUNT":
+        return b":%d\r\n" % (len(COMMANDS) + len(SESSION_ARITY)) if len(args) == 2 else arity_error(b"command|count")
+    if sub == b"DOCS":
+        return b"*0\r\n"
+    if sub == b"INFO":
+        return array([None] * (len(args) - 2))
+    return _subcommand_error(b"COMMAND", args[1])
+
+
+# HELLO's answer in RESP2, where a map is a flat array of names and values. Clients look at "proto"; the
+# name and version are Redis's so that clients gating features on them treat this server as a Redis 7.
+_HELLO = (
+    b"*12\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n$5\r\nproto\r\n:2\r\n"
+    b"$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+)
+
+
+def _hello(store: KeyValueStore, args: list[bytes]) -> bytes:
+    if len(args) == 1:
+        return _HELLO
+    version = parse_int64(args[1])
+    if version is None:
+        return error(b"ERR Protocol version is not an integer or out of range")
+    if version != 2:
+        return error(b"NOPROTO unsupported protocol version")
+    if len(args) > 2:
+        return error(b"ERR Syntax error in HELLO option '%b'" % args[2])
+    return _HELLO
+
+
+_ANY = 2**31
+
+COMMANDS: dict[bytes, tuple[Command, int, int]] = {
+    b"PING": (_ping, 1, 2),
+    b"ECHO": (_echo, 2, 2),
+    b"GET": (_get, 2, 2),
+    b"SET": (_set, 3, _ANY),
+    b"DEL": (_delete, 2, _ANY),
+    b"EXISTS": (_exists, 2, _ANY),
+    b"INCR": (_incr, 2, 2),
+    b"DECR": (_decr, 2, 2),
+    b"INCRBY": (_incrby, 3, 3),
+    b"DECRBY": (_decrby, 3, 3),
+    b"MGET": (_mget, 2, _ANY),
+    b"MSET": (_mset, 3, _ANY),
+    b"EXPIRE": (_expire, 3, _ANY),
+    b"PEXPIRE": (_pexpire, 3, _ANY),
+    b"TTL": (_ttl, 2, 2),
+    b"PTTL": (_pttl, 2, 2),
+    b"KEYS": (_keys, 2, 2),
+    b"DBSIZE": (_dbsize, 1, 1),
+    b"FLUSHDB": (_flush, 1, _ANY),
+    b"FLUSHALL": (_flush, 1, _ANY),
+    b"SELECT": (_select, 2, 2),
+    b"CONFIG": (_config, 2, _ANY),
+    b"COMMAND": (_command, 1, _ANY),
+    b"HELLO": (_hello, 1, _ANY),
+}
+"""Keyspace commands by upper-case name: the function and the allowed argument count, name included."""
+
+SESSION_ARITY = {b"QUIT": (1, _ANY), b"MULTI": (1, 1), b"EXEC": (1, 1), b"DISCARD": (1, 1)}
+"""Commands that act on the session itself (run by :class:`~examples.resp_proto.RespSession`), with their arity."""
