@@ -124,7 +124,7 @@ class Conn:
     # -- the read path: one call per readiness event -----------------------------------------------------
 
     def _on_io(self, ev: int) -> None:
-        # The plain "readable" case of accepted connections runs inlined in EventLoop._dispatch.
+        # The plain "readable" case of accepted connections runs inlined in EventLoop.run.
         if ev & OUT:
             self._flush()
             if not ev & READABLE or self._closed:
@@ -159,7 +159,7 @@ class Conn:
     def _traffic(self, data: bytes) -> None:
         """Show ``data``, just read, to ``on_traffic``; keep what it leaves unconsumed.
 
-        ``EventLoop._dispatch`` carries an inlined copy.
+        ``EventLoop.run`` carries an inlined copy.
         """
         inbound = self._inbound
         if inbound._size:

@@ -68,7 +68,7 @@ class EventLoop:
         self._handlers: dict[int, Callable[[int], None]] = {}
         self.conns: dict[int, Conn] = {}
         # Every watched descriptor: the accepted level-triggered connection whose plain "readable" events the
-        # inlined read path in _dispatch handles, else None (a lookup that never misses is the cheap one).
+        # inlined read path in run handles, else None (a lookup that never misses is the cheap one).
         self._readers: dict[int, Conn | None] = {}
         self._inline_reads = not options.edge_triggered
         self._tasks: deque[Task] = deque()
@@ -95,12 +95,22 @@ class EventLoop:
     # -- the loop ------------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """The loop's body; returns when the loop is stopped (or drained during a graceful stop)."""
+        """The loop's body; returns when the loop is stopped (or drained during a graceful stop).
+
+        The hot path of the whole library. A slow client gives the loop one or two events per poll, so the
+        per-iteration part is as lean as the per-event part: one clock read, and only while timers exist. A plain
+        "readable" on an accepted level-triggered connection runs ``Conn._on_io``'s read path inlined below,
+        which saves a Python call per request: change the two together.
+        """
         self.thread_id = threading.get_ident()
         self._running = True
         poll = self.poller.poll
         tasks = self._tasks
         timers = self._timers
+        handlers = self._handlers
+        readers = self._readers
+        size = self.read_size
+        on_traffic = self.handler.on_traffic
         # With the GIL, "announce sleep, then look at the queue" is ordered without a lock; free-threaded
         # builds take the lock that submit() takes, so a task queued in between is never missed.
         lock = self._wake_lock if not _gil_enabled() else None
@@ -109,7 +119,13 @@ class EventLoop:
             while self._running:
                 timeout = -1.0
                 if timers:
-                    timeout = max(0.0, timers[0][0] - monotonic())
+                    now = monotonic()
+                    if timers[0][0] <= now:
+                        self._run_timers(now)
+                    if timers:
+                        timeout = timers[0][0] - now
+                        if timeout < 0.0:
+                            timeout = 0.0
                 if lock is None:
                     self._sleeping = True
                     if tasks:
@@ -121,63 +137,49 @@ class EventLoop:
                             timeout = 0.0
                 events = poll(timeout)
                 self._sleeping = False
-                self._dispatch(events)
+                for fd, ev in events:
+                    try:
+                        try:
+                            conn = readers[fd]
+                        except KeyError:
+                            continue  # detached by an earlier event of this batch
+                        if conn is None or ev != IN:
+                            handler = handlers.get(fd)
+                            if handler is not None:
+                                handler(ev)
+                            continue
+                        try:
+                            data = conn._recv(size)
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        except OSError as exc:
+                            conn._close(exc)
+                            continue
+                        if not data:
+                            conn._close_after_flush(None)
+                            continue
+                        inbound = conn._inbound
+                        if inbound._size:
+                            inbound.write(data)
+                        else:
+                            conn._data = data
+                        try:
+                            action = on_traffic(conn)
+                        except Exception as exc:
+                            conn._data = b""
+                            conn._pos = 0
+                            self.handler_failed(conn, "on_traffic", exc)
+                            continue
+                        if conn._data:
+                            conn._keep_rest()
+                        if action:
+                            conn._act(action)
+                    except Exception:
+                        self.log.exception("netloop: internal error in event loop %d", self.index)
                 if tasks:
                     self._run_tasks()
-                if timers:
-                    self._run_timers()
         finally:
             self._teardown()
-
-    def _dispatch(self, events: list[tuple[int, int]]) -> None:
-        """Hand each readiness event to its descriptor's handler.
-
-        The hot path of the whole library: a plain "readable" on an accepted level-triggered connection runs
-        ``Conn._on_io``'s read path inlined here, which saves a Python call per request. Change the two together.
-        """
-        handlers = self._handlers
-        readers = self._readers
-        size = self.read_size
-        on_traffic = self.handler.on_traffic
-        for fd, ev in events:
-            try:
-                try:
-                    conn = readers[fd]
-                except KeyError:
-                    continue  # detached by an earlier event of this batch
-                if conn is None or ev != IN:
-                    handler = handlers.get(fd)
-                    if handler is not None:
-                        handler(ev)
-                    continue
-                try:
-                    data = conn._recv(size)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:
-                    conn._close(exc)
-                    continue
-                if not data:
-                    conn._close_after_flush(None)
-                    continue
-                inbound = conn._inbound
-                if inbound._size:
-                    inbound.write(data)
-                else:
-                    conn._data = data
-                try:
-                    action = on_traffic(conn)
-                except Exception as exc:
-                    conn._data = b""
-                    conn._pos = 0
-                    self.handler_failed(conn, "on_traffic", exc)
-                    continue
-                if conn._data:
-                    conn._keep_rest()
-                if action:
-                    conn._act(action)
-            except Exception:
-                self.log.exception("netloop: internal error in event loop %d", self.index)
 
     def _run_tasks(self) -> None:
         tasks = self._tasks
@@ -189,9 +191,8 @@ class EventLoop:
             except Exception:
                 self.log.exception("netloop: task %r failed on event loop %d", fn, self.index)
 
-    def _run_timers(self) -> None:
+    def _run_timers(self, now: float) -> None:
         timers = self._timers
-        now = time.monotonic()
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
             if timer.cancelled:
