@@ -267,3 +267,14 @@ def test_end_to_end_echo_against_asyncio(tmp_path: Path) -> None:
     assert sample["value"] == pytest.approx(sample["units"] / sample["detail"]["elapsed_s"])
     assert 0 < asyncio["median"]["total"] < 10_000  # µs of server CPU per round-trip
     assert _loadgen.BUILD_DIR.joinpath("echo_load").exists()
+
+
+def test_hotpath_benchmark_runs_the_real_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import hotpath
+
+    hotpath.main(["--rounds", "20"])
+    lines = capsys.readouterr().out.splitlines()
+    floor = float(lines[1].split(":")[1].split()[0])
+    ours = float(lines[2].split(":")[1].split()[0])
+    # Both paths did the work (a positive time each) and netloop's has more to do than the bare loop's.
+    assert 0 < floor < ours
