@@ -278,3 +278,15 @@ def test_hotpath_benchmark_runs_the_real_loop(capsys: pytest.CaptureFixture[str]
     ours = float(lines[2].split(":")[1].split()[0])
     # Both paths did the work (a positive time each) and netloop's has more to do than the bare loop's.
     assert 0 < floor < ours
+
+
+def test_resp_session_benchmark_times_real_replies() -> None:
+    from bench import resp_session
+    from examples.kvstore import KeyValueStore
+    from examples.resp_proto import RespSession
+
+    session = RespSession(KeyValueStore())
+    for request in resp_session.REQUESTS.values():
+        reply, close = session.receive(request * 16)
+        assert reply and not close and not reply.startswith(b"-")  # each request is one the server answers
+        assert resp_session.ns_per_command(session, request, 1, reads=10, repeats=1) > 0
