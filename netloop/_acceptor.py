@@ -9,7 +9,7 @@ import socket
 import stat
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netloop._address import Address
 from netloop._options import Options
@@ -111,10 +111,22 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-class Acceptor:
-    """A listening stream socket on its ``owner`` loop; each new connection goes to ``pick(remote)``'s loop."""
+class AcceptTarget(Protocol):
+    """What an acceptor hands a new connection to: an event loop, or (in a worker pool's parent) a worker."""
 
-    def __init__(self, owner: EventLoop, sock: socket.socket, text: str, pick: Callable[[Any], EventLoop]) -> None:
+    assigned: int  # connections handed to it; the acceptor counts each one it picks this target for
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the target's own thread."""
+
+    def add_conn(self, sock: socket.SocketType, remote: Any) -> object:
+        """Take an accepted, non-blocking connection from ``remote``."""
+
+
+class Acceptor:
+    """A listening stream socket on its ``owner`` loop; each new connection goes to ``pick(remote)``'s target."""
+
+    def __init__(self, owner: EventLoop, sock: socket.socket, text: str, pick: Callable[[Any], AcceptTarget]) -> None:
         self.owner = owner
         self.sock = sock
         self.text = text

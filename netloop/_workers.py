@@ -10,14 +10,13 @@ that dies is restarted with a back-off, and a stop drains them all. How the work
 
 Unix-socket addresses have no SO_REUSEPORT, so the parent hands their connections off in both modes.
 Each worker also has a control pair to the parent: readiness, count queries, load reports, and the end of file
-that tells a worker its parent is gone.
+that tells a worker its parent is gone. The worker process's own side (its engine and its ends of the channels)
+is ``netloop._worker``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import errno
 import functools
 import itertools
 import logging
@@ -30,33 +29,32 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from netloop._acceptor import Acceptor
 from netloop._address import Address
 from netloop._balancer import new_balancer
 from netloop._engine import Engine, EngineCore
-from netloop._errors import EngineStoppedError, NetloopError
-from netloop._eventloop import EventLoop, Timer
+from netloop._errors import NetloopError
+from netloop._eventloop import Timer
 from netloop._handler import EventHandler
-from netloop._options import LoadBalancing, Options, WorkerBalancing
+from netloop._options import Options, WorkerBalancing
 from netloop._poller import IN
+from netloop._worker import (
+    _MESSAGE_MAX,
+    _MESSAGES_PER_ROUND,
+    _SWEEP_INTERVAL,
+    Message,
+    WorkerCore,
+    _die_with_parent,
+    _send,
+)
 
 _RESTART_FIRST = 0.1  # seconds before the second quick restart in a row; doubles with each one after
 _RESTART_CAP = 10.0
 _STABLE_UPTIME = 5.0  # a worker that ran this long before dying counts as healthy: restarted at once
 _EXIT_GRACE = 2.0  # beyond shutdown_timeout, how long a stop waits for the workers before SIGKILL
-_SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
-_REPORT_INTERVAL = 0.1  # how often a worker reports its load while the parent balances by least connections
 _COUNT_TIMEOUT = 1.0  # how long count_connections waits for the workers' answers
-_MESSAGE_MAX = 4096
-_MESSAGES_PER_ROUND = 64
-_STOP = marshal.dumps(("stop",))
-_PR_SET_PDEATHSIG = 1
-# Stands for "every stream connection the parent hands off" among a worker's addresses.
-_HANDOFF = Address("parent hand-off", "unix", "unix", socket.AF_UNIX, "")
-
-Message = tuple[Any, ...]
 
 
 def restart_delay(failures: int) -> float:
@@ -85,14 +83,6 @@ def _channel() -> tuple[socket.socket, socket.socket]:
         # No SOCK_SEQPACKET for Unix sockets here (macOS): datagrams keep boundaries too, but a peer's exit gives
         # no end of file, so the parent's sweep and the worker's parent-pid check notice it instead.
         return socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-
-
-def _send(sock: socket.socket, message: Message) -> bool:
-    try:
-        sock.send(marshal.dumps(message))
-    except OSError:
-        return False  # the peer is gone or not reading; its channel's end of file tells the rest
-    return True
 
 
 def _hold_port(address: Address, options: Options) -> socket.socket:
@@ -170,10 +160,10 @@ class _Worker:
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
         fn(*args)  # the parent's acceptors run on the supervisor's loop, which does the hand-off too
 
-    def add_conn(self, sock: socket.socket, remote: Any) -> None:
+    def add_conn(self, sock: socket.SocketType, remote: Any) -> None:
         self.supervisor.hand_off(self, sock, remote)
 
-    def pass_conn(self, message: bytes, sock: socket.socket) -> bool:
+    def pass_conn(self, message: bytes, sock: socket.SocketType) -> bool:
         """Send ``sock``'s descriptor to the worker; False when it can't take it now."""
         if not self.ready or self.handoff is None:
             return False
@@ -266,7 +256,7 @@ class Supervisor(EngineCore):
 
     def _bind_all(self) -> None:
         kernel = self.options.worker_balancing is WorkerBalancing.REUSE_PORT
-        pick = cast("Callable[[Any], EventLoop]", new_balancer(self.options.load_balancing, self.workers, _Worker.load))
+        pick = new_balancer(self.options.load_balancing, self.workers, _Worker.load)
         for address in self.addresses:
             if kernel and address.network != "unix":
                 sock = _hold_port(address, self.options)
@@ -446,7 +436,7 @@ class Supervisor(EngineCore):
 
     # -- hand-off and counts -------------------------------------------------------------------------------
 
-    def hand_off(self, chosen: _Worker, sock: socket.socket, remote: Any) -> None:
+    def hand_off(self, chosen: _Worker, sock: socket.SocketType, remote: Any) -> None:
         """Pass an accepted connection to ``chosen``, or to the least loaded worker that can take it now."""
         chosen.assigned -= 1  # the acceptor counted it on ``chosen``; pass_conn counts it where it goes
         message = marshal.dumps((int(sock.family), int(sock.type), sock.proto, remote))
@@ -571,175 +561,3 @@ class Supervisor(EngineCore):
         for sock in closing:
             if sock is not None and sock not in keep:
                 sock.close()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: have the kernel send SIGTERM to this process when its parent dies (belt and braces)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before the request took effect
-
-
-# -- a worker ------------------------------------------------------------------------------------------------
-
-
-class _HandoffSocket(socket.socket):
-    """The worker's end of the hand-off channel, served by an ``Acceptor`` like a listening socket.
-
-    ``accept()`` returns the next connection the parent passed over; the parent's stop message, sent after the
-    last connection, stops the worker instead, so no connection passed before it is dropped.
-    """
-
-    taken = 0  # connections taken off the channel
-    on_stop: Callable[[str], None]  # set by the worker's core: stop this worker for a reason
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        data, fds, _flags, _addr = socket.recv_fds(self, _MESSAGE_MAX, 1)
-        if fds:
-            family, kind, proto, remote = marshal.loads(data)
-            self.taken += 1
-            return socket.socket(family, kind, proto, fileno=fds[0]), remote
-        if data == _STOP:
-            self.on_stop("parent")
-            raise BlockingIOError(errno.EAGAIN, "the parent asked this worker to stop")
-        if not data:
-            self.on_stop("orphaned")
-        raise ConnectionAbortedError(errno.ECONNABORTED, "the parent process is gone")
-
-
-class _ParentLink:
-    """The worker's end of its control channel: answers the parent, and stops the worker when the parent is gone.
-
-    With least-connections hand-off it also reports this worker's load whenever it changes.
-    """
-
-    def __init__(self, core: WorkerCore, sock: socket.socket, parent: int, report_loads: bool) -> None:
-        self.core = core
-        self.sock = sock
-        self.parent = parent
-        self.report_loads = report_loads
-        self._reported: tuple[int, int] | None = None
-
-    def start(self) -> None:
-        """Begin listening to the parent (any thread); nothing to do when the worker is stopping already."""
-        try:
-            self.core.loops[0].submit(self._attach)
-        except EngineStoppedError:
-            pass
-
-    def _attach(self) -> None:
-        loop = self.core.loops[0]
-        loop.attach(self.sock.fileno(), self._on_readable, IN)
-        if self.sock.type != getattr(socket, "SOCK_SEQPACKET", None):
-            self._check_parent()
-        if self.report_loads:
-            self._report()
-
-    def send(self, message: Message) -> None:
-        """Send ``message`` to the parent (any thread); lost quietly when the parent is gone."""
-        _send(self.sock, message)
-
-    def _on_readable(self, ev: int) -> None:
-        for _ in range(_MESSAGES_PER_ROUND):
-            try:
-                data = self.sock.recv(_MESSAGE_MAX)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.core.loops[0].detach(self.sock.fileno())
-                self.core.stop_because("orphaned")
-                return
-            message = marshal.loads(data)
-            if message[0] == "stop":
-                self.core.stop_because("parent")
-            elif message[0] == "count":
-                self.send(("count", message[1], self.core.count_connections(), *self.core.load()))
-
-    def _report(self) -> None:
-        load = self.core.load()
-        if load != self._reported:
-            self._reported = load
-            self.send(("load", *load))
-        self.core.loops[0].call_later(_REPORT_INTERVAL, self._report)
-
-    def _check_parent(self) -> None:
-        if os.getppid() != self.parent:
-            self.core.stop_because("orphaned")
-            return
-        self.core.loops[0].call_later(_SWEEP_INTERVAL, self._check_parent)
-
-
-class WorkerCore(EngineCore):
-    """A worker process's engine: the parent's addresses and options, served the way the parent arranged.
-
-    ``addrs`` are the parent's; sockets the parent gave (the hand-off channel, shared UDP sockets) are used as
-    they are, the rest are this worker's own SO_REUSEPORT sockets.
-    """
-
-    def __init__(
-        self, supervisor: Supervisor, worker_id: int, control: socket.socket, handoff: socket.socket | None
-    ) -> None:
-        options = supervisor.worker_options
-        addresses = list(supervisor.worker_addresses)
-        self._given: dict[Address, socket.socket] = dict(supervisor.shared)
-        self._handoff: _HandoffSocket | None = None
-        if handoff is not None:
-            self._handoff = _HandoffSocket(handoff.family, handoff.type, handoff.proto, fileno=handoff.detach())
-            self._handoff.setblocking(False)
-            self._handoff.on_stop = self.stop_because
-            self._given[_HANDOFF] = self._handoff
-            addresses.append(_HANDOFF)
-        super().__init__(supervisor.handler, addresses, options)
-        self.worker_id = worker_id
-        self._public = list(supervisor.addrs)
-        self._booted = False
-        self.stop_reason: str | None = None
-        least = options.load_balancing is LoadBalancing.LEAST_CONNECTIONS
-        control.setblocking(False)
-        self.link = _ParentLink(self, control, os.getppid(), report_loads=least and handoff is not None)
-
-    def start(self) -> None:
-        super().start()
-        self._booted = True
-        if self._stop_requested and self.stop_reason is None:
-            self.stop_reason = "application"  # on_boot returned Action.SHUTDOWN
-            self.link.send(("shutdown",))
-        self.link.start()
-
-    def _bind_all(self) -> None:
-        super()._bind_all()
-        self.addrs = list(self._public)
-
-    def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
-        given = self._given.get(address)
-        if given is None:
-            return super()._bind_group(address, count)  # this worker's own SO_REUSEPORT socket(s)
-        socks = [given, *(given.dup() for _ in range(count - 1))]
-        self.addrs.append(address.text)
-        self._bound.extend(socks)
-        return socks
-
-    def request_stop(self) -> None:
-        if self._booted and self.stop_reason is None:
-            self.stop_reason = "application"
-            self.link.send(("shutdown",))
-        super().request_stop()
-
-    def stop_because(self, reason: str) -> None:
-        """Stop this worker for ``reason`` ("parent", "orphaned", "signal"), without stopping the others."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        super().request_stop()
-
-    def load(self) -> tuple[int, int]:
-        """(connections taken from the parent so far, connections on this worker now)."""
-        taken = self._handoff.taken if self._handoff is not None else 0
-        return taken, sum(loop.load() for loop in self.loops)

@@ -1,0 +1,218 @@
+"""The worker process's side: its engine, the hand-off channel it accepts from, the link to its parent.
+
+The parent (``netloop._workers``) forks this process and builds its ``WorkerCore`` in it. What both ends share
+(the ``Message`` tuples, ``_send``, the message limits) lives here and the parent imports it, so this module never
+imports the parent's at run time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import marshal
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from netloop._address import Address
+from netloop._engine import EngineCore
+from netloop._errors import EngineStoppedError
+from netloop._options import LoadBalancing
+from netloop._poller import IN
+
+if TYPE_CHECKING:
+    from netloop._workers import Supervisor  # only for annotations: the parent module imports this one
+
+_SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
+_REPORT_INTERVAL = 0.1  # how often a worker reports its load while the parent balances by least connections
+_MESSAGE_MAX = 4096
+_MESSAGES_PER_ROUND = 64
+_STOP = marshal.dumps(("stop",))
+_PR_SET_PDEATHSIG = 1
+# Stands for "every stream connection the parent hands off" among a worker's addresses.
+_HANDOFF = Address("parent hand-off", "unix", "unix", socket.AF_UNIX, "")
+
+Message = tuple[Any, ...]
+
+
+def _send(sock: socket.socket, message: Message) -> bool:
+    try:
+        sock.send(marshal.dumps(message))
+    except OSError:
+        return False  # the peer is gone or not reading; its channel's end of file tells the rest
+    return True
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send SIGTERM to this process when its parent dies (belt and braces)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before the request took effect
+
+
+# -- a worker ------------------------------------------------------------------------------------------------
+
+
+class _HandoffSocket(socket.socket):
+    """The worker's end of the hand-off channel, served by an ``Acceptor`` like a listening socket.
+
+    ``accept()`` returns the next connection the parent passed over; the parent's stop message, sent after the
+    last connection, stops the worker instead, so no connection passed before it is dropped.
+    """
+
+    taken = 0  # connections taken off the channel
+    on_stop: Callable[[str], None]  # set by the worker's core: stop this worker for a reason
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        data, fds, _flags, _addr = socket.recv_fds(self, _MESSAGE_MAX, 1)
+        if fds:
+            family, kind, proto, remote = marshal.loads(data)
+            self.taken += 1
+            return socket.socket(family, kind, proto, fileno=fds[0]), remote
+        if data == _STOP:
+            self.on_stop("parent")
+            raise BlockingIOError(errno.EAGAIN, "the parent asked this worker to stop")
+        if not data:
+            self.on_stop("orphaned")
+        raise ConnectionAbortedError(errno.ECONNABORTED, "the parent process is gone")
+
+
+class _ParentLink:
+    """The worker's end of its control channel: answers the parent, and stops the worker when the parent is gone.
+
+    With least-connections hand-off it also reports this worker's load whenever it changes.
+    """
+
+    def __init__(self, core: WorkerCore, sock: socket.socket, parent: int, report_loads: bool) -> None:
+        self.core = core
+        self.sock = sock
+        self.parent = parent
+        self.report_loads = report_loads
+        self._reported: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        """Begin listening to the parent (any thread); nothing to do when the worker is stopping already."""
+        try:
+            self.core.loops[0].submit(self._attach)
+        except EngineStoppedError:
+            pass
+
+    def _attach(self) -> None:
+        loop = self.core.loops[0]
+        loop.attach(self.sock.fileno(), self._on_readable, IN)
+        if self.sock.type != getattr(socket, "SOCK_SEQPACKET", None):
+            self._check_parent()
+        if self.report_loads:
+            self._report()
+
+    def send(self, message: Message) -> None:
+        """Send ``message`` to the parent (any thread); lost quietly when the parent is gone."""
+        _send(self.sock, message)
+
+    def _on_readable(self, ev: int) -> None:
+        for _ in range(_MESSAGES_PER_ROUND):
+            try:
+                data = self.sock.recv(_MESSAGE_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.core.loops[0].detach(self.sock.fileno())
+                self.core.stop_because("orphaned")
+                return
+            message = marshal.loads(data)
+            if message[0] == "stop":
+                self.core.stop_because("parent")
+            elif message[0] == "count":
+                self.send(("count", message[1], self.core.count_connections(), *self.core.load()))
+
+    def _report(self) -> None:
+        load = self.core.load()
+        if load != self._reported:
+            self._reported = load
+            self.send(("load", *load))
+        self.core.loops[0].call_later(_REPORT_INTERVAL, self._report)
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.parent:
+            self.core.stop_because("orphaned")
+            return
+        self.core.loops[0].call_later(_SWEEP_INTERVAL, self._check_parent)
+
+
+class WorkerCore(EngineCore):
+    """A worker process's engine: the parent's addresses and options, served the way the parent arranged.
+
+    ``addrs`` are the parent's; sockets the parent gave (the hand-off channel, shared UDP sockets) are used as
+    they are, the rest are this worker's own SO_REUSEPORT sockets.
+    """
+
+    def __init__(
+        self, supervisor: Supervisor, worker_id: int, control: socket.socket, handoff: socket.socket | None
+    ) -> None:
+        options = supervisor.worker_options
+        addresses = list(supervisor.worker_addresses)
+        self._given: dict[Address, socket.socket] = dict(supervisor.shared)
+        self._handoff: _HandoffSocket | None = None
+        if handoff is not None:
+            self._handoff = _HandoffSocket(handoff.family, handoff.type, handoff.proto, fileno=handoff.detach())
+            self._handoff.setblocking(False)
+            self._handoff.on_stop = self.stop_because
+            self._given[_HANDOFF] = self._handoff
+            addresses.append(_HANDOFF)
+        super().__init__(supervisor.handler, addresses, options)
+        self.worker_id = worker_id
+        self._public = list(supervisor.addrs)
+        self._booted = False
+        self.stop_reason: str | None = None
+        least = options.load_balancing is LoadBalancing.LEAST_CONNECTIONS
+        control.setblocking(False)
+        self.link = _ParentLink(self, control, os.getppid(), report_loads=least and handoff is not None)
+
+    def start(self) -> None:
+        super().start()
+        self._booted = True
+        if self._stop_requested and self.stop_reason is None:
+            self.stop_reason = "application"  # on_boot returned Action.SHUTDOWN
+            self.link.send(("shutdown",))
+        self.link.start()
+
+    def _bind_all(self) -> None:
+        super()._bind_all()
+        self.addrs = list(self._public)
+
+    def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
+        given = self._given.get(address)
+        if given is None:
+            return super()._bind_group(address, count)  # this worker's own SO_REUSEPORT socket(s)
+        socks = [given, *(given.dup() for _ in range(count - 1))]
+        self.addrs.append(address.text)
+        self._bound.extend(socks)
+        return socks
+
+    def request_stop(self) -> None:
+        if self._booted and self.stop_reason is None:
+            self.stop_reason = "application"
+            self.link.send(("shutdown",))
+        super().request_stop()
+
+    def stop_because(self, reason: str) -> None:
+        """Stop this worker for ``reason`` ("parent", "orphaned", "signal"), without stopping the others."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        super().request_stop()
+
+    def load(self) -> tuple[int, int]:
+        """(connections taken from the parent so far, connections on this worker now)."""
+        taken = self._handoff.taken if self._handoff is not None else 0
+        return taken, sum(loop.load() for loop in self.loops)
