@@ -250,7 +250,7 @@ def _open_now(loop: EventLoop, sock: socket.socket, remote: Any, counted: bool) 
         _count(loop)
     if sock.type != socket.SOCK_DGRAM:
         return loop.add_conn(sock, remote)
-    if not _accepting(loop):
+    if not loop.accepting:
         loop.released += 1
         sock.close()
         return None
@@ -300,7 +300,7 @@ def _expire(conn: Conn, text: str, timeout: float) -> None:
 
 def _pending(loop: EventLoop, sock: socket.socket, remote: Any) -> DialingConn | DatagramClientConn:
     """One of the loop's connections for ``sock``, not watched yet: the caller sees it before ``on_open`` fires."""
-    if not _accepting(loop):
+    if not loop.accepting:
         sock.close()
         raise EngineStoppedError(f"event loop {loop.index} is stopping and takes no new connections")
     _count(loop)
@@ -308,7 +308,7 @@ def _pending(loop: EventLoop, sock: socket.socket, remote: Any) -> DialingConn |
     if sock.type == socket.SOCK_DGRAM:
         conn = _datagram_conn(loop, sock, remote)
     else:
-        loop._configure(sock)
+        loop.configure(sock)
         options = loop.options
         conn = _dialing_class(conn_class(options.edge_triggered, options.pre_write))(loop, sock, remote)
         conn._send = _not_yet
@@ -341,10 +341,6 @@ def _count(loop: EventLoop) -> None:
     connection without giving either counter a second writer.
     """
     loop.released -= 1
-
-
-def _accepting(loop: EventLoop) -> bool:
-    return loop._running and not loop._draining
 
 
 def _fire_open(conn: Conn) -> None:

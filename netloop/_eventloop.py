@@ -64,7 +64,8 @@ class EventLoop:
         self.low_water = options.write_buffer_cap // 2
         self._conn_class = conn_class(options.edge_triggered, options.pre_write)
         self._conn_mask = conn_mask(options.edge_triggered)
-        self._configure = _socket_configurator(options)
+        self.configure = _socket_configurator(options)
+        """Apply the connection socket options to a new connection's socket (decided once per loop)."""
         self._handlers: dict[int, Callable[[int], None]] = {}
         self.conns: dict[int, Conn] = {}
         # Every watched descriptor: the accepted level-triggered connection whose plain "readable" events the
@@ -252,13 +253,18 @@ class EventLoop:
             except (OSError, KeyError, ValueError):
                 pass
 
+    @property
+    def accepting(self) -> bool:
+        """True while the loop runs and takes new connections (not stopping, not draining)."""
+        return self._running and not self._draining
+
     def add_conn(self, sock: socket.SocketType, remote: Any) -> Conn | None:
         """Adopt a connected non-blocking socket: register it and fire ``on_open`` (loop thread)."""
-        if self._draining or not self._running:
+        if not self.accepting:
             self.released += 1
             sock.close()
             return None
-        self._configure(sock)
+        self.configure(sock)
         if type(remote) is tuple:
             # Connections from one host share its address string (idle connections stay small).
             remote = (sys.intern(remote[0]), *remote[1:])
