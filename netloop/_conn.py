@@ -148,8 +148,8 @@ class Conn:
                 self._close_after_flush(None)
                 return
             self._traffic(data)
-            if len(data) < size or self._closed:
-                return
+            if len(data) < size:
+                return  # the socket is empty; a closed or paused connection stops at the loop's top
         self._more_to_read()
 
     def _more_to_read(self) -> None:
@@ -358,14 +358,18 @@ class Conn:
             out.advance(sent)
             if sent < sum(len(c) for c in chunks):
                 break
-        if not out._size:
-            self._outbound = NO_OUTBOUND  # drained: an idle connection holds no buffer
-        if not out._size and self._closing:
+        if out._size:
+            if self._paused and out._size <= self._loop.low_water:
+                self._paused = False
+                self._resume_reading()
+            return
+        self._outbound = NO_OUTBOUND  # drained: an idle connection holds no buffer
+        if self._closing:
             self._close(self._err)
-        elif self._paused and out._size <= self._loop.low_water:
+        elif self._paused:
             self._paused = False
             self._resume_reading()
-        elif not out._size:
+        else:
             self._update_interest()
 
     def outbound_buffered(self) -> int:

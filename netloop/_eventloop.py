@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -271,10 +272,10 @@ class EventLoop:
         conn = self._conn_class(self, sock, remote)
         fd = conn._fd
         self.conns[fd] = conn
-        self._handlers[fd] = conn._on_io
         conn._mask = self._conn_mask
-        self.poller.register(fd, self._conn_mask)
-        self._readers[fd] = conn if self._inline_reads else None
+        self.attach(fd, conn._on_io, self._conn_mask)
+        if self._inline_reads:
+            self._readers[fd] = conn
         try:
             action = self.handler.on_open(conn)
         except Exception as exc:
@@ -384,6 +385,7 @@ class EventLoop:
         self._timers.clear()
 
 
+@functools.cache
 def _fit_allocator(read_size: int) -> None:
     """Let the C allocator serve read-sized blocks from its heap rather than mapping and trimming for each read.
 
@@ -392,6 +394,7 @@ def _fit_allocator(read_size: int) -> None:
     never raises that threshold: every short read would cost three more system calls and a page fault. Freeing
     one mapped block raises the threshold to its size, and the heap's trim threshold to twice that, so the heap
     keeps the memory reads reuse instead of returning it between reads. Elsewhere this is one harmless allocation.
+    Once per process and read size: the thresholds are the process's.
     """
     bytes(max(read_size, 1 << 20) + 4096)
 
