@@ -58,15 +58,17 @@ def netloop_rounds(payload: bytes, rounds: int) -> Callable[[], None]:
         read_size=read_size,
         high_water=1 << 20,
         low_water=1 << 19,
+        write_limit=0,
+        linger=5.0,
+        inline_reads=True,
         _handlers={},
-        _readers={},
+        readers={},
         _tasks=collections.deque(),
         _timers=[],
         _wake_lock=threading.Lock(),
         _sleeping=False,
         _running=True,
         thread_id=None,
-        _teardown=lambda: None,
     )
 
     def poll(timeout: float) -> list[tuple[int, int]]:
@@ -79,12 +81,12 @@ def netloop_rounds(payload: bytes, rounds: int) -> Callable[[], None]:
     for fd in range(CONNECTIONS):
         conn = conn_class(False, False)(loop, StandInSocket(fd, payload, read_size), ("127.0.0.1", 1))  # type: ignore[arg-type]
         loop._handlers[fd] = conn._on_io
-        loop._readers[fd] = conn
+        loop.readers[fd] = conn
 
     def run() -> None:
         left[0] = rounds
         loop._running = True
-        EventLoop.run(loop)
+        EventLoop._serve(loop)
 
     return run
 

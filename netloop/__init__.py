@@ -13,6 +13,7 @@ from netloop._errors import (
     EngineStoppedError,
     FrameTooLongError,
     NetloopError,
+    OutboundLimitError,
     PoolOverloadError,
     ShortBufferError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "LoadBalancing",
     "NetloopError",
     "Options",
+    "OutboundLimitError",
     "PoolOverloadError",
     "ShortBufferError",
     "WorkerBalancing",

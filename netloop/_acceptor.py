@@ -50,10 +50,17 @@ def bind(address: Address, options: Options, reuse_port: bool, port: int | None 
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
         if options.socket_send_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
-        sock.bind(sockaddr)
-        if address.socktype == socket.SOCK_STREAM:
-            sock.listen(options.backlog)
-        elif _is_multicast(sockaddr[0]):
+        stream = address.socktype == socket.SOCK_STREAM
+        try:
+            sock.bind(sockaddr)
+            if stream:
+                sock.listen(options.backlog)
+        except OSError as exc:
+            # "Address already in use" alone does not say which of the engine's addresses is taken.
+            if exc.errno is None:
+                raise
+            raise type(exc)(exc.errno, f"{address.format(sockaddr)}: {exc.strerror}") from exc
+        if not stream and _is_multicast(sockaddr[0]):
             _join_multicast(sock, address.family, sockaddr[0], options.multicast_interface)
         sock.setblocking(False)
     except BaseException:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import sys
 from typing import Any
 
 from netloop._errors import AddressError
@@ -17,6 +19,9 @@ _SCHEMES = {
     "udp6": ("udp", socket.AF_INET6),
     "unix": ("unix", socket.AF_UNIX),
 }
+
+# sizeof(sockaddr_un.sun_path): a path must leave room for its terminating NUL.
+_SUN_PATH = 108 if sys.platform.startswith("linux") else 104
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,11 @@ def parse_address(text: str) -> Address:
             raise AddressError(f"address {text!r}: a unix address needs a path, e.g. 'unix:///tmp/app.sock'")
         if "\0" in rest:
             raise AddressError(f"address {text!r}: the path contains a NUL byte")
+        size = len(os.fsencode(rest))
+        if size >= _SUN_PATH:
+            raise AddressError(
+                f"address {text!r}: the path is too long ({size} bytes; a Unix socket path must be under {_SUN_PATH})"
+            )
         return Address(text, scheme, network, family, rest)
     host, port = _split_host_port(text, rest)
     family, sockaddr = _resolve(text, host, port, family, network)

@@ -3,12 +3,14 @@
 Two ways in. From a thread that is not the target loop's, ``Client.dial``/``Client.enroll`` and
 ``EventLoop.register``/``enroll`` connect in the calling thread, hand the socket to the loop and return once
 ``on_open`` has run there. From a handler on the loop itself they never block: the connection comes back at once,
-still connecting, and opens on a later turn of the loop (``on_open``, or ``on_close`` with the error).
+still connecting, and opens on a later turn of the loop (``on_open``, or ``on_close`` with the error). A host name
+is then looked up on a thread of its own, never on the loop's.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import threading
@@ -20,11 +22,11 @@ from netloop._balancer import new_balancer
 from netloop._conn import Buffer, Conn, conn_class, conn_mask
 from netloop._datagram import DATAGRAMS_PER_ROUND
 from netloop._engine import EngineCore
-from netloop._errors import ConnClosedError, EngineStoppedError
+from netloop._errors import AddressError, ConnClosedError, EngineStoppedError
 from netloop._eventloop import EventLoop
 from netloop._handler import EventHandler
 from netloop._options import LoadBalancing, Options, make_options
-from netloop._poller import IN, OUT
+from netloop._poller import ERR, HUP, IN, OUT
 
 # How often a thread waiting for a loop to take its socket checks that the loop is still alive.
 _ALIVE_CHECK = 0.1
@@ -150,11 +152,16 @@ class Client:
 
 
 def dial_on_loop(loop: EventLoop, addr: str, timeout: float | None) -> Conn:
-    """``loop.register(addr)``: from the loop's thread, a connection that is still connecting; else like ``dial``."""
-    address = parse_address(addr)
+    """``loop.register(addr)``: from the loop's thread, a connection that is still connecting; else like ``dial``.
+
+    On the loop's thread a host name is looked up off the loop, and ``timeout`` counts the lookup too.
+    """
     if loop.in_loop():
-        return _dial_here(loop, address, timeout)
-    return adopt(loop, connect(address, timeout), counted=False)
+        named = _named(addr)
+        if named is not None:
+            return _dial_name(loop, addr, *named, timeout)
+        return _dial_here(loop, parse_address(addr), timeout)
+    return adopt(loop, connect(parse_address(addr), timeout), counted=False)
 
 
 def enroll_on_loop(loop: EventLoop, sock: socket.socket) -> Conn:
@@ -272,6 +279,15 @@ def _dial_here(loop: EventLoop, address: Address, timeout: float | None) -> Conn
         sock.close()
         raise
     conn = _pending(loop, sock, address.sockaddr)
+    _connecting(conn, code, address)
+    if timeout is not None and isinstance(conn, DialingConn):
+        loop.call_later(timeout, _expire, conn, address.text, timeout)
+    return conn
+
+
+def _connecting(conn: DialingConn | DatagramClientConn, code: int, address: Address) -> None:
+    """Carry on with ``conn`` once ``connect_ex`` gave ``code`` (loop thread)."""
+    loop = conn.event_loop
     if code not in _CONNECTING:
         # Failed at once: the connection still comes back, and on_close reports the error after this callback.
         loop.call_soon(conn._close, _connect_error(code, address))
@@ -279,11 +295,8 @@ def _dial_here(loop: EventLoop, address: Address, timeout: float | None) -> Conn
         # The first writability event tells how the connect went.
         conn._mask = OUT
         loop.attach(conn._fd, conn._on_io, OUT)
-        if timeout is not None:
-            loop.call_later(timeout, _expire, conn, address.text, timeout)
     else:
         loop.call_soon(_open_later, conn)  # a UDP connect completes at once
-    return conn
 
 
 def _connect_error(code: int, address: Address) -> OSError:
@@ -293,9 +306,174 @@ def _connect_error(code: int, address: Address) -> OSError:
     return OSError(code, f"dial {address.text}: {os.strerror(code)}")
 
 
-def _expire(conn: Conn, text: str, timeout: float) -> None:
-    if isinstance(conn, DialingConn) and not conn.closed:
+def _expire(conn: Conn, text: str, timeout: float, lookup: _Lookup | None = None) -> None:
+    # Still connecting: its name is being looked up, or it is a stream connection that has not opened yet.
+    connecting = isinstance(conn, DialingConn) or (lookup is not None and lookup.pending)
+    if connecting and not conn.closed:
         conn._close(TimeoutError(errno.ETIMEDOUT, f"dial {text}: timed out after {timeout}s"))
+
+
+# -- a host name, on the loop's thread: looked up off the loop ----------------------------------------------
+
+
+def _named(text: str) -> tuple[Address, str] | None:
+    """(``text`` parsed without its host, the host) when that host is a name to look up; else None.
+
+    None for a numeric host, a Unix path, or an address that ``parse_address`` refuses before any lookup. The
+    address without its host (``tcp://:port``) is parsed without a lookup: that checks the scheme and the port, and
+    gives the socket type and the family the scheme implies (IPv4 for ``tcp://``).
+    """
+    if not isinstance(text, str):
+        return None
+    scheme, sep, rest = text.partition("://")
+    head, colon, port = rest.rpartition(":")
+    host = head[1:-1] if head[:1] == "[" and head[-1:] == "]" else head
+    if not sep or not colon or not host or (":" in host and host == head):
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return None
+    try:
+        hostless = parse_address(f"{scheme}://:{port}")
+    except AddressError:
+        return None
+    return (hostless, host) if hostless.network != "unix" else None
+
+
+def _dial_name(loop: EventLoop, text: str, hostless: Address, host: str, timeout: float | None) -> Conn:
+    """``_dial_here`` for a host name: the connection comes back at once and connects once the name is looked up."""
+    sock = socket.socket(hostless.family, hostless.socktype)
+    try:
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    # Until the lookup answers, its address is the name.
+    conn = _pending(loop, sock, (host, hostless.sockaddr[1]))
+    lookup = _Lookup(conn, text)
+    if timeout is not None:
+        loop.call_later(timeout, _expire, conn, text, timeout, lookup)
+    lookup.start()
+    return conn
+
+
+class _Lookup:
+    """A host name looked up on a thread of its own for a connection that waits on its loop.
+
+    A stream connection buffers what is written meanwhile, as while it connects; a datagram connection's socket is
+    not connected yet, so its datagrams wait here (up to ``write_buffer_cap`` bytes; beyond, they are dropped as a
+    full socket drops them) and go out once it is.
+    """
+
+    __slots__ = ("conn", "held", "held_size", "pending", "text")
+
+    def __init__(self, conn: DialingConn | DatagramClientConn, text: str) -> None:
+        self.conn = conn
+        self.text = text
+        self.pending = True
+        self.held: list[bytes] = []
+        self.held_size = 0
+        if isinstance(conn, DatagramClientConn):
+            conn._send = self._hold
+
+    def start(self) -> None:
+        thread = threading.Thread(target=self._look_up, name="netloop-lookup", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            # No thread to be had: the connection fails as a failed lookup does, after this callback.
+            error = AddressError(f"address {self.text!r}: cannot look up its host now ({exc})")
+            self.conn.event_loop.call_soon(self._answer, error)
+
+    def _look_up(self) -> None:
+        """The lookup's thread: resolve, then hand the answer to the loop."""
+        try:
+            answer: Address | Exception = parse_address(self.text)
+        except Exception as exc:
+            answer = exc if isinstance(exc, AddressError) else AddressError(f"address {self.text!r}: {exc}")
+        try:
+            self.conn.event_loop.submit(self._answer, answer)
+        except EngineStoppedError:
+            pass  # the loop has stopped, and closed the connection
+
+    def _answer(self, answer: Address | Exception) -> None:
+        """Connect ``conn`` to the address looked up, or close it with the error (loop thread)."""
+        self.pending = False
+        conn = self.conn
+        if conn.closed:
+            return  # closed meanwhile (by the handler, its timeout, a stop), and so is its socket
+        if isinstance(answer, Exception):
+            conn._close(answer)
+            return
+        conn._remote = answer.sockaddr
+        conn._local = None
+        try:
+            code = _connect_looked_up(conn, answer)
+        except OSError as exc:
+            conn._close(_dial_error(exc, answer.text, None))
+            return
+        if isinstance(conn, DatagramClientConn):
+            self._release(conn, code)
+        _connecting(conn, code, answer)
+
+    def _hold(self, data: object, flags: int = 0, /) -> int:
+        """The datagram connection's ``send`` until its socket is connected."""
+        datagram = bytes(cast("Buffer", data))
+        if self.held_size + len(datagram) > self.conn.event_loop.high_water:
+            raise BlockingIOError(errno.EAGAIN, "too many datagrams wait for the name's lookup")
+        self.held.append(datagram)
+        self.held_size += len(datagram)
+        return len(datagram)
+
+    def _release(self, conn: DatagramClientConn, code: int) -> None:
+        """Send the held datagrams, in order, now that the socket is connected."""
+        conn._send = conn._sock.send
+        held, self.held = self.held, []
+        if code in _CONNECTING:
+            for data in held:
+                if conn.closed:
+                    break
+                conn.write(data)
+
+
+def _connect_looked_up(conn: DialingConn | DatagramClientConn, address: Address) -> int:
+    """Start connecting ``conn``'s socket to ``address``; ``connect_ex``'s code."""
+    if conn._sock.family != address.family:
+        _refit(conn, address.family)
+    return conn._sock.connect_ex(address.sockaddr)
+
+
+def _refit(conn: DialingConn | DatagramClientConn, family: int) -> None:
+    """Give ``conn`` a socket of ``family`` in place of its own, under the same descriptor (its loop's key for it).
+
+    The socket was made with the family the scheme implies (IPv4 for ``tcp://``) before the name was looked up,
+    and the name has addresses of the other family only.
+    """
+    old = conn._sock
+    with socket.socket(family, old.type, old.proto) as fresh:
+        fresh.setblocking(False)
+        _configure(conn.event_loop, fresh)
+        os.dup2(fresh.fileno(), conn._fd, inheritable=False)
+    # A socket object keeps the family it was made with, and parses and formats addresses by it.
+    sock = socket.socket(family, old.type, old.proto, fileno=old.detach())
+    sock.setblocking(False)
+    conn._sock = sock
+    conn._recv = sock.recv
+
+
+def _configure(loop: EventLoop, sock: socket.socket) -> None:
+    """The socket options a new connection's socket gets from ``_pending``."""
+    if sock.type == socket.SOCK_STREAM:
+        loop.configure(sock)
+        return
+    options = loop.options
+    if options.socket_recv_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
+    if options.socket_send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
 
 
 def _pending(loop: EventLoop, sock: socket.socket, remote: Any) -> DialingConn | DatagramClientConn:
@@ -412,8 +590,18 @@ class DialingConn(Conn):
     def _resume_reading(self) -> None:
         pass
 
+    def _close_request(self, err: BaseException | None) -> None:
+        # Bytes written meanwhile go out once connected, before the close; with none there is nothing to wait for.
+        if self._outbound._size:
+            super()._close_request(err)
+        else:
+            self._close(err)
+
+    def _finish(self) -> None:
+        self._close_request(None)
+
     def _close(self, err: BaseException | None) -> None:
-        if err is None and not self._closed:
+        if err is None and not self.closed:
             err = ConnectionAbortedError(errno.ECONNABORTED, f"dial {self._url()}: closed before it connected")
         super()._close(err)
 
@@ -445,6 +633,7 @@ class DatagramClientConn(Conn):
     """
 
     __slots__ = ()
+    _inline = False
 
     def _open(self) -> None:
         """Start reading and fire ``on_open`` (loop thread)."""
@@ -455,8 +644,11 @@ class DatagramClientConn(Conn):
     def _on_io(self, ev: int) -> None:
         recv = self._recv
         size = self._loop.read_size
-        handler = self._handler
         for _ in range(DATAGRAMS_PER_ROUND):
+            if not self._wants_read():
+                if ev & (ERR | HUP) and not self.closed:
+                    self._hang_up(ev)  # reported whatever the interest mask: an error ends it, never a spin
+                return
             try:
                 data = recv(size)
             except (BlockingIOError, InterruptedError):
@@ -465,23 +657,23 @@ class DatagramClientConn(Conn):
                 self._close(exc)
                 return
             self._data = data
-            try:
-                action = handler.on_traffic(self)
-            except Exception as exc:
-                self._data = b""
-                self._pos = 0
-                self._loop.handler_failed(self, "on_traffic", exc)
-                return
-            self._data = b""
-            self._pos = 0
-            if action:
-                self._act(action)
-            if self._closed or not self._reading():
-                return
+            self._deliver()
+
+    def _keep_rest(self) -> None:
+        # A datagram's unread rest is dropped: the next on_traffic is the next datagram.
+        self._data = b""
+        self._pos = 0
+
+    def _close_request(self, err: BaseException | None) -> None:
+        # Nothing is buffered and there is no FIN to send: a datagram socket closes at once.
+        self._close(err if self._err is None else self._err)
+
+    def _finish(self) -> None:
+        self._close(None)
 
     def write(self, data: Buffer) -> int:
         """*loop* Send ``data`` as one datagram; returns ``len(data)``, or 0 when the kernel dropped it."""
-        if self._closed:
+        if self.closed:
             raise ConnClosedError(f"write on closed connection {self!r}")
         try:
             self._send(data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -9,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
-from netloop._errors import ConnClosedError, ShortBufferError
+from netloop._errors import ConnClosedError, OutboundLimitError, ShortBufferError
 from netloop._handler import Action
-from netloop._poller import EDGE, IN, OUT, READABLE
+from netloop._poller import EDGE, ERR, HUP, IN, OUT, READABLE
 
 if TYPE_CHECKING:
-    from netloop._eventloop import EventLoop
+    from netloop._eventloop import EventLoop, Timer
     from netloop._handler import EventHandler
 
 Buffer = bytes | bytearray | memoryview
@@ -22,6 +24,8 @@ Callback = Callable[["Conn", BaseException | None], object]
 
 # Reads stop after this many full reads in one round, so one busy peer can't starve the rest.
 READS_PER_ROUND = 16
+# The most buffers one gather write (sendmsg) takes.
+IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024))
 
 
 # Shared stand-ins for a connection's buffers while it has nothing kept: never written, replaced by a buffer of the
@@ -35,6 +39,47 @@ def _frozen(data: Buffer) -> bytes | memoryview:
     return data if type(data) is bytes else bytes(data)
 
 
+# -- the connection's state: one variable, and the table of what each state does -----------------------------
+#
+# state        reads                       writes                          next
+# OPEN         shown to on_traffic         sent                            PEER_EOF, CLOSING, SHUTTING, LINGERING
+# PEER_EOF     none (the peer sent FIN)    sent                            FINISHING, CLOSED
+# CLOSING      discarded                   queued, flushed, then our FIN   LINGERING, FINISHING, CLOSED
+# FINISHING    none (the peer sent FIN)    queued, flushed, then closed    CLOSED
+# SHUTTING     shown to on_traffic         refused; flushed, then our FIN  HALF_SHUT, CLOSING, FINISHING
+# HALF_SHUT    shown to on_traffic         refused (our FIN is sent)       LINGERING, CLOSED
+# LINGERING    discarded until the EOF     refused (our FIN is sent)       CLOSED
+# CLOSED       -                           refused                         -
+#
+# Reading is also held by the pause bits (the user's, backpressure's) in the states that show reads to the user;
+# a closing connection reads and discards whatever the pauses, so the peer is never blocked on it. Every closing
+# state has a deadline (``linger_timeout``). The order of the numbers is used: ``<= PEER_EOF`` sends at once,
+# ``<= FINISHING`` takes writes.
+OPEN = 0
+PEER_EOF = 1
+CLOSING = 2
+FINISHING = 3
+SHUTTING = 4
+HALF_SHUT = 5
+LINGERING = 6
+CLOSED = 7
+
+STATE_NAMES = ("open", "peer-eof", "closing", "finishing", "shutting", "half-shut", "lingering", "closed")
+
+# What a readable socket means in each state.
+NO_READ = 0
+DELIVER = 1
+DISCARD = 2
+READS = (DELIVER, NO_READ, DISCARD, NO_READ, DELIVER, DELIVER, DISCARD, NO_READ)
+
+# Pause bits: the user's pause_reading(), and backpressure (outbound above the high-water mark).
+PAUSED_BY_USER = 1
+PAUSED_BY_PRESSURE = 2
+
+# ``_mask`` of a connection taken off the poller: its peer hung up while the user held reading.
+PARKED = -1
+
+
 class Conn:
     """One connection (TCP or Unix stream; a UDP datagram's sender is a ``Conn`` too).
 
@@ -46,26 +91,28 @@ class Conn:
     __slots__ = (
         "__weakref__",
         "_close_callbacks",
-        "_closed",
-        "_closing",
         "_data",
         "_err",
         "_fd",
         "_handler",
-        "_held",
         "_inbound",
         "_local",
         "_loop",
         "_mask",
         "_outbound",
-        "_paused",
+        "_pause",
         "_pos",
         "_recv",
         "_remote",
         "_send",
         "_sock",
+        "_state",
+        "_timer",
         "context",
     )
+
+    # Whether the loop may run this connection's plain readable events through its inlined stream read path.
+    _inline: bool = True
 
     def __init__(self, loop: EventLoop, sock: socket.SocketType, remote: Any) -> None:
         self.context: Any = None
@@ -79,26 +126,24 @@ class Conn:
         self._pos = 0
         self._inbound = NO_INBOUND
         self._outbound = NO_OUTBOUND
-        self._closed = False
-        self._closing = False
-        self._paused = False
-        self._held = False
+        self._state = OPEN
+        self._pause = 0
         self._mask = 0
+        self._timer: Timer | None = None
         self._err: BaseException | None = None
         self._remote = remote
         self._local: Any = None
         self._close_callbacks: list[Callback] | None = None
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<netloop.Conn fd={self._fd} remote={self._remote!r} {state}>"
+        return f"<netloop.Conn fd={self._fd} remote={self._remote!r} {STATE_NAMES[self._state]}>"
 
     # -- identity and state ------------------------------------------------------------------------------
 
     @property
     def fd(self) -> int:
         """The socket's file descriptor (-1 once closed)."""
-        return -1 if self._closed else self._fd
+        return -1 if self._state == CLOSED else self._fd
 
     @property
     def event_loop(self) -> EventLoop:
@@ -107,7 +152,7 @@ class Conn:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state == CLOSED
 
     @property
     def remote_addr(self) -> Any:
@@ -117,25 +162,44 @@ class Conn:
     @property
     def local_addr(self) -> Any:
         """This end's address as the socket module gives it."""
-        if self._local is None and not self._closed:
+        if self._local is None and self._state != CLOSED:
             self._local = self._sock.getsockname()
         return self._local
 
-    # -- the read path: one call per readiness event -----------------------------------------------------
+    # -- readiness: one call per event that the loop's inlined read path does not take ----------------------
 
     def _on_io(self, ev: int) -> None:
-        # The plain "readable" case of accepted connections runs inlined in EventLoop.run.
         if ev & OUT:
-            self._flush()
-            if not ev & READABLE or self._closed:
+            if self._outbound._size:
+                self._flush(False)
+            if self._state == CLOSED:
                 return
-        self._read_on()
+        if ev & READABLE:
+            self._read_on()
+            if ev & (ERR | HUP) and self._state != CLOSED and not self._wants_read():
+                self._hang_up(ev)
+
+    def _wants_read(self) -> bool:
+        reads = READS[self._state]
+        return reads == DISCARD or (reads == DELIVER and not self._pause)
+
+    def _hang_up(self, ev: int) -> None:
+        """ERR or HUP on a connection that is not reading: the poller reports it whatever the interest mask."""
+        if ev & ERR or READS[self._state] != DELIVER:
+            code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNRESET
+            self._close(OSError(code, os.strerror(code)))
+            return
+        # Both directions ended while the user holds reading: wait off the poller, unread bytes kept, until
+        # resume_reading (which reads them and the EOF).
+        self._mask = PARKED
+        self._loop.poller.unregister(self._fd)
 
     def _read_on(self) -> None:
-        """Read and show ``on_traffic`` until a short read, a pause or a close; a few reads at most."""
+        """Read until a short read, a pause or a state change; ``READS_PER_ROUND`` reads at most."""
         size = self._loop.read_size
         for _ in range(READS_PER_ROUND):
-            if not self._reading():
+            reads = READS[self._state]
+            if reads == NO_READ or (reads == DELIVER and self._pause):
                 return
             try:
                 data = self._recv(size)
@@ -145,11 +209,12 @@ class Conn:
                 self._close(exc)
                 return
             if not data:
-                self._close_after_flush(None)
+                self._peer_eof()
                 return
-            self._traffic(data)
+            if reads == DELIVER:
+                self._traffic(data)
             if len(data) < size:
-                return  # the socket is empty; a closed or paused connection stops at the loop's top
+                return  # the socket is empty
         self._more_to_read()
 
     def _more_to_read(self) -> None:
@@ -159,24 +224,32 @@ class Conn:
     def _traffic(self, data: bytes) -> None:
         """Show ``data``, just read, to ``on_traffic``; keep what it leaves unconsumed.
 
-        ``EventLoop.run`` carries an inlined copy.
+        ``EventLoop.run`` carries an inlined copy of this and of ``_deliver``.
         """
         inbound = self._inbound
         if inbound._size:
             inbound.write(data)
         else:
             self._data = data
+        self._deliver()
+
+    def _deliver(self) -> Exception | None:
+        """Call ``on_traffic``, keep what it left unconsumed, apply its action; returns what it raised.
+
+        The one helper every kind of connection (stream, datagram, client) shows its bytes through.
+        """
         try:
             action = self._handler.on_traffic(self)
         except Exception as exc:
             self._data = b""
             self._pos = 0
             self._loop.handler_failed(self, "on_traffic", exc)
-            return
+            return exc
         if self._data:
             self._keep_rest()
         if action:
             self._act(action)
+        return None
 
     def _keep_rest(self) -> None:
         """Copy the unconsumed rest of the current read into the connection's own buffer."""
@@ -191,9 +264,28 @@ class Conn:
 
     def _act(self, action: Action | int) -> None:
         if action == Action.CLOSE:
-            self._close_after_flush(None)
+            self._close_request(None)
         elif action == Action.SHUTDOWN:
             self._loop.engine_stop()
+
+    def _peer_eof(self) -> None:
+        """The peer sent FIN (a read returned no bytes)."""
+        state = self._state
+        if state == OPEN:
+            self._state = PEER_EOF
+            self._update_interest()
+            try:
+                action = self._handler.on_eof(self)
+            except Exception as exc:
+                self._loop.handler_failed(self, "on_eof", exc)
+                return
+            if action:
+                self._act(action)
+        elif state in (SHUTTING, CLOSING):
+            self._state = FINISHING  # both ends said all they will: flush, then close
+            self._update_interest()
+        else:  # HALF_SHUT, LINGERING: nothing left to send either way
+            self._close(self._err)
 
     # -- reading (loop) -----------------------------------------------------------------------------------
 
@@ -273,10 +365,10 @@ class Conn:
     def write(self, data: Buffer) -> int:
         """*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.
 
-        Returns ``len(data)``. Raises ``ConnClosedError`` on a closed connection. A send error closes the
-        connection (after this callback) with that error.
+        Returns ``len(data)``. Raises ``ConnClosedError`` on a closed connection (or after ``shutdown_write``).
+        A send error, or passing ``write_buffer_limit``, closes the connection after this callback with that error.
         """
-        if self._outbound._size or self._closing:
+        if self._outbound._size or self._state > PEER_EOF:
             return self._enqueue(data)
         try:
             sent = self._send(data)
@@ -293,38 +385,55 @@ class Conn:
     def writev(self, chunks: Sequence[Buffer]) -> int:
         """*loop* Send several buffers with one gather write when possible; returns the total length."""
         if len(chunks) == 1:
-            return self.write(chunks[0])
-        total = sum(len(c) for c in chunks)
-        if self._outbound._size or self._closing:
+            return Conn.write(self, chunks[0])
+        total = 0
+        for chunk in chunks:
+            total += len(chunk)
+        if self._outbound._size or self._state > PEER_EOF:
             for chunk in chunks:
                 self._enqueue(chunk)
             return total
         try:
-            sent = self._sock.sendmsg(chunks)
+            # One gather write takes at most IOV_MAX buffers; the rest is buffered for the next one.
+            sent = self._sock.sendmsg(chunks if len(chunks) <= IOV_MAX else chunks[:IOV_MAX])
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
             self._fail_soon(exc)
             return 0
-        for chunk in chunks:
-            size = len(chunk)
-            if sent >= size:
-                sent -= size
-                continue
-            self._buffer_rest(chunk, sent)
-            sent = 0
+        if sent < total:
+            for chunk in chunks:
+                size = len(chunk)
+                if sent >= size:
+                    sent -= size
+                    continue
+                self._buffer_rest(chunk, sent)
+                sent = 0
         return total
 
     def _enqueue(self, data: Buffer) -> int:
-        if self._closed:
-            raise ConnClosedError(f"write on closed connection {self!r}")
+        state = self._state
+        if state > FINISHING:
+            what = "connection" if state == CLOSED else f"{STATE_NAMES[state]} connection"
+            raise ConnClosedError(f"write on {what} {self!r}")
         if self._err is not None:
             return 0  # a send already failed; the connection is closing with that error
+        if not self._outbound._size and state == PEER_EOF:
+            return Conn.write(self, data) if len(data) else 0
         self._buffer_rest(data, 0)
         return len(data)
 
     def _buffer_rest(self, data: Buffer, sent: int) -> None:
         out = self._outbound
+        loop = self._loop
+        limit = loop.write_limit
+        if limit and out._size + len(data) - sent > limit:
+            self._fail_soon(
+                OutboundLimitError(
+                    f"{self!r}: {out._size + len(data) - sent} outbound bytes would pass write_buffer_limit={limit}"
+                )
+            )
+            return
         if out is NO_OUTBOUND:
             self._outbound = out = OutboundBuffer()
         was_empty = not out._size
@@ -332,18 +441,18 @@ class Conn:
             out.append(memoryview(data)[sent:] if type(data) is bytes else bytes(memoryview(data)[sent:]))
         else:
             out.append(_frozen(data))
-        if out._size > self._loop.high_water and not self._paused:
-            self._paused = True
+        if out._size > loop.high_water and not self._pause & PAUSED_BY_PRESSURE:
+            self._pause |= PAUSED_BY_PRESSURE
             self._update_interest()
         elif was_empty:
             self._update_interest()
 
     def flush(self) -> None:
-        """*loop* Try to send buffered outbound bytes now."""
-        if self._outbound._size and not self._closed:
-            self._flush()
+        """*loop* Try to send buffered outbound bytes now; a send error closes the connection after the callback."""
+        if self._outbound._size and self._state != CLOSED:
+            self._flush(True)
 
-    def _flush(self) -> None:
+    def _flush(self, in_callback: bool) -> None:
         out = self._outbound
         sendmsg = self._sock.sendmsg
         while out._size:
@@ -353,24 +462,61 @@ class Conn:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                self._close(exc)
+                if in_callback:
+                    self._fail_soon(exc)
+                else:
+                    self._close(exc)
                 return
             out.advance(sent)
-            if sent < sum(len(c) for c in chunks):
+            if out._size and sent < sum(len(c) for c in chunks):
                 break
+        pause = self._pause
         if out._size:
-            if self._paused and out._size <= self._loop.low_water:
-                self._paused = False
-                self._resume_reading()
+            if pause & PAUSED_BY_PRESSURE and out._size <= self._loop.low_water:
+                self._drained(pause)
             return
         self._outbound = NO_OUTBOUND  # drained: an idle connection holds no buffer
-        if self._closing:
+        state = self._state
+        if state in (CLOSING, SHUTTING):
+            self._send_fin()
+        elif state == FINISHING:
             self._close(self._err)
-        elif self._paused:
-            self._paused = False
-            self._resume_reading()
+        elif pause & PAUSED_BY_PRESSURE:
+            self._drained(pause)
         else:
             self._update_interest()
+
+    def _drained(self, pause: int) -> None:
+        """Outbound fell to the low-water mark after passing the high-water mark: read again, tell the handler."""
+        self._pause = pause & ~PAUSED_BY_PRESSURE
+        self._resume()
+        self._loop.call_soon(self._fire_drain)
+
+    def _fire_drain(self) -> None:
+        if self._state > PEER_EOF:
+            return
+        try:
+            action = self._handler.on_drain(self)
+        except Exception as exc:
+            self._loop.handler_failed(self, "on_drain", exc)
+            return
+        if action:
+            self._act(action)
+
+    def _send_fin(self) -> None:
+        """Outbound is flushed in CLOSING or SHUTTING: send our FIN."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._close(exc if self._err is None else self._err)
+            return
+        if self._state == SHUTTING:
+            self._state = HALF_SHUT
+            self._update_interest()
+        else:
+            self._state = LINGERING
+            self._update_interest()
+            self._arm_deadline()
 
     def outbound_buffered(self) -> int:
         """*loop* How many bytes wait for the kernel to take them."""
@@ -380,21 +526,49 @@ class Conn:
         """*loop* Send a datagram to ``addr`` (UDP only)."""
         raise TypeError("send_to is for UDP connections")
 
+    def shutdown_write(self) -> None:
+        """*loop* Send our FIN once the buffered outbound bytes are flushed; reading goes on.
+
+        Later writes raise ``ConnClosedError``. When the peer's EOF comes too, the connection closes.
+        """
+        state = self._state
+        if state == OPEN:
+            self._state = SHUTTING
+            if not self._outbound._size:
+                self._send_fin()
+        elif state == PEER_EOF:
+            self._close_request(None)
+        elif state == CLOSED:
+            raise ConnClosedError(f"shutdown_write on closed connection {self!r}")
+
     # -- readiness interest: level-triggered here, EdgeConn overrides --------------------------------------
 
-    def _reading(self) -> bool:
-        return not (self._paused or self._closing or self._held)
-
     def _update_interest(self) -> None:
-        """Ask the poller for what this connection needs now: reads unless paused, writes while buffered."""
-        if self._closed:
-            return
-        mask = (IN if self._reading() else 0) | (OUT if self._outbound._size else 0)
-        if mask != self._mask:
-            self._mask = mask
-            self._loop.poller.modify(self._fd, mask)
+        """Ask the poller for what the state needs: reads unless held, writes while buffered.
 
-    def _resume_reading(self) -> None:
+        The one place that computes the interest mask, and that tells the loop's inlined read path whether this
+        connection's readable events are its to take.
+        """
+        state = self._state
+        if state == CLOSED:
+            return
+        reads = READS[state]
+        deliver = reads == DELIVER and not self._pause
+        mask = (IN if deliver or reads == DISCARD else 0) | (OUT if self._outbound._size else 0)
+        loop = self._loop
+        if self._inline and loop.inline_reads:
+            loop.readers[self._fd] = self if deliver else None
+        old = self._mask
+        if mask != old:
+            if old == PARKED:
+                if not mask:
+                    return
+                loop.poller.register(self._fd, mask)
+            else:
+                loop.poller.modify(self._fd, mask)
+            self._mask = mask
+
+    def _resume(self) -> None:
         self._update_interest()
 
     def pause_reading(self) -> None:
@@ -402,31 +576,70 @@ class Conn:
 
         Inbound bytes then wait in the kernel, so a fast sender is slowed by TCP itself.
         """
-        if not self._held:
-            self._held = True
+        if not self._pause & PAUSED_BY_USER:
+            self._pause |= PAUSED_BY_USER
             self._update_interest()
 
     def resume_reading(self) -> None:
         """*loop* Undo ``pause_reading``."""
-        if self._held:
-            self._held = False
-            if self._reading():
-                self._resume_reading()
+        if self._pause & PAUSED_BY_USER:
+            self._pause &= ~PAUSED_BY_USER
+            self._resume()
 
     # -- closing ------------------------------------------------------------------------------------------
 
-    def _close_after_flush(self, err: BaseException | None) -> None:
-        """Stop reading; close once the outbound bytes are flushed (at once if there are none)."""
-        if self._closed:
-            return
+    def _close_request(self, err: BaseException | None) -> None:
+        """Close gracefully: input is discarded, outbound flushed, then our FIN, then the peer's EOF (lingering).
+
+        Never a reset while the peer may still read what we sent. Every step has the ``linger_timeout`` deadline.
+        """
         if err is not None and self._err is None:
             self._err = err
-        if not self._outbound._size:
-            self._close(self._err)
-            return
-        if not self._closing:
-            self._closing = True
-            self._update_interest()
+        state = self._state
+        if state in (OPEN, SHUTTING):
+            self._state = CLOSING
+            if not self._outbound._size:
+                self._send_fin()
+                return
+        elif state == HALF_SHUT:
+            self._state = LINGERING
+        elif state == PEER_EOF:
+            if not self._outbound._size:
+                self._close(self._err)
+                return
+            self._state = FINISHING
+        else:
+            return  # closing already
+        self._update_interest()
+        self._arm_deadline()
+
+    def _finish(self) -> None:
+        """Graceful stop: show ``on_traffic`` what the kernel already holds, then close gracefully."""
+        if READS[self._state] == DELIVER and not self._pause:
+            self._read_on()
+        self._close_request(None)
+
+    def _arm_deadline(self) -> None:
+        loop = self._loop
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_later(loop.linger, self._deadline, self._outbound._size)
+
+    def _deadline(self, outbound_then: int) -> None:
+        self._timer = None
+        state = self._state
+        if state == LINGERING:
+            self._close(self._err)  # all we had was sent; the peer did not end in time
+        elif state in (CLOSING, FINISHING):
+            if self._outbound._size < outbound_then:
+                self._arm_deadline()  # still draining
+                return
+            self._close(
+                TimeoutError(
+                    errno.ETIMEDOUT,
+                    f"netloop: closing connection sent nothing for linger_timeout={self._loop.linger}s",
+                )
+            )
 
     def _fail_soon(self, exc: BaseException) -> None:
         # A send failed inside a callback: close after it returns, never under the user's feet.
@@ -436,11 +649,14 @@ class Conn:
             self._loop.call_soon(self._close, exc)
 
     def _close(self, err: BaseException | None) -> None:
-        if self._closed:
+        if self._state == CLOSED:
             return
-        self._closed = True
-        self._closing = True  # later writes take the slow path, which raises ConnClosedError
-        self._loop.detach_conn(self)
+        self._state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = self._loop
+        loop.detach_conn(self)
         try:
             self._sock.close()
         except OSError:
@@ -449,17 +665,22 @@ class Conn:
         self._outbound = NO_OUTBOUND
         self._data = b""
         self._pos = 0
-        self._loop.conn_closed(self, err)
+        loop.conn_closed(self, err)
         callbacks = self._close_callbacks
         if callbacks:
             self._close_callbacks = None
             for callback in callbacks:
-                self._loop.run_callback(callback, self, err)
+                loop.run_callback(callback, self, err)
 
     # -- from any thread ----------------------------------------------------------------------------------
 
     def async_write(self, data: Buffer, callback: Callback | None = None) -> None:
-        """Queue ``data`` to be written on the loop; ``callback(conn, err)`` runs there afterwards."""
+        """Queue ``data`` to be written on the loop; ``callback(conn, err)`` runs there afterwards.
+
+        ``err`` is None once the bytes are sent or buffered, else why not (``ConnClosedError``,
+        ``OutboundLimitError``). A loop that has stopped raises ``EngineStoppedError`` here; a write it took
+        always gets its callback.
+        """
         self._loop.submit(self._write_task, (bytes(data),), callback)
 
     def async_writev(self, chunks: Sequence[Buffer], callback: Callback | None = None) -> None:
@@ -468,8 +689,8 @@ class Conn:
 
     def _write_task(self, chunks: tuple[bytes, ...], callback: Callback | None) -> None:
         err: BaseException | None = None
-        if self._closed:
-            err = ConnClosedError(f"write on closed connection {self!r}")
+        if self._state > FINISHING:
+            err = ConnClosedError(f"write on {STATE_NAMES[self._state]} connection {self!r}")
         else:
             self.writev(chunks)
             err = self._err
@@ -482,17 +703,7 @@ class Conn:
 
     def _wake_task(self, callback: Callback | None) -> None:
         err: BaseException | None = None
-        if self._closed:
-            err = ConnClosedError(f"wake on closed connection {self!r}")
-        else:
-            try:
-                action = self._handler.on_traffic(self)
-            except Exception as exc:
-                self._loop.handler_failed(self, "on_traffic", exc)
-                err = exc
-            else:
-                if action:
-                    self._act(action)
+        err = ConnClosedError(f"wake on closed connection {self!r}") if self._state == CLOSED else self._deliver()
         if callback is not None:
             self._loop.run_callback(callback, self, err)
 
@@ -502,13 +713,13 @@ class Conn:
 
     def _close_task(self, callback: Callback | None) -> None:
         if callback is not None:
-            if self._closed:
+            if self._state == CLOSED:
                 self._loop.run_callback(callback, self, None)
                 return
             if self._close_callbacks is None:
                 self._close_callbacks = []
             self._close_callbacks.append(callback)
-        self._close_after_flush(None)
+        self._close_request(None)
 
     # -- socket options -----------------------------------------------------------------------------------
 
@@ -555,39 +766,48 @@ class EdgeConn(Conn):
     """A connection on an edge-triggered poller: registered once for IN|OUT, reads until drained."""
 
     __slots__ = ()
+    _inline = False
 
     def _on_io(self, ev: int) -> None:
         if ev & OUT and self._outbound._size:
-            self._flush()
-        if ev & READABLE and not self._closed:
+            self._flush(False)
+        if ev & READABLE and self._state != CLOSED:
             self._read_on()
+            if ev & (ERR | HUP) and self._state != CLOSED and not self._wants_read():
+                self._hang_up(ev)
+
+    def _hang_up(self, ev: int) -> None:
+        # An edge comes once: no spin to stop. Held reading finds the rest and the EOF when it resumes.
+        if ev & ERR or READS[self._state] != DELIVER:
+            super()._hang_up(ev)
 
     def _more_to_read(self) -> None:
         # No new edge comes for bytes already there: read on after the other descriptors had their turn.
         self._loop.call_soon(self._read_on)
 
     def _update_interest(self) -> None:
-        # Registered once for IN and OUT edges: nothing to change.
-        pass
+        # Registered once for IN and OUT edges. Bytes that arrived before a close raised no new edge: discard them.
+        if READS[self._state] == DISCARD:
+            self._loop.call_soon(self._read_on)
 
-    def _resume_reading(self) -> None:
+    def _resume(self) -> None:
         # Bytes that arrived while paused raised no new edge: look now.
         self._loop.call_soon(self._read_on)
 
 
 class PreWriteConn(Conn):
-    """A connection that calls ``on_pre_write`` before each write (``pre_write=True``)."""
+    """A connection that calls ``on_pre_write`` once for each buffer before it is written (``pre_write=True``)."""
 
     __slots__ = ()
 
     def write(self, data: Buffer) -> int:
         self._handler.on_pre_write(self, data)
-        return super().write(data)
+        return Conn.write(self, data)
 
     def writev(self, chunks: Sequence[Buffer]) -> int:
         for chunk in chunks:
             self._handler.on_pre_write(self, chunk)
-        return super().writev(chunks)
+        return Conn.writev(self, chunks)
 
 
 class PreWriteEdgeConn(EdgeConn):

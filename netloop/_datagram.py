@@ -6,8 +6,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import NO_INBOUND, NO_OUTBOUND, Buffer, Callback, Conn
-from netloop._handler import Action
+from netloop._conn import Buffer, Callback, Conn
 from netloop._poller import EDGE, IN
 
 if TYPE_CHECKING:
@@ -21,31 +20,37 @@ class DatagramConn(Conn):
     """The sender of one UDP datagram: ``on_traffic`` reads the datagram, ``write`` replies to the sender.
 
     The datagram is readable during that ``on_traffic`` call only; its unread rest is dropped afterwards.
-    ``async_write`` from another thread sends a datagram to the same sender later.
+    ``async_write`` from another thread sends a datagram to the same sender later. ``pause_reading`` holds the
+    whole server socket (datagrams wait in the kernel) until ``resume_reading``.
     """
 
-    __slots__ = ()
+    __slots__ = ("_endpoint",)
 
-    def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any, data: bytes) -> None:
-        self.context = None
-        self._loop = loop
-        self._handler = loop.handler
-        self._sock = sock
-        self._fd = sock.fileno()
+    def __init__(self, endpoint: DatagramEndpoint, remote: Any, data: bytes) -> None:
+        super().__init__(endpoint.loop, endpoint.sock, remote)
+        self._endpoint = endpoint
         self._data = data
+
+    def _keep_rest(self) -> None:
+        # A datagram's unread rest is dropped: the next on_traffic is the next datagram.
+        self._data = b""
         self._pos = 0
-        self._inbound = NO_INBOUND  # a datagram's bytes are the received bytes object only
-        self._outbound = NO_OUTBOUND
-        self._closed = False
-        self._closing = False
-        self._paused = False
-        self._err = None
-        self._remote = remote
-        self._local = None
-        self._close_callbacks = None
+
+    def _close_request(self, err: BaseException | None) -> None:
+        # A datagram's sender has nothing to close: the server socket stays open.
+        pass
+
+    def pause_reading(self) -> None:
+        """*loop* Stop reading the server socket this datagram came from, until ``resume_reading``."""
+        self._endpoint.pause()
+
+    def resume_reading(self) -> None:
+        self._endpoint.resume()
 
     def write(self, data: Buffer) -> int:
         """*loop* Send ``data`` as one datagram to the sender; a datagram the kernel refuses is dropped (0)."""
+        if self._endpoint.pre_write:
+            self._handler.on_pre_write(self, data)
         try:
             return self._sock.sendto(data, self._remote)
         except (BlockingIOError, InterruptedError):
@@ -56,6 +61,8 @@ class DatagramConn(Conn):
 
     def send_to(self, data: Buffer, addr: Any) -> int:
         """*loop* Send ``data`` as one datagram to ``addr``."""
+        if self._endpoint.pre_write:
+            self._handler.on_pre_write(self, data)
         try:
             return self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
@@ -66,8 +73,11 @@ class DatagramConn(Conn):
 
     def _write_task(self, chunks: tuple[bytes, ...], callback: Callback | None) -> None:
         err: BaseException | None = None
+        data = b"".join(chunks)
+        if self._endpoint.pre_write:
+            self._handler.on_pre_write(self, data)
         try:
-            self._sock.sendto(b"".join(chunks), self._remote)
+            self._sock.sendto(data, self._remote)
         except OSError as exc:
             err = exc
         if callback is not None:
@@ -91,19 +101,38 @@ class DatagramEndpoint:
         self.loop = loop
         self.sock = sock
         self.text = text
+        self.pre_write = loop.options.pre_write
         self._edge = loop.options.edge_triggered
         self._recvfrom = sock.recvfrom
+        self._watched = False
+        self._paused = False
+        self._closed = False
 
     def start(self) -> None:
-        self.loop.attach(self.sock.fileno(), self._on_io, IN | (EDGE if self._edge else 0))
+        if not self._closed and not self._paused and not self._watched:
+            self._watched = True
+            self.loop.attach(self.sock.fileno(), self._on_io, IN | (EDGE if self._edge else 0))
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._watched:
+            self._watched = False
+            self.loop.detach(self.sock.fileno())
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.start()
+            if self._edge and self._watched:
+                self.loop.call_soon(self._on_io, IN)  # datagrams that came meanwhile raised no new edge
 
     def _on_io(self, ev: int) -> None:
         loop = self.loop
         size = loop.read_size
-        handler = loop.handler
-        sock = self.sock
         recvfrom = self._recvfrom
         for _ in range(DATAGRAMS_PER_ROUND):
+            if not self._watched:
+                return  # paused by a handler
             try:
                 data, remote = recvfrom(size)
             except (BlockingIOError, InterruptedError):
@@ -112,20 +141,12 @@ class DatagramEndpoint:
                 # e.g. ECONNREFUSED reported for an earlier send: the socket itself is fine.
                 loop.log.debug("netloop: UDP receive error on %s: %s", self.text, exc)
                 continue
-            conn = DatagramConn(loop, sock, remote, data)
-            try:
-                action = handler.on_traffic(conn)
-            except Exception:
-                loop.log.exception("netloop: on_traffic raised for a datagram from %r", remote)
-                action = None
-            conn._data = b""
-            conn._pos = 0
-            if action == Action.SHUTDOWN:
-                loop.engine_stop()
+            DatagramConn(self, remote, data)._deliver()
         if self._edge:
             # More may be queued and no new edge will come for it.
             loop.call_soon(self._on_io, IN)
 
     def close(self) -> None:
-        self.loop.detach(self.sock.fileno())
+        self._closed = True
+        self.pause()
         self.sock.close()

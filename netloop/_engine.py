@@ -96,6 +96,8 @@ class EngineCore:
         self.worker_id: int | None = None
         self._stop_lock = threading.Lock()
         self._stop_requested = False
+        # What killed a loop (a BaseException that escaped every handler guard): run() re-raises it once stopped.
+        self.fatal: BaseException | None = None
         self.engine = Engine(self)
 
     # -- start ---------------------------------------------------------------------------------------------
@@ -109,13 +111,16 @@ class EngineCore:
         options = self.options
         count = options.loop_count()
         try:
-            self.loops = [EventLoop(i, self, self.handler, options) for i in range(count)]
+            for i in range(count):
+                self.loops.append(EventLoop(i, self, self.handler, options))
             self._bind_all()
         except BaseException:
             self._close_unstarted()
             raise
         if self.keep_first:
             self.kept = self.loops[0]
+            # The calling thread is loop 0's from here: engine.stop() in on_boot only starts the stop.
+            self.kept.thread_id = threading.get_ident()
         for loop in self._all_loops():
             if loop is self.kept:
                 continue
@@ -133,12 +138,13 @@ class EngineCore:
         if action == Action.SHUTDOWN:
             self.request_stop()
             return
+        # A stop asked for meanwhile closes them first (each start checks), or finds their loops stopped.
         for acceptor in self.acceptors:
-            acceptor.owner.submit(acceptor.start)
+            self._submit(acceptor.owner, acceptor.start)
         for endpoint in self.endpoints:
-            endpoint.loop.submit(endpoint.start)
+            self._submit(endpoint.loop, endpoint.start)
         if options.ticker:
-            self.loops[0].submit(self._tick)
+            self._submit(self.loops[0], self._tick)
 
     def run_kept(self) -> None:
         """Run the loop that ``start`` left for this thread (``keep_first``), until it stops."""
@@ -243,7 +249,19 @@ class EngineCore:
             self._stop_requested = True
         threading.Thread(target=self._shutdown, name="netloop-stop", daemon=True).start()
 
+    def loop_died(self, loop: EventLoop, exc: BaseException) -> None:
+        """``loop`` stopped on an exception no guard caught: stop every other loop too (loop thread)."""
+        with self._stop_lock:
+            if self.fatal is None:
+                self.fatal = exc
+        self.request_stop()
+
     def _shutdown(self) -> None:
+        """The one owner of the loops' end, the same under ``run()`` and ``start()``.
+
+        Stop accepting, ``on_shutdown``, then every loop drains (answers what it holds, closes each connection
+        gracefully) and ends itself once empty or at the deadline; the engine is stopped when every loop is.
+        """
         deadline = time.monotonic() + self.options.shutdown_timeout
         try:
             for acceptor in self.acceptors:
@@ -254,16 +272,17 @@ class EngineCore:
                 self._run_on(self.loops[0], self._call_on_shutdown)
             for loop in self.loops:
                 self._submit(loop, loop.drain, deadline)
-            if self.reactor is not None:
-                self.reactor.stop()
-            for thread in self.threads:
-                if thread is not threading.current_thread():
-                    thread.join(max(1.0, deadline - time.monotonic() + 1.0))
+            for loop in self.loops:
+                # Each ends itself by the deadline; the margin covers a loop busy in a handler at that moment.
+                loop.wait_stopped(max(0.0, deadline - time.monotonic()) + _STOP_MARGIN)
         except Exception:
             self.log.exception("netloop: error while stopping")
         finally:
             for loop in self._all_loops():
                 loop.stop()
+            for loop in self._all_loops():
+                if not loop.wait_stopped(_STOP_MARGIN) and loop.thread_id is not None:
+                    self.log.error("netloop: event loop %d did not stop (a handler is blocking it)", loop.index)
             for sock in self._bound:
                 sock.close()
             self.stopped.set()
@@ -292,7 +311,11 @@ class EngineCore:
                 done.set()
 
         if self._submit(loop, task):
-            done.wait(self.options.shutdown_timeout + 1.0)
+            done.wait(self.options.shutdown_timeout + _STOP_MARGIN)
+
+
+# How long stopping waits past the deadline for a loop that is busy in a handler.
+_STOP_MARGIN = 1.0
 
 
 def _tick_result(result: Any) -> tuple[float, Action | None]:
@@ -356,8 +379,11 @@ def run(handler: EventHandler, *addrs: str, options: Options | None = None, **kw
         # Loop 0 runs on this thread, so a one-loop server is a single-threaded process.
         engine = _start(handler, addrs, options, kwargs, keep_first=True)
         signals.attach(engine)
-        engine._core.run_kept()
+        core = engine._core
+        core.run_kept()
         engine.wait()
+        if core.fatal is not None and not isinstance(core.fatal, Exception):
+            raise core.fatal  # SystemExit, KeyboardInterrupt... from a handler: the engine stopped first
 
 
 class stop_on_signals:

@@ -33,3 +33,7 @@ class ConnClosedError(NetloopError, ConnectionError):
 
 class EngineStoppedError(NetloopError):
     """The engine or event loop is stopped and takes no more work."""
+
+
+class OutboundLimitError(NetloopError):
+    """A connection's outbound bytes would pass ``write_buffer_limit``: the connection is closed with this error."""

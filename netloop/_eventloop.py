@@ -45,8 +45,11 @@ class Timer:
 class EventLoop:
     """Runs ``poll → dispatch by fd → queued tasks → due timers`` on one thread.
 
-    Other threads hand work in with ``submit``; the loop is woken (eventfd, else a pipe) only when it is asleep
-    in ``poll`` and no wake-up is already pending.
+    The public protocol: ``index``, ``options``, ``submit`` (any thread), ``call_soon``, ``call_later``,
+    ``in_loop``, ``register``, ``enroll`` and ``count_connections``; everything else is the loop's own. Other threads
+    hand work in with ``submit``; the loop is woken (eventfd, else a pipe) only when it is asleep in ``poll`` and no
+    wake-up is already pending. A task handed in is either run or refused with ``EngineStoppedError`` at once:
+    never dropped.
     """
 
     def __init__(self, index: int, core: EngineCore, handler: EventHandler, options: Options) -> None:
@@ -56,13 +59,19 @@ class EventLoop:
         self.options = options
         self.log: logging.Logger = options.get_logger()
         self.poller: Poller = new_poller(options.poller)
-        if options.edge_triggered and not self.poller.supports_edge:
+        try:
+            if options.edge_triggered and not self.poller.supports_edge:
+                raise ValueError(f"edge_triggered needs epoll or kqueue; the {self.poller.name} poller can't")
+            self._wake_r, self._wake_w = _wake_pair()
+        except BaseException:
             self.poller.close()
-            raise ValueError(f"edge_triggered needs epoll or kqueue; the {self.poller.name} poller can't")
+            raise
         self.read_size = options.read_buffer_cap
         _fit_allocator(self.read_size)
         self.high_water = options.write_buffer_cap
         self.low_water = options.write_buffer_cap // 2
+        self.write_limit = options.write_buffer_limit
+        self.linger = options.linger_timeout
         self._conn_class = conn_class(options.edge_triggered, options.pre_write)
         self._conn_mask = conn_mask(options.edge_triggered)
         self.configure = _socket_configurator(options)
@@ -71,14 +80,12 @@ class EventLoop:
         self.conns: dict[int, Conn] = {}
         # Every watched descriptor: the accepted level-triggered connection whose plain "readable" events the
         # inlined read path in run handles, else None (a lookup that never misses is the cheap one).
-        self._readers: dict[int, Conn | None] = {}
-        self._inline_reads = not options.edge_triggered
+        self.readers: dict[int, Conn | None] = {}
+        self.inline_reads = not options.edge_triggered
         self._tasks: deque[Task] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = itertools.count()
         self._wake_lock = threading.Lock()
-        # Without the GIL a stale read of _sleeping could skip a wake-up: decide under the lock instead.
-        self._free_threaded = not _gil_enabled()
         self._sleeping = False
         self._wake_pending = False
         self._running = False
@@ -88,7 +95,6 @@ class EventLoop:
         # Connections handed to this loop and closed on it; each counter has one writer thread.
         self.assigned = 0
         self.released = 0
-        self._wake_r, self._wake_w = _wake_pair()
         self.attach(self._wake_r, self._on_wake, IN)
 
     def __repr__(self) -> str:
@@ -106,82 +112,90 @@ class EventLoop:
         """
         self.thread_id = threading.get_ident()
         self._running = True
+        try:
+            self._serve()
+        except BaseException as exc:
+            # Only what escapes every per-event guard gets here (SystemExit, KeyboardInterrupt from a handler...):
+            # never a silently dead loop; the engine stops, and run() re-raises it.
+            self.log.critical("netloop: event loop %d died: %r; stopping the engine", self.index, exc, exc_info=exc)
+            self.core.loop_died(self, exc)
+        finally:
+            self._teardown()
+
+    def _serve(self) -> None:
         poll = self.poller.poll
         tasks = self._tasks
         timers = self._timers
         handlers = self._handlers
-        readers = self._readers
+        readers = self.readers
         size = self.read_size
         on_traffic = self.handler.on_traffic
         # With the GIL, "announce sleep, then look at the queue" is ordered without a lock; free-threaded
         # builds take the lock that submit() takes, so a task queued in between is never missed.
         lock = self._wake_lock if not _gil_enabled() else None
         monotonic = time.monotonic
-        try:
-            while self._running:
-                timeout = -1.0
+        while self._running:
+            timeout = -1.0
+            if timers:
+                now = monotonic()
+                if timers[0][0] <= now:
+                    self._run_timers(now)
                 if timers:
-                    now = monotonic()
-                    if timers[0][0] <= now:
-                        self._run_timers(now)
-                    if timers:
-                        timeout = timers[0][0] - now
-                        if timeout < 0.0:
-                            timeout = 0.0
-                if lock is None:
+                    timeout = timers[0][0] - now
+                    if timeout < 0.0:
+                        timeout = 0.0
+            if lock is None:
+                self._sleeping = True
+                if tasks:
+                    timeout = 0.0
+            else:
+                with lock:
                     self._sleeping = True
                     if tasks:
                         timeout = 0.0
-                else:
-                    with lock:
-                        self._sleeping = True
-                        if tasks:
-                            timeout = 0.0
-                events = poll(timeout)
-                self._sleeping = False
-                for fd, ev in events:
+            events = poll(timeout)
+            self._sleeping = False
+            for fd, ev in events:
+                try:
                     try:
-                        try:
-                            conn = readers[fd]
-                        except KeyError:
-                            continue  # detached by an earlier event of this batch
-                        if conn is None or ev != IN:
-                            handler = handlers.get(fd)
-                            if handler is not None:
-                                handler(ev)
-                            continue
-                        try:
-                            data = conn._recv(size)
-                        except (BlockingIOError, InterruptedError):
-                            continue
-                        except OSError as exc:
-                            conn._close(exc)
-                            continue
-                        if not data:
-                            conn._close_after_flush(None)
-                            continue
-                        inbound = conn._inbound
-                        if inbound._size:
-                            inbound.write(data)
-                        else:
-                            conn._data = data
-                        try:
-                            action = on_traffic(conn)
-                        except Exception as exc:
-                            conn._data = b""
-                            conn._pos = 0
-                            self.handler_failed(conn, "on_traffic", exc)
-                            continue
-                        if conn._data:
-                            conn._keep_rest()
-                        if action:
-                            conn._act(action)
-                    except Exception:
-                        self.log.exception("netloop: internal error in event loop %d", self.index)
-                if tasks:
-                    self._run_tasks()
-        finally:
-            self._teardown()
+                        conn = readers[fd]
+                    except KeyError:
+                        continue  # detached by an earlier event of this batch
+                    if conn is None or ev != IN:
+                        handler = handlers.get(fd)
+                        if handler is not None:
+                            handler(ev)
+                        continue
+                    try:
+                        data = conn._recv(size)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as exc:
+                        conn._close(exc)
+                        continue
+                    if not data:
+                        conn._peer_eof()
+                        continue
+                    inbound = conn._inbound
+                    if inbound._size:
+                        inbound.write(data)
+                    else:
+                        conn._data = data
+                    try:
+                        action = on_traffic(conn)
+                    except Exception as exc:
+                        conn._data = b""
+                        conn._pos = 0
+                        self.handler_failed(conn, "on_traffic", exc)
+                        continue
+                    if conn._data:
+                        conn._keep_rest()
+                    if action:
+                        conn._act(action)
+                except Exception:
+                    self.log.exception("netloop: internal error in event loop %d", self.index)
+            if tasks:
+                self._run_tasks()
 
     def _run_tasks(self) -> None:
         tasks = self._tasks
@@ -218,15 +232,18 @@ class EventLoop:
         return threading.get_ident() == self.thread_id
 
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
-        """Run ``fn(*args)`` on the loop; safe from any thread."""
-        if self._stopped.is_set():
-            raise EngineStoppedError(f"event loop {self.index} is stopped")
-        self._tasks.append((fn, args))
-        if self._sleeping or self._free_threaded:
-            with self._wake_lock:
-                if self._sleeping and not self._wake_pending:
-                    self._wake_pending = True
-                    _wake_write(self._wake_w)
+        """Run ``fn(*args)`` on the loop; safe from any thread.
+
+        Raises ``EngineStoppedError`` when the loop has stopped: a task that is taken always runs (the check and
+        the append are one step under the lock that the loop's teardown takes to close the queue).
+        """
+        with self._wake_lock:
+            if self._stopped.is_set():
+                raise EngineStoppedError(f"event loop {self.index} is stopped")
+            self._tasks.append((fn, args))
+            if self._sleeping and not self._wake_pending:
+                self._wake_pending = True
+                _wake_write(self._wake_w)
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` after the current events are dispatched (loop thread only)."""
@@ -243,11 +260,11 @@ class EventLoop:
     def attach(self, fd: int, handler: Callable[[int], None], mask: int) -> None:
         """Watch ``fd`` for ``mask``; ``handler(events)`` runs on readiness (loop thread, or before run)."""
         self._handlers[fd] = handler
-        self._readers[fd] = None
+        self.readers[fd] = None
         self.poller.register(fd, mask)
 
     def detach(self, fd: int) -> None:
-        self._readers.pop(fd, None)
+        self.readers.pop(fd, None)
         if self._handlers.pop(fd, None) is not None:
             try:
                 self.poller.unregister(fd)
@@ -265,7 +282,14 @@ class EventLoop:
             self.released += 1
             sock.close()
             return None
-        self.configure(sock)
+        try:
+            self.configure(sock)
+        except OSError as exc:
+            # e.g. the peer reset before its options were set: nothing was registered, nothing leaks.
+            self.released += 1
+            sock.close()
+            self.log.debug("netloop: dropped a new connection from %r: %s", remote, exc)
+            return None
         if type(remote) is tuple:
             # Connections from one host share its address string (idle connections stay small).
             remote = (sys.intern(remote[0]), *remote[1:])
@@ -274,8 +298,8 @@ class EventLoop:
         self.conns[fd] = conn
         conn._mask = self._conn_mask
         self.attach(fd, conn._on_io, self._conn_mask)
-        if self._inline_reads:
-            self._readers[fd] = conn
+        if self.inline_reads:
+            self.readers[fd] = conn
         try:
             action = self.handler.on_open(conn)
         except Exception as exc:
@@ -327,7 +351,7 @@ class EventLoop:
     def handler_failed(self, conn: Conn, event: str, exc: Exception) -> None:
         """A handler raised: log it and close only that connection, handing ``exc`` to ``on_close``."""
         self.log.error("netloop: %s raised for %r; closing it", event, conn, exc_info=exc)
-        conn._close_after_flush(exc)
+        conn._close_request(exc)
 
     def run_callback(self, callback: Callable[..., object], *args: Any) -> None:
         try:
@@ -341,10 +365,13 @@ class EventLoop:
     # -- stopping ------------------------------------------------------------------------------------------
 
     def drain(self, deadline: float) -> None:
-        """Close every connection after flushing it; the loop returns once none is left (or at the deadline)."""
+        """Answer what each connection's kernel buffer holds, then close it gracefully (flush, FIN, lingering).
+
+        The loop returns once no connection is left, or at the deadline.
+        """
         self._draining = True
         for conn in list(self.conns.values()):
-            conn._close_after_flush(None)
+            conn._finish()
         if self.conns:
             self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
         else:
@@ -366,23 +393,41 @@ class EventLoop:
         except EngineStoppedError:
             pass
 
+    @property
+    def stopped(self) -> bool:
+        """True once the loop has stopped (its queue takes no more tasks)."""
+        return self._stopped.is_set()
+
+    def wait_stopped(self, timeout: float | None) -> bool:
+        return self._stopped.wait(timeout)
+
     def _teardown(self) -> None:
         self._running = False
-        self._stopped.set()
+        with self._wake_lock:
+            self._stopped.set()  # from here submit() refuses: every task it took is in the queue
         for conn in list(self.conns.values()):
             conn._close(EngineStoppedError("netloop: event loop stopped"))
         for fd in list(self._handlers):
             self.detach(fd)
-        # Tasks queued while stopping still run, so their callbacks learn the connection is closed.
-        self._run_tasks()
+        # Tasks queued before the queue closed still run, so their callbacks learn the connection is closed;
+        # so do the tasks those queue with call_soon (bounded, against a task that requeues itself forever).
+        for _ in range(_TEARDOWN_ROUNDS):
+            if not self._tasks:
+                break
+            self._run_tasks()
+        if self._tasks:
+            self.log.error("netloop: %d tasks kept requeueing on stopped event loop %d", len(self._tasks), self.index)
         self.poller.close()
         for fd in {self._wake_r, self._wake_w}:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._tasks.clear()
         self._timers.clear()
+
+
+# How many rounds of queued tasks a stopping loop runs before it gives up on a task that requeues itself.
+_TEARDOWN_ROUNDS = 1000
 
 
 @functools.cache

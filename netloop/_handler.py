@@ -49,6 +49,23 @@ class EventHandler:
         """
         return None
 
+    def on_eof(self, conn: Conn) -> Action | None:
+        """The peer half-closed (sent FIN) after every byte before it was shown to ``on_traffic``.
+
+        The default, ``Action.CLOSE``, closes the connection once its outbound bytes are flushed. Return None to
+        keep it open for writing (a reply still being computed goes out), then close it with ``conn.close()`` or
+        ``Action.CLOSE`` later. No more bytes arrive; bytes left unconsumed stay readable.
+        """
+        return Action.CLOSE
+
+    def on_drain(self, conn: Conn) -> Action | None:
+        """``conn``'s outbound bytes fell to half of ``write_buffer_cap`` after passing it (reading resumed).
+
+        A handler that stops producing while ``conn.outbound_buffered()`` is above ``write_buffer_cap`` resumes
+        here: backpressure without polling.
+        """
+        return None
+
     def on_close(self, conn: Conn, err: BaseException | None) -> Action | None:
         """``conn`` closed; ``err`` is None for an orderly close, else the exception that closed it."""
         return None

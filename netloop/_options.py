@@ -38,6 +38,7 @@ class Options:
     tcp_keepalive: float | None = None  # idle seconds before keep-alive probes; None: off
     read_buffer_cap: int = 256 * 1024  # the most one read takes
     write_buffer_cap: int = 1024 * 1024  # outbound high-water mark: reading pauses above it, resumes below half
+    write_buffer_limit: int = 64 * 1024 * 1024  # hard outbound limit: passing it closes the connection; 0: none
     socket_recv_buffer: int | None = None  # SO_RCVBUF
     socket_send_buffer: int | None = None  # SO_SNDBUF
     edge_triggered: bool = False
@@ -50,12 +51,19 @@ class Options:
     bind_to_device: str | None = None  # SO_BINDTODEVICE interface name (Linux)
     poller: str | None = None  # force "epoll", "kqueue" or "poll"
     shutdown_timeout: float = 5.0  # how long a graceful stop waits for outbound bytes to flush
+    linger_timeout: float = 5.0  # a closing connection's deadline to make write progress, then for the peer's EOF
 
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` for a bad value, naming the option."""
         _check_int("num_event_loop", self.num_event_loop, 0)
         _check_int("read_buffer_cap", self.read_buffer_cap, 1024)
         _check_int("write_buffer_cap", self.write_buffer_cap, 1)
+        _check_int("write_buffer_limit", self.write_buffer_limit, 0)
+        if self.write_buffer_limit and self.write_buffer_limit < self.write_buffer_cap:
+            raise ValueError(
+                f"write_buffer_limit ({self.write_buffer_limit}) must be 0 or at least"
+                f" write_buffer_cap ({self.write_buffer_cap})"
+            )
         _check_int("backlog", self.backlog, 1)
         for name in ("socket_recv_buffer", "socket_send_buffer"):
             value = getattr(self, name)
@@ -69,6 +77,8 @@ class Options:
             raise ValueError(f"tcp_keepalive must be positive seconds or None, got {self.tcp_keepalive!r}")
         if self.shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0, got {self.shutdown_timeout!r}")
+        if self.linger_timeout <= 0:
+            raise ValueError(f"linger_timeout must be > 0 seconds, got {self.linger_timeout!r}")
         if self.workers is not None and self.workers != "auto":
             _check_int("workers", self.workers, 0)
         if self.logger is not None and not isinstance(self.logger, logging.Logger):

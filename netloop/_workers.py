@@ -36,7 +36,7 @@ from netloop._address import Address
 from netloop._balancer import new_balancer
 from netloop._engine import Engine, EngineCore
 from netloop._errors import NetloopError
-from netloop._eventloop import Timer
+from netloop._eventloop import EventLoop, Timer
 from netloop._handler import EventHandler
 from netloop._options import Options, WorkerBalancing
 from netloop._poller import IN
@@ -109,6 +109,23 @@ def _describe(status: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with status {code}"
+
+
+def _forget_loop(loop: EventLoop) -> None:
+    """In a forked child: close the descriptors of the parent's ``loop`` (its poller and its wake-up).
+
+    Closed as they are, and nothing more: the child's epoll descriptor is the parent's epoll, so unregistering
+    anything through it (as a loop's own teardown does) would take it from the parent's loop.
+    """
+    try:
+        loop.poller.close()
+    except OSError:
+        pass  # a kqueue is not inherited: there is nothing to close
+    for fd in {loop._wake_r, loop._wake_w}:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _flush_stdio() -> None:
@@ -283,14 +300,16 @@ class Supervisor(EngineCore):
     def _spawn(self, worker: _Worker) -> None:
         """Fork a process for ``worker`` (the caller's thread; the supervisor's loop once it runs)."""
         control, their_control = _channel()
-        handoff, their_handoff = _channel() if self.acceptors else (None, None)
-        for sock in (control, handoff):
-            if sock is not None:
-                sock.setblocking(False)
+        handoff: socket.socket | None = None
+        their_handoff: socket.socket | None = None
         # A parent-death signal fires when the forking thread ends: only ask for it from a thread that lasts.
         lasting = threading.current_thread() in (threading.main_thread(), self._thread)
-        _flush_stdio()
         try:
+            if self.acceptors:
+                handoff, their_handoff = _channel()
+                handoff.setblocking(False)
+            control.setblocking(False)
+            _flush_stdio()
             with warnings.catch_warnings():
                 # Python 3.12+ warns about forking a threaded process: the child builds its own engine from
                 # new objects (logging resets its locks at fork) and leaves with os._exit.
@@ -553,7 +572,11 @@ class Supervisor(EngineCore):
             os._exit(code)
 
     def _forget_parent(self, parent_ends: list[socket.socket | None]) -> None:
-        """In a new worker: close the parent's descriptors it inherited (channels, listeners, held ports)."""
+        """In a new worker: close the parent's descriptors it inherited (channels, listeners, held ports, its loop).
+
+        Only what the parent's engine opened: anything else the parent had open is the application's, and a fork
+        keeps it, as any fork does.
+        """
         keep = set(self.shared.values())
         closing: list[socket.socket | None] = [*parent_ends, *self._bound, *(a.sock for a in self.acceptors)]
         for w in self.workers:
@@ -561,3 +584,5 @@ class Supervisor(EngineCore):
         for sock in closing:
             if sock is not None and sock not in keep:
                 sock.close()
+        if self.reactor is not None:
+            _forget_loop(self.reactor)

@@ -23,11 +23,14 @@ def test_event_order_and_on_shutdown_before_connections_close() -> None:
     engine = netloop.start(handler, "tcp://127.0.0.1:0")
     sock = connect(engine.addrs[0])
     assert handler.opened.acquire(timeout=5)
-    engine.stop(5)
-    assert engine.stopped
-    assert handler.names() == ["boot", "open", "shutdown", "close"]
+    stopper = threading.Thread(target=engine.stop, args=(5,))
+    stopper.start()
+    # A lingering close: the server's FIN first, on_close once the peer ends too.
     assert recv_until_closed(sock) == b""
     sock.close()
+    stopper.join(5)
+    assert engine.stopped
+    assert handler.names() == ["boot", "open", "shutdown", "close"]
 
 
 def test_on_boot_shutdown_stops_at_once() -> None:
@@ -167,6 +170,7 @@ def test_close_from_another_thread_flushes_then_closes() -> None:
         conn.async_write(b"x" * 100_000)
         conn.close(lambda c, err: (closed_cb.append((c, err)), done.set()))
         assert recv_until_closed(sock) == b"x" * 100_000
+        sock.close()
         assert done.wait(5)
         assert closed_cb == [(conn, None)]
         assert conn.closed
@@ -187,6 +191,7 @@ def test_handler_that_raises_closes_only_its_connection(caplog: pytest.LogCaptur
         bad = connect(engine.addrs[0])
         bad.sendall(b"boom")
         assert recv_until_closed(bad) == b""
+        bad.close()
         assert handler.closed.acquire(timeout=5)
         assert len(handler.errors) == 1 and isinstance(handler.errors[0], ValueError)
         good.sendall(b"still here")
@@ -207,6 +212,7 @@ def test_on_open_that_raises_closes_that_connection() -> None:
     handler = Fragile()
     with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
         assert recv_until_closed(sock) == b""
+        sock.close()
         assert handler.closed.acquire(timeout=5)
         assert isinstance(handler.errors[0], KeyError)
 
@@ -248,6 +254,7 @@ def test_graceful_stop_flushes_buffered_output() -> None:
     stopper = threading.Thread(target=engine.stop, args=(20,))
     stopper.start()
     assert recv_until_closed(sock) == payload
+    sock.close()
     stopper.join(20)
     assert engine.stopped
     assert handler.errors == [None]
@@ -268,6 +275,8 @@ def test_stop_twice_and_from_a_callback_is_harmless() -> None:
     engine = netloop.start(StopFromTraffic(), "tcp://127.0.0.1:0")
     with connect(engine.addrs[0]) as sock:
         sock.sendall(b"x")
+        assert recv_until_closed(sock) == b""
+        sock.close()
         assert engine.wait(5)
     engine.stop(1)
     engine.stop()
