@@ -17,8 +17,8 @@ from netloop._errors import (
     PoolOverloadError,
     ShortBufferError,
 )
-from netloop._eventloop import EventLoop
 from netloop._handler import Action, EventHandler
+from netloop._loop_protocol import EventLoop
 from netloop._options import LoadBalancing, Options, WorkerBalancing
 from netloop._poller import available_pollers
 from netloop._pool import WorkerPool

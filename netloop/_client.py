@@ -287,7 +287,7 @@ def _dial_here(loop: EventLoop, address: Address, timeout: float | None) -> Conn
 
 def _connecting(conn: DialingConn | DatagramClientConn, code: int, address: Address) -> None:
     """Carry on with ``conn`` once ``connect_ex`` gave ``code`` (loop thread)."""
-    loop = conn.event_loop
+    loop = conn._loop
     if code not in _CONNECTING:
         # Failed at once: the connection still comes back, and on_close reports the error after this callback.
         loop.call_soon(conn._close, _connect_error(code, address))
@@ -386,7 +386,7 @@ class _Lookup:
         except RuntimeError as exc:
             # No thread to be had: the connection fails as a failed lookup does, after this callback.
             error = AddressError(f"address {self.text!r}: cannot look up its host now ({exc})")
-            self.conn.event_loop.call_soon(self._answer, error)
+            self.conn._loop.call_soon(self._answer, error)
 
     def _look_up(self) -> None:
         """The lookup's thread: resolve, then hand the answer to the loop."""
@@ -395,7 +395,7 @@ class _Lookup:
         except Exception as exc:
             answer = exc if isinstance(exc, AddressError) else AddressError(f"address {self.text!r}: {exc}")
         try:
-            self.conn.event_loop.submit(self._answer, answer)
+            self.conn._loop.submit(self._answer, answer)
         except EngineStoppedError:
             pass  # the loop has stopped, and closed the connection
 
@@ -422,7 +422,7 @@ class _Lookup:
     def _hold(self, data: object, flags: int = 0, /) -> int:
         """The datagram connection's ``send`` until its socket is connected."""
         datagram = bytes(cast("Buffer", data))
-        if self.held_size + len(datagram) > self.conn.event_loop.high_water:
+        if self.held_size + len(datagram) > self.conn._loop.high_water:
             raise BlockingIOError(errno.EAGAIN, "too many datagrams wait for the name's lookup")
         self.held.append(datagram)
         self.held_size += len(datagram)
@@ -455,7 +455,7 @@ def _refit(conn: DialingConn | DatagramClientConn, family: int) -> None:
     old = conn._sock
     with socket.socket(family, old.type, old.proto) as fresh:
         fresh.setblocking(False)
-        _configure(conn.event_loop, fresh)
+        _configure(conn._loop, fresh)
         os.dup2(fresh.fileno(), conn._fd, inheritable=False)
     # A socket object keeps the family it was made with, and parses and formats addresses by it.
     sock = socket.socket(family, old.type, old.proto, fileno=old.detach())
@@ -523,7 +523,7 @@ def _count(loop: EventLoop) -> None:
 
 def _fire_open(conn: Conn) -> None:
     """Run ``on_open`` as the loop does for an accepted connection: a raise closes it, an action is applied."""
-    loop = conn.event_loop
+    loop = conn._loop
     try:
         action = loop.handler.on_open(conn)
     except Exception as exc:

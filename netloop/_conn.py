@@ -18,6 +18,7 @@ from netloop._poller import EDGE, ERR, HUP, IN, OUT, READABLE
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop, Timer
     from netloop._handler import EventHandler
+    from netloop._loop_protocol import EventLoop as EventLoopProtocol
 
 Buffer = bytes | bytearray | memoryview
 Callback = Callable[["Conn", BaseException | None], object]
@@ -146,8 +147,8 @@ class Conn:
         return -1 if self._state == CLOSED else self._fd
 
     @property
-    def event_loop(self) -> EventLoop:
-        """The event loop that owns this connection."""
+    def event_loop(self) -> EventLoopProtocol:
+        """The event loop that owns this connection (the ``netloop.EventLoop`` protocol)."""
         return self._loop
 
     @property

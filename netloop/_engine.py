@@ -20,6 +20,7 @@ from netloop._datagram import DatagramEndpoint
 from netloop._errors import AddressError, EngineStoppedError
 from netloop._eventloop import EventLoop
 from netloop._handler import Action, EventHandler
+from netloop._loop_protocol import EventLoop as EventLoopProtocol
 from netloop._options import Options, make_options
 
 
@@ -43,8 +44,8 @@ class Engine:
         return self._core.worker_id
 
     @property
-    def loops(self) -> list[EventLoop]:
-        """The event loops serving connections."""
+    def loops(self) -> list[EventLoopProtocol]:
+        """The event loops serving connections (the ``netloop.EventLoop`` protocol)."""
         return list(self._core.loops)
 
     def stop(self, timeout: float | None = None) -> None:
