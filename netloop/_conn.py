@@ -275,18 +275,26 @@ class Conn:
         if state == OPEN:
             self._state = PEER_EOF
             self._update_interest()
-            try:
-                action = self._handler.on_eof(self)
-            except Exception as exc:
-                self._loop.handler_failed(self, "on_eof", exc)
-                return
-            if action:
-                self._act(action)
-        elif state in (SHUTTING, CLOSING):
-            self._state = FINISHING  # both ends said all they will: flush, then close
-            self._update_interest()
-        else:  # HALF_SHUT, LINGERING: nothing left to send either way
-            self._close(self._err)
+            self._fire_eof()
+        else:
+            if state in (SHUTTING, HALF_SHUT):
+                self._fire_eof()  # the handler hears of it (its Action.CLOSE moves us to the closing twin state)
+                state = self._state
+            # Both ends said all they will: flush what is left, then close.
+            if state in (SHUTTING, CLOSING):
+                self._state = FINISHING
+                self._update_interest()
+            elif state in (HALF_SHUT, LINGERING):
+                self._close(self._err)
+
+    def _fire_eof(self) -> None:
+        try:
+            action = self._handler.on_eof(self)
+        except Exception as exc:
+            self._loop.handler_failed(self, "on_eof", exc)
+            return
+        if action:
+            self._act(action)
 
     # -- reading (loop) -----------------------------------------------------------------------------------
 

@@ -86,9 +86,8 @@ def test_stop_inside_on_boot_returns_at_once(entry: str) -> None:
         netloop.start(StopAtBoot(), "tcp://127.0.0.1:0", shutdown_timeout=30).wait()
     print("stopped", flush=True)
     """
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script), entry], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    command = [sys.executable, "-c", textwrap.dedent(script), entry]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Before the fix: 2 x (shutdown_timeout + 1) s = 62 s under run().
     out, err = proc.communicate(timeout=TIMEOUT)
     lines = out.split()
