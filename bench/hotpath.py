@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import netloop
-from netloop._conn import conn_class
+from netloop._conn_variants import conn_class
 from netloop._eventloop import EventLoop
 from netloop._poller import IN
 

@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import Conn, conn_class, conn_mask, set_keep_alive
+from netloop._conn import Conn, set_keep_alive
+from netloop._conn_variants import conn_class, conn_mask
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
 from netloop._options import Options
