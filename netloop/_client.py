@@ -19,7 +19,8 @@ from typing import Any, ClassVar, cast
 
 from netloop._address import Address, format_address, parse_address
 from netloop._balancer import new_balancer
-from netloop._conn import Buffer, Conn, conn_class, conn_mask
+from netloop._conn import Buffer, Conn
+from netloop._conn_variants import conn_class, conn_mask
 from netloop._datagram import DATAGRAMS_PER_ROUND
 from netloop._engine import EngineCore
 from netloop._errors import AddressError, ConnClosedError, EngineStoppedError
