@@ -14,6 +14,7 @@ import ipaddress
 import os
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
@@ -33,6 +34,10 @@ from netloop._poller import ERR, HUP, IN, OUT
 _ALIVE_CHECK = 0.1
 # A non-blocking connect that returns one of these is under way (or already done): wait for writability.
 _CONNECTING = frozenset({0, errno.EINPROGRESS, errno.EINTR})
+# Host names looked up for the loops at once, at most (more wait their turn); and how long a lookup thread with
+# nothing to do stays.
+_LOOKUP_THREADS = 8
+_LOOKUP_IDLE = 10.0
 
 
 class Client:
@@ -381,16 +386,15 @@ class _Lookup:
             conn._send = self._hold
 
     def start(self) -> None:
-        thread = threading.Thread(target=self._look_up, name="netloop-lookup", daemon=True)
         try:
-            thread.start()
+            _LOOKUPS.submit(self._look_up)
         except RuntimeError as exc:
             # No thread to be had: the connection fails as a failed lookup does, after this callback.
             error = AddressError(f"address {self.text!r}: cannot look up its host now ({exc})")
             self.conn._loop.call_soon(self._answer, error)
 
     def _look_up(self) -> None:
-        """The lookup's thread: resolve, then hand the answer to the loop."""
+        """On a lookup thread: resolve, then hand the answer to the loop."""
         try:
             answer: Address | Exception = parse_address(self.text)
         except Exception as exc:
@@ -438,6 +442,60 @@ class _Lookup:
                 if conn.closed:
                     break
                 conn.write(data)
+
+
+class _LookupThreads:
+    """Up to ``_LOOKUP_THREADS`` daemon threads that run the lookups of every loop of the process.
+
+    A job gets a thread at once while there are fewer than that busy; more wait their turn. Daemon threads: a
+    lookup stuck in the resolver never holds up the interpreter's exit. A thread that has had nothing to do for
+    ``_LOOKUP_IDLE`` seconds ends; a forked child starts with none.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition(threading.Lock())
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._threads = 0
+        self._waiting = 0  # threads waiting for a job
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on a lookup thread; ``RuntimeError`` when one was needed and could not start."""
+        with self._ready:
+            # Every waiting thread is spoken for by a job already queued: this one needs a thread of its own.
+            if len(self._jobs) >= self._waiting and self._threads < _LOOKUP_THREADS:
+                threading.Thread(target=self._work, name="netloop-lookup", daemon=True).start()
+                self._threads += 1
+            self._jobs.append(job)
+            self._ready.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                self._waiting += 1
+                while not self._jobs:
+                    if not self._ready.wait(_LOOKUP_IDLE) and not self._jobs:
+                        self._waiting -= 1
+                        self._threads -= 1
+                        return
+                self._waiting -= 1
+                job = self._jobs.popleft()
+            try:
+                job()  # a lookup hands its errors to its loop: nothing is expected here
+            except BaseException:
+                with self._ready:
+                    self._threads -= 1
+                raise
+
+    def forget(self) -> None:
+        """In a forked child: the parent's threads are not there, and its loops' lookups are not this process's."""
+        self._ready = threading.Condition(threading.Lock())
+        self._jobs = deque()
+        self._threads = self._waiting = 0
+
+
+_LOOKUPS = _LookupThreads()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LOOKUPS.forget)
 
 
 def _connect_looked_up(conn: DialingConn | DatagramClientConn, address: Address) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import socket
@@ -13,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from loopback import connect, recv_exact, serving
+from loopback import connect, recv_exact, serving, split, wait_until
 
 import netloop
+import netloop._client
 from examples.echo import Echo
+from netloop._client import _LookupThreads
 
 TIMEOUT = 5.0
 LOOP_OPTIONS = [
@@ -97,6 +100,41 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+class Resolver:
+    """The system resolver (``socket.getaddrinfo``) with a few names of its own under ``.test``.
+
+    ``slow.test`` is 127.0.0.1 once ``release`` is set (``asked`` tells that a lookup is waiting), ``v4.test`` is
+    127.0.0.1 and ``v6.test`` ::1 only, at once, and ``nope.test`` does not exist. Other names and numeric hosts go
+    to the real resolver; the connections to the answers are real.
+    """
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.asked = threading.Event()
+        self.real = socket.getaddrinfo
+
+    def getaddrinfo(self, host: Any, port: Any, family: int = 0, kind: int = 0, proto: int = 0, flags: int = 0) -> Any:
+        if host == "slow.test":
+            self.asked.set()
+            self.release.wait(4 * TIMEOUT)
+            host = "127.0.0.1"
+        elif host == "nope.test":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        elif host in ("v4.test", "v6.test"):
+            host = "127.0.0.1" if host == "v4.test" else "::1"
+        return self.real(host, port, family, kind, proto, flags)
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Resolver]:
+    fake = Resolver()
+    monkeypatch.setattr(socket, "getaddrinfo", fake.getaddrinfo)
+    try:
+        yield fake
+    finally:
+        fake.release.set()  # a lookup still waiting ends
 
 
 @pytest.fixture
@@ -450,19 +488,190 @@ def test_register_udp_from_handler(echo: netloop.Engine) -> None:
 
 @pytest.mark.parametrize(
     ("target", "error"),
-    [("tcp://127.0.0.1:{port}", ConnectionRefusedError), ("unix://{tmp}/missing.sock", FileNotFoundError)],
-    ids=["tcp-refused", "unix-missing"],
+    [
+        ("tcp://127.0.0.1:{port}", ConnectionRefusedError),
+        ("unix://{tmp}/missing.sock", FileNotFoundError),
+        ("tcp://nope.test:{port}", netloop.AddressError),
+        ("udp://nope.test:{port}", netloop.AddressError),
+    ],
+    ids=["tcp-refused", "unix-missing", "tcp-unknown-name", "udp-unknown-name"],
 )
-def test_register_failure_reports_on_close(refused_port: int, tmp_path: Any, target: str, error: type) -> None:
+def test_register_failure_reports_on_close(
+    refused_port: int, tmp_path: Any, resolver: Resolver, target: str, error: type
+) -> None:
     target = target.format(port=refused_port, tmp=tmp_path)
     handler = Pairing(target)
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        before = open_fds()
+        with connect(engine.addrs[0]):
+            outbound = accepted_and_registered(handler)
+            err = closed_with(handler, outbound)
+            assert isinstance(err, error)
+            assert target in str(err)
+            assert engine.count_connections() == 1
+            assert engine.loops[0].load() == 1
+        assert handler.events.get(timeout=TIMEOUT)[0] == "close"
+        assert open_fds() == before
+
+
+class DialsOnce(Pairing):
+    """Pairs the first accepted connection only; any later one is an echo, whose events are not reported."""
+
+    dialed = False
+
+    def on_open(self, conn: netloop.Conn) -> None:
+        if conn.context is None and self.dialed:
+            conn.context = conn
+            return
+        self.dialed = True
+        super().on_open(conn)
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> None:
+        if conn.context is not conn:
+            super().on_close(conn, err)
+
+
+@pytest.mark.parametrize("options", LOOP_OPTIONS)
+def test_register_looks_a_name_up_off_the_loop(
+    echo: netloop.Engine, resolver: Resolver, options: dict[str, Any]
+) -> None:
+    port = split(tcp_addr(echo))[1][1]
+    handler = DialsOnce(f"tcp://slow.test:{port}")
+    with serving(handler, "tcp://127.0.0.1:0", **options) as engine, connect(engine.addrs[0]) as first:
+        try:
+            outbound = accepted_and_registered(handler)
+            assert resolver.asked.wait(TIMEOUT)
+            assert outbound.remote_addr == ("slow.test", port)
+            # The lookup is stuck: the loop serves another connection meanwhile.
+            with connect(engine.addrs[0]) as second:
+                second.sendall(b"served")
+                assert recv_exact(second, 6) == b"served"
+        finally:
+            resolver.release.set()
+        assert handler.events.get(timeout=TIMEOUT)[:2] == ("open", outbound)
+        # What was written while the name was looked up went out first, and in order.
+        assert recv_exact(first, 12) == b"early bytes!"
+        assert outbound.remote_addr == ("127.0.0.1", port)
+
+
+class FansOut(netloop.EventHandler):
+    """On the first accepted connection, registers every one of ``targets``; reports each of those that opens."""
+
+    def __init__(self, targets: list[str]) -> None:
+        self.targets = targets
+        self.opened: queue.Queue[netloop.Conn] = queue.Queue()
+
+    def on_open(self, conn: netloop.Conn) -> None:
+        if conn.context == "outbound":
+            self.opened.put(conn)
+            return
+        for target in self.targets:
+            conn.event_loop.register(target, TIMEOUT).context = "outbound"
+
+
+def test_a_stuck_lookup_holds_up_no_other(echo: netloop.Engine, resolver: Resolver) -> None:
+    port = split(tcp_addr(echo))[1][1]
+    handler = FansOut([f"tcp://slow.test:{port}"] + [f"tcp://v4.test:{port}"] * 20)
     with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]):
-        outbound = accepted_and_registered(handler)
-        err = closed_with(handler, outbound)
-        assert isinstance(err, error)
-        assert target in str(err)
-        assert engine.count_connections() == 1
-        assert engine.loops[0].load() == 1
+        try:
+            # More lookups than the loops' lookup threads: they all get their turn while the first is stuck.
+            opened = {handler.opened.get(timeout=TIMEOUT) for _ in range(20)}
+            assert resolver.asked.is_set() and handler.opened.empty()
+        finally:
+            resolver.release.set()
+        assert handler.opened.get(timeout=TIMEOUT) not in opened
+        assert engine.count_connections() == 22
+
+
+def stuck(started: threading.Event, release: threading.Event) -> None:
+    started.set()
+    release.wait(TIMEOUT)
+
+
+def test_lookup_threads_cap_end_when_idle_and_start_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netloop._client, "_LOOKUP_IDLE", 0.01)
+    threads = _LookupThreads()
+    for _ in range(3):
+        # As many stuck jobs as threads: one more waits for a thread to be free.
+        release = threading.Event()
+        started = [threading.Event() for _ in range(netloop._client._LOOKUP_THREADS)]
+        for event in started:
+            threads.submit(functools.partial(stuck, event, release))
+        assert all(event.wait(TIMEOUT) for event in started)
+        last = threading.Event()
+        threads.submit(last.set)
+        assert len(threads._jobs) == 1 and not last.is_set()
+        release.set()
+        assert last.wait(TIMEOUT)
+        # Idle threads end; the next round starts new ones.
+        wait_until(lambda: threads._threads == 0, what="the idle lookup threads to end")
+        assert threads._waiting == 0
+
+
+@pytest.mark.parametrize("name", ["v4.test", "v6.test"])
+@pytest.mark.parametrize("scheme", ["tcp", "udp"])
+def test_register_a_name_from_handler(resolver: Resolver, scheme: str, name: str) -> None:
+    host = "127.0.0.1" if name == "v4.test" else "::1"
+    try:
+        target = netloop.start(Echo(), f"{scheme}://[{host}]:0" if ":" in host else f"{scheme}://{host}:0")
+    except OSError as exc:
+        pytest.skip(f"no {host} loopback: {exc}")
+    try:
+        # tcp:// and udp:// take either family: a name with IPv6 addresses only gets an IPv6 socket.
+        port = split(target.addrs[0])[1][1]
+        handler = Pairing(f"{scheme}://{name}:{port}", timeout=TIMEOUT)
+        with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+            outbound = accepted_and_registered(handler)
+            assert handler.events.get(timeout=TIMEOUT)[:2] == ("open", outbound)
+            assert recv_exact(sock, 12) == b"early bytes!"
+            sock.sendall(b"and more")
+            assert recv_exact(sock, 8) == b"and more"
+            assert outbound.remote_addr[:2] == (host, port)
+            assert outbound.local_addr[0] == host
+    finally:
+        target.stop(TIMEOUT)
+
+
+def test_register_udp_holds_datagrams_up_to_the_cap_while_looking_up(echo: netloop.Engine, resolver: Resolver) -> None:
+    port = split(next(a for a in echo.addrs if a.startswith("udp://")))[1][1]
+
+    class WritesThree(Pairing):
+        def on_open(self, conn: netloop.Conn) -> None:
+            if conn.context is not None:
+                self.events.put(("open", conn, conn.context))
+                return
+            outbound = conn.event_loop.register(self.target)
+            outbound.context = conn
+            conn.context = outbound
+            # The cap is 10 bytes: the third datagram has no room, and is dropped as a full socket drops it.
+            self.events.put(("written", outbound, [outbound.write(data) for data in (b"12345", b"67890", b"x")]))
+
+    handler = WritesThree(f"udp://slow.test:{port}")
+    with serving(handler, "tcp://127.0.0.1:0", write_buffer_cap=10) as engine, connect(engine.addrs[0]) as sock:
+        try:
+            kind, outbound, written = handler.events.get(timeout=TIMEOUT)
+            assert (kind, written) == ("written", [5, 5, 0])
+        finally:
+            resolver.release.set()
+        assert handler.events.get(timeout=TIMEOUT)[:2] == ("open", outbound)
+        assert recv_exact(sock, 10) == b"1234567890"
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "udp"])
+def test_register_timeout_counts_the_name_lookup(resolver: Resolver, scheme: str) -> None:
+    handler = Pairing(f"{scheme}://slow.test:9", timeout=0.2)
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        before = open_fds()
+        try:
+            with connect(engine.addrs[0]):
+                outbound = accepted_and_registered(handler)
+                err = closed_with(handler, outbound)
+                assert isinstance(err, TimeoutError)
+                assert f"{scheme}://slow.test:9" in str(err)
+        finally:
+            resolver.release.set()
+        assert handler.events.get(timeout=TIMEOUT)[0] == "close"
+        assert open_fds() == before
 
 
 def test_register_times_out_and_reports_on_close(full_backlog_port: int) -> None:
@@ -478,7 +687,10 @@ def test_register_times_out_and_reports_on_close(full_backlog_port: int) -> None
         assert open_fds() == before
 
 
-def test_register_closed_before_connecting_reports_aborted(full_backlog_port: int) -> None:
+@pytest.mark.parametrize("target", ["tcp://127.0.0.1:{port}", "tcp://slow.test:{port}"], ids=["connect", "lookup"])
+def test_register_closed_before_connecting_reports_aborted(
+    full_backlog_port: int, resolver: Resolver, target: str
+) -> None:
     class ClosesAtOnce(Pairing):
         def on_open(self, conn: netloop.Conn) -> None:
             outbound = conn.event_loop.register(self.target)
@@ -486,11 +698,13 @@ def test_register_closed_before_connecting_reports_aborted(full_backlog_port: in
             # Nothing buffered: the close doesn't wait for the connect to flush anything.
             outbound.close()
 
-    handler = ClosesAtOnce(f"tcp://127.0.0.1:{full_backlog_port}")
+    target = target.format(port=full_backlog_port)
+    handler = ClosesAtOnce(target)
     with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]):
         outbound = accepted_and_registered(handler)
         err = closed_with(handler, outbound)
         assert isinstance(err, ConnectionAbortedError)
+        assert target in str(err)
 
 
 def test_register_from_another_thread_behaves_like_dial(echo: netloop.Engine) -> None:

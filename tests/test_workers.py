@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
 import os
 import select
@@ -12,14 +14,18 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from loopback import TIMEOUT, connect, datagram_socket, serving, split
 
 import netloop
+from examples.echo import Echo
+from netloop._client import _LOOKUPS
 from netloop._workers import restart_delay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +49,50 @@ class Tagged(netloop.EventHandler):
             return netloop.Action.SHUTDOWN
         conn.write(b"%d %d " % (self.worker_id, os.getpid()) + data)
         return None
+
+
+def open_descriptors() -> dict[int, str]:
+    """This process's descriptors and what each is (``socket:[inode]``, ``anon_inode:[eventpoll]``, a path...)."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to list descriptors")
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            pass  # the directory listdir itself had open
+    return found
+
+
+class ReportsDescriptors(Tagged):
+    """Answers each message with a JSON line: its worker's id, its pid and its open descriptors but the connection's.
+
+    Not that one: the parent may not have closed its copy of a connection it handed off just yet.
+    """
+
+    def on_traffic(self, conn: netloop.Conn) -> None:
+        conn.next()
+        descriptors = {fd: target for fd, target in open_descriptors().items() if fd != conn.fd}
+        conn.write(json.dumps([self.worker_id, os.getpid(), descriptors]).encode() + b"\n")
+
+
+def ask_descriptors(addr: str) -> tuple[int, int, dict[int, str]]:
+    """(id, pid, open descriptors) of the worker that answers a new connection."""
+    with dial(addr) as sock, sock.makefile("rb") as reader:
+        sock.sendall(b"descriptors?\n")
+        worker_id, pid, descriptors = json.loads(reader.readline())
+    return worker_id, pid, {int(fd): target for fd, target in descriptors.items()}
+
+
+def check_own_descriptors(descriptors: dict[int, str], before: dict[int, str]) -> None:
+    """A worker's descriptors beyond those this process had before the engine started are its own."""
+    own = [target for fd, target in descriptors.items() if before.get(fd) != target]
+    # One loop: its poller and its wake-up; none of the parent's.
+    assert own.count("anon_inode:[eventpoll]") == 1, own
+    assert own.count("anon_inode:[eventfd]") == 1, own
+    # Sockets of its own (its channels to the parent, its listener); none of the parent's.
+    theirs = {target for fd, target in open_descriptors().items() if before.get(fd) != target}
+    assert not {target for target in own if target.startswith("socket:")} & theirs, own
 
 
 def has_children() -> bool:
@@ -236,8 +286,57 @@ def test_worker_failing_to_boot_fails_start() -> None:
                 raise RuntimeError("no database here")
             return super().on_boot(engine)
 
-    with pytest.raises(netloop.NetloopError, match=r"worker 1 .*no database here"):
+    before = open_descriptors()
+    with pytest.raises(netloop.NetloopError, match=r"worker 1 .*no database here") as caught:
         netloop.start(FailsInWorkerOne(), "tcp://127.0.0.1:0", workers=2)
+    assert open_descriptors() == before, caught
+
+
+def test_worker_that_cannot_be_started_leaks_no_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.socketpair
+    made = 0
+
+    def socketpair(*args: int) -> tuple[socket.socket, socket.socket]:
+        nonlocal made
+        made += 1
+        if made > 3:  # worker 0's two channels and worker 1's control channel, then no more
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(*args)
+
+    monkeypatch.setattr(socket, "socketpair", socketpair)
+    before = open_descriptors()
+    # Held while counting: a leaked socket would stay open as long as its exception's frames live.
+    with pytest.raises(OSError, match="Too many open files") as caught:
+        netloop.start(Tagged(), "tcp://127.0.0.1:0", workers=2, worker_balancing="parent")
+    assert open_descriptors() == before, caught
+
+
+@BOTH_MODES
+def test_a_worker_holds_none_of_the_parents_descriptors(mode: netloop.WorkerBalancing) -> None:
+    before = open_descriptors()
+    with serving(ReportsDescriptors(), "tcp://127.0.0.1:0", workers=2, worker_balancing=mode) as engine:
+        addr = engine.addrs[0]
+        pids: dict[int, int] = {}
+        for _ in range(200):
+            worker_id, pid, descriptors = ask_descriptors(addr)
+            if worker_id not in pids:
+                check_own_descriptors(descriptors, before)
+                pids[worker_id] = pid
+            if len(pids) == 2:
+                break
+        assert sorted(pids) == [0, 1]
+        # A worker started again is forked by the parent's running loop, which has more open: none is inherited.
+        os.kill(pids[0], signal.SIGKILL)
+        wait_exit(pids[0])
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            worker_id, pid, descriptors = ask_descriptors(addr)
+            if worker_id == 0:
+                assert pid != pids[0]
+                check_own_descriptors(descriptors, before)
+                break
+        else:
+            raise AssertionError("worker 0 was not started again")
 
 
 def test_shutdown_action_in_a_worker_stops_the_engine() -> None:
@@ -249,6 +348,43 @@ def test_shutdown_action_in_a_worker_stops_the_engine() -> None:
     finally:
         engine.stop(timeout=15)
     assert engine.count_connections() == 0
+
+
+class DialsThroughAName(netloop.EventHandler):
+    """Pairs each accepted connection with one it registers to ``target``, and greets through it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def on_open(self, conn: netloop.Conn) -> None:
+        if conn.context is None:
+            outbound = conn.event_loop.register(self.target, TIMEOUT)
+            outbound.context = conn
+            conn.context = outbound
+            outbound.write(b"through a name\n")
+
+    def on_traffic(self, conn: netloop.Conn) -> None:
+        conn.context.write(conn.next())
+
+
+def test_workers_look_names_up_after_the_parent_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any) -> Any:
+        return real("127.0.0.1" if host == "echo.test" else host, *args)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)  # the workers have it too: they are forks
+    # The parent has a lookup thread when it forks; the workers do not, and start their own.
+    looked_up = threading.Event()
+    _LOOKUPS.submit(looked_up.set)
+    assert looked_up.wait(TIMEOUT)
+    with serving(Echo(), "tcp://127.0.0.1:0") as echo:
+        port = split(echo.addrs[0])[1][1]
+        handler = DialsThroughAName(f"tcp://echo.test:{port}")
+        with serving(handler, "tcp://127.0.0.1:0", workers=2, worker_balancing="parent") as engine:
+            for _ in range(2):  # round robin: one connection to each worker
+                with dial(engine.addrs[0]) as sock, sock.makefile("rb") as reader:
+                    assert reader.readline() == b"through a name\n"
 
 
 def test_restart_delay_backs_off_to_a_cap() -> None:
