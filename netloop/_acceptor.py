@@ -6,12 +6,14 @@ import errno
 import ipaddress
 import os
 import socket
+import ssl
 import stat
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from netloop._address import Address
+from netloop._errors import EngineStoppedError
 from netloop._options import Options
 from netloop._poller import IN
 
@@ -126,15 +128,23 @@ class AcceptTarget(Protocol):
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on the target's own thread."""
 
-    def add_conn(self, sock: socket.SocketType, remote: Any) -> object:
-        """Take an accepted, non-blocking connection from ``remote``."""
+    def add_conn(self, sock: socket.SocketType, remote: Any, tls: ssl.SSLContext | None = None) -> object:
+        """Take an accepted, non-blocking connection from ``remote`` (to serve with ``tls`` when given)."""
 
 
 class Acceptor:
     """A listening stream socket on its ``owner`` loop; each new connection goes to ``pick(remote)``'s target."""
 
-    def __init__(self, owner: EventLoop, sock: socket.socket, text: str, pick: Callable[[Any], AcceptTarget]) -> None:
+    def __init__(
+        self,
+        owner: EventLoop,
+        sock: socket.socket,
+        text: str,
+        pick: Callable[[Any], AcceptTarget],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.owner = owner
+        self.tls = tls  # connections of a TLS listener are handed on with its context
         self.sock = sock
         self.text = text
         self._fd = sock.fileno()
@@ -173,10 +183,14 @@ class Acceptor:
         sock.setblocking(False)
         loop = self._pick(remote)
         loop.assigned += 1
+        args = (sock, remote) if self.tls is None else (sock, remote, self.tls)
         if loop is self.owner:
-            loop.add_conn(sock, remote)
-        else:
-            loop.submit(loop.add_conn, sock, remote)
+            loop.add_conn(*args)
+            return
+        try:
+            loop.submit(loop.add_conn, *args)
+        except EngineStoppedError:
+            sock.close()  # its loop has stopped (the engine is stopping): nobody will serve it
 
     def _pause(self, exc: OSError) -> None:
         self._backoff = min(_BACKOFF_CAP, self._backoff * 2 or _BACKOFF_FIRST)

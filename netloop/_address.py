@@ -38,6 +38,13 @@ class Address:
     def socktype(self) -> int:
         return socket.SOCK_DGRAM if self.network == "udp" else socket.SOCK_STREAM
 
+    @property
+    def host(self) -> str:
+        """The host as written (a name or a numeric address); a Unix address's path."""
+        if self.network == "unix":
+            return str(self.sockaddr)
+        return _split_host_port(self.text, self.text.partition("://")[2])[0]
+
     def format(self, sockaddr: Any) -> str:
         """This address's URL form with ``sockaddr`` (e.g. a bound socket's name) filled in."""
         return format_address(self.scheme, self.family, sockaddr)

@@ -13,6 +13,7 @@ import errno
 import ipaddress
 import os
 import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from netloop._eventloop import EventLoop
 from netloop._handler import EventHandler
 from netloop._options import LoadBalancing, Options, make_options
 from netloop._poller import ERR, HUP, IN, OUT
+from netloop._tls import TlsConn, open_tls, prepare_context
 
 # How often a thread waiting for a loop to take its socket checks that the loop is still alive.
 _ALIVE_CHECK = 0.1
@@ -105,7 +107,14 @@ class Client:
         """Block until the client has stopped (``stop``, or ``Action.SHUTDOWN``); False if ``timeout`` passed."""
         return self._core.stopped.wait(timeout)
 
-    def dial(self, addr: str, timeout: float | None = None) -> Conn:
+    def dial(
+        self,
+        addr: str,
+        timeout: float | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Conn:
         """Connect to ``addr`` (``tcp://``, ``tcp6://``, ``udp://``, ``unix://``...) and serve it on a loop.
 
         Blocks the calling thread until connected, then returns once ``on_open`` has run on the connection's loop.
@@ -115,10 +124,14 @@ class Client:
         for a bad address, ``EngineStoppedError`` when the client is not running, and ``RuntimeError`` when called
         from one of its loops (a handler uses ``conn.event_loop.register``). A failed dial leaves nothing behind:
         no descriptor, no registration, no event.
+
+        With ``tls`` (an ``ssl.SSLContext``) it returns once the TLS handshake has completed and ``on_open`` has
+        run; a failed handshake raises its ``ssl.SSLError`` (e.g. ``SSLCertVerificationError``). The context
+        verifies the host name as the ``ssl`` module does: ``server_hostname`` defaults to the address's host.
         """
         address = parse_address(addr)
         self._check_caller()
-        return self._place(connect(address, timeout))
+        return self._place(connect(address, timeout), _tls_spec(address, tls, server_hostname))
 
     def enroll(self, sock: socket.socket) -> Conn:
         """Serve an already connected stream or datagram socket on a loop; returns once ``on_open`` has run.
@@ -135,7 +148,7 @@ class Client:
         if self._core.on_loop_thread():
             raise RuntimeError("Client.dial/enroll block; from a handler use conn.event_loop.register/enroll")
 
-    def _place(self, sock: socket.socket) -> Conn:
+    def _place(self, sock: socket.socket, tls: TlsSpec | None = None) -> Conn:
         pick = self._pick
         if pick is None:
             sock.close()
@@ -146,7 +159,7 @@ class Client:
             loop = pick(None)
             loop.assigned += 1
         try:
-            return adopt(loop, sock, counted=True)
+            return adopt(loop, sock, counted=True, tls=tls)
         except ValueError:
             # Refused before reaching the loop, which keeps running: take the count back.
             with self._lock:
@@ -157,17 +170,29 @@ class Client:
 # -- the EventLoop.register / EventLoop.enroll entry points ------------------------------------------------
 
 
-def dial_on_loop(loop: EventLoop, addr: str, timeout: float | None) -> Conn:
+def dial_on_loop(
+    loop: EventLoop,
+    addr: str,
+    timeout: float | None,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> Conn:
     """``loop.register(addr)``: from the loop's thread, a connection that is still connecting; else like ``dial``.
 
     On the loop's thread a host name is looked up off the loop, and ``timeout`` counts the lookup too.
     """
     if loop.in_loop():
         named = _named(addr)
+        if tls is not None:
+            if named is not None:
+                raise ValueError(f"{addr}: register with tls from the loop's thread takes a numeric host or a path")
+            return _dial_tls_here(loop, parse_address(addr), timeout, tls, server_hostname)
         if named is not None:
             return _dial_name(loop, addr, *named, timeout)
         return _dial_here(loop, parse_address(addr), timeout)
-    return adopt(loop, connect(parse_address(addr), timeout), counted=False)
+    address = parse_address(addr)
+    spec = _tls_spec(address, tls, server_hostname)
+    return adopt(loop, connect(address, timeout), counted=False, tls=spec)
 
 
 def enroll_on_loop(loop: EventLoop, sock: socket.socket) -> Conn:
@@ -223,7 +248,7 @@ class _Handoff:
         return not taken
 
 
-def adopt(loop: EventLoop, sock: socket.socket, counted: bool) -> Conn:
+def adopt(loop: EventLoop, sock: socket.socket, counted: bool, tls: TlsSpec | None = None) -> Conn:
     """Hand the connected ``sock`` to ``loop`` and wait until ``on_open`` has run there (not on that loop's thread).
 
     ``counted``: the caller already counted the connection in ``loop.load()``. ``ValueError`` for a socket that
@@ -237,7 +262,7 @@ def adopt(loop: EventLoop, sock: socket.socket, counted: bool) -> Conn:
     def task() -> None:
         try:
             if handoff.take():
-                handoff.conn = _open_now(loop, sock, remote, counted)
+                handoff.conn = _open_now(loop, sock, remote, counted, tls)
         finally:
             handoff.done.set()
 
@@ -254,13 +279,25 @@ def adopt(loop: EventLoop, sock: socket.socket, counted: bool) -> Conn:
     conn = handoff.conn
     if conn is None:
         raise EngineStoppedError(f"event loop {loop.index} is stopping; the connection was closed")
+    if isinstance(conn, TlsConn) and conn._ready is not None:
+        conn._ready.wait()  # the handshake's own timeout bounds it
+        if conn.tls is None:
+            raise conn._err or EngineStoppedError("the TLS handshake did not complete")
     return conn
 
 
-def _open_now(loop: EventLoop, sock: socket.socket, remote: Any, counted: bool) -> Conn | None:
+def _open_now(loop: EventLoop, sock: socket.socket, remote: Any, counted: bool, tls: TlsSpec | None) -> Conn | None:
     """Register a connected socket and fire ``on_open`` (loop thread); None if the loop is stopping."""
     if not counted:
         _count(loop)
+    if tls is not None:
+        if not loop.accepting:
+            loop.released += 1
+            sock.close()
+            return None
+        loop.configure(sock)
+        ctx, hostname = tls
+        return open_tls(loop, sock, remote, ctx, False, hostname, ready=threading.Event())
     if sock.type != socket.SOCK_DGRAM:
         return loop.add_conn(sock, remote)
     if not loop.accepting:
@@ -271,6 +308,44 @@ def _open_now(loop: EventLoop, sock: socket.socket, remote: Any, counted: bool) 
     loop.conns[conn._fd] = conn
     conn._open()
     return conn
+
+
+# -- TLS ------------------------------------------------------------------------------------------------------
+
+# A client TLS connection's context and the host name it checks the certificate against.
+TlsSpec = tuple[ssl.SSLContext, "str | None"]
+
+
+def _tls_spec(address: Address, tls: ssl.SSLContext | None, server_hostname: str | None) -> TlsSpec | None:
+    if tls is None:
+        return None
+    if not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tls must be an ssl.SSLContext, got {type(tls).__name__}")
+    if address.network != "tcp" and address.network != "unix":
+        raise ValueError(f"{address.text}: TLS needs a stream address")
+    prepare_context(tls)
+    if server_hostname is None and address.family != socket.AF_UNIX:
+        server_hostname = address.host
+    return tls, server_hostname
+
+
+def _dial_tls_here(
+    loop: EventLoop, address: Address, timeout: float | None, tls: ssl.SSLContext, server_hostname: str | None
+) -> Conn:
+    """``register(addr, tls=...)`` on the loop's thread: connect and shake hands without blocking."""
+    ctx, hostname = cast("TlsSpec", _tls_spec(address, tls, server_hostname))
+    if not loop.accepting:
+        raise EngineStoppedError(f"event loop {loop.index} is stopping and takes no new connections")
+    sock = socket.socket(address.family, address.socktype)
+    try:
+        sock.setblocking(False)
+        loop.configure(sock)
+        sock.connect_ex(address.sockaddr)  # an error shows as the first writability event's SO_ERROR
+    except BaseException:
+        sock.close()
+        raise
+    _count(loop)
+    return open_tls(loop, sock, address.sockaddr, ctx, False, hostname, connecting=True, timeout=timeout)
 
 
 # -- non-blocking: on the loop's own thread -----------------------------------------------------------------

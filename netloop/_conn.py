@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from netloop._eventloop import EventLoop, Timer
     from netloop._handler import EventHandler
     from netloop._loop_protocol import EventLoop as EventLoopProtocol
+    from netloop._tls import TlsInfo
 
 Buffer = bytes | bytearray | memoryview
 Callback = Callable[["Conn", BaseException | None], object]
@@ -154,6 +155,11 @@ class Conn:
     @property
     def closed(self) -> bool:
         return self._state == CLOSED
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """None on plaintext; on TLS, what the handshake negotiated (version, cipher, ALPN, SNI, peer cert)."""
+        return None
 
     @property
     def remote_addr(self) -> Any:
@@ -462,6 +468,11 @@ class Conn:
             self._flush(True)
 
     def _flush(self, in_callback: bool) -> None:
+        if self._send_buffered(in_callback):
+            self._sent_buffered()
+
+    def _send_buffered(self, in_callback: bool) -> bool:
+        """Gather-write buffered bytes until the kernel refuses; False when a send error ended the connection."""
         out = self._outbound
         sendmsg = self._sock.sendmsg
         while out._size:
@@ -471,14 +482,22 @@ class Conn:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                if in_callback:
-                    self._fail_soon(exc)
-                else:
-                    self._close(exc)
-                return
+                self._send_failed(exc, in_callback)
+                return False
             out.advance(sent)
             if out._size and sent < sum(len(c) for c in chunks):
                 break
+        return True
+
+    def _send_failed(self, exc: OSError, in_callback: bool) -> None:
+        if in_callback:
+            self._fail_soon(exc)
+        else:
+            self._close(exc)
+
+    def _sent_buffered(self) -> None:
+        """After a flush: resume reading below the low-water mark, send the FIN or close once drained."""
+        out = self._outbound
         pause = self._pause
         if out._size:
             if pause & PAUSED_BY_PRESSURE and out._size <= self._loop.low_water:
@@ -515,7 +534,7 @@ class Conn:
     def _send_fin(self) -> None:
         """Outbound is flushed in CLOSING or SHUTTING: send our FIN."""
         try:
-            self._sock.shutdown(socket.SHUT_WR)
+            self._shut_wr()
         except OSError as exc:
             self._close(exc if self._err is None else self._err)
             return
@@ -526,6 +545,9 @@ class Conn:
             self._state = LINGERING
             self._update_interest()
             self._arm_deadline()
+
+    def _shut_wr(self) -> None:
+        self._sock.shutdown(socket.SHUT_WR)
 
     def outbound_buffered(self) -> int:
         """*loop* How many bytes wait for the kernel to take them."""

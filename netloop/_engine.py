@@ -70,6 +70,10 @@ class Engine:
         """Open connections over every loop (with ``workers``: over every worker process)."""
         return self._core.count_connections()
 
+    def stats(self) -> dict[str, int]:
+        """Counters over every loop: ``connections`` open now, ``tls_handshake_failures`` so far."""
+        return self._core.stats()
+
     def dup(self) -> int:
         """A duplicate of the (first) listening socket's descriptor; the caller owns and closes it."""
         return os.dup(self._core.primary_socket().fileno())
@@ -161,6 +165,7 @@ class EngineCore:
         loops = self.loops
         spread = options.reuse_port and len(loops) > 1
         for address in self.addresses:
+            tls = options.tls_for(address.text, address.network)
             if address.network == "udp":
                 owners = loops if spread else loops[:1]
                 socks = self._bind_group(address, len(owners))
@@ -170,7 +175,7 @@ class EngineCore:
                 socks = self._bind_group(address, len(loops))
                 for loop, sock in zip(loops, socks, strict=True):
                     own = new_balancer(options.load_balancing, [loop], EventLoop.load)
-                    self.acceptors.append(Acceptor(loop, sock, self.addrs[-1], own))
+                    self.acceptors.append(Acceptor(loop, sock, self.addrs[-1], own, tls))
             else:
                 (sock,) = self._bind_group(address, 1)
                 if len(loops) == 1:
@@ -180,7 +185,7 @@ class EngineCore:
                 else:
                     owner = self._main_reactor()
                 pick = new_balancer(options.load_balancing, loops, EventLoop.load)
-                self.acceptors.append(Acceptor(owner, sock, self.addrs[-1], pick))
+                self.acceptors.append(Acceptor(owner, sock, self.addrs[-1], pick, tls))
 
     def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
         """``count`` sockets on one address (SO_REUSEPORT when more than one); records the bound address."""
@@ -220,6 +225,13 @@ class EngineCore:
 
     def count_connections(self) -> int:
         return sum(loop.count_connections() for loop in self.loops)
+
+    def stats(self) -> dict[str, int]:
+        loops = self._all_loops()
+        return {
+            "connections": self.count_connections(),
+            "tls_handshake_failures": sum(loop.tls_failures for loop in loops),
+        }
 
     def on_loop_thread(self) -> bool:
         return any(loop.in_loop() for loop in self._all_loops())

@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -96,6 +97,7 @@ class EventLoop:
         # Connections handed to this loop and closed on it; each counter has one writer thread.
         self.assigned = 0
         self.released = 0
+        self.tls_failures = 0  # handshakes that failed or timed out (loop thread)
         self.attach(self._wake_r, self._on_wake, IN)
 
     def __repr__(self) -> str:
@@ -277,8 +279,13 @@ class EventLoop:
         """True while the loop runs and takes new connections (not stopping, not draining)."""
         return self._running and not self._draining
 
-    def add_conn(self, sock: socket.SocketType, remote: Any) -> Conn | None:
-        """Adopt a connected non-blocking socket: register it and fire ``on_open`` (loop thread)."""
+    def add_conn(
+        self, sock: socket.SocketType, remote: Any, tls: ssl.SSLContext | None = None, server_side: bool = True
+    ) -> Conn | None:
+        """Adopt a connected non-blocking socket: register it and fire ``on_open`` (loop thread).
+
+        With ``tls`` the TLS handshake runs first, and ``on_open`` fires once it completes.
+        """
         if not self.accepting:
             self.released += 1
             sock.close()
@@ -294,6 +301,10 @@ class EventLoop:
         if type(remote) is tuple:
             # Connections from one host share its address string (idle connections stay small).
             remote = (sys.intern(remote[0]), *remote[1:])
+        if tls is not None:
+            from netloop._tls import open_tls
+
+            return open_tls(self, sock, remote, tls, server_side)
         conn = self._conn_class(self, sock, remote)
         fd = conn._fd
         self.conns[fd] = conn
@@ -301,20 +312,35 @@ class EventLoop:
         self.attach(fd, conn._on_io, self._conn_mask)
         if self.inline_reads:
             self.readers[fd] = conn
+        self.open_conn(conn)
+        return conn
+
+    def open_conn(self, conn: Conn) -> None:
+        """Fire ``on_open`` for a registered connection: a raise closes it, an action is applied."""
         try:
             action = self.handler.on_open(conn)
         except Exception as exc:
             self.handler_failed(conn, "on_open", exc)
-            return conn
+            return
         if action:
             conn._act(action)
-        return conn
 
-    def register(self, addr: str, timeout: float | None = None) -> Conn:
+    def set_handler(self, fd: int, handler: Callable[[int], None]) -> None:
+        """Route a watched descriptor's events to another handler."""
+        self._handlers[fd] = handler
+
+    def register(
+        self,
+        addr: str,
+        timeout: float | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Conn:
         """Dial ``addr`` and attach the new outbound connection to this loop (see ``netloop.Client``)."""
         from netloop._client import dial_on_loop
 
-        return dial_on_loop(self, addr, timeout)
+        return dial_on_loop(self, addr, timeout, tls, server_hostname)
 
     def enroll(self, sock: socket.socket) -> Conn:
         """Attach an already connected socket to this loop as a connection (see ``netloop.Client``)."""
@@ -337,6 +363,10 @@ class EventLoop:
             action = None
         if action == Action.SHUTDOWN:
             self.engine_stop()
+        self.conn_dropped()
+
+    def conn_dropped(self) -> None:
+        """A connection left the loop (closed, or dropped before its handler knew of it)."""
         if self._draining and not self.conns:
             self._running = False
 

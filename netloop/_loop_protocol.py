@@ -7,6 +7,7 @@ change. ``conn.event_loop`` and ``engine.loops`` are typed with this protocol, s
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,8 +47,19 @@ class EventLoop(Protocol):
     def in_loop(self) -> bool:
         """True on this loop's own thread."""
 
-    def register(self, addr: str, timeout: float | None = None) -> Conn:
-        """Dial ``addr`` and serve the new outbound connection on this loop (see ``netloop.Client``)."""
+    def register(
+        self,
+        addr: str,
+        timeout: float | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Conn:
+        """Dial ``addr`` and serve the new outbound connection on this loop (see ``netloop.Client``).
+
+        With ``tls`` the connection speaks TLS (``on_open`` after the handshake); ``server_hostname`` defaults to
+        the address's host, and the context's hostname check applies to it.
+        """
 
     def enroll(self, sock: socket.socket) -> Conn:
         """Serve an already connected socket on this loop (see ``netloop.Client``)."""

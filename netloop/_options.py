@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import logging
 import os
+import ssl
 from typing import Any
 
 
@@ -51,6 +52,8 @@ class Options:
     bind_to_device: str | None = None  # SO_BINDTODEVICE interface name (Linux)
     poller: str | None = None  # force "epoll", "kqueue" or "poll"
     shutdown_timeout: float = 5.0  # how long a graceful stop waits for outbound bytes to flush
+    tls: ssl.SSLContext | dict[str, ssl.SSLContext | None] | None = None  # see tls_for
+    tls_handshake_timeout: float = 10.0  # a TLS handshake not done by then is dropped
     linger_timeout: float = 5.0  # a closing connection's deadline to make write progress, then for the peer's EOF
 
     def validate(self) -> None:
@@ -77,6 +80,9 @@ class Options:
             raise ValueError(f"tcp_keepalive must be positive seconds or None, got {self.tcp_keepalive!r}")
         if self.shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0, got {self.shutdown_timeout!r}")
+        self._validate_tls()
+        if self.tls_handshake_timeout <= 0:
+            raise ValueError(f"tls_handshake_timeout must be > 0 seconds, got {self.tls_handshake_timeout!r}")
         if self.linger_timeout <= 0:
             raise ValueError(f"linger_timeout must be > 0 seconds, got {self.linger_timeout!r}")
         if self.workers is not None and self.workers != "auto":
@@ -84,11 +90,43 @@ class Options:
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger, got {type(self.logger).__name__}")
 
+    def tls_for(self, text: str, network: str) -> ssl.SSLContext | None:
+        """The TLS context of the stream address ``text`` as it was given: ``tls`` itself when it is one context
+        (every stream listener is TLS), else ``tls[text]`` (addresses not in the mapping are plaintext)."""
+        tls = self.tls
+        if tls is None or network == "udp":
+            return None
+        if isinstance(tls, ssl.SSLContext):
+            return tls
+        return tls.get(text)
+
     def loop_count(self) -> int:
         """How many event loops these options ask for."""
         if self.num_event_loop > 0:
             return self.num_event_loop
         return (os.cpu_count() or 1) if self.multicore else 1
+
+    def _validate_tls(self) -> None:
+        from netloop._tls import prepare_context
+
+        tls = self.tls
+        if tls is None:
+            return
+        contexts = [tls] if isinstance(tls, ssl.SSLContext) else list(tls.values()) if isinstance(tls, dict) else None
+        if contexts is None:
+            raise TypeError(
+                f"tls must be an ssl.SSLContext or a dict of address -> SSLContext, got {type(tls).__name__}"
+            )
+        for ctx in contexts:
+            if ctx is not None and not isinstance(ctx, ssl.SSLContext):
+                raise TypeError(f"tls contexts must be ssl.SSLContext, got {type(ctx).__name__}")
+            if ctx is not None:
+                prepare_context(ctx)
+        if isinstance(tls, dict) and self.workers is not None and self.worker_balancing is WorkerBalancing.PARENT:
+            raise ValueError(
+                "a tls mapping per address needs worker_balancing=REUSE_PORT: with PARENT a worker cannot tell which"
+                " listener a connection came from; give one SSLContext for every stream listener instead"
+            )
 
     def worker_count(self) -> int:
         """How many worker processes ``workers`` asks for (0 when not using workers)."""

@@ -24,6 +24,7 @@ import marshal
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -177,7 +178,8 @@ class _Worker:
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
         fn(*args)  # the parent's acceptors run on the supervisor's loop, which does the hand-off too
 
-    def add_conn(self, sock: socket.SocketType, remote: Any) -> None:
+    def add_conn(self, sock: socket.SocketType, remote: Any, tls: ssl.SSLContext | None = None) -> None:
+        # The parent never speaks TLS: the worker that takes the connection does (its hand-off listener has tls).
         self.supervisor.hand_off(self, sock, remote)
 
     def pass_conn(self, message: bytes, sock: socket.SocketType) -> bool:

@@ -1,0 +1,381 @@
+"""TLS connections: OpenSSL reads and writes the socket itself, so the bytes are copied once each way.
+
+A ``TlsConn`` wraps the accepted (or dialled) socket with the user's ``ssl.SSLContext`` and drives the handshake on
+the loop, without the handler: ``on_open`` fires once it completes, and a handshake that fails or takes longer than
+``tls_handshake_timeout`` closes the socket with a debug log line and a count, never an event. Afterwards the read
+and write paths are the plaintext ones with the ``ssl`` module's C read and write in place of ``recv`` and ``send``:
+no ``MemoryBIO`` pair, no extra copy. Records OpenSSL has already decrypted (``pending()``) are read on without
+waiting for the socket, closing sends ``close_notify`` before our FIN, and renegotiation is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from netloop._conn import (
+    CLOSED,
+    DELIVER,
+    NO_OUTBOUND,
+    NO_READ,
+    PEER_EOF,
+    READS,
+    READS_PER_ROUND,
+    SHUTTING,
+    Buffer,
+    Conn,
+)
+from netloop._poller import IN, OUT
+
+if TYPE_CHECKING:
+    from netloop._eventloop import EventLoop
+
+# The most plaintext one write hands OpenSSL: records are 16 KiB, and a bounded write keeps a retry cheap.
+WRITE_SIZE = 256 * 1024
+_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_ENDED = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsInfo:
+    """What a TLS connection negotiated (``conn.tls``)."""
+
+    version: str | None  # e.g. "TLSv1.3"
+    cipher: str | None  # e.g. "TLS_AES_256_GCM_SHA384"
+    alpn_protocol: str | None  # what ALPN chose, if the context offered protocols
+    server_name: str | None  # the SNI name the client asked for (server side) or that we sent (client side)
+    peer_cert: dict[str, Any] | None  # the peer's certificate as ``getpeercert()`` gives it, when one was asked for
+
+
+def prepare_context(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """Refuse renegotiation on ``ctx`` (TLS 1.2; TLS 1.3 has none), and note the SNI name each client asks for.
+
+    The name is only visible to the context's ``sni_callback``: a callback the user set is wrapped, and still
+    decides (it may switch ``ssl_socket.context``). Set a new ``sni_callback`` before handing the context over.
+    """
+    no_renegotiation = getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    if no_renegotiation and not ctx.options & no_renegotiation:
+        ctx.options |= no_renegotiation
+    user = ctx.sni_callback
+    if ctx.protocol != ssl.PROTOCOL_TLS_CLIENT and not getattr(user, "_netloop_records_sni", False):
+
+        def record_sni(sock: Any, name: str | None, context: ssl.SSLContext) -> int | None:
+            sock._netloop_sni = name
+            return user(sock, name, context) if user is not None else None  # type: ignore[arg-type]
+
+        record_sni._netloop_records_sni = True  # type: ignore[attr-defined]
+        ctx.sni_callback = record_sni
+    return ctx
+
+
+class TlsConn(Conn):
+    """A connection whose bytes go through TLS; handlers see plaintext and the same ``Conn`` API."""
+
+    __slots__ = ("_ctx", "_info", "_ready", "_retry", "_server_name", "_server_side", "_ssl")
+    _inline = False
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        sock: socket.SocketType,
+        remote: Any,
+        ctx: ssl.SSLContext,
+        server_side: bool,
+        server_name: str | None,
+    ) -> None:
+        super().__init__(loop, sock, remote)
+        self._ctx = ctx
+        self._server_side = server_side
+        self._server_name = server_name
+        self._ssl: Any = None  # the ssl module's C object, once the socket is wrapped
+        self._info: TlsInfo | None = None
+        # Length of a write OpenSSL asked to be retried: the retry must hand it the same bytes.
+        self._retry = 0
+        # Set when a blocking dial waits for the handshake's outcome.
+        self._ready: threading.Event | None = None
+        self._send = _not_yet  # writes before the handshake completes are buffered
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The negotiated facts (None until the handshake completed)."""
+        return None if self._info is _NOT_OPENED else self._info
+
+    # -- the handshake: before the handler knows of the connection -----------------------------------------
+
+    def _start(self, connecting: bool, timeout: float) -> None:
+        """Watch the socket and start the handshake (or, ``connecting``, wait for the connect to complete first)."""
+        loop = self._loop
+        self._mask = OUT if connecting else IN
+        loop.attach(self._fd, self._on_handshake_io, self._mask)
+        self._timer = loop.call_later(timeout, self._handshake_expired, timeout)
+        if not connecting:
+            self._shake()
+
+    def _on_handshake_io(self, ev: int) -> None:
+        if self._ssl is None:
+            code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._drop(OSError(code, f"connect to {self._remote!r}: {os.strerror(code)}"))
+                return
+        self._shake()
+
+    def _shake(self) -> None:
+        if self._ssl is None:
+            try:
+                wrapped = self._ctx.wrap_socket(
+                    self._sock,  # type: ignore[arg-type]  # the C-level socket type is all wrapping needs
+                    server_side=self._server_side,
+                    do_handshake_on_connect=False,
+                    server_hostname=None if self._server_side else self._server_name,
+                )
+            except (OSError, ValueError) as exc:
+                self._drop(exc)
+                return
+            self._sock = wrapped
+            self._ssl = wrapped._sslobj  # type: ignore[attr-defined]
+        try:
+            self._ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(IN)
+            return
+        except ssl.SSLWantWriteError:
+            self._want(OUT)
+            return
+        except (OSError, ValueError) as exc:
+            self._drop(exc)
+            return
+        self._handshaken()
+
+    def _want(self, mask: int) -> None:
+        if mask != self._mask:
+            self._mask = mask
+            self._loop.poller.modify(self._fd, mask)
+
+    def _handshake_expired(self, timeout: float) -> None:
+        self._timer = None
+        if self._info is None and self._state != CLOSED:
+            self._drop(TimeoutError(errno.ETIMEDOUT, f"TLS handshake did not complete in {timeout}s"))
+
+    def _drop(self, exc: BaseException) -> None:
+        """The handshake failed: logged at debug level and counted; a server's handler never hears of it.
+
+        A connection that ``register`` handed out already gets ``on_close`` with the error; a blocking dial
+        raises it instead (``_ready``), leaving nothing behind.
+        """
+        loop = self._loop
+        loop.tls_failures += 1
+        loop.log.debug("netloop: TLS handshake with %r failed: %s", self._remote, exc)
+        if not self._server_side and self._ready is None:
+            self._info = _NOT_OPENED  # so that _close takes the ordinary way
+            self._err = exc
+            Conn._close(self, exc)
+            return
+        self._state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop.conns.pop(self._fd, None)
+        loop.detach(self._fd)
+        loop.released += 1
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._err = exc
+        loop.conn_dropped()
+        if self._ready is not None:
+            self._ready.set()
+
+    def _handshaken(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        obj = self._ssl
+        sock: ssl.SSLSocket = self._sock  # type: ignore[assignment]
+        cipher = obj.cipher()
+        server_side = obj.server_side
+        self._info = TlsInfo(
+            version=obj.version(),
+            cipher=cipher[0] if cipher else None,
+            alpn_protocol=obj.selected_alpn_protocol(),
+            server_name=obj.server_hostname if not server_side else self._server_name or _sni(sock),
+            peer_cert=obj.getpeercert() or None,
+        )
+        self._recv = obj.read
+        self._send = obj.write
+        loop = self._loop
+        loop.set_handler(self._fd, self._on_io)
+        self._update_interest()
+        loop.open_conn(self)
+        if self._ready is not None:
+            self._ready.set()
+        if self._outbound._size and self._state != CLOSED:
+            self._flush(False)  # what was written before the handshake completed
+        if self._state != CLOSED and obj.pending():
+            self._read_on()  # the handshake's last read may have brought application data along
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    def _read_on(self) -> None:
+        size = self._loop.read_size
+        obj = self._ssl
+        for _ in range(READS_PER_ROUND):
+            reads = READS[self._state]
+            if reads == NO_READ or (reads == DELIVER and self._pause):
+                return
+            try:
+                data = self._recv(size)
+            except _WANT:
+                return
+            except _ENDED:
+                self._peer_eof()  # close_notify, or the peer closed without it (a ragged EOF)
+                return
+            except OSError as exc:
+                self._close(exc)
+                return
+            if not data:
+                self._peer_eof()
+                return
+            if reads == DELIVER:
+                self._traffic(data)
+            if not obj.pending():
+                return  # what is left is in the socket: the poller reports it
+        self._more_to_read()
+
+    def _more_to_read(self) -> None:
+        # Decrypted bytes wait in OpenSSL, not in the socket: no readiness event will come for them.
+        if self._ssl.pending():
+            self._loop.call_soon(self._read_on)
+
+    def _resume(self) -> None:
+        self._update_interest()
+        if self._ssl.pending():
+            self._loop.call_soon(self._read_on)
+
+    # -- writing --------------------------------------------------------------------------------------------
+
+    def write(self, data: Buffer) -> int:
+        if self._outbound._size or self._state > PEER_EOF:
+            return self._enqueue(data)
+        n = len(data)
+        if not n:
+            return 0
+        if n > WRITE_SIZE:
+            self._buffer_rest(data, 0)
+            self._flush(True)
+            return n
+        try:
+            self._send(data)
+        except _WANT:
+            self._retry = n  # OpenSSL may hold part of it: the retry hands it these same bytes
+            self._buffer_rest(data, 0)
+        except OSError as exc:
+            self._fail_soon(exc)
+            return 0
+        return n
+
+    def writev(self, chunks: Sequence[Buffer]) -> int:
+        return TlsConn.write(self, b"".join(chunks))
+
+    def _send_buffered(self, in_callback: bool) -> bool:
+        out = self._outbound
+        send = self._ssl.write
+        while out._size:
+            n = self._retry or min(out._size, WRITE_SIZE)
+            data = _head(out, n)
+            try:
+                send(data)
+            except _WANT:
+                self._retry = n
+                return True
+            except OSError as exc:
+                self._retry = 0
+                self._send_failed(exc, in_callback)
+                return False
+            self._retry = 0
+            out.advance(n)
+        return True
+
+    def _shut_wr(self) -> None:
+        try:
+            self._ssl.shutdown()  # sends our close_notify; the peer's may come later
+        except (*_WANT, *_ENDED):
+            pass
+        except ssl.SSLError as exc:
+            self._loop.log.debug("netloop: TLS close_notify to %r: %s", self._remote, exc)
+        sock: ssl.SSLSocket = self._sock  # type: ignore[assignment]
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+
+    def _close(self, err: BaseException | None) -> None:
+        if self._state == CLOSED:
+            return
+        if self._info is None:
+            # Still shaking hands (a stop, or a dial closed early): the handler never knew of it.
+            self._drop(err or ConnectionAbortedError(errno.ECONNABORTED, "closed during the TLS handshake"))
+            return
+        if err is None and self._state <= SHUTTING and self._info is not _NOT_OPENED:
+            # Closing without our FIN sent yet (the peer ended first): still say close_notify, best effort.
+            try:
+                self._ssl.shutdown()
+            except (OSError, ValueError):
+                pass
+        self._outbound = NO_OUTBOUND
+        super()._close(err)
+
+
+def _head(out: Any, n: int) -> bytes | memoryview:
+    """The first ``n`` buffered bytes as one object (``n`` is at most what is buffered); no copy within a chunk."""
+    head = out.chunks()[0]
+    if len(head) >= n:
+        return head if len(head) == n else memoryview(head)[:n]
+    parts = []
+    left = n
+    for chunk in out.chunks():
+        if len(chunk) >= left:
+            parts.append(chunk[:left])
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _sni(sock: ssl.SSLSocket) -> str | None:
+    # The name the client asked for is only visible to the context's sni_callback; record_sni stores it.
+    return getattr(sock, "_netloop_sni", None)
+
+
+def _not_yet(data: object, flags: int = 0, /) -> int:
+    raise ssl.SSLWantWriteError("the TLS handshake has not completed yet")
+
+
+# Stands for the negotiated facts of a client connection whose handshake failed (it closes the ordinary way).
+_NOT_OPENED = TlsInfo(None, None, None, None, None)
+
+
+def open_tls(
+    loop: EventLoop,
+    sock: socket.SocketType,
+    remote: Any,
+    ctx: ssl.SSLContext,
+    server_side: bool,
+    server_hostname: str | None = None,
+    connecting: bool = False,
+    timeout: float | None = None,
+    ready: threading.Event | None = None,
+) -> TlsConn:
+    """Serve the non-blocking ``sock`` over TLS on ``loop`` (loop thread): the handshake starts now, or once the
+    connect completes (``connecting``). ``timeout`` (default ``tls_handshake_timeout``) covers both.
+
+    The connection is the loop's from here (a stop closes it); ``on_open`` fires when the handshake completes.
+    """
+    conn = TlsConn(loop, sock, remote, ctx, server_side, server_hostname)
+    conn._ready = ready
+    loop.conns[conn._fd] = conn
+    conn._start(connecting, timeout if timeout is not None else loop.options.tls_handshake_timeout)
+    return conn
