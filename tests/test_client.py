@@ -740,15 +740,20 @@ def test_enroll_from_handler_opens_on_a_later_turn() -> None:
         assert recv_exact(theirs, 11) == b"before open"
         theirs.sendall(b"piped")
         assert sock.recv(100) == b"piped"
+        theirs.close()  # ends the enrolled side: the stop's lingering close need not wait for it
 
 
 def test_graceful_stop_while_connecting_aborts_the_connect(full_backlog_port: int) -> None:
     # Nothing written to it: a graceful stop would otherwise wait (up to shutdown_timeout) to flush those bytes.
     handler = Pairing(f"tcp://127.0.0.1:{full_backlog_port}", write_early=False)
     engine = netloop.start(handler, "tcp://127.0.0.1:0")
-    with connect(engine.addrs[0]):
+    with connect(engine.addrs[0]) as sock:
         outbound = accepted_and_registered(handler)
-        engine.stop(TIMEOUT)
+        stopper = threading.Thread(target=engine.stop, args=(TIMEOUT,))
+        stopper.start()
+        assert sock.recv(1) == b""  # our FIN from the graceful stop, then we end too
+        sock.close()
+        stopper.join(TIMEOUT)
     assert engine.wait(TIMEOUT)
     closes = {id(conn): err for kind, conn, err in (handler.events.get(timeout=TIMEOUT) for _ in range(2))}
     assert isinstance(closes.pop(id(outbound)), ConnectionAbortedError)

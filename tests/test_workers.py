@@ -344,7 +344,9 @@ def test_shutdown_action_in_a_worker_stops_the_engine() -> None:
     try:
         with dial(engine.addrs[0]) as sock:
             sock.sendall(b"shutdown\n")
-            assert engine.wait(TIMEOUT)
+            while sock.recv(65536):  # the worker's lingering close ends once we end too
+                pass
+        assert engine.wait(TIMEOUT)
     finally:
         engine.stop(timeout=15)
     assert engine.count_connections() == 0
@@ -479,6 +481,7 @@ def test_sigterm_to_parent_drains_every_worker(mode: str) -> None:
         proc.send_signal(signal.SIGTERM)  # most of the reply is still in the worker's outbound buffer
         while chunk := client.recv(1 << 20):
             received += chunk
+        client.close()  # the worker's lingering close ends once we end too
         assert len(received) == size
         assert received == PATTERN * (size // len(PATTERN))
         assert proc.stdout is not None
