@@ -142,8 +142,11 @@ class Acceptor:
         text: str,
         pick: Callable[[Any], AcceptTarget],
         tls: ssl.SSLContext | None = None,
+        full: Callable[[], bool] | None = None,
     ) -> None:
         self.owner = owner
+        # True while the engine holds max_connections: a new connection is then accepted and closed at once.
+        self._full = full
         self.tls = tls  # connections of a TLS listener are handed on with its context
         self.sock = sock
         self.text = text
@@ -180,6 +183,12 @@ class Acceptor:
                 self.owner.log.error("netloop: accept on %s failed: %s", self.text, exc)
             return
         self._backoff = 0.0
+        if self._full is not None and self._full():
+            # Accepted and closed, not left in the backlog: the client learns at once, and the backlog keeps room
+            # for when connections free up. Existing connections are untouched.
+            sock.close()
+            self.owner.refused += 1
+            return
         sock.setblocking(False)
         loop = self._pick(remote)
         loop.assigned += 1

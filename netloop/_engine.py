@@ -71,7 +71,8 @@ class Engine:
         return self._core.count_connections()
 
     def stats(self) -> dict[str, int]:
-        """Counters over every loop: ``connections`` open now, ``tls_handshake_failures`` so far."""
+        """Counters over every loop: ``connections`` open now; so far, ``refused_max_connections`` (accepted and
+        closed at once while ``max_connections`` were open) and ``tls_handshake_failures``."""
         return self._core.stats()
 
     def dup(self) -> int:
@@ -175,7 +176,7 @@ class EngineCore:
                 socks = self._bind_group(address, len(loops))
                 for loop, sock in zip(loops, socks, strict=True):
                     own = new_balancer(options.load_balancing, [loop], EventLoop.load)
-                    self.acceptors.append(Acceptor(loop, sock, self.addrs[-1], own, tls))
+                    self.acceptors.append(Acceptor(loop, sock, self.addrs[-1], own, tls, self._full()))
             else:
                 (sock,) = self._bind_group(address, 1)
                 if len(loops) == 1:
@@ -185,7 +186,7 @@ class EngineCore:
                 else:
                     owner = self._main_reactor()
                 pick = new_balancer(options.load_balancing, loops, EventLoop.load)
-                self.acceptors.append(Acceptor(owner, sock, self.addrs[-1], pick, tls))
+                self.acceptors.append(Acceptor(owner, sock, self.addrs[-1], pick, tls, self._full()))
 
     def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
         """``count`` sockets on one address (SO_REUSEPORT when more than one); records the bound address."""
@@ -204,6 +205,14 @@ class EngineCore:
         self.addrs.append(address.format(name))
         self._bound.extend(socks)
         return socks
+
+    def _full(self) -> Callable[[], bool] | None:
+        """With ``max_connections``: whether the engine holds that many (connections on their way count too)."""
+        limit = self.options.max_connections
+        if not limit:
+            return None
+        loops = self.loops
+        return lambda: sum(loop.load() for loop in loops) >= limit
 
     def _main_reactor(self) -> EventLoop:
         if self.reactor is None:
@@ -230,6 +239,7 @@ class EngineCore:
         loops = self._all_loops()
         return {
             "connections": self.count_connections(),
+            "refused_max_connections": sum(loop.refused for loop in loops),
             "tls_handshake_failures": sum(loop.tls_failures for loop in loops),
         }
 

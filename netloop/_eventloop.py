@@ -98,6 +98,7 @@ class EventLoop:
         self.assigned = 0
         self.released = 0
         self.tls_failures = 0  # handshakes that failed or timed out (loop thread)
+        self.refused = 0  # connections its acceptors closed at once because of max_connections (loop thread)
         self.attach(self._wake_r, self._on_wake, IN)
 
     def __repr__(self) -> str:

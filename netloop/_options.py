@@ -52,6 +52,7 @@ class Options:
     bind_to_device: str | None = None  # SO_BINDTODEVICE interface name (Linux)
     poller: str | None = None  # force "epoll", "kqueue" or "poll"
     shutdown_timeout: float = 5.0  # how long a graceful stop waits for outbound bytes to flush
+    max_connections: int = 0  # open connections per engine (per worker with workers=N); 0: no limit
     tls: ssl.SSLContext | dict[str, ssl.SSLContext | None] | None = None  # see tls_for
     tls_handshake_timeout: float = 10.0  # a TLS handshake not done by then is dropped
     linger_timeout: float = 5.0  # a closing connection's deadline to make write progress, then for the peer's EOF
@@ -62,6 +63,7 @@ class Options:
         _check_int("read_buffer_cap", self.read_buffer_cap, 1024)
         _check_int("write_buffer_cap", self.write_buffer_cap, 1)
         _check_int("write_buffer_limit", self.write_buffer_limit, 0)
+        _check_int("max_connections", self.max_connections, 0)
         if self.write_buffer_limit and self.write_buffer_limit < self.write_buffer_cap:
             raise ValueError(
                 f"write_buffer_limit ({self.write_buffer_limit}) must be 0 or at least"
