@@ -59,6 +59,8 @@ def netloop_rounds(payload: bytes, rounds: int) -> Callable[[], None]:
         high_water=1 << 20,
         low_water=1 << 19,
         write_limit=0,
+        now=0.0,
+        timeouts=None,
         linger=5.0,
         inline_reads=True,
         _handlers={},

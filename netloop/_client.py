@@ -657,14 +657,7 @@ def _count(loop: EventLoop) -> None:
 
 def _fire_open(conn: Conn) -> None:
     """Run ``on_open`` as the loop does for an accepted connection: a raise closes it, an action is applied."""
-    loop = conn._loop
-    try:
-        action = loop.handler.on_open(conn)
-    except Exception as exc:
-        loop.handler_failed(conn, "on_open", exc)
-        return
-    if action:
-        conn._act(action)
+    conn._loop.open_conn(conn)
 
 
 def _not_yet(data: object, flags: int = 0, /) -> int:

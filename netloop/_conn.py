@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
-from netloop._errors import ConnClosedError, OutboundLimitError, ShortBufferError
+from netloop._errors import ConnClosedError, ConnTimeoutError, OutboundLimitError, ShortBufferError
 from netloop._handler import Action
 from netloop._poller import ERR, HUP, IN, OUT, READABLE
 
@@ -94,10 +94,13 @@ class Conn:
         "__weakref__",
         "_close_callbacks",
         "_data",
+        "_deadlines",
         "_err",
         "_fd",
         "_handler",
         "_inbound",
+        "_last_in",
+        "_last_out",
         "_local",
         "_loop",
         "_mask",
@@ -136,6 +139,9 @@ class Conn:
         self._remote = remote
         self._local: Any = None
         self._close_callbacks: list[Callback] | None = None
+        # Loop time of the last inbound and outbound byte (for idle_timeout and read_timeout).
+        self._last_in = self._last_out = loop.now
+        self._deadlines: dict[str, Timer] | None = None
 
     def __repr__(self) -> str:
         return f"<netloop.Conn fd={self._fd} remote={self._remote!r} {STATE_NAMES[self._state]}>"
@@ -218,6 +224,7 @@ class Conn:
             if not data:
                 self._peer_eof()
                 return
+            self._last_in = self._loop.now
             if reads == DELIVER:
                 self._traffic(data)
             if len(data) < size:
@@ -485,6 +492,7 @@ class Conn:
                 self._send_failed(exc, in_callback)
                 return False
             out.advance(sent)
+            self._last_out = self._loop.now
             if out._size and sent < sum(len(c) for c in chunks):
                 break
         return True
@@ -686,6 +694,10 @@ class Conn:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._deadlines:
+            for timer in self._deadlines.values():
+                timer.cancel()
+            self._deadlines = None
         loop = self._loop
         loop.detach_conn(self)
         try:
@@ -724,6 +736,7 @@ class Conn:
             err = ConnClosedError(f"write on {STATE_NAMES[self._state]} connection {self!r}")
         else:
             self.writev(chunks)
+            self._last_out = self._loop.now  # a push from another thread is activity (idle_timeout)
             err = self._err
         if callback is not None:
             self._loop.run_callback(callback, self, err)
@@ -751,6 +764,50 @@ class Conn:
                 self._close_callbacks = []
             self._close_callbacks.append(callback)
         self._close_request(None)
+
+    # -- deadlines (loop) ---------------------------------------------------------------------------------------
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """*loop* Close the connection ``seconds`` from now (``ConnTimeoutError``, kind ``deadline``); None clears."""
+        self._set_deadline("deadline", seconds)
+
+    def set_read_deadline(self, seconds: float | None) -> None:
+        """*loop* Close the connection if it is still reading ``seconds`` from now (kind ``read_deadline``).
+
+        Set it when you start waiting for a message and clear it (None) or set it again once it came.
+        """
+        self._set_deadline("read_deadline", seconds)
+
+    def set_write_deadline(self, seconds: float | None) -> None:
+        """*loop* Close the connection if outbound bytes are still buffered ``seconds`` from now.
+
+        The error's kind is ``write_deadline``.
+        """
+        self._set_deadline("write_deadline", seconds)
+
+    def _set_deadline(self, kind: str, seconds: float | None) -> None:
+        deadlines = self._deadlines
+        if deadlines is None:
+            if seconds is None or self._state == CLOSED:
+                return
+            self._deadlines = deadlines = {}
+        old = deadlines.pop(kind, None)
+        if old is not None:
+            old.cancel()
+        if seconds is not None and self._state != CLOSED:
+            deadlines[kind] = self._loop.call_later(seconds, self._deadline_passed, kind, seconds)
+
+    def _deadline_passed(self, kind: str, seconds: float) -> None:
+        if self._deadlines is not None:
+            self._deadlines.pop(kind, None)
+        state = self._state
+        if state == CLOSED:
+            return
+        if kind == "read_deadline" and READS[state] != DELIVER:
+            return  # no longer reading
+        if kind == "write_deadline" and not self._outbound._size:
+            return  # everything was sent
+        self._close(ConnTimeoutError(kind, f"{self!r}: {kind} of {seconds}s passed"))  # at once, not lingering
 
     # -- socket options -----------------------------------------------------------------------------------
 

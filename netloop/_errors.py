@@ -35,5 +35,14 @@ class EngineStoppedError(NetloopError):
     """The engine or event loop is stopped and takes no more work."""
 
 
+class ConnTimeoutError(NetloopError, TimeoutError):
+    """A connection was closed by a timeout; ``kind`` names which (``idle_timeout``, ``read_timeout``,
+    ``deadline``, ``read_deadline``, ``write_deadline``)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class OutboundLimitError(NetloopError):
     """A connection's outbound bytes would pass ``write_buffer_limit``: the connection is closed with this error."""

@@ -22,6 +22,7 @@ from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
+from netloop._timeouts import TimeoutWheel
 
 if TYPE_CHECKING:
     from netloop._engine import EngineCore
@@ -74,6 +75,11 @@ class EventLoop:
         self.low_water = options.write_buffer_cap // 2
         self.write_limit = options.write_buffer_limit
         self.linger = options.linger_timeout
+        # The loop's clock as of this iteration (read once per iteration while timers exist).
+        self.now = time.monotonic()
+        self.timeouts: TimeoutWheel | None = None
+        if options.idle_timeout is not None or options.read_timeout is not None:
+            self.timeouts = TimeoutWheel(self, options.idle_timeout, options.read_timeout)
         self._conn_class = conn_class(options.edge_triggered, options.pre_write)
         self._conn_mask = conn_mask(options.edge_triggered)
         self.configure = _socket_configurator(options)
@@ -138,10 +144,13 @@ class EventLoop:
         # builds take the lock that submit() takes, so a task queued in between is never missed.
         lock = self._wake_lock if not _gil_enabled() else None
         monotonic = time.monotonic
+        now = self.now = monotonic()
+        if self.timeouts is not None:
+            self.timeouts.start(now)
         while self._running:
             timeout = -1.0
             if timers:
-                now = monotonic()
+                now = self.now = monotonic()
                 if timers[0][0] <= now:
                     self._run_timers(now)
                 if timers:
@@ -180,6 +189,7 @@ class EventLoop:
                     if not data:
                         conn._peer_eof()
                         continue
+                    conn._last_in = now
                     inbound = conn._inbound
                     if inbound._size:
                         inbound.write(data)
@@ -316,8 +326,16 @@ class EventLoop:
         self.open_conn(conn)
         return conn
 
+    def clock(self) -> float:
+        """Read the clock now (and keep it as the loop's ``now``)."""
+        self.now = now = time.monotonic()
+        return now
+
     def open_conn(self, conn: Conn) -> None:
         """Fire ``on_open`` for a registered connection: a raise closes it, an action is applied."""
+        if self.timeouts is not None:
+            conn._last_in = conn._last_out = self.now
+            self.timeouts.add(conn, self.now)
         try:
             action = self.handler.on_open(conn)
         except Exception as exc:

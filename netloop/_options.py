@@ -52,6 +52,8 @@ class Options:
     bind_to_device: str | None = None  # SO_BINDTODEVICE interface name (Linux)
     poller: str | None = None  # force "epoll", "kqueue" or "poll"
     shutdown_timeout: float = 5.0  # how long a graceful stop waits for outbound bytes to flush
+    idle_timeout: float | None = None  # no byte either way for this long: the connection is closed
+    read_timeout: float | None = None  # a partial message (bytes left unconsumed) gets no more bytes for this long
     max_connections: int = 0  # open connections per engine (per worker with workers=N); 0: no limit
     tls: ssl.SSLContext | dict[str, ssl.SSLContext | None] | None = None  # see tls_for
     tls_handshake_timeout: float = 10.0  # a TLS handshake not done by then is dropped
@@ -83,6 +85,10 @@ class Options:
         if self.shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0, got {self.shutdown_timeout!r}")
         self._validate_tls()
+        for name in ("idle_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"{name} must be positive seconds or None, got {value!r}")
         if self.tls_handshake_timeout <= 0:
             raise ValueError(f"tls_handshake_timeout must be > 0 seconds, got {self.tls_handshake_timeout!r}")
         if self.linger_timeout <= 0:

@@ -1,0 +1,150 @@
+"""idle_timeout, read_timeout and the per-connection deadlines: who is closed, with which error, and who is not."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+
+import pytest
+from loopback import connect, recv_exact, recv_until_closed, serving, wait_until
+
+import netloop
+from netloop import Action
+
+TIMEOUT = 10.0
+
+
+class Lines(netloop.EventHandler):
+    """Answers each complete line; a partial line stays unconsumed. Reports every close."""
+
+    def __init__(self) -> None:
+        self.closed: queue.Queue[BaseException | None] = queue.Queue()
+
+    def on_traffic(self, conn: netloop.Conn) -> Action | None:
+        data = conn.peek()
+        end = data.rfind(b"\n") + 1
+        if end:
+            conn.discard(end)
+            conn.write(data[:end].upper())
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> Action | None:
+        self.closed.put(err)
+        return None
+
+
+def closes_with(handler: Lines, kind: str) -> None:
+    err = handler.closed.get(timeout=TIMEOUT)
+    assert isinstance(err, netloop.ConnTimeoutError) and isinstance(err, TimeoutError), err
+    assert err.kind == kind, err
+
+
+def test_idle_timeout_closes_a_silent_connection_and_spares_a_busy_one() -> None:
+    handler = Lines()
+    with serving(handler, "tcp://127.0.0.1:0", idle_timeout=0.4) as engine:
+        silent = connect(engine.addrs[0])
+        busy = connect(engine.addrs[0])
+        pace = threading.Event()
+        for _ in range(8):  # 0.8 s of traffic, a line every 0.1 s: never idle for 0.4 s
+            busy.sendall(b"ping\n")
+            assert recv_exact(busy, 5) == b"PING\n"
+            pace.wait(0.1)
+        assert recv_until_closed(silent) == b""  # FIN after the idle timeout
+        silent.close()
+        closes_with(handler, "idle_timeout")
+        busy.sendall(b"still\n")
+        assert recv_exact(busy, 6) == b"STILL\n"
+        busy.close()
+
+
+@pytest.mark.slow
+def test_read_timeout_evicts_slowloris_while_a_normal_client_is_served() -> None:
+    handler = Lines()
+    count = 1000
+    with serving(handler, "tcp://127.0.0.1:0", read_timeout=0.5) as engine:
+        lingering = []
+        for _ in range(count):
+            sock = connect(engine.addrs[0])
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x")  # a partial request, never finished
+            lingering.append(sock)
+        normal = connect(engine.addrs[0])
+        normal.sendall(b"hello\n")
+        assert recv_exact(normal, 6) == b"HELLO\n"
+        for _ in range(count):
+            closes_with(handler, "read_timeout")
+        normal.sendall(b"again\n")  # served throughout, and not evicted: it left nothing unconsumed
+        assert recv_exact(normal, 6) == b"AGAIN\n"
+        wait_until(lambda: engine.count_connections() == 1, what="every slowloris connection to go")
+        for sock in lingering:
+            sock.close()
+        normal.close()
+
+
+def test_read_timeout_spares_an_idle_connection_with_nothing_unconsumed() -> None:
+    handler = Lines()
+    with (
+        serving(handler, "tcp://127.0.0.1:0", read_timeout=0.2) as engine,
+        connect(engine.addrs[0]) as done,
+        connect(engine.addrs[0]) as partial,
+    ):
+        done.sendall(b"complete\n")
+        assert recv_exact(done, 9) == b"COMPLETE\n"
+        partial.sendall(b"incompl")
+        closes_with(handler, "read_timeout")  # only the one with a partial message
+        done.sendall(b"more\n")
+        assert recv_exact(done, 5) == b"MORE\n"
+
+
+@pytest.mark.parametrize("kind", ["deadline", "read_deadline"])
+def test_deadlines_close_with_their_kind(kind: str) -> None:
+    class Deadline(Lines):
+        def on_open(self, conn: netloop.Conn) -> Action | None:
+            getattr(conn, f"set_{kind}")(0.2)
+            return None
+
+    handler = Deadline()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        assert recv_until_closed(sock) == b""
+        sock.close()
+        closes_with(handler, kind)
+
+
+def test_a_cleared_deadline_does_not_fire() -> None:
+    class Cleared(Lines):
+        def on_open(self, conn: netloop.Conn) -> Action | None:
+            conn.set_deadline(0.2)
+            conn.set_read_deadline(0.2)
+            conn.set_deadline(None)
+            conn.set_read_deadline(None)
+            conn.set_write_deadline(0.1)  # nothing buffered when it passes: no close
+            return None
+
+    handler = Cleared()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        assert handler.closed.empty()
+        with pytest.raises(queue.Empty):
+            handler.closed.get(timeout=0.5)
+        sock.sendall(b"alive\n")
+        assert recv_exact(sock, 6) == b"ALIVE\n"
+
+
+def test_write_deadline_closes_a_connection_whose_output_does_not_drain() -> None:
+    class Flood(Lines):
+        def on_traffic(self, conn: netloop.Conn) -> Action | None:
+            conn.next()
+            conn.write(b"w" * (8 << 20))
+            conn.set_write_deadline(0.3)
+            return None
+
+    handler = Flood()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"go")  # and never read
+        closes_with(handler, "write_deadline")
+
+
+def test_timeout_options_are_checked() -> None:
+    for bad in (0, -1.0, "1"):
+        with pytest.raises((ValueError, TypeError)):
+            netloop.start(netloop.EventHandler(), "tcp://127.0.0.1:0", idle_timeout=bad)
