@@ -99,8 +99,6 @@ class Conn:
         "_fd",
         "_handler",
         "_inbound",
-        "_last_in",
-        "_last_out",
         "_local",
         "_loop",
         "_mask",
@@ -109,6 +107,7 @@ class Conn:
         "_pos",
         "_recv",
         "_remote",
+        "_seen",
         "_send",
         "_sock",
         "_state",
@@ -139,8 +138,8 @@ class Conn:
         self._remote = remote
         self._local: Any = None
         self._close_callbacks: list[Callback] | None = None
-        # Loop time of the last inbound and outbound byte (for idle_timeout and read_timeout).
-        self._last_in = self._last_out = loop.now
+        # Loop time of the last byte either way (idle_timeout, read_timeout): reads, buffered and async sends.
+        self._seen = loop.now
         self._deadlines: dict[str, Timer] | None = None
 
     def __repr__(self) -> str:
@@ -224,7 +223,7 @@ class Conn:
             if not data:
                 self._peer_eof()
                 return
-            self._last_in = self._loop.now
+            self._seen = self._loop.now
             if reads == DELIVER:
                 self._traffic(data)
             if len(data) < size:
@@ -492,7 +491,7 @@ class Conn:
                 self._send_failed(exc, in_callback)
                 return False
             out.advance(sent)
-            self._last_out = self._loop.now
+            self._seen = self._loop.now
             if out._size and sent < sum(len(c) for c in chunks):
                 break
         return True
@@ -736,7 +735,7 @@ class Conn:
             err = ConnClosedError(f"write on {STATE_NAMES[self._state]} connection {self!r}")
         else:
             self.writev(chunks)
-            self._last_out = self._loop.now  # a push from another thread is activity (idle_timeout)
+            self._seen = self._loop.now  # a push from another thread is activity (idle_timeout)
             err = self._err
         if callback is not None:
             self._loop.run_callback(callback, self, err)

@@ -189,7 +189,7 @@ class EventLoop:
                     if not data:
                         conn._peer_eof()
                         continue
-                    conn._last_in = now
+                    conn._seen = now
                     inbound = conn._inbound
                     if inbound._size:
                         inbound.write(data)
@@ -334,7 +334,7 @@ class EventLoop:
     def open_conn(self, conn: Conn) -> None:
         """Fire ``on_open`` for a registered connection: a raise closes it, an action is applied."""
         if self.timeouts is not None:
-            conn._last_in = conn._last_out = self.now
+            conn._seen = self.now
             self.timeouts.add(conn, self.now)
         try:
             action = self.handler.on_open(conn)

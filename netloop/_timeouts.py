@@ -1,11 +1,12 @@
 """Idle and read timeouts: a hashed timing wheel whose cost follows the connections due, not all connections.
 
-Every connection carries the loop time of its last inbound and outbound byte (one store on the paths that move
-bytes). The wheel files each connection under the tick its timeout could fall due at; when that tick comes, the
-connection's true deadline is worked out from those times and it is either closed (``ConnTimeoutError``) or filed
-again. Activity never touches the wheel, so an event costs the same with 10 connections as with 15,000, and each
-connection is looked at about once per timeout period. Deadlines are kept to within one tick (a 1/8 of the shortest
-timeout, between 10 ms and 1 s).
+Every connection carries the loop time of its last byte either way: one store on the read paths, the buffered send
+path and ``async_write`` (a direct ``write`` the kernel takes whole follows a read, and is not marked). The wheel
+files each connection under the tick its timeout could fall due at; when that tick comes, the connection's true
+deadline is worked out from that time and it is either closed (``ConnTimeoutError``) or filed again. Activity never
+touches the wheel, so an event costs the same with 10 connections as with 15,000, and each connection is looked at
+about once per timeout period. Deadlines are kept to within one tick (1/8 of the shortest timeout, between 10 ms and
+1 s).
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ class TimeoutWheel:
         deadline = math.inf
         kind = ""
         if idle is not None:
-            deadline = max(conn._last_in, conn._last_out) + idle
+            deadline = conn._seen + idle
             kind = "idle_timeout"
         if read is not None and READS[conn._state] == DELIVER and conn._inbound._size:
             # A partial message lingers: the handler left bytes unconsumed and no more came.
-            partial = conn._last_in + read
+            partial = conn._seen + read
             if partial < deadline:
                 deadline, kind = partial, "read_timeout"
         if now >= deadline:

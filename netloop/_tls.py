@@ -242,7 +242,7 @@ class TlsConn(Conn):
             if not data:
                 self._peer_eof()
                 return
-            self._last_in = self._loop.now
+            self._seen = self._loop.now
             if reads == DELIVER:
                 self._traffic(data)
             if not obj.pending():
@@ -273,7 +273,7 @@ class TlsConn(Conn):
             return n
         try:
             self._send(data)
-            self._last_out = self._loop.now
+            self._seen = self._loop.now
         except _WANT:
             self._retry = n  # OpenSSL may hold part of it: the retry hands it these same bytes
             self._buffer_rest(data, 0)
@@ -302,7 +302,7 @@ class TlsConn(Conn):
                 return False
             self._retry = 0
             out.advance(n)
-            self._last_out = self._loop.now
+            self._seen = self._loop.now
         return True
 
     def _shut_wr(self) -> None:
