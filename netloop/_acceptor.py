@@ -30,6 +30,8 @@ _TRANSIENT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, er
 
 def bind(address: Address, options: Options, reuse_port: bool, port: int | None = None) -> socket.socket:
     """A bound, non-blocking socket for ``address`` (listening, for a stream). ``port`` overrides port 0."""
+    if address.fd is not None:
+        return _adopt_inherited(address, options)
     sockaddr = address.sockaddr
     if port is not None and address.family != socket.AF_UNIX:
         sockaddr = (sockaddr[0], port, *sockaddr[2:])
@@ -67,6 +69,20 @@ def bind(address: Address, options: Options, reuse_port: bool, port: int | None 
         sock.setblocking(False)
     except BaseException:
         sock.close()
+        raise
+    return sock
+
+
+def _adopt_inherited(address: Address, options: Options) -> socket.socket:
+    """The inherited socket of ``address`` (fd://, systemd://), non-blocking; a stream socket is listening."""
+    assert address.fd is not None
+    sock = socket.socket(fileno=address.fd)
+    try:
+        sock.setblocking(False)
+        if address.socktype == socket.SOCK_STREAM:
+            sock.listen(options.backlog)  # systemd listens already; another parent may not have
+    except BaseException:
+        sock.detach()  # the descriptor stays the caller's on failure
         raise
     return sock
 
@@ -148,6 +164,7 @@ class Acceptor:
         # True while the engine holds max_connections: a new connection is then accepted and closed at once.
         self._full = full
         self.tls = tls  # connections of a TLS listener are handed on with its context
+        self.inherited = False  # set for fd:// and systemd:// listeners
         self.sock = sock
         self.text = text
         self._fd = sock.fileno()
@@ -215,7 +232,8 @@ class Acceptor:
             return
         self._closed = True
         self.owner.detach(self._fd)
-        path = self.sock.getsockname() if self.sock.family == socket.AF_UNIX else None
+        # A Unix socket's file is removed, unless the socket was inherited (its file belongs to whoever made it).
+        path = self.sock.getsockname() if self.sock.family == socket.AF_UNIX and not self.inherited else None
         self.sock.close()
         if path:
             try:

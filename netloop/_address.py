@@ -33,6 +33,7 @@ class Address:
     network: str  # "tcp", "udp" or "unix"
     family: int
     sockaddr: Any
+    fd: int | None = None  # an inherited socket (fd://N, systemd://): served as it is, never bound
 
     @property
     def socktype(self) -> int:
@@ -60,6 +61,60 @@ def format_address(scheme: str, family: int, sockaddr: Any) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def listen_addresses(text: str) -> list[Address]:
+    """The addresses a server listens on for ``text``: ``systemd://`` may stand for several inherited sockets."""
+    if text.partition("://")[0].lower() == "systemd":
+        return _systemd_addresses(text)
+    return [parse_address(text)]
+
+
+def _inherited(text: str, fd: int, scheme: str) -> Address:
+    """An ``Address`` for the socket on descriptor ``fd``, which this process inherited."""
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise AddressError(f"address {text!r}: descriptor {fd} is not a usable socket ({exc.strerror})") from None
+    with probe:
+        family, kind = probe.family, probe.type
+        if family == socket.AF_UNIX:
+            network = "unix"
+        elif family in (socket.AF_INET, socket.AF_INET6):
+            network = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        else:
+            raise AddressError(f"address {text!r}: descriptor {fd} is a socket of an unsupported family")
+        if kind not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            raise AddressError(f"address {text!r}: descriptor {fd} is neither a stream nor a datagram socket")
+        sockaddr = probe.getsockname()
+    return Address(text, network, network, int(family), sockaddr, fd)
+
+
+# systemd's socket activation: the first passed descriptor is 3 (SD_LISTEN_FDS_START).
+_LISTEN_FDS_START = 3
+
+
+def _systemd_addresses(text: str) -> list[Address]:
+    """``systemd://`` (every socket systemd passed) or ``systemd://NAME`` (those named NAME in LISTEN_FDNAMES).
+
+    The variables are read once and removed, so that processes this one starts do not take them for theirs.
+    """
+    name = text.partition("://")[2]
+    pid, count, names = os.environ.get("LISTEN_PID"), os.environ.get("LISTEN_FDS"), os.environ.get("LISTEN_FDNAMES")
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)
+    if pid is None or count is None:
+        raise AddressError(f"address {text!r}: no sockets were passed (LISTEN_PID/LISTEN_FDS are not set)")
+    if not pid.isdigit() or int(pid) != os.getpid():
+        raise AddressError(f"address {text!r}: the sockets were passed to process {pid}, not to this one")
+    if not count.isdigit() or int(count) < 1:
+        raise AddressError(f"address {text!r}: LISTEN_FDS={count!r} passes no socket")
+    labels = names.split(":") if names else []
+    fds = range(_LISTEN_FDS_START, _LISTEN_FDS_START + int(count))
+    chosen = [fd for i, fd in enumerate(fds) if not name or (i < len(labels) and labels[i] == name)]
+    if not chosen:
+        raise AddressError(f"address {text!r}: no passed socket is named {name!r} (LISTEN_FDNAMES={names!r})")
+    return [_inherited(text, fd, "systemd") for fd in chosen]
+
+
 def parse_address(text: str) -> Address:
     """Parse and resolve ``text``; raise ``AddressError`` naming it when it is malformed or unresolvable."""
     if not isinstance(text, str):
@@ -68,8 +123,13 @@ def parse_address(text: str) -> Address:
     if not sep:
         raise AddressError(f"address {text!r} has no scheme; expected e.g. 'tcp://127.0.0.1:9000'")
     scheme = scheme.lower()
+    if scheme == "fd":
+        if not rest.isdigit():
+            raise AddressError(f"address {text!r}: expected 'fd://N' with N a descriptor number")
+        return _inherited(text, int(rest), scheme)
     if scheme not in _SCHEMES:
-        raise AddressError(f"address {text!r}: unknown scheme {scheme!r} (use one of {', '.join(_SCHEMES)})")
+        known = ", ".join([*_SCHEMES, "fd", "systemd"])
+        raise AddressError(f"address {text!r}: unknown scheme {scheme!r} (use one of {known})")
     network, family_ = _SCHEMES[scheme]
     family = int(family_)
     if network == "unix":

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from netloop._acceptor import Acceptor, bind
-from netloop._address import Address, parse_address
+from netloop._address import Address, listen_addresses
 from netloop._balancer import new_balancer
 from netloop._datagram import DatagramEndpoint
 from netloop._errors import AddressError, EngineStoppedError
@@ -164,9 +164,10 @@ class EngineCore:
     def _bind_all(self) -> None:
         options = self.options
         loops = self.loops
-        spread = options.reuse_port and len(loops) > 1
         for address in self.addresses:
             tls = options.tls_for(address.text, address.network)
+            # An inherited socket (fd://, systemd://) is one socket: it can't be bound again once per loop.
+            spread = options.reuse_port and len(loops) > 1 and address.fd is None
             if address.network == "udp":
                 owners = loops if spread else loops[:1]
                 socks = self._bind_group(address, len(owners))
@@ -187,6 +188,7 @@ class EngineCore:
                     owner = self._main_reactor()
                 pick = new_balancer(options.load_balancing, loops, EventLoop.load)
                 self.acceptors.append(Acceptor(owner, sock, self.addrs[-1], pick, tls, self._full()))
+                self.acceptors[-1].inherited = address.fd is not None
 
     def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
         """``count`` sockets on one address (SO_REUSEPORT when more than one); records the bound address."""
@@ -370,7 +372,7 @@ def _start(
         raise TypeError(f"handler must be a netloop.EventHandler, got {type(handler).__name__}")
     if not addrs:
         raise AddressError("no address given; e.g. netloop.start(handler, 'tcp://127.0.0.1:9000')")
-    addresses = [parse_address(a) for a in addrs]
+    addresses = [address for text in addrs for address in listen_addresses(text)]
     if gil_reenabled():
         opts.get_logger().warning(
             "netloop: this free-threaded Python runs with the GIL enabled (an extension module or PYTHON_GIL=1 "

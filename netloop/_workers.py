@@ -277,7 +277,8 @@ class Supervisor(EngineCore):
         kernel = self.options.worker_balancing is WorkerBalancing.REUSE_PORT
         pick = new_balancer(self.options.load_balancing, self.workers, _Worker.load)
         for address in self.addresses:
-            if kernel and address.network != "unix":
+            if kernel and address.network != "unix" and address.fd is None:
+                # Inherited sockets (fd://, systemd://) can't be bound again: the parent hands them off instead.
                 sock = _hold_port(address, self.options)
                 self._bound.append(sock)
                 name = sock.getsockname()
