@@ -47,7 +47,7 @@ def ask(port: int, data: bytes) -> bytes:
             chunk = sock.recv(64)
             assert chunk, "closed before answering"
             head += chunk
-        pid, _, rest = head.partition(b":")
+        _pid, _, rest = head.partition(b":")
         return rest + recv_exact(sock, len(data) - len(rest))
 
 
