@@ -23,6 +23,7 @@ from netloop._loop_protocol import EventLoop
 from netloop._options import LoadBalancing, Options, WorkerBalancing
 from netloop._poller import available_pollers
 from netloop._pool import WorkerPool
+from netloop._tls import TlsInfo
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "OutboundLimitError",
     "PoolOverloadError",
     "ShortBufferError",
+    "TlsInfo",
     "WorkerBalancing",
     "WorkerPool",
     "__version__",

@@ -155,16 +155,12 @@ class Client:
             raise EngineStoppedError("the client is not running")
         # Counted as it is picked, so that concurrent dials see each other and spread out. The client is the
         # only writer of its loops' ``assigned`` (they have no acceptor).
+        _peer(sock)  # a socket that is not connected is refused (ValueError) before it is counted
         with self._lock:
             loop = pick(None)
             loop.assigned += 1
-        try:
-            return adopt(loop, sock, counted=True, tls=tls)
-        except ValueError:
-            # Refused before reaching the loop, which keeps running: take the count back.
-            with self._lock:
-                loop.assigned -= 1
-            raise
+        # From here the loop's count is settled where the connection ends (a failed handshake included).
+        return adopt(loop, sock, counted=True, tls=tls)
 
 
 # -- the EventLoop.register / EventLoop.enroll entry points ------------------------------------------------
@@ -326,6 +322,8 @@ def _tls_spec(address: Address, tls: ssl.SSLContext | None, server_hostname: str
     prepare_context(tls)
     if server_hostname is None and address.family != socket.AF_UNIX:
         server_hostname = address.host
+    if server_hostname is None and tls.check_hostname:
+        raise ValueError(f"{address.text}: the context checks host names: give server_hostname=")
     return tls, server_hostname
 
 

@@ -373,6 +373,10 @@ def _start(
     if not addrs:
         raise AddressError("no address given; e.g. netloop.start(handler, 'tcp://127.0.0.1:9000')")
     addresses = [address for text in addrs for address in listen_addresses(text)]
+    if isinstance(opts.tls, dict):
+        unknown = sorted(set(opts.tls) - {address.text for address in addresses})
+        if unknown:
+            raise ValueError(f"tls names addresses this engine does not serve: {', '.join(unknown)}")
     if gil_reenabled():
         opts.get_logger().warning(
             "netloop: this free-threaded Python runs with the GIL enabled (an extension module or PYTHON_GIL=1 "

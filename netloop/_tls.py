@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import os
 import socket
 import ssl
@@ -19,9 +20,11 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from netloop._buffer.ring import RingBuffer
 from netloop._conn import (
     CLOSED,
     DELIVER,
+    NO_INBOUND,
     NO_OUTBOUND,
     NO_READ,
     PEER_EOF,
@@ -231,7 +234,7 @@ class TlsConn(Conn):
                 return
             try:
                 data = self._recv(size)
-            except _WANT:
+            except (*_WANT, BlockingIOError, InterruptedError):
                 return
             except _ENDED:
                 self._peer_eof()  # close_notify, or the peer closed without it (a ragged EOF)
@@ -306,14 +309,52 @@ class TlsConn(Conn):
         return True
 
     def _shut_wr(self) -> None:
+        """Send close_notify, then our FIN.
+
+        The ``ssl`` module's shutdown calls OpenSSL's twice, and the second call reads: a record already waiting
+        would be lost there. So records the socket holds are read first. After a close (CLOSING) input is only
+        discarded, from the raw socket. After ``shutdown_write`` (SHUTTING) reading goes on through TLS: what was
+        read first is kept for ``on_traffic``, and a shutdown that still lost a record closes with its error.
+        """
+        sock: ssl.SSLSocket = self._sock  # type: ignore[assignment]
+        half = self._state == SHUTTING
+        if half:
+            self._read_ahead()
         try:
             self._ssl.shutdown()  # sends our close_notify; the peer's may come later
         except (*_WANT, *_ENDED):
             pass
         except ssl.SSLError as exc:
+            if half:
+                raise
             self._loop.log.debug("netloop: TLS close_notify to %r: %s", self._remote, exc)
-        sock: ssl.SSLSocket = self._sock  # type: ignore[assignment]
+        if not half:
+            self._recv = functools.partial(socket.socket.recv, sock)  # discard raw: no TLS left to read
         socket.socket.shutdown(sock, socket.SHUT_WR)
+
+    def _read_ahead(self) -> None:
+        """Move every record the socket holds into the inbound buffer, to show ``on_traffic`` after this callback."""
+        size = self._loop.read_size
+        got = False
+        while True:
+            try:
+                data = self._recv(size)
+            except (*_WANT, *_ENDED, BlockingIOError, InterruptedError):
+                break
+            if not data:
+                break
+            if self._data:
+                self._keep_rest()  # the current read's rest goes first, so the order holds
+            if self._inbound is NO_INBOUND:
+                self._inbound = RingBuffer()
+            self._inbound.write(data)
+            got = True
+        if got:
+            self._loop.call_soon(self._show_kept)
+
+    def _show_kept(self) -> None:
+        if READS[self._state] == DELIVER and self._inbound._size and not self._pause:
+            self._deliver()
 
     def _close(self, err: BaseException | None) -> None:
         if self._state == CLOSED:
@@ -330,6 +371,21 @@ class TlsConn(Conn):
                 pass
         self._outbound = NO_OUTBOUND
         super()._close(err)
+
+
+class PreWriteTlsConn(TlsConn):
+    """A TLS connection that calls ``on_pre_write`` once for each buffer before it is written (``pre_write=True``)."""
+
+    __slots__ = ()
+
+    def write(self, data: Buffer) -> int:
+        self._handler.on_pre_write(self, data)
+        return TlsConn.write(self, data)
+
+    def writev(self, chunks: Sequence[Buffer]) -> int:
+        for chunk in chunks:
+            self._handler.on_pre_write(self, chunk)
+        return TlsConn.write(self, b"".join(chunks))
 
 
 def _head(out: Any, n: int) -> bytes | memoryview:
@@ -377,7 +433,8 @@ def open_tls(
 
     The connection is the loop's from here (a stop closes it); ``on_open`` fires when the handshake completes.
     """
-    conn = TlsConn(loop, sock, remote, ctx, server_side, server_hostname)
+    kind = PreWriteTlsConn if loop.options.pre_write else TlsConn
+    conn = kind(loop, sock, remote, ctx, server_side, server_hostname)
     conn._ready = ready
     loop.conns[conn._fd] = conn
     conn._start(connecting, timeout if timeout is not None else loop.options.tls_handshake_timeout)
