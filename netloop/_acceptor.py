@@ -203,8 +203,8 @@ class Acceptor:
         if self._full is not None and self._full():
             # Accepted and closed, not left in the backlog: the client learns at once, and the backlog keeps room
             # for when connections free up. Existing connections are untouched.
-            sock.close()
             self.owner.refused += 1
+            sock.close()
             return
         sock.setblocking(False)
         loop = self._pick(remote)

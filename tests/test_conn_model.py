@@ -289,7 +289,13 @@ class ConnModel(RuleBasedStateMachine):
     def server_resumes_reading(self) -> None:
         self.p.on_loop(lambda conn: conn.resume_reading())
         self.paused = False
-        if self.client_shut:
+        if self.client_shut and self.server_shut:
+            # Both directions have ended: the held bytes and the EOF are read, then the connection finishes.
+            p = self.p
+            p.wait_for(lambda: p.closes, "on_close after both FINs")
+            assert p.eofs == 1 and p.eof_at == len(self.sent), "on_eof fired before every byte sent was shown"
+            self.server_closed = True
+        elif self.client_shut:
             self.server_catches_up()
 
     @precondition(lambda self: self.open_both_ways() and not self.server_shut)
