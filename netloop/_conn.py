@@ -525,6 +525,7 @@ class Conn:
         """Outbound fell to the low-water mark after passing the high-water mark: read again, tell the handler."""
         self._pause = pause & ~PAUSED_BY_PRESSURE
         self._resume()
+        self._loop.heap_released()
         self._loop.call_soon(self._fire_drain)
 
     def _fire_drain(self) -> None:
@@ -683,6 +684,8 @@ class Conn:
         # A send failed inside a callback: close after it returns, never under the user's feet.
         if self._err is None:
             self._err = exc
+            if self._outbound._size > self._loop.high_water:
+                self._loop.heap_released()
             self._outbound = NO_OUTBOUND
             self._loop.call_soon(self._close, exc)
 
@@ -703,6 +706,8 @@ class Conn:
             self._sock.close()
         except OSError:
             pass
+        if self._outbound._size > loop.high_water:
+            loop.heap_released()
         self._inbound = NO_INBOUND
         self._outbound = NO_OUTBOUND
         self._data = b""

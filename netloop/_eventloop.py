@@ -403,6 +403,20 @@ class EventLoop:
         self.log.error("netloop: %s raised for %r; closing it", event, conn, exc_info=exc)
         conn._close_request(exc)
 
+    def heap_released(self) -> None:
+        """An outbound buffer past the high-water mark was let go: give the C heap's free pages back soon.
+
+        glibc returns a thread arena's memory only from the top of its heaps, so a large buffer freed under a few
+        live blocks stays resident until ``malloc_trim``. At most one trim per ``_TRIM_INTERVAL`` in the process;
+        one asked for sooner is deferred, never dropped (loop thread).
+        """
+        global _trim_at
+        now = time.monotonic()
+        if _trim_at >= now or _malloc_trim() is None:
+            return  # a trim is already scheduled: it will take this release too
+        _trim_at = max(now, _trimmed + _TRIM_INTERVAL)
+        self.call_later(_trim_at - now, _trim_heap)
+
     def run_callback(self, callback: Callable[..., object], *args: Any) -> None:
         try:
             callback(*args)
@@ -478,6 +492,31 @@ class EventLoop:
 
 # How many rounds of queued tasks a stopping loop runs before it gives up on a task that requeues itself.
 _TEARDOWN_ROUNDS = 1000
+
+
+# A trim walks every arena's free pages (about 0.1 s per GB retained): once a second at most, process-wide.
+_TRIM_INTERVAL = 1.0
+_trim_at = 0.0  # when the scheduled trim runs (in the past when none is)
+_trimmed = float("-inf")  # when the last one ran
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError, TypeError):
+        return None
+
+
+def _trim_heap() -> None:
+    global _trimmed
+    _trimmed = time.monotonic()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)  # ctypes releases the GIL: other loops run on (briefly waiting for an arena it holds)
 
 
 @functools.cache

@@ -1,0 +1,146 @@
+"""Process memory after a slow reader's outbound buffer is released: RSS comes back, not just Python's objects.
+
+A member that never reads makes the server buffer everything sent to it. When it leaves, Python frees every chunk
+(``sys.getallocatedblocks`` is back at its baseline), but glibc keeps the pages of the event loop thread's heap
+that allocated them: a per-thread arena gives memory back only from the top of its 64 MiB heaps, and a few live
+chunks above the freed ones pin them all. The server runs in a subprocess so its RSS is its own.
+"""
+
+from __future__ import annotations
+
+import platform
+import queue
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from loopback import TIMEOUT, split
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="reads /proc; glibc's heap retention"
+)
+
+CHUNK = 4000  # above pymalloc's 512-byte limit: each queued chunk is a glibc heap block
+LINES = 500
+WRITES_PER_LINE = 100  # LINES * WRITES_PER_LINE * CHUNK = 200 MB queued for the member that never reads
+GROWTH = 150 * 2**20  # what the server must have grown by before the members leave
+
+SERVER = """
+import sys
+import netloop
+from netloop.codec import LineBasedFrameCodec
+
+CHUNK = int(sys.argv[1])
+
+def report(*words):
+    sys.stdout.write(" ".join(map(str, words)) + "\\n")  # one write: two loop threads report
+    sys.stdout.flush()
+
+class Fanout(netloop.EventHandler):
+    # "sink": this member never reads. "fill N": queue N fresh CHUNK-byte blocks to every sink with async_write,
+    # as examples/chat.py broadcasts; once the sink's loop has buffered them it reports the sink's outbound bytes.
+    def __init__(self):
+        self.codec = LineBasedFrameCodec(b"\\n")
+        self.sinks = []
+
+    def on_boot(self, engine):
+        self.engine = engine
+        report(engine.addrs[0])
+
+    def on_traffic(self, conn):
+        for frame in self.codec.decode(conn):
+            if frame == b"sink":
+                self.sinks.append(conn)
+                report("sink", conn.event_loop.index)
+            elif frame.startswith(b"fill "):
+                for sink in self.sinks:
+                    for _ in range(int(frame[5:]) - 1):
+                        sink.async_write(b"x" * CHUNK)
+                    sink.async_write(b"x" * CHUNK, lambda c, err: report("buffered", c.outbound_buffered(), err))
+                report("filling", conn.event_loop.index)
+        return None
+
+    def on_close(self, conn, err):
+        if conn in self.sinks:
+            self.sinks.remove(conn)
+        report("closed", self.engine.count_connections())
+        return None
+
+netloop.run(Fanout(), "tcp://127.0.0.1:0", num_event_loop=2, write_buffer_limit=0)
+"""
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _next(lines: queue.Queue[str], prefix: str) -> str:
+    """The rest of the server's next report that starts with ``prefix`` (others are skipped)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            line = lines.get(timeout=max(0.001, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {prefix!r} report from the server in {TIMEOUT}s") from None
+        if line.startswith(prefix):
+            return line[len(prefix) :]
+
+
+@pytest.mark.slow
+def test_rss_returns_near_baseline_after_a_non_reading_members_output_is_released() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SERVER), str(CHUNK)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        stdout = proc.stdout
+        assert stdout is not None
+        _, (host, port) = split(stdout.readline().strip())
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read_reports() -> None:
+            for line in stdout:
+                lines.put(line.strip())
+
+        threading.Thread(target=read_reports, daemon=True).start()
+        base = _rss(proc.pid)
+
+        sink = socket.socket()
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never read: everything stays queued
+        sink.settimeout(TIMEOUT)
+        sink.connect((host, port))
+        sink.sendall(b"sink\n")
+        sink_loop = _next(lines, "sink ")
+        sender = socket.create_connection((host, port), timeout=TIMEOUT)
+        sender.sendall(f"fill {WRITES_PER_LINE}\n".encode() * LINES)
+        assert _next(lines, "filling ") != sink_loop, "the writes cross event loops, as a chat broadcast does"
+        for _ in range(LINES):  # every fill has reached the sink's outbound buffer
+            buffered = int(_next(lines, "buffered ").split()[0])
+        peak = _rss(proc.pid)
+        assert buffered >= GROWTH, f"{buffered} bytes buffered"
+        assert peak >= base + GROWTH, f"the server grew by {(peak - base) / 2**20:.0f} MB only"
+
+        sink.close()
+        sender.close()
+        while _next(lines, "closed ") != "0":
+            pass
+        # Freed memory may be given back a little later (a trim may wait for its turn): poll, bounded.
+        limit = base + GROWTH // 5
+        deadline = time.monotonic() + 3.0
+        while (after := _rss(proc.pid)) > limit and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mb = 2**20
+        assert after <= limit, (
+            f"RSS {after / mb:.0f} MB after the members left, from {base / mb:.0f} MB at start and"
+            f" {peak / mb:.0f} MB at peak: the freed output was not given back to the system"
+        )
+    finally:
+        proc.kill()
+        proc.wait()
