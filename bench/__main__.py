@@ -37,7 +37,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line; see ``python -m bench --help``."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark netloop's example servers against asyncio, uvloop and redis-server.",
+        description="Benchmark netloop's example servers, plaintext and TLS, against asyncio, uvloop, aiofastnet and "
+        "redis-server.",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: short intervals, 2 rounds, small counts")
     parser.add_argument("--only", type=_names, help="workloads to run, e.g. echo,http-p16 (default: all)")

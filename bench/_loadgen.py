@@ -1,4 +1,5 @@
-"""The load generators: echo_load (built here from C), wrk and redis-benchmark, each pinned to one CPU."""
+"""The load generators: echo_load (built here from C, plaintext and TLS), wrk and redis-benchmark, each pinned to one
+CPU."""
 
 from __future__ import annotations
 
@@ -15,31 +16,41 @@ from bench._errors import BenchError
 from bench._parse import LoadResult, WrkReport, parse_ready, parse_redis_benchmark, parse_result, parse_wrk
 from bench._proc import pinned
 from bench._servers import HOST
+from bench._tls import TlsFiles
 
 BENCH_DIR = Path(__file__).resolve().parent
 BUILD_DIR = BENCH_DIR / "build"
 ECHO_LOAD_SOURCE = BENCH_DIR / "echo_load.c"
 PIPELINE_LUA = BENCH_DIR / "pipeline.lua"
 CFLAGS = ("-O2", "-Wall", "-Wextra")
+TLS_FLAGS = ("-DWITH_TLS",)
+TLS_LIBS = ("-lssl", "-lcrypto")
 
 
-def build_echo_load(cc: str = "cc") -> Path:
-    """The echo_load binary, compiled into bench/build/ unless one newer than its source is there."""
-    target = BUILD_DIR / "echo_load"
+def build_echo_load(cc: str = "cc", tls: bool = False) -> Path:
+    """The echo_load binary, compiled into bench/build/ unless one newer than its source is there.
+
+    With ``tls``, ``echo_load_tls``: the same source linked with OpenSSL (Debian: libssl-dev), whose ``-t`` speaks
+    TLS; the plain build needs no OpenSSL, so the plaintext workloads run without it.
+    """
+    name = "echo_load_tls" if tls else "echo_load"
+    target = BUILD_DIR / name
     if target.exists() and target.stat().st_mtime >= ECHO_LOAD_SOURCE.stat().st_mtime:
         return target
     compiler = shutil.which(cc)
     if compiler is None:
-        raise BenchError(f"no C compiler {cc!r} to build echo_load")
+        raise BenchError(f"no C compiler {cc!r} to build {name}")
     BUILD_DIR.mkdir(exist_ok=True)
     # compile beside the target and rename, so a concurrent run never executes a half-written file
-    partial = target.with_name(f"echo_load.{os.getpid()}.partial")
+    partial = target.with_name(f"{name}.{os.getpid()}.partial")
+    flags, libs = (TLS_FLAGS, TLS_LIBS) if tls else ((), ())
     built = subprocess.run(
-        [compiler, *CFLAGS, "-o", str(partial), str(ECHO_LOAD_SOURCE)], capture_output=True, text=True
+        [compiler, *CFLAGS, *flags, "-o", str(partial), str(ECHO_LOAD_SOURCE), *libs], capture_output=True, text=True
     )
     if built.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise BenchError(f"compiling echo_load.c failed:\n{built.stderr}")
+        hint = " (it needs OpenSSL's headers: apt-get install libssl-dev)" if tls else ""
+        raise BenchError(f"compiling echo_load.c into {name} failed{hint}:\n{built.stderr}")
     os.replace(partial, target)
     return target
 
@@ -66,6 +77,11 @@ class EchoLoad:
             preexec_fn=pinned(cpu),
         )
         self._pending = b""
+
+    @property
+    def pid(self) -> int:
+        """The load generator's process id."""
+        return self._process.pid
 
     def __enter__(self) -> EchoLoad:
         return self
@@ -146,7 +162,8 @@ def run_client(argv: Sequence[str], cpu: int, timeout: float) -> str:
 
 
 def wrk(url: str, connections: int, seconds: int, depth: int, cpu: int) -> WrkReport:
-    """Runs wrk (one thread) against ``url`` for ``seconds``, ``depth`` pipelined requests per write."""
+    """Runs wrk (one thread) against ``url`` (``https://`` for TLS) for ``seconds``, ``depth`` pipelined requests
+    per write."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
     if depth > 1:
         argv += ["-s", str(PIPELINE_LUA), url, "--", str(depth)]
@@ -156,9 +173,19 @@ def wrk(url: str, connections: int, seconds: int, depth: int, cpu: int) -> WrkRe
 
 
 def redis_benchmark(
-    port: int, connections: int, requests: int, pipeline: int, tests: str, cpu: int, timeout: float
+    port: int,
+    connections: int,
+    requests: int,
+    pipeline: int,
+    tests: str,
+    cpu: int,
+    timeout: float,
+    tls: TlsFiles | None = None,
 ) -> dict[str, float]:
-    """Runs redis-benchmark against HOST:port; requests per second by test, in run order."""
+    """Runs redis-benchmark against HOST:port (over TLS, trusting ``tls``'s certificate, when it is given);
+    requests per second by test, in run order."""
     argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(connections)]
     argv += ["-n", str(requests), "-P", str(pipeline), "-t", tests, "--csv"]
+    if tls:
+        argv += ["--tls", "--cacert", str(tls.cert)]
     return parse_redis_benchmark(run_client(argv, cpu, timeout))

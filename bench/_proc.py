@@ -55,6 +55,15 @@ def cpu_times(pid: int) -> CpuTimes:
         return parse_stat(f.read())
 
 
+def waited_children_cpu() -> CpuTimes:
+    """CPU times of every child process this one has waited for so far (``RUSAGE_CHILDREN``).
+
+    The difference across a ``subprocess.run`` is that program's CPU use, as long as no other child ends meanwhile.
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CpuTimes(usage.ru_utime, usage.ru_stime)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of the running process ``pid``, in bytes."""
     with open(f"/proc/{pid}/status") as f:

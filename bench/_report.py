@@ -8,6 +8,8 @@ import math
 import os
 import platform
 import shlex
+import ssl
+import statistics
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -23,6 +25,7 @@ _TOOL_VERSIONS = {
     "redis-server": ["redis-server", "--version"],
     "redis-benchmark": ["redis-benchmark", "--version"],
     "cc": ["cc", "--version"],
+    "openssl": ["openssl", "version"],
 }
 
 
@@ -82,6 +85,8 @@ def machine_info(argv: Sequence[str]) -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "netloop_commit": _commit(),
         "uvloop": _package_version("uvloop"),
+        "aiofastnet": _package_version("aiofastnet"),
+        "python_ssl": ssl.OPENSSL_VERSION,
         "tools": {name: _first_line(cmd) for name, cmd in _TOOL_VERSIONS.items()},
         "load_average_at_start": load,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -131,7 +136,25 @@ def _section(outcome: Outcome, settings: Settings) -> list[str]:
             cells += ["—", "—"] if value is None else [_number(value), _ratio(ratios[metric].get(name))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    return lines
+    return lines + _notes(outcome)
+
+
+def _notes(outcome: Outcome) -> list[str]:
+    """Lines under a table: how busy the load generator was, and what TLS the servers negotiated."""
+    done = {name: e.samples for name, e in outcome.entries.items() if e.samples and not e.error}
+    notes = []
+    busy = {
+        name: statistics.median(float(s.detail["client_busy"]) for s in samples)
+        for name, samples in done.items()
+        if all("client_busy" in s.detail for s in samples)
+    }
+    if busy:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in busy.items())
+        notes.append(f"Load generator CPU (median share of its one core): {shares}.")
+    negotiated = {str(s.detail["tls"]) for samples in done.values() for s in samples if "tls" in s.detail}
+    if negotiated:
+        notes.append(f"TLS negotiated: {', '.join(sorted(negotiated))}.")
+    return [*notes, ""] if notes else []
 
 
 def markdown(outcomes: Sequence[Outcome], settings: Settings, machine: Mapping[str, Any]) -> str:

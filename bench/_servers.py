@@ -1,4 +1,4 @@
-"""The contenders' server processes: what each runs, started pinned to one CPU, stopped gracefully."""
+"""The contenders' server processes: what each runs (plaintext or TLS), pinned to one CPU, stopped gracefully."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from typing import Any
 
 from bench._errors import BenchError
 from bench._proc import executable, pinned
+from bench._tls import TlsFiles, negotiated
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 
-CONTENDERS = ("netloop", "asyncio", "uvloop", "redis")
+CONTENDERS = ("netloop", "asyncio", "uvloop", "aiofastnet", "redis")
 """Every contender, in the order the reports list them."""
+
+_AIO_LOOPS = ("asyncio", "uvloop", "aiofastnet")
+"""The contenders ``bench.servers.aio`` serves, each with its ``--loop``."""
 
 _NETLOOP_SERVERS = {"echo": "examples.echo", "http": "examples.http_server", "resp": "examples.resp_server"}
 _SESSIONS = {
@@ -37,28 +41,34 @@ def _module_file(module: str) -> Path:
     return ROOT.joinpath(*module.split(".")).with_suffix(".py")
 
 
-def server_argv(contender: str, proto: str, port: int) -> list[str]:
-    """The command line of ``contender``'s server for ``proto`` (echo, http or resp) on HOST:port."""
+def server_argv(contender: str, proto: str, port: int, tls: TlsFiles | None = None) -> list[str]:
+    """The command line of ``contender``'s server for ``proto`` (echo, http or resp) on HOST:port, over TLS
+    with the certificate ``tls`` when it is given."""
     python, where = sys.executable, ["--port", str(port)]
+    secure = tls.server_flags() if tls else []
     if contender == "netloop":
-        return [python, "-m", _NETLOOP_SERVERS[proto], "--host", HOST, *where, "--loops", "1"]
-    if contender in ("asyncio", "uvloop"):
-        return [python, "-m", "bench.servers.aio", "--loop", contender, "--proto", proto, "--host", HOST, *where]
+        return [python, "-m", _NETLOOP_SERVERS[proto], "--host", HOST, *where, "--loops", "1", *secure]
+    if contender in _AIO_LOOPS:
+        aio = [python, "-m", "bench.servers.aio", "--loop", contender, "--proto", proto, "--host", HOST]
+        return [*aio, *where, *secure]
     if contender == "redis" and proto == "resp":
         redis = shutil.which("redis-server") or "redis-server"
+        if tls:
+            where = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+            where += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key)]
         return [redis, "--save", "", "--appendonly", "no", "--bind", HOST, *where]
     raise ValueError(f"{contender} has no {proto} server")
 
 
-def unavailable(contender: str, proto: str) -> str | None:
-    """Why ``contender`` cannot serve ``proto`` on this machine, or None when it can."""
-    needed: tuple[str, ...] = ()
+def unavailable(contender: str, proto: str, tls: bool = False) -> str | None:
+    """Why ``contender`` cannot serve ``proto`` (over TLS, if ``tls``) on this machine, or None when it can."""
+    needed: tuple[str, ...] = ("examples.certs",) if tls and contender != "redis" else ()
     if contender == "netloop":
-        needed = (_NETLOOP_SERVERS[proto],)
-    elif contender in ("asyncio", "uvloop"):
-        needed = _SESSIONS[proto]
-        if contender == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            return "uvloop is not installed"
+        needed += (_NETLOOP_SERVERS[proto],)
+    elif contender in _AIO_LOOPS:
+        needed += _SESSIONS[proto]
+        if contender != "asyncio" and importlib.util.find_spec(contender) is None:
+            return f"{contender} is not installed (pip install {contender})"
     elif contender == "redis":
         if proto != "resp":
             return f"redis-server does not speak {proto}"
@@ -81,16 +91,20 @@ def free_port() -> int:
 class Server:
     """A contender's server process, pinned to one CPU and listening on HOST:port inside a ``with`` block.
 
-    ``pid`` is the server program itself (checked on start), so /proc/PID is the process doing the work.
+    ``pid`` is the server program itself (checked on start), so /proc/PID is the process doing the work. With
+    ``tls`` it serves TLS with that certificate; the start checks it with one handshake, and ``negotiated`` says
+    what the server chose (version and cipher).
     """
 
-    def __init__(self, contender: str, proto: str, cpu: int, log_dir: Path) -> None:
+    def __init__(self, contender: str, proto: str, cpu: int, log_dir: Path, tls: TlsFiles | None = None) -> None:
         self.contender = contender
         self.proto = proto
         self.cpu = cpu
+        self.tls = tls
+        self.negotiated: str | None = None
         self.port = free_port()
-        self.argv = server_argv(contender, proto, self.port)
-        self.log_path = log_dir / f"{contender}-{proto}-{self.port}.log"
+        self.argv = server_argv(contender, proto, self.port, tls)
+        self.log_path = log_dir / f"{contender}-{proto}{'-tls' * bool(tls)}-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,6 +127,8 @@ class Server:
         try:
             self._wait_listening()
             self._check_identity()
+            if self.tls:
+                self._check_tls(self.tls)
         except BaseException:
             self.stop()
             raise
@@ -152,6 +168,12 @@ class Server:
                     raise BenchError(f"{self.contender} {self.proto} server is not listening: {error}") from None
             # polling the port is the only readiness signal every contender shares
             time.sleep(0.02)
+
+    def _check_tls(self, tls: TlsFiles) -> None:
+        try:
+            self.negotiated = negotiated(HOST, self.port, tls, START_TIMEOUT_S)
+        except OSError as error:
+            raise BenchError(f"{self.contender} {self.proto} server: no TLS handshake: {error}") from None
 
     def _check_identity(self) -> None:
         program = executable(self.pid)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from bench import _loadgen
 from bench._errors import BenchError
-from bench._proc import cpu_times, rss_bytes
+from bench._proc import CpuTimes, cpu_times, rss_bytes, waited_children_cpu
 from bench._servers import HOST, Server
 from bench._stats import Sample
+from bench._tls import TlsFiles
 
 SETUP_TIMEOUT_S = 120.0
 """How long a load generator may take to open and warm its connections."""
@@ -49,11 +50,14 @@ class Settings:
 
 @dataclass
 class Context:
-    """What measurements share during one run: the settings, the built echo_load, sized request counts."""
+    """What measurements share during one run: the settings, the built echo_loads, the run's TLS certificate,
+    sized request counts."""
 
     settings: Settings
     echo_load: Path | None = None
-    redis_requests: dict[tuple[str, int], int] = field(default_factory=dict)
+    echo_load_tls: Path | None = None
+    tls: TlsFiles | None = None
+    redis_requests: dict[tuple[str, int, bool], int] = field(default_factory=dict)
 
 
 Measure = Callable[[Context, Server], Sample]
@@ -63,7 +67,8 @@ Measure = Callable[[Context, Server], Sample]
 class Workload:
     """One workload: its name for ``--only`` and the results, how to read its numbers, and its measurement.
 
-    ``title`` is filled in from the Settings' fields; ``unit`` is what server CPU time is divided by.
+    ``title`` is filled in from the Settings' fields; ``unit`` is what server CPU time is divided by. A ``tls``
+    workload's servers serve TLS with the run's certificate, and its load generator speaks TLS to them.
     """
 
     key: str
@@ -75,10 +80,11 @@ class Workload:
     tool: str
     measure: Measure
     higher_is_better: bool = True
+    tls: bool = False
 
     @property
     def group(self) -> str:
-        """The family ``--only`` may name instead of the key (``echo`` for ``echo-1k``)."""
+        """The family ``--only`` may name instead of the key (``echo`` for ``echo-1k``, ``tls`` for ``tls-echo``)."""
         return self.key.split("-")[0]
 
     def describe(self, settings: Settings) -> str:
@@ -90,21 +96,44 @@ def _sources(connections: int) -> str:
     return str(max(1, math.ceil(connections / SOURCE_ADDRESS_SPAN)))
 
 
+Detail = dict[str, float | int | str]
+
+
+def _negotiated(server: Server) -> Detail:
+    return {"tls": server.negotiated} if server.negotiated else {}
+
+
+def _detail(server: Server, client: CpuTimes, seconds: float, /, **more: float | int | str) -> Detail:
+    """A sample's detail: ``more``, how busy the load generator kept its CPU over the ``seconds`` measured
+    (``client_busy``, 1.0 is all of it: the load generator, not the server, may then be what limits the rate)
+    and, over TLS, what was negotiated."""
+    busy = client.total / seconds if seconds > 0 else 0.0
+    return {**more, "client_busy": busy, **_negotiated(server)}
+
+
+def _echo_load_argv(ctx: Context, server: Server, args: list[str]) -> tuple[Path, list[str]]:
+    """The echo_load binary and its arguments for ``args`` (mode first) against ``server``: TLS (``-t``) when the
+    server speaks it."""
+    binary = ctx.echo_load_tls if server.tls else ctx.echo_load
+    if binary is None:
+        raise BenchError(f"echo_load{'_tls' * bool(server.tls)} is not built")
+    return binary, [args[0], HOST, str(server.port), *args[1:], *(["-t"] if server.tls else [])]
+
+
 def _echo_load(ctx: Context, server: Server, args: list[str], timeout: float, per_unit: float = 1.0) -> Sample:
     """Runs echo_load's measured phase against ``server``, bracketing it with the server's CPU times."""
-    if ctx.echo_load is None:
-        raise BenchError("echo_load is not built")
-    argv = [args[0], HOST, str(server.port), *args[1:]]
-    with _loadgen.EchoLoad(ctx.echo_load, argv, ctx.settings.client_cpu) as load:
+    binary, argv = _echo_load_argv(ctx, server, args)
+    with _loadgen.EchoLoad(binary, argv, ctx.settings.client_cpu) as load:
         load.ready(SETUP_TIMEOUT_S)
-        before = cpu_times(server.pid)
+        before, client_before = cpu_times(server.pid), cpu_times(load.pid)
         load.go()
         result = load.result(timeout)
-        used = cpu_times(server.pid) - before
+        used, client = cpu_times(server.pid) - before, cpu_times(load.pid) - client_before
     if result.units == 0 or result.elapsed_s <= 0:
         raise BenchError(f"echo_load completed nothing in {result.elapsed_s:.2f} s")
     units = result.units * per_unit
-    return Sample(units / result.elapsed_s, units, used, {"elapsed_s": result.elapsed_s})
+    detail = _detail(server, client, result.elapsed_s, elapsed_s=result.elapsed_s)
+    return Sample(units / result.elapsed_s, units, used, detail)
 
 
 def pingpong(ctx: Context, server: Server, message_size: int) -> Sample:
@@ -115,7 +144,11 @@ def pingpong(ctx: Context, server: Server, message_size: int) -> Sample:
 
 
 def churn(ctx: Context, server: Server) -> Sample:
-    """Connections per second, each: connect, one 64-byte echo, close (with RST, so no TIME_WAIT piles up)."""
+    """Connections per second, each: connect, one 64-byte echo, close (with RST, so no TIME_WAIT piles up).
+
+    Over TLS each connection is a full handshake (the client offers no session to resume), and the client sends
+    close_notify before the RST.
+    """
     s = ctx.settings
     args = ["churn", "-c", str(s.churn_in_flight), "-m", "64", "-d", str(s.duration)]
     return _echo_load(ctx, server, args, s.duration + RESULT_GRACE_S)
@@ -129,31 +162,31 @@ def bulk(ctx: Context, server: Server) -> Sample:
 
 
 def idle(ctx: Context, server: Server) -> Sample:
-    """Bytes of server RSS per open idle connection, each having exchanged one echo."""
-    if ctx.echo_load is None:
-        raise BenchError("echo_load is not built")
+    """Bytes of server RSS per open idle connection, each having exchanged one echo (after its handshake, over TLS)."""
     n = ctx.settings.idle_connections
-    argv = ["idle", HOST, str(server.port), "-c", str(n), "-m", "64", "-s", _sources(n)]
+    binary, argv = _echo_load_argv(ctx, server, ["idle", "-c", str(n), "-m", "64", "-s", _sources(n)])
     before = rss_bytes(server.pid)
-    with _loadgen.EchoLoad(ctx.echo_load, argv, ctx.settings.client_cpu) as load:
+    with _loadgen.EchoLoad(binary, argv, ctx.settings.client_cpu) as load:
         opened = load.ready(SETUP_TIMEOUT_S)
         after = rss_bytes(server.pid)
-    return Sample((after - before) / opened, opened, None, {"rss_before": before, "rss_after": after})
+    detail = {"rss_before": before, "rss_after": after, **_negotiated(server)}
+    return Sample((after - before) / opened, opened, None, detail)
 
 
 def http(ctx: Context, server: Server, depth: int) -> Sample:
-    """Requests per second from wrk (one thread), ``depth`` requests pipelined per write."""
+    """Requests per second from wrk (one thread), ``depth`` requests pipelined per write (``https://`` over TLS)."""
     s = ctx.settings
-    before = cpu_times(server.pid)
-    report = _loadgen.wrk(
-        f"http://{HOST}:{server.port}/", s.connections, max(1, round(s.duration)), depth, s.client_cpu
-    )
-    used = cpu_times(server.pid) - before
+    url = f"{'https' if server.tls else 'http'}://{HOST}:{server.port}/"
+    before, client_before = cpu_times(server.pid), waited_children_cpu()
+    report = _loadgen.wrk(url, s.connections, max(1, round(s.duration)), depth, s.client_cpu)
+    used, client = cpu_times(server.pid) - before, waited_children_cpu() - client_before
     if report.requests == 0:
         raise BenchError("wrk completed no request")
     if report.non_2xx:
         raise BenchError(f"{report.non_2xx} of wrk's {report.requests} responses were not 2xx or 3xx")
-    detail = {"duration_s": report.duration_s, "socket_errors": report.socket_errors}
+    detail = _detail(
+        server, client, report.duration_s, duration_s=report.duration_s, socket_errors=report.socket_errors
+    )
     return Sample(report.requests_per_s, report.requests, used, detail)
 
 
@@ -167,27 +200,39 @@ def requests_for(rates: Mapping[str, float], seconds: float) -> int:
 
 
 def resp(ctx: Context, server: Server, pipeline: int) -> Sample:
-    """Requests per second over redis-benchmark's ping, set and get tests, ``pipeline`` requests in flight."""
+    """Requests per second over redis-benchmark's ping, set and get tests, ``pipeline`` requests in flight.
+
+    Over TLS (``--tls``) each test opens its connections anew, so the interval holds their handshakes as well.
+    """
     s = ctx.settings
     run = partial(
-        _loadgen.redis_benchmark, server.port, s.connections, pipeline=pipeline, tests=REDIS_TESTS, cpu=s.client_cpu
+        _loadgen.redis_benchmark,
+        server.port,
+        s.connections,
+        pipeline=pipeline,
+        tests=REDIS_TESTS,
+        cpu=s.client_cpu,
+        tls=server.tls,
     )
-    key = (server.contender, pipeline)
+    key = (server.contender, pipeline, server.tls is not None)
     if key not in ctx.redis_requests:
         # redis-benchmark counts requests, not seconds: a first unrecorded run sizes the measured ones
         warmup = run(CALIBRATION_REQUESTS * pipeline, timeout=SETUP_TIMEOUT_S)
         ctx.redis_requests[key] = requests_for(warmup, s.duration)
     n = ctx.redis_requests[key]
-    before = cpu_times(server.pid)
+    before, client_before = cpu_times(server.pid), waited_children_cpu()
     rates = run(n, timeout=10 * s.duration + RESULT_GRACE_S)
-    used = cpu_times(server.pid) - before
+    used, client = cpu_times(server.pid) - before, waited_children_cpu() - client_before
     units = n * len(rates)
     elapsed = sum(n / rate for rate in rates.values())
-    return Sample(units / elapsed, units, used, {f"{test} rps": rate for test, rate in rates.items()})
+    detail = _detail(server, client, elapsed, **{f"{test} rps": rate for test, rate in rates.items()})
+    return Sample(units / elapsed, units, used, detail)
 
 
 _ECHO = ("netloop", "asyncio", "uvloop")
 _RESP = (*_ECHO, "redis")
+_TLS = (*_ECHO, "aiofastnet")
+_TLS_RESP = (*_TLS, "redis")
 
 WORKLOADS = (
     Workload(
@@ -280,6 +325,84 @@ WORKLOADS = (
         _ECHO,
         "echo_load",
         bulk,
+    ),
+    Workload(
+        "tls-echo",
+        "TLS echo ping-pong, 1 KiB messages, {connections} connections",
+        "round-trips/s",
+        "round-trip",
+        "echo",
+        _TLS,
+        "echo_load_tls",
+        partial(pingpong, message_size=1024),
+        tls=True,
+    ),
+    Workload(
+        "tls-http-p1",
+        "HTTPS plaintext (wrk), {connections} connections, no pipelining",
+        "requests/s",
+        "request",
+        "http",
+        _TLS,
+        "wrk",
+        partial(http, depth=1),
+        tls=True,
+    ),
+    Workload(
+        "tls-http-p16",
+        "HTTPS plaintext (wrk), {connections} connections, 16 requests pipelined",
+        "requests/s",
+        "request",
+        "http",
+        _TLS,
+        "wrk",
+        partial(http, depth=16),
+        tls=True,
+    ),
+    Workload(
+        "tls-resp-p1",
+        "RESP over TLS (redis-benchmark --tls), {connections} connections, no pipelining",
+        "requests/s",
+        "request",
+        "resp",
+        _TLS_RESP,
+        "redis-benchmark",
+        partial(resp, pipeline=1),
+        tls=True,
+    ),
+    Workload(
+        "tls-resp-p16",
+        "RESP over TLS (redis-benchmark --tls), {connections} connections, pipeline 16",
+        "requests/s",
+        "request",
+        "resp",
+        _TLS_RESP,
+        "redis-benchmark",
+        partial(resp, pipeline=16),
+        tls=True,
+    ),
+    Workload(
+        "tls-handshake",
+        "full TLS handshakes: connect, handshake, one 64-byte echo, close; {churn_in_flight} in flight",
+        "handshakes/s",
+        "handshake",
+        "echo",
+        _TLS,
+        "echo_load_tls",
+        churn,
+        tls=True,
+    ),
+    Workload(
+        "tls-idle",
+        "server RSS growth per TLS connection with {idle_connections:,} idle TLS connections open",
+        "bytes/conn",
+        "connection",
+        "echo",
+        _TLS,
+        "echo_load_tls",
+        idle,
+        higher_is_better=False,
+        tls=True,
     ),
 )
 """Every workload, in the order they run and are reported."""

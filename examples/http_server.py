@@ -1,6 +1,7 @@
 """HTTP/1.1 "Hello, World!" server on netloop (the TechEmpower "plaintext" test): any path, keep-alive, pipelining.
 
     python -m examples.http_server --port 8080 [--host 127.0.0.1] [--loops N] [--reuse-port] [--parser NAME]
+        [--tls-cert FILE --tls-key FILE]   (HTTPS; see python -m examples.certs)
 
 The protocol lives in ``examples.http_proto`` (sans-I/O); this module only moves bytes between sockets and
 one :class:`~examples.http_proto.HttpSession` per connection, and refreshes the Date cache once a second.
@@ -12,6 +13,7 @@ import argparse
 import logging
 
 import netloop
+from examples.certs import add_tls_flags, tls_context
 from examples.http_proto import (
     DATE_CACHE,
     MAX_BODY_SIZE,
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loops", type=int, default=1, help="event loops (threads); 0 means one per CPU")
     parser.add_argument("--reuse-port", action="store_true", help="one SO_REUSEPORT listener per loop")
     parser.add_argument("--parser", choices=PARSERS, help=f"request parser (default: {default_parser()})")
+    add_tls_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     netloop.run(
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         multicore=args.loops == 0,
         reuse_port=args.reuse_port,
         ticker=True,
+        tls=tls_context(args),
     )
 
 

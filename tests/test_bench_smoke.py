@@ -14,12 +14,14 @@ import pytest
 
 from bench import _loadgen
 from bench.__main__ import main, parse_args, select_workloads, settings_from
+from bench._errors import BenchError
 from bench._parse import parse_ready, parse_redis_benchmark, parse_result, parse_wrk
 from bench._proc import CpuTimes, cpu_times, parse_rss, parse_stat, pinned, rss_bytes
 from bench._report import markdown, record
 from bench._runner import Entry, Outcome
 from bench._servers import server_argv, unavailable
 from bench._stats import Sample, ratios_by_metric, ratios_to_best, summarise
+from bench._tls import TlsFiles
 from bench._workloads import WORKLOADS, Settings, requests_for
 
 WRK_REPORT = """\
@@ -237,6 +239,43 @@ def test_workload_selection_and_settings() -> None:
     assert (settings.rounds, settings.duration) == (5, Settings.quick().duration)
 
 
+def test_tls_workload_selection() -> None:
+    tls = ["tls-echo", "tls-http-p1", "tls-http-p16", "tls-resp-p1", "tls-resp-p16", "tls-handshake", "tls-idle"]
+    assert [w.key for w in select_workloads(["tls"])] == tls
+    assert [w.key for w in select_workloads(["tls-echo", "tls-http-p1"])] == ["tls-echo", "tls-http-p1"]
+    assert all(w.tls for w in select_workloads(["tls"]))
+    assert not any(w.tls for w in select_workloads(["echo", "http", "resp", "idle", "churn", "bulk"]))
+    assert all("aiofastnet" in w.contenders for w in select_workloads(["tls"]))
+
+
+def test_tls_server_commands() -> None:
+    files = TlsFiles(Path("/c/cert.pem"), Path("/c/key.pem"))
+    flags = ["--tls-cert", "/c/cert.pem", "--tls-key", "/c/key.pem"]
+    assert server_argv("netloop", "echo", 9000, files)[-4:] == flags
+    assert server_argv("aiofastnet", "http", 9000, files)[1:] == [
+        "-m", "bench.servers.aio", "--loop", "aiofastnet", "--proto", "http", "--host", "127.0.0.1", "--port", "9000",
+        *flags,
+    ]  # fmt: skip
+    redis = server_argv("redis", "resp", 6380, files)
+    assert redis[redis.index("--tls-port") + 1] == "6380"
+    assert redis[redis.index("--port") + 1] == "0"  # no plaintext listener beside the TLS one
+    assert redis[redis.index("--tls-cert-file") + 1] == "/c/cert.pem"
+    assert unavailable("asyncio", "http", tls=True) is None
+
+
+def test_tls_notes_under_the_table() -> None:
+    workload = next(w for w in WORKLOADS if w.key == "tls-echo")
+    detail = {"client_busy": 0.5, "tls": "TLSv1.3 TLS_AES_256_GCM_SHA384"}
+    entries = {
+        "netloop": Entry([Sample(1000.0, 5000, CpuTimes(0.01, 0.02), detail)]),
+        "aiofastnet": Entry([Sample(900.0, 4500, CpuTimes(0.01, 0.02), detail | {"client_busy": 0.25})]),
+    }
+    machine = {"cpu_model": "Test CPU", "cpu_count": 2, "kernel": "Linux 6", "python": "CPython 3.11", "command": "x"}
+    lines = markdown([Outcome(workload, entries)], Settings(), machine).splitlines()
+    assert "Load generator CPU (median share of its one core): netloop 50%, aiofastnet 25%." in lines
+    assert "TLS negotiated: TLSv1.3 TLS_AES_256_GCM_SHA384." in lines
+
+
 def test_server_commands() -> None:
     assert server_argv("asyncio", "resp", 6380)[1:] == [
         "-m", "bench.servers.aio", "--loop", "asyncio", "--proto", "resp", "--host", "127.0.0.1", "--port", "6380"
@@ -267,6 +306,31 @@ def test_end_to_end_echo_against_asyncio(tmp_path: Path) -> None:
     assert sample["value"] == pytest.approx(sample["units"] / sample["detail"]["elapsed_s"])
     assert 0 < asyncio["median"]["total"] < 10_000  # µs of server CPU per round-trip
     assert _loadgen.BUILD_DIR.joinpath("echo_load").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("openssl") is None, reason="needs cc and openssl")
+def test_end_to_end_tls_against_netloop(tmp_path: Path) -> None:
+    try:
+        _loadgen.build_echo_load(tls=True)
+    except BenchError as error:
+        pytest.skip(f"no TLS echo_load here (libssl-dev?): {error}")
+    cpus = sorted(os.sched_getaffinity(0))
+    argv = ["--only", "tls-echo,tls-handshake,tls-idle", "--contenders", "netloop", "--rounds", "1"]
+    argv += ["--duration", "0.3", "--idle-connections", "40", "--server-cpu", str(cpus[0])]
+    argv += ["--client-cpu", str(cpus[-1]), "--out", str(tmp_path), "--no-chart"]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "latest.json").read_text())
+    by_key = {w["key"]: w["contenders"]["netloop"] for w in data["workloads"]}
+    assert set(by_key) == {"tls-echo", "tls-handshake", "tls-idle"}
+    for key, netloop in by_key.items():
+        assert netloop["error"] is None, key
+        (sample,) = netloop["rounds"]
+        assert sample["detail"]["tls"].startswith("TLSv1."), key
+    assert by_key["tls-echo"]["rounds"][0]["units"] > 50
+    assert by_key["tls-handshake"]["rounds"][0]["units"] > 5  # each one a new connection and a full handshake
+    assert 0 < by_key["tls-handshake"]["rounds"][0]["detail"]["client_busy"] <= 1.5
+    assert by_key["tls-idle"]["rounds"][0]["units"] == 40
 
 
 def test_hotpath_benchmark_runs_the_real_loop(capsys: pytest.CaptureFixture[str]) -> None:

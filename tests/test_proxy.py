@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import random
 import select
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import connect, echo_through, recv_exact, serving, split
+from loopback import connect, echo_through, recv_exact, serving, split, wait_until
 
 import netloop
 from examples.echo import Echo
@@ -116,9 +117,9 @@ def test_slow_reader_keeps_proxy_outbound_bounded() -> None:
     total = 6 * 1024 * 1024
     payload = random.Random(2).randbytes(total)
     with listening(Echo(), write_buffer_cap=high_water, **small) as upstream:
-        handler = Probe(upstream, high_water=high_water)
+        handler = Probe(upstream)
         with (
-            proxied(upstream, handler, read_buffer_cap=READ_CAP, **small) as proxy,
+            proxied(upstream, handler, read_buffer_cap=READ_CAP, write_buffer_cap=high_water, **small) as proxy,
             socket.socket() as sock,
         ):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
@@ -187,8 +188,9 @@ def test_unreachable_upstream_closes_client() -> None:
 
 
 def test_bad_high_water() -> None:
-    with pytest.raises(ValueError, match="high_water"):
-        Proxy("tcp://127.0.0.1:9", high_water=0)
+    command = [sys.executable, "-m", "examples.proxy", "--upstream", "tcp://127.0.0.1:9", "--high-water", "0"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode != 0 and "write_buffer_cap" in result.stderr
 
 
 def test_program(echo: str) -> None:
@@ -205,3 +207,35 @@ def test_program(echo: str) -> None:
         proxy.wait(TIMEOUT)
         stdout.close()
     assert proxy.returncode == 0
+
+
+def test_a_dead_upstream_is_logged_once_not_once_per_client(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, not listening: every connect is refused
+        dead = f"tcp://127.0.0.1:{unused.getsockname()[1]}"
+        with caplog.at_level(logging.WARNING, logger="examples.proxy"), proxied(dead) as proxy:
+            for _ in range(50):
+                with connect(proxy) as sock:
+                    assert sock.recv(1) == b""
+    warnings = [r for r in caplog.records if r.name == "examples.proxy"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "refused" in warnings[0].getMessage().lower()
+
+
+def test_slow_readers_that_leave_return_every_descriptor() -> None:
+    """Clients that never read and then disconnect leave no proxy<->upstream pair holding full queues."""
+    small = {"socket_recv_buffer": SOCKET_BUFFER, "socket_send_buffer": SOCKET_BUFFER, "write_buffer_cap": 64 * 1024}
+    with serving(Echo(), "tcp://127.0.0.1:0", linger_timeout=0.5, **small) as upstream_engine:
+        upstream = upstream_engine.addrs[0]
+        with serving(Proxy(upstream), "tcp://127.0.0.1:0", linger_timeout=0.5, **small) as proxy_engine:
+            for _ in range(5):
+                sock = socket.create_connection(split(proxy_engine.addrs[0])[1], timeout=TIMEOUT)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+                sock.setblocking(False)
+                payload = b"x" * 65536
+                while select.select([], [sock], [], 0.2)[1]:  # push until the whole chain is full
+                    with contextlib.suppress(BlockingIOError):
+                        sock.send(payload)
+                sock.close()  # leaves without reading
+            wait_until(lambda: proxy_engine.count_connections() == 0, what="the proxy's connections to go")
+            wait_until(lambda: upstream_engine.count_connections() == 0, what="the upstream's connections to go")

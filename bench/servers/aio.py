@@ -1,9 +1,12 @@
-"""The benchmark's asyncio and uvloop contenders: the examples' sans-I/O sessions on asyncio Protocols.
+"""The benchmark's asyncio, uvloop and aiofastnet contenders: the examples' sans-I/O sessions on asyncio Protocols.
 
-    python -m bench.servers.aio --loop asyncio|uvloop --proto echo|http|resp --port P [--host H]
+    python -m bench.servers.aio --loop asyncio|uvloop|aiofastnet --proto echo|http|resp --port P [--host H]
+        [--tls-cert FILE --tls-key FILE]
 
 The HTTP and RESP servers drive the very session classes the netloop examples use, so only the transport
-differs between contenders. The process serves until SIGTERM or SIGINT, then exits with status 0.
+differs between contenders. ``aiofastnet`` is the stock asyncio loop with aiofastnet's transports (its
+``create_server``). With ``--tls-cert``/``--tls-key`` the listener serves TLS with the same ``ssl.SSLContext``
+the netloop examples build from those flags. The process serves until SIGTERM or SIGINT, then exits with status 0.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -94,10 +98,17 @@ def protocol_factory(proto: str, loop: asyncio.AbstractEventLoop) -> Callable[[]
     raise ValueError(f"unknown protocol {proto!r}")
 
 
-async def serve(proto: str, host: str, port: int) -> None:
-    """Serves ``proto`` on host:port until SIGTERM or SIGINT."""
+async def serve(proto: str, host: str, port: int, tls: ssl.SSLContext | None, fast: bool = False) -> None:
+    """Serves ``proto`` on host:port (over TLS with ``tls``) until SIGTERM or SIGINT; through aiofastnet's
+    transports when ``fast``."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(protocol_factory(proto, loop), host, port)
+    factory = protocol_factory(proto, loop)
+    if fast:
+        import aiofastnet
+
+        server = await aiofastnet.create_server(loop, factory, host, port, ssl=tls)
+    else:
+        server = await loop.create_server(factory, host, port, ssl=tls)
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
@@ -107,20 +118,24 @@ async def serve(proto: str, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parses the command line and serves until told to stop."""
+    from examples.certs import add_tls_flags, tls_context
+
     parser = argparse.ArgumentParser(
-        prog="python -m bench.servers.aio", description="Serve echo, HTTP or RESP on asyncio or uvloop."
+        prog="python -m bench.servers.aio", description="Serve echo, HTTP or RESP on asyncio, uvloop or aiofastnet."
     )
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop", "aiofastnet"), default="asyncio")
     parser.add_argument("--proto", choices=("echo", "http", "resp"), required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    add_tls_flags(parser)
     args = parser.parse_args(argv)
+    server = serve(args.proto, args.host, args.port, tls_context(args), fast=args.loop == "aiofastnet")
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(serve(args.proto, args.host, args.port))
+        uvloop.run(server)
     else:
-        asyncio.run(serve(args.proto, args.host, args.port))
+        asyncio.run(server)
 
 
 if __name__ == "__main__":
