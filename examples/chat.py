@@ -17,6 +17,9 @@ import netloop
 from netloop.codec import LineBasedFrameCodec
 
 MAX_LINE = 4096
+# A member that stops reading is cut off once this much waits for it (OutboundLimitError): chat lines are small, so
+# a reader that fell this far behind is gone, and memory stays bounded whatever the others send.
+LIMITS = {"write_buffer_cap": 256 * 1024, "write_buffer_limit": 1024 * 1024}
 
 
 class Chat(netloop.EventHandler):
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.info("chat on tcp://%s:%d with %d event loops", args.host, args.port, args.loops)
-    netloop.run(Chat(), f"tcp://{args.host}:{args.port}", num_event_loop=args.loops)
+    netloop.run(Chat(), f"tcp://{args.host}:{args.port}", num_event_loop=args.loops, **LIMITS)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from loopback import connect, serving
+from loopback import connect, serving, wait_until
 
 from examples.chat import MAX_LINE, Chat
 
@@ -43,6 +43,7 @@ def test_broadcast_reaches_clients_on_every_loop() -> None:
         clients[1].sendall(b"/quit\n")
         assert _line(clients[1], bufs[1]) == "* bye"
         assert clients[1].recv(10) == b""
+        clients[1].close()  # our end too: the server's lingering close ends, and the others hear that it left
         for i in (0, 2):
             assert _line(clients[i], bufs[i]).endswith("left")
         for sock in clients:
@@ -58,14 +59,40 @@ def test_an_overlong_line_closes_only_that_client() -> None:
         _line(bad, bbuf)
         assert _line(good, gbuf).endswith("joined")
         bad.sendall(b"x" * (MAX_LINE + 10))
-        try:
-            while bad.recv(4096):
-                pass
-        except ConnectionResetError:
-            pass  # closed with our unread bytes still queued: the kernel resets
-
+        while bad.recv(4096):  # a lingering close: FIN, never a reset, even with our bytes unread
+            pass
+        bad.close()  # our end too, so the server's close completes and the others hear that it left
         assert _line(good, gbuf).endswith("left")
         good.sendall(b"/who\n")
         assert _line(good, gbuf).startswith("* here: guest")
         good.close()
         bad.close()
+
+
+def test_a_member_that_never_reads_is_cut_off_and_the_rest_chat_on() -> None:
+    from examples.chat import LIMITS
+
+    chat = Chat()
+    # A small kernel send buffer, so the outbound limit, not the kernel, is what fills.
+    with serving(chat, "tcp://127.0.0.1:0", num_event_loop=2, socket_send_buffer=65536, **LIMITS) as engine:
+        silent = connect(engine.addrs[0])
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
+        talker, listener = connect(engine.addrs[0]), connect(engine.addrs[0])
+        buf_t, buf_l = bytearray(), bytearray()
+        assert _line(talker, buf_t).startswith("* welcome")
+        assert _line(listener, buf_l).startswith("* welcome")
+        line = b"x" * 1000 + b"\n"
+        for i in range(2000):  # ~2 MB of broadcasts: past the silent member's 1 MiB limit
+            talker.sendall(line)
+            if i % 100 == 0:  # the listener keeps up
+                while b"x" * 1000 not in buf_l:
+                    buf_l += listener.recv(1 << 16)
+                buf_l.clear()
+        wait_until(lambda: len(chat.members) == 2, what="the silent member to be cut off")
+        talker.sendall(b"still here\n")
+        while b"still here" not in buf_l:
+            chunk = listener.recv(1 << 16)
+            assert chunk
+            buf_l += chunk
+        for sock in (silent, talker, listener):
+            sock.close()
