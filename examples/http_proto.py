@@ -33,6 +33,10 @@ MAX_HEAD_SIZE: Final = 8 * 1024
 MAX_BODY_SIZE: Final = 1024 * 1024
 """Default limit on a request body, in bytes (after chunked decoding)."""
 
+MAX_EMPTY_LINES: Final = 256
+"""Most bytes of empty lines (CR and LF) skipped before a request line; more get a 400 (RFC 9112 asks a server to
+skip at least one CRLF there, and nobody sends hundreds)."""
+
 BODY: Final = b"Hello, World!"
 
 
@@ -214,6 +218,7 @@ _FRAMING_FIELDS = re.compile(
 )
 _ABSOLUTE_TARGET = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[\x21-\x7e]*")
 _AUTHORITY_TARGET = re.compile(rb"[\x21-\x7e]*:[0-9]+")
+_EMPTY_LINES = re.compile(rb"[\r\n]+")
 _CHUNK_SIZE_LINE = re.compile(
     rb'([0-9A-Fa-f]{1,16})(?:;%b(?:=(?:%b|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*'
     % (_TOKEN, _TOKEN)
@@ -228,7 +233,8 @@ class PythonParser(RequestParser):
 
     Syntax follows RFC 9112 strictly (single spaces in the request line, CRLF line ends, no obs-fold,
     HTTP/1.0 or 1.1); any request method that is a token is accepted. Empty lines before a request
-    line are skipped.
+    line are skipped, up to :data:`MAX_EMPTY_LINES` bytes of them; a chunk-size line (extensions and
+    CRLF included) is held to ``max_head_size`` bytes. Both limits answer 400.
     """
 
     name = "python"
@@ -240,6 +246,7 @@ class PythonParser(RequestParser):
         self._scanned = 0  # how much of _pending has been searched for its end already
         self._remaining = 0  # body or chunk bytes still to come
         self._body = 0  # chunked body bytes received so far
+        self._empty = 0  # bytes of empty lines skipped since the last request
 
     @property
     def buffered(self) -> int:
@@ -266,9 +273,14 @@ class PythonParser(RequestParser):
         while pos < size:
             if state == _HEAD:
                 first = buf[pos]
-                if first == 13 or first == 10:  # empty lines before a request line are ignored
-                    pos += 1
+                if first == 13 or first == 10:  # empty lines before a request line are skipped, a run at once
+                    run = _EMPTY_LINES.match(buf, pos).end()  # type: ignore[union-attr]  # it matches here
+                    self._empty += run - pos
+                    if self._empty > MAX_EMPTY_LINES:
+                        raise _Rejected(Reply.BAD_REQUEST)
+                    pos = run
                     continue
+                self._empty = 0
                 end = buf.find(b"\r\n\r\n", pos + max(self._scanned - 3, 0))
                 if end < 0:
                     if size - pos >= limit:  # it will exceed the limit whatever comes next
@@ -294,9 +306,11 @@ class PythonParser(RequestParser):
             elif state == _CHUNK_SIZE:
                 end = buf.find(b"\r\n", pos)
                 if end < 0:
-                    if size - pos >= limit:
+                    if size - pos >= limit:  # its CRLF still to come, it will be longer than the limit
                         raise _Rejected(Reply.BAD_REQUEST)
                     break
+                if end + 2 - pos > limit:  # a chunk-size line, extensions included, is held to the head's limit
+                    raise _Rejected(Reply.BAD_REQUEST)
                 match = _CHUNK_SIZE_LINE.fullmatch(buf, pos, end)
                 if match is None:
                     raise _Rejected(Reply.BAD_REQUEST)
@@ -403,12 +417,25 @@ class HttptoolsParser(RequestParser):
         self._section = 0  # its size so far, counted from the parsed fields
         self._floor = 0  # a lower bound on its size in raw bytes
         self._body = 0
+        self._idle = True  # between requests: no request begun since the last one completed
+        self._empty = 0  # bytes of empty lines seen at the start of feeds since the last request began
+        self._in_size_line = False  # inside a chunk-size line
+        self._line_fresh = False  # that line began during the current feed
+        self._size_line = 0  # its bytes so far
+        self._line_ended = False  # a chunk-size line begun in an earlier feed ended in this one
 
     def feed(self, data: bytes) -> list[int]:
         out: list[int] = []
         self._out = out
         if self._done:
             return out
+        if self._idle and data and (data[0] == 13 or data[0] == 10):
+            # llhttp skips empty lines before a request without a word; those that start a feed are counted
+            self._empty += _EMPTY_LINES.match(data).end()  # type: ignore[union-attr]  # it matches here
+            if self._empty > MAX_EMPTY_LINES:
+                out.append(Reply.BAD_REQUEST)
+                self._done = True
+                return out
         self._fresh = self._body_in_feed = False
         try:
             self._parser.feed_data(data)
@@ -417,6 +444,25 @@ class HttptoolsParser(RequestParser):
                 out.append(self._rejected)
                 self._done = True
             return out
+        if self._line_ended:  # a chunk-size line begun in an earlier feed ended at this feed's first LF
+            self._line_ended = False
+            if self._size_line + data.find(b"\n") + 1 > self.max_head_size:
+                out.clear()  # nothing was answered in this feed before that line ended
+                out.append(Reply.BAD_REQUEST)
+                self._done = True
+                return out
+        if self._in_size_line:
+            # llhttp reports no chunk extensions: a line is measured at the ends of feeds, exactly, while unfinished,
+            # and when it ends if it began in an earlier feed (one inside a feed is not seen: no longer than it)
+            if self._line_fresh:  # it began after the last LF of this feed
+                self._line_fresh = False
+                self._size_line = len(data) - 1 - data.rfind(b"\n")
+            else:
+                self._size_line += len(data)
+            if self._size_line >= self.max_head_size:  # like PythonParser: its CRLF would take it past the limit
+                out.append(Reply.BAD_REQUEST)
+                self._done = True
+                return out
         if self._in_section:
             if not self._fresh:
                 self._floor += len(data)
@@ -447,6 +493,8 @@ class HttptoolsParser(RequestParser):
     def on_message_begin(self) -> None:
         self._begin_head()
         self._in_head = self._in_section = self._fresh = True
+        self._idle = False
+        self._empty = 0
         self._line_known = False  # the request line may still be unfinished
         self._section = 0
 
@@ -478,6 +526,8 @@ class HttptoolsParser(RequestParser):
             self._rejected = exc.reply
             raise
         self._body = 0
+        if self._chunked:  # the first chunk-size line follows
+            self._in_size_line = self._line_fresh = True
 
     def on_body(self, body: bytes) -> None:
         self._in_section = False
@@ -490,9 +540,17 @@ class HttptoolsParser(RequestParser):
         # the last chunk's header is followed by the trailer section; a data chunk's by on_body
         self._in_section = self._fresh = self._line_known = True
         self._section = 0
+        self._in_size_line = False
+        if not self._line_fresh:
+            self._line_ended = True
+
+    def on_chunk_complete(self) -> None:
+        # after a data chunk's CRLF the next chunk-size line follows (after the trailers, the end of the request)
+        self._in_size_line = self._line_fresh = True
 
     def on_message_complete(self) -> None:
-        self._in_section = False
+        self._in_section = self._in_size_line = False
+        self._idle = True
         if self._chunked and self._section + 2 > self.max_head_size:
             self._reject(Reply.HEADERS_TOO_LARGE)
         reply = self._reply

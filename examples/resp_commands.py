@@ -1,15 +1,26 @@
 """The RESP example's commands: what each one does to a :class:`~examples.kvstore.KeyValueStore` and replies.
 
-A command is a function ``(store, args) -> reply bytes``, where ``args`` is the request with the command name
-first; :data:`COMMANDS` maps upper-case names to them with their arity. Replies and error messages are Redis 7's,
-byte for byte. Framing and the session (MULTI/EXEC, QUIT) live in :mod:`examples.resp_proto`.
+A command is a function ``(store, args) -> Reply``, where ``args`` is the request with the command name first;
+:data:`COMMANDS` maps upper-case names to them with their arity. Replies and error messages are Redis 7's, byte for
+byte. Framing and the session (MULTI/EXEC, QUIT) live in :mod:`examples.resp_proto`.
+
+A reply is one ``bytes`` object, except a reply that carries a stored value of :data:`BIG_VALUE` bytes or more: that
+one is a list of chunks holding the value itself, so that the value is written without being copied and a reply of
+many big values (MGET) is never joined into one giant string. ``b"".join`` of a list of replies raises TypeError
+when one of them is such a list, which keeps the check off the common path: :func:`join_replies` does the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeAlias
 
 from examples.kvstore import KeyValueStore, glob_match
+
+BIG_VALUE = 16 * 1024
+"""A bulk reply of a value at least this long is a list of chunks (the value not copied); shorter, one bytes."""
+
+Reply: TypeAlias = "bytes | list[bytes]"
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -43,15 +54,59 @@ def error(message: bytes) -> bytes:
     return b"-%b\r\n" % message.strip(b"\r\n").replace(b"\r", b" ").replace(b"\n", b" ")
 
 
-def bulk(value: bytes | None) -> bytes:
-    """A bulk string reply, or the nil reply for None."""
-    return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+def bulk(value: bytes | None) -> Reply:
+    """A bulk string reply, or the nil reply for None; chunks around the value itself when it is big."""
+    if value is None:
+        return NIL
+    size = len(value)
+    if size < BIG_VALUE:
+        return b"$%d\r\n%b\r\n" % (size, value)
+    return [b"$%d\r\n" % size, value, b"\r\n"]
 
 
-def array(items: Iterable[bytes | None]) -> bytes:
-    """An array reply of bulk strings (None items become nil)."""
+def array(items: Iterable[bytes | None]) -> Reply:
+    """An array reply of bulk strings (None items become nil); chunks when it is long or holds a big value."""
     parts = [bulk(item) for item in items]
-    return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+    parts.insert(0, b"*%d\r\n" % (len(parts)))
+    return join_replies(parts) if len(parts) <= _JOINED_ARRAY else chunk_replies(parts)
+
+
+# The most items an array reply joins into one bytes object; a longer one (KEYS, a big MGET) goes out in chunks.
+_JOINED_ARRAY = 256
+
+
+def join_replies(replies: list[Reply]) -> Reply:
+    """``replies`` as one reply: one bytes object, or the chunks of :func:`chunk_replies` if one holds a big value."""
+    try:
+        return b"".join(replies)  # type: ignore[arg-type]  # a list among them raises TypeError
+    except TypeError:
+        return chunk_replies(replies)
+
+
+def chunk_replies(replies: list[Reply]) -> list[bytes]:
+    """``replies`` as chunks: big values as they are, the small pieces between them joined, a chunk at a time of
+    about :data:`BIG_VALUE` bytes, so that no reply is ever copied into one giant string."""
+    chunks: list[bytes] = []
+    small: list[bytes] = []
+    size = 0
+    for reply in replies:
+        pieces: list[bytes] | tuple[bytes] = reply if isinstance(reply, list) else (reply,)
+        for piece in pieces:
+            big = len(piece) >= BIG_VALUE
+            if not big:
+                small.append(piece)
+                size += len(piece)
+                if size < BIG_VALUE:
+                    continue
+            if small:
+                chunks.append(b"".join(small))
+                small = []
+                size = 0
+            if big:
+                chunks.append(piece)
+    if small:
+        chunks.append(b"".join(small))
+    return chunks
 
 
 def arity_error(name: bytes) -> bytes:
@@ -77,28 +132,33 @@ def unknown_command(args: list[bytes]) -> bytes:
     return error(b"ERR unknown command '%b', with args beginning with: %b" % (args[0][:128], shown))
 
 
-Command = Callable[[KeyValueStore, list[bytes]], bytes]
+Command = Callable[[KeyValueStore, list[bytes]], Reply]
 
 
-def _ping(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _ping(store: KeyValueStore, args: list[bytes]) -> Reply:
     return b"+PONG\r\n" if len(args) == 1 else bulk(args[1])
 
 
-def _echo(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _echo(store: KeyValueStore, args: list[bytes]) -> Reply:
     return bulk(args[1])
 
 
-def _get(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _get(store: KeyValueStore, args: list[bytes]) -> Reply:
     value = store.get(args[1])
     # bulk() spelled out: GET is the busiest command, and the call would add a quarter to its cost.
-    return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+    if value is None:
+        return NIL
+    size = len(value)
+    if size < BIG_VALUE:
+        return b"$%d\r\n%b\r\n" % (size, value)
+    return [b"$%d\r\n" % size, value, b"\r\n"]
 
 
 # SET's expiry options: milliseconds per unit, and whether the amount is relative to now.
 _SET_EXPIRY = {b"EX": (1000, True), b"PX": (1, True), b"EXAT": (1000, False), b"PXAT": (1, False)}
 
 
-def _set(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _set(store: KeyValueStore, args: list[bytes]) -> Reply:
     if len(args) == 3:
         store.set(args[1], args[2])
         return OK
@@ -184,7 +244,7 @@ def _decrby(store: KeyValueStore, args: list[bytes]) -> bytes:
     return _add(store, args[1], -by)
 
 
-def _mget(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _mget(store: KeyValueStore, args: list[bytes]) -> Reply:
     return array([store.get(key) for key in args[1:]])
 
 
@@ -263,7 +323,7 @@ def _pttl(store: KeyValueStore, args: list[bytes]) -> bytes:
     return _time_to_live(store, args[1], 1)
 
 
-def _keys(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _keys(store: KeyValueStore, args: list[bytes]) -> Reply:
     pattern = args[1]
     keys = store.keys()
     # Redis lists every key for a lone '*' without matching, which is how it returns the empty key too.
@@ -294,7 +354,7 @@ def _select(store: KeyValueStore, args: list[bytes]) -> bytes:
 _CONFIG = {b"save": b"", b"appendonly": b"no", b"databases": b"1", b"maxmemory": b"0", b"timeout": b"0"}
 
 
-def _config(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _config(store: KeyValueStore, args: list[bytes]) -> Reply:
     if args[1].upper() != b"GET":
         return _subcommand_error(b"CONFIG", args[1])
     if len(args) < 3:
@@ -306,7 +366,7 @@ def _config(store: KeyValueStore, args: list[bytes]) -> bytes:
     return array([item for pair in found.items() for item in pair])
 
 
-def _command(store: KeyValueStore, args: list[bytes]) -> bytes:
+def _command(store: KeyValueStore, args: list[bytes]) -> Reply:
     if len(args) == 1:
         return b"*0\r\n"
     sub = args[1].upper()

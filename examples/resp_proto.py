@@ -9,10 +9,24 @@ netloop server and any other transport wrapped around it; only the bytes in and 
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from collections.abc import Iterable
+from typing import TypeAlias
 
 from examples.kvstore import KeyValueStore
-from examples.resp_commands import COMMANDS, OK, SESSION_ARITY, arity_error, error, parse_int64, unknown_command
+from examples.resp_commands import (
+    COMMANDS,
+    OK,
+    SESSION_ARITY,
+    Reply,
+    arity_error,
+    chunk_replies,
+    error,
+    join_replies,
+    parse_int64,
+    unknown_command,
+)
 
 MAX_BULK = 64 * 1024 * 1024
 """Largest bulk string accepted by default (Redis allows 512 MiB; that is more than this server wants)."""
@@ -21,7 +35,12 @@ MAX_ARRAY = 1024 * 1024
 """Most elements accepted in one multibulk request by default."""
 
 MAX_INLINE = 64 * 1024
-"""Longest inline request or length line accepted by default (Redis's PROTO_INLINE_MAX_SIZE)."""
+"""Longest inline request or length line accepted by default (Redis's PROTO_INLINE_MAX_SIZE). Empty requests
+(blank lines, ``*0``) in a row before a request are held to it too."""
+
+# Blank lines (only spaces, tabs, CRs, VTs and FFs before the LF), as many as follow each other: skipped in one step.
+_BLANK_LINES = re.compile(rb"(?:[ \t\r\x0b\x0c]*\n)+")
+_TOO_MANY_EMPTY = "Protocol error: too many empty lines before a request"
 
 # The request headers the fast path of RespParser.feed knows, each in the one spelling the general parser
 # accepts: array lengths to the number they declare, and the bulk header of each short length. Anything else
@@ -50,6 +69,7 @@ class RespParser:
     __slots__ = (
         "_args",
         "_arrays",
+        "_blank",
         "_bulk",
         "_bulks",
         "_line_error",
@@ -69,6 +89,7 @@ class RespParser:
         self._args: list[bytes] | None = None  # the multibulk request in progress
         self._remaining = 0  # its elements still to come
         self._bulk = -1  # the declared length of the bulk string in progress, or -1 before its '$' line
+        self._blank = 0  # bytes of empty requests (blank lines, "*0") since the last request, while _pending holds more
         # The fast path's tables, cut to the limits so that it never accepts what the general parser refuses.
         self._arrays = _FAST_ARRAYS
         if max_array < len(_FAST_ARRAYS):
@@ -100,10 +121,9 @@ class RespParser:
                     if line[:1] == b"*" or 10 in line:
                         break
                     words = split_inline(line)
-                    if words is None:
+                    if not words:  # unbalanced quotes, or a blank line: the general parser skips a run in one step
                         break
-                    if words:
-                        commands.append(words)
+                    commands.append(words)
                     i += 1
                 # Arrays of one, two and three bulks (PING, GET, SET...) spelled out: the loop below would add a
                 # fifth or more to the cost of each such command.
@@ -161,35 +181,50 @@ class RespParser:
 
     def _parse(self, data: bytes, commands: list[list[bytes]]) -> int:
         """Parse complete commands from ``data`` into ``commands``; return where the unparsed rest starts."""
-        max_bulk, max_array, _ = self.limits
+        max_bulk, max_array, max_inline = self.limits
         end = len(data)
         pos = 0
         args = self._args
         remaining = self._remaining
         bulk = self._bulk
+        blank = self._blank  # bytes of empty requests in a row, up to pos
         while pos < end:
             if args is None:
-                if data[pos] != 42:  # not '*': an inline request
+                first = data[pos]
+                if first != 42:  # not '*': an inline request
+                    if first in _SPACE:  # perhaps a run of blank lines, which Redis skips one by one
+                        run = _BLANK_LINES.match(data, pos)
+                        if run is not None:
+                            blank += run.end() - pos
+                            if blank > max_inline:
+                                return self._fail(_TOO_MANY_EMPTY)
+                            pos = run.end()
+                            continue
                     eol = data.find(b"\n", pos)
                     if eol < 0:
-                        return self._await_line(pos, end, None, 0, "Protocol error: too big inline request")
+                        return self._await_line(pos, end, None, 0, "Protocol error: too big inline request", blank)
                     # A bare '\n' ends the line too, as Redis accepts from telnet-like clients.
                     words = split_inline(data[pos : eol - 1 if eol > pos and data[eol - 1] == 13 else eol])
-                    pos = eol + 1
                     if words is None:
                         return self._fail("Protocol error: unbalanced quotes in request")
-                    if words:
-                        commands.append(words)
+                    commands.append(words)  # not blank, so it has words
+                    blank = 0
+                    pos = eol + 1
                     continue
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
-                    return self._await_line(pos, end, None, 0, "Protocol error: too big mbulk count string")
+                    return self._await_line(pos, end, None, 0, "Protocol error: too big mbulk count string", blank)
                 count = parse_int64(data[pos + 1 : eol])
                 if count is None or count > max_array:
                     return self._fail("Protocol error: invalid multibulk length")
-                pos = eol + 2
-                if count <= 0:
+                if count <= 0:  # an empty request: skipped, as Redis does, but counted like a blank line
+                    blank += eol + 2 - pos
+                    if blank > max_inline:
+                        return self._fail(_TOO_MANY_EMPTY)
+                    pos = eol + 2
                     continue
+                pos = eol + 2
+                blank = 0
                 args = []
                 remaining = count
             while remaining:
@@ -216,10 +251,21 @@ class RespParser:
                 remaining -= 1
             commands.append(args)
             args = None
+        if blank:
+            # Empty requests ran to the end: keep their last byte (an LF) unparsed, so that the next bytes go to
+            # this parser, not the fast path, and the run goes on being counted.
+            return self._suspend(end - 1, None, 0, -1, 0, None, blank - 1)
         return self._suspend(pos, None, 0, -1, 0, None)
 
     def _suspend(
-        self, pos: int, args: list[bytes] | None, remaining: int, bulk: int, need: int, too_long: str | None
+        self,
+        pos: int,
+        args: list[bytes] | None,
+        remaining: int,
+        bulk: int,
+        need: int,
+        too_long: str | None,
+        blank: int = 0,
     ) -> int:
         """Keep the state of the request in progress until more bytes arrive; return ``pos``."""
         self._args = args
@@ -227,12 +273,15 @@ class RespParser:
         self._bulk = bulk
         self._need = need
         self._line_error = too_long
+        self._blank = blank
         return pos
 
-    def _await_line(self, pos: int, end: int, args: list[bytes] | None, remaining: int, too_long: str) -> int:
+    def _await_line(
+        self, pos: int, end: int, args: list[bytes] | None, remaining: int, too_long: str, blank: int = 0
+    ) -> int:
         if end - pos > self.limits[2]:
             return self._fail(too_long)
-        return self._suspend(pos, args, remaining, -1, 0, too_long)
+        return self._suspend(pos, args, remaining, -1, 0, too_long, blank)
 
     def _fail(self, message: str) -> int:
         self.error = message
@@ -308,6 +357,13 @@ def split_inline(line: bytes) -> list[bytes] | None:
 _DISPATCH = {**COMMANDS, **{name.lower(): entry for name, entry in COMMANDS.items()}}
 
 
+STEP = 32
+"""Commands a throttled :meth:`RespSession.serve` runs between two looks at how much it has replied."""
+
+Output: TypeAlias = "bytes | list[bytes | memoryview]"
+"""What :meth:`RespSession.serve` returns to write: one bytes object, or chunks to write in order."""
+
+
 class RespSession:
     """One client's conversation: request bytes in, reply bytes out, against a shared keyspace.
 
@@ -315,9 +371,24 @@ class RespSession:
     and says whether the transport should close the connection once those bytes are written. After a
     close has been asked for, the session answers nothing more. MULTI/EXEC/DISCARD queue commands and run
     them together.
+
+    :meth:`serve` is the same conversation with backpressure: it stops once it has replied about as many bytes
+    as the transport can take, keeping the commands not yet run and the reply bytes not yet handed out, and goes
+    on at the next call. Replies come as chunks, a big stored value being one chunk of its own (not copied).
     """
 
-    __slots__ = ("_closing", "_dirty", "_in_multi", "_parser", "_queue", "store")
+    __slots__ = (
+        "_backlog",
+        "_closing",
+        "_dirty",
+        "_in_multi",
+        "_next",
+        "_output",
+        "_parser",
+        "_queue",
+        "busy",
+        "store",
+    )
 
     def __init__(
         self,
@@ -333,6 +404,11 @@ class RespSession:
         self._in_multi = False
         self._queue: list[list[bytes]] = []  # commands queued since MULTI
         self._dirty = False  # a command was rejected since MULTI, so EXEC must abort
+        self._backlog: list[list[bytes]] = []  # commands parsed and not run yet, from _next on
+        self._next = 0
+        self._output: deque[bytes | memoryview] = deque()  # reply chunks not handed out yet
+        self.busy = False
+        """Commands or reply bytes are held back: call :meth:`serve` again (with no new bytes) to go on."""
 
     def receive(self, data: bytes) -> tuple[bytes, bool]:
         """Feed request bytes; return the replies to the commands they complete and whether to close.
@@ -340,28 +416,97 @@ class RespSession:
         QUIT replies ``+OK`` and asks to close, ignoring what follows it. A malformed request gets
         ``-ERR Protocol error: ...`` after the replies to the commands before it, and asks to close.
         """
-        if self._closing:
-            return b"", True
-        parser = self._parser
+        out, close = self.serve(data)
+        return (out if isinstance(out, bytes) else b"".join(out)), close
+
+    def serve(self, data: bytes = b"", limit: int | None = None) -> tuple[Output, bool]:
+        """Feed request bytes (or none), run commands; return their replies, and whether to close after them.
+
+        The replies are one bytes object, or a list of chunks to write in order (a big stored value being a chunk
+        of its own, not copied) once a reply holds such a value or anything was held back. With a ``limit``,
+        commands run :data:`STEP` at a time until their replies come to more than ``limit`` bytes, and no more
+        than ``limit`` bytes of them are handed out (a chunk longer than that in slices), unless one step's
+        small replies alone are more; the rest waits, and :attr:`busy` says so: the transport calls again,
+        without new bytes, once it can take more. Without a limit every command is answered at once.
+        """
+        if self.busy or self._closing:
+            if data and not self._closing:
+                self._backlog = self._backlog[self._next :] + self._parser.feed(data)
+                self._next = 0
+            return self._serve_held(limit)
+        commands = self._parser.feed(data)
+        if len(commands) > STEP and limit is not None:
+            self._backlog = commands
+            return self._serve_held(limit)
+        replies = self._run(commands)
+        error_ = self._parser.error
+        if error_ is not None and not self._closing:
+            replies.append(error(b"ERR " + error_.encode("latin-1")))
+            self._closing = True
+        try:
+            return b"".join(replies), self._closing  # type: ignore[arg-type]  # a chunked reply raises TypeError
+        except TypeError:
+            self._output.extend(chunk_replies(replies))
+            return self._serve_held(limit)
+
+    def _serve_held(self, limit: int | None) -> tuple[Output, bool]:
+        """:meth:`serve` once something is held back: hand out what was replied, run the next steps, within limit."""
+        handed: list[bytes | memoryview] = []
+        room = limit
+        output = self._output
+        while True:
+            while output and (room is None or room > 0):
+                chunk = output.popleft()
+                if limit is not None and len(chunk) > limit:  # a big value goes out a slice at a time
+                    view = memoryview(chunk)
+                    output.appendleft(view[limit:])
+                    chunk = view[:limit]
+                handed.append(chunk)
+                if room is not None:
+                    room -= len(chunk)
+            if output or self._closing or (room is not None and room <= 0):
+                break
+            backlog = self._backlog
+            start = self._next
+            if start >= len(backlog):
+                break
+            stop = len(backlog) if limit is None else start + STEP
+            replies = self._run(backlog[start:stop])
+            if self._closing or stop >= len(backlog):
+                self._backlog = []
+                self._next = 0
+                error_ = self._parser.error
+                if error_ is not None and not self._closing:
+                    replies.append(error(b"ERR " + error_.encode("latin-1")))
+                    self._closing = True
+            else:
+                self._next = stop
+            reply = join_replies(replies)
+            if type(reply) is list:
+                output.extend(reply)
+            elif reply:
+                output.append(reply)  # type: ignore[arg-type]
+        self.busy = bool(self._backlog or output)
+        return handed, self._closing and not output
+
+    def _run(self, commands: list[list[bytes]]) -> list[Reply]:
+        """Run ``commands`` in order; their replies (cut short after a QUIT, which asks to close)."""
         replies = []
         store = self.store
         in_multi = self._in_multi
-        for args in parser.feed(data):
+        for args in commands:
             entry = _DISPATCH.get(args[0])
             if entry is None or in_multi:
                 replies.append(self._special(args))
                 if self._closing:
-                    return b"".join(replies), True
+                    return replies
                 in_multi = self._in_multi
                 continue
             run, low, high = entry
             replies.append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
-        if parser.error is not None:
-            replies.append(error(b"ERR " + parser.error.encode("latin-1")))
-            self._closing = True
-        return b"".join(replies), self._closing
+        return replies
 
-    def _special(self, args: list[bytes]) -> bytes:
+    def _special(self, args: list[bytes]) -> Reply:
         """Session commands, unknown commands, keyspace commands sent inside MULTI or in mixed case."""
         name = args[0].upper()
         entry = COMMANDS.get(name)
@@ -403,4 +548,5 @@ class RespSession:
         if self._dirty:
             return b"-EXECABORT Transaction discarded because of previous errors.\r\n"
         replies = [COMMANDS[args[0].upper()][0](self.store, args) for args in queue]
-        return b"*%d\r\n%b" % (len(replies), b"".join(replies))
+        replies.insert(0, b"*%d\r\n" % len(queue))
+        return join_replies(replies)

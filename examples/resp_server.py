@@ -1,6 +1,7 @@
 """A Redis-compatible (RESP2) key-value server on netloop; redis-cli, redis-benchmark and redis-py work with it.
 
     python -m examples.resp_server --port 6379 [--host 127.0.0.1] [--loops N] [--reuse-port]
+        [--tls-cert FILE --tls-key FILE]   (redis-cli --tls --cacert ...; see python -m examples.certs)
 
 The protocol lives in ``examples.resp_proto`` (sans-I/O); this module only moves bytes between sockets and
 one :class:`~examples.resp_proto.RespSession` per connection.
@@ -14,13 +15,27 @@ import logging
 import threading
 
 import netloop
+from examples.certs import add_tls_flags, tls_context
 from examples.kvstore import KeyValueStore
 from examples.resp_proto import RespSession
 
 EXPIRE_INTERVAL = 0.1
 """Seconds between active-expiry passes (Redis's default hz of 10)."""
 
+FEED = 16 * 1024
+"""The most request bytes handed to a session at once: what it holds parsed ahead of its replies stays small."""
+
 log = logging.getLogger(__name__)
+
+
+class Session(RespSession):
+    """A connection's :class:`~examples.resp_proto.RespSession`, and whether its peer has sent all it will."""
+
+    __slots__ = ("ended",)
+
+    def __init__(self, store: KeyValueStore) -> None:
+        super().__init__(store)
+        self.ended = False
 
 
 class RespHandler(netloop.EventHandler):
@@ -29,35 +44,83 @@ class RespHandler(netloop.EventHandler):
     With several loops the connections' events run on several threads, so each batch of commands runs
     under one lock: a command, and a MULTI/EXEC block, sees the keyspace as if it were alone. With one loop
     every event, the ticker's included, runs on that loop's thread, and the lock is left out.
+
+    Pipelined requests are answered only while the connection's outbound bytes stay under the loop's
+    high-water mark (``write_buffer_cap``): past it, the rest waits (unread in the connection, or held by the
+    session) until ``on_drain``, so a client that sends without reading costs the server a bounded amount.
     """
 
     def __init__(self, store: KeyValueStore | None = None) -> None:
         """Serve ``store`` (a fresh one by default); start the engine with ``ticker=True`` for active expiry."""
         self.store = KeyValueStore() if store is None else store
         self._lock: threading.Lock | None = threading.Lock()  # None once on_boot has seen a single loop
+        self.high_water = netloop.Options().write_buffer_cap  # the engine's own, from on_boot
 
     def on_boot(self, engine: netloop.Engine) -> netloop.Action | None:
         # No connection is served before on_boot returns, so the lock can still be dropped here.
         if len(engine.loops) == 1:
             self._lock = None
+        self.high_water = engine.loops[0].options.write_buffer_cap
         log.info("RESP server listening on %s", ", ".join(engine.addrs))
         return None
 
     def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
-        conn.context = RespSession(self.store)
+        conn.context = Session(self.store)
         return None
 
     def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
-        data = conn.next()
+        if conn.inbound_buffered() > FEED:
+            return self._serve(conn)
+        session: Session = conn.context
         lock = self._lock
         if lock is None:  # a branch rather than a null context: this runs once per read
-            reply, close = conn.context.receive(data)
+            out, close = session.serve(conn.next(), self.high_water)
         else:
             with lock:
-                reply, close = conn.context.receive(data)
-        if reply:
-            conn.write(reply)
-        return netloop.Action.CLOSE if close else None
+                out, close = session.serve(conn.next(), self.high_water)
+        if out:
+            if isinstance(out, bytes):
+                conn.write(out)
+            else:
+                conn.writev(out)
+        if close:
+            return netloop.Action.CLOSE
+        return self._serve(conn) if session.busy else None
+
+    def on_drain(self, conn: netloop.Conn) -> netloop.Action | None:
+        return self._serve(conn)
+
+    def on_eof(self, conn: netloop.Conn) -> netloop.Action | None:
+        session: Session = conn.context
+        if session.busy or conn.inbound_buffered():
+            session.ended = True  # answer what is held back first; _serve closes once it is done
+            return None
+        return netloop.Action.CLOSE
+
+    def _serve(self, conn: netloop.Conn) -> netloop.Action | None:
+        """Answer what waits (held by the session, then unread in ``conn``) while outbound stays under the mark."""
+        session: Session = conn.context
+        lock = self._lock or contextlib.nullcontext()
+        while True:
+            room = self.high_water - conn.outbound_buffered()
+            if room <= 0:
+                return None  # on_drain goes on
+            if session.busy:
+                data = b""
+            else:
+                size = conn.inbound_buffered()
+                if not size:
+                    return netloop.Action.CLOSE if session.ended else None
+                data = conn.next(min(size, FEED))
+            with lock:
+                out, close = session.serve(data, room)
+            if out:
+                if isinstance(out, bytes):
+                    conn.write(out)
+                else:
+                    conn.writev(out)
+            if close:
+                return netloop.Action.CLOSE
 
     def on_tick(self) -> float:
         with self._lock or contextlib.nullcontext():
@@ -91,10 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=6379)
     parser.add_argument("--loops", type=int, default=1, help="event loops (threads); they share one keyspace")
     parser.add_argument("--reuse-port", action="store_true", help="one SO_REUSEPORT listener per loop")
+    add_tls_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     netloop.run(
-        RespHandler(), address(args.host, args.port), num_event_loop=args.loops, reuse_port=args.reuse_port, ticker=True
+        RespHandler(),
+        address(args.host, args.port),
+        num_event_loop=args.loops,
+        reuse_port=args.reuse_port,
+        ticker=True,
+        tls=tls_context(args),
     )
 
 

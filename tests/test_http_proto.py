@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 from examples import http_proto
 from examples.http_proto import (
     DATE_CACHE,
+    MAX_EMPTY_LINES,
+    MAX_HEAD_SIZE,
     PARSERS,
     HttpSession,
     PythonParser,
@@ -347,6 +350,78 @@ def test_an_over_limit_request_after_good_ones_still_gets_their_responses(parser
     assert (out, close) == (replies(Reply.OK, Reply.OK, Reply.HEADERS_TOO_LARGE), True)
 
 
+# --- bounds on what a request may hold before it is refused ----------------------------------------------
+
+FEED = 64 * 1024  # what a server hands a session at a time, at most
+
+
+def refused_after(session: HttpSession, stream: bytes, first: bytes = b"", piece: int = FEED) -> tuple[int, bytes]:
+    """Feed ``first``, then ``stream`` over and over in pieces of ``piece`` bytes, until the session closes.
+
+    Returns how many bytes of ``stream`` were fed and what the session answered.
+    """
+    out, close = session.receive(first)
+    fed = 0
+    block = stream * (piece // len(stream))
+    while not close:
+        assert fed < 100 * 1024 * 1024, "100 MB taken and nothing refused"
+        more, close = session.receive(block)
+        out += more
+        fed += len(block)
+    return fed, out
+
+
+@pytest.mark.parametrize("line", [b"\r\n", b"\n", b"\r"])
+def test_a_flood_of_empty_lines_gets_400_after_a_bounded_number_of_bytes(parser: str, line: bytes) -> None:
+    fed, out = refused_after(HttpSession(parser), line)
+    assert out == replies(Reply.BAD_REQUEST)
+    assert fed <= FEED
+    fed, out = refused_after(HttpSession(parser), line, first=GET)  # after a request, within the same feed
+    assert out == replies(Reply.OK, Reply.BAD_REQUEST)
+    assert fed <= 2 * FEED
+
+
+def test_empty_lines_before_a_request_up_to_the_limit_are_skipped(parser: str) -> None:
+    assert MAX_EMPTY_LINES == 256
+    assert feed(parser, b"\r\n" * 128 + GET) == (replies(Reply.OK), False)
+    assert feed(parser, b"\n" * 128 + b"\r" * 128 + GET + b"\r\n" * 128 + GET) == (replies(Reply.OK, Reply.OK), False)
+    assert feed(parser, b"\r\n" * 128 + b"\n" + GET) == (replies(Reply.BAD_REQUEST), True)
+    session = HttpSession(parser)
+    for _ in range(256):  # one byte at a time: counted across feeds
+        assert session.receive(b"\n") == (b"", False)
+    assert session.receive(b"\n") == (replies(Reply.BAD_REQUEST), True)
+
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("piece", [1, 1000, FEED])
+def test_an_unterminated_chunk_extension_gets_400_after_a_bounded_number_of_bytes(parser: str, piece: int) -> None:
+    fed, out = refused_after(HttpSession(parser), b"b", first=CHUNKED_HEAD + b"5;a=", piece=piece)
+    assert out == replies(Reply.BAD_REQUEST)
+    assert fed <= MAX_HEAD_SIZE + piece
+    fed, out = refused_after(HttpSession(parser), b"b", first=CHUNKED_HEAD + b"1\r\nx\r\n5;a=", piece=piece)
+    assert out == replies(Reply.BAD_REQUEST)
+    assert fed <= MAX_HEAD_SIZE + piece
+
+
+def size_line(size: int) -> bytes:
+    """A chunk-size line for 1 byte of data, of exactly ``size`` bytes with its extension and CRLF."""
+    return b"1;e=" + b"x" * (size - 6) + b"\r\n"
+
+
+def test_a_chunk_size_line_at_the_limit_passes_and_one_byte_longer_gets_400(parser: str) -> None:
+    ok = CHUNKED_HEAD + size_line(200) + b"a\r\n0\r\n\r\n"
+    too_long = CHUNKED_HEAD + size_line(201) + b"a\r\n0\r\n\r\n"
+    for data, expected in ((ok, (replies(Reply.OK), False)), (too_long, (replies(Reply.BAD_REQUEST), True))):
+        session = HttpSession(parser, max_head_size=200)
+        assert feed_bytewise(session, data) == expected
+    session = HttpSession(parser, max_head_size=200)
+    assert session.receive(CHUNKED_HEAD + size_line(200)[:100]) == (b"", False)  # lines that span feeds
+    assert session.receive(size_line(200)[100:] + b"a\r\n" + size_line(201)[:150]) == (b"", False)
+    assert session.receive(size_line(201)[150:] + b"a\r\n0\r\n\r\n" + GET) == (replies(Reply.BAD_REQUEST), True)
+
+
 # --- choosing a parser ----------------------------------------------------------------------------------
 
 
@@ -525,6 +600,103 @@ def split_responses(out: bytes) -> list[bytes]:
     return found
 
 
+# --- the two parsers against each other ---------------------------------------------------------------------
+# llhttp reports no chunk extensions and skips empty lines silently, so HttptoolsParser measures a chunk-size line
+# or a run of empty lines only where a feed starts or ends inside it; PythonParser measures them wherever they are.
+# Fed the same bytes in the same pieces, the parsers answer alike (byte for byte) except as listed in
+# KNOWN_DIFFERENCES, each of which is tested below.
+
+KNOWN_DIFFERENCES = {  # what each parser answers: (reply codes, close)
+    "an empty-line run or chunk-size line over its limit, begun and ended inside one feed": (
+        GET + b"\r\n" * 200 + GET,
+        ((Reply.OK, Reply.BAD_REQUEST), True),
+        ((Reply.OK, Reply.OK), False),
+    ),
+    "a method llhttp does not know": (b"BREW / HTTP/1.1\r\n\r\n", ((Reply.OK,), False), ((Reply.BAD_REQUEST,), True)),
+    "an unfinished request line that is already malformed": (b"\xff", ((), False), ((Reply.BAD_REQUEST,), True)),
+    "a malformed head over the size limit": (
+        b"GET / HTTP/1.1\r\nBad Name: " + b"x" * 300 + b"\r\n\r\n",
+        ((Reply.HEADERS_TOO_LARGE,), True),
+        ((Reply.BAD_REQUEST,), True),
+    ),
+    "a chunk extension with an empty value": (
+        CHUNKED_HEAD + b"1;e=\r\na\r\n0\r\n\r\n",
+        ((Reply.BAD_REQUEST,), True),
+        ((Reply.OK,), False),
+    ),
+}
+
+
+@pytest.mark.parametrize("difference", sorted(KNOWN_DIFFERENCES))
+def test_known_differences_between_the_parsers(difference: str) -> None:
+    pytest.importorskip("httptools")
+    data, python, httptools = KNOWN_DIFFERENCES[difference]
+    for name, (codes, close) in (("python", python), ("httptools", httptools)):
+        assert feed(name, data, max_head_size=256) == (replies(*codes), close), name
+
+
+def empty_lines() -> st.SearchStrategy[bytes]:
+    runs = st.sampled_from([0, 0, 0, 1, 2, 3, 60, 126, 127, 128, 129, 140])
+    return st.tuples(runs, st.lists(st.sampled_from([b"\r\n", b"\n", b"\r"]), min_size=140, max_size=140)).map(
+        lambda t: b"".join(t[1][: t[0]])
+    )
+
+
+@st.composite
+def chunked_requests(draw: st.DrawFn) -> bytes:
+    """A chunked request whose chunk-size lines may carry long extensions (near a max_head_size of 256)."""
+    lengths = st.sampled_from([0, 1, 50, 240, 245, 246, 247, 248, 300])
+    body = b""
+    for data in draw(st.lists(st.sampled_from([b"a", b"\r\n", b"hello"]), max_size=3)):
+        ext = draw(lengths)
+        body += b"%x%b\r\n%b\r\n" % (len(data), b";e=" + b"x" * ext if ext else b"", data)
+    ext = draw(lengths)
+    return CHUNKED_HEAD + body + b"0" + (b";e=" + b"x" * ext if ext else b"") + b"\r\n\r\n"
+
+
+def long_inside_a_feed(piece: bytes) -> bool:
+    """Whether ``piece`` holds an empty-line run or a line past the limits the differential test uses."""
+    return re.search(rb"[\r\n]{%d}" % (MAX_EMPTY_LINES + 1), piece) is not None or any(
+        len(line) >= 255 for line in piece.split(b"\n")
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(
+        st.tuples(empty_lines(), st.one_of(requests().map(lambda r: r.raw), chunked_requests())), max_size=4
+    ),
+    tail=empty_lines(),
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+)
+def test_both_parsers_refuse_and_accept_alike(parts: list[tuple[bytes, bytes]], tail: bytes, cuts: list[int]) -> None:
+    pytest.importorskip("httptools")
+    data = b"".join(gap + request for gap, request in parts) + tail
+    if re.search(rb"\r\n[0-9a-fA-F]+;", data):
+        # The documented difference (docs/http.md, test_chunk_extension_inside_one_feed_is_the_known_difference):
+        # llhttp reports no chunk extensions, so a chunk-size line that starts and ends inside one feed is not
+        # measured by the httptools session.
+        return
+    for pieces in (split_at(data, cuts), [data[i : i + 1] for i in range(len(data))]):
+        answers = {}
+        for name in ("python", "httptools"):
+            session = HttpSession(name, max_head_size=256)
+            out, close = b"", False
+            for piece in pieces:
+                if close:
+                    break
+                more, close = session.receive(piece)
+                out += more
+            answers[name] = (out, close)
+        if any(long_inside_a_feed(piece) for piece in pieces):  # the first known difference: Python refuses sooner
+            python, httptools = answers["python"], answers["httptools"]
+            if python != httptools:
+                assert python[1] and python[0].endswith(replies(Reply.BAD_REQUEST))
+                assert httptools[0].startswith(python[0][: -len(replies(Reply.BAD_REQUEST))])
+            continue
+        assert answers["python"] == answers["httptools"], ("DEBUG", pieces)
+
+
 # --- cross-check with the standard library's parser -----------------------------------------------------
 
 
@@ -580,3 +752,23 @@ def test_python_parser_reads_heads_as_the_standard_library_does(head_and_length:
     out, close = HttpSession("python").receive(head + b"b" * length + GET)
     expected = [reply] if reply >= Reply.CLOSE else [reply, Reply.OK]
     assert (out, close) == (replies(*expected), reply >= Reply.CLOSE)
+
+
+def test_chunk_extension_inside_one_feed_is_the_known_difference() -> None:
+    """The one documented verdict the parsers differ on: a long chunk extension wholly inside one feed."""
+    pytest.importorskip("httptools")
+    data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0;e=" + b"x" * 300 + b"\r\n\r\n"
+    python = HttpSession("python", max_head_size=256).receive(data)
+    httptools = HttpSession("httptools", max_head_size=256).receive(data)
+    assert python[1] and python[0].startswith(b"HTTP/1.1 400")
+    assert httptools[0].startswith(b"HTTP/1.1 200") and not httptools[1]
+    # Split over feeds, the same line is bounded under both parsers.
+    for name in ("python", "httptools"):
+        session = HttpSession(name, max_head_size=256)
+        out, close = b"", False
+        for i in range(len(data)):
+            more, close = session.receive(data[i : i + 1])
+            out += more
+            if close:
+                break
+        assert close and out.startswith(b"HTTP/1.1 400"), name

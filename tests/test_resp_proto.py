@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_kvstore import FakeClock
 
+from examples import resp_proto
 from examples.kvstore import KeyValueStore
 from examples.resp_proto import (
     MAX_ARRAY,
@@ -25,6 +26,8 @@ from examples.resp_proto import (
     parse_int64,
     split_inline,
 )
+
+resp_proto_split = resp_proto.split_inline
 
 
 def cmd(*args: str | bytes) -> bytes:
@@ -94,6 +97,66 @@ def test_parser_handles_every_split_point_byte_by_byte() -> None:
 
 def test_parser_skips_empty_requests() -> None:
     assert RespParser().feed(b"*0\r\n*-1\r\n\r\n   \r\nPING\r\n") == [[b"PING"]]
+
+
+# -- empty lines: skipped a run at a time, and bounded ------------------------------------------------------
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"\r\n", b" \t\r\n", b"\x0b\r\n"])
+def test_empty_lines_are_skipped_a_run_at_a_time(monkeypatch: pytest.MonkeyPatch, blank: bytes) -> None:
+    # One Python step per empty line made 10 MB of them cost seconds: a run must be skipped in one step, so the
+    # inline splitter (called once per line the slow way) never sees them.
+    calls = []
+    monkeypatch.setattr(resp_proto, "split_inline", lambda line: calls.append(line) or resp_proto_split(line))
+    parser = RespParser()
+    run = blank * (MAX_INLINE // len(blank))
+    assert parser.feed(run + b"PING\r\n" + run + b"PING\r\n") == [[b"PING"], [b"PING"]]
+    assert parser.error is None
+    assert len(calls) <= 4
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"\r\n", b" \r\n", b"*0\r\n"])
+def test_ten_megabytes_of_empty_lines_are_a_protocol_error(blank: bytes) -> None:
+    session = RespSession(KeyValueStore())
+    flood = blank * (10 * 1024 * 1024 // len(blank))
+    reply, close = session.receive(b"PING\r\n" + flood)
+    assert (reply, close) == (b"+PONG\r\n-ERR Protocol error: too many empty lines before a request\r\n", True)
+
+
+def test_empty_lines_are_counted_across_reads() -> None:
+    parser = RespParser(max_inline=100)
+    assert parser.feed(b"PING\r\n" + b"\r\n" * 30) == [[b"PING"]]
+    assert parser.feed(b"\r\n" * 20) == []
+    assert parser.error is None  # 100 bytes: at the limit
+    assert parser.feed(b"\n") == []
+    assert parser.error == "Protocol error: too many empty lines before a request"
+
+
+def test_a_request_starts_a_new_count_of_empty_lines() -> None:
+    parser = RespParser(max_inline=100)
+    for _ in range(5):
+        assert parser.feed(b"\r\n" * 40) == []
+        assert parser.feed(b"\n" * 16 + b"*0\r\n PING\r\n") == [[b"PING"]]  # 100 empty bytes, then a request
+        assert parser.feed(cmd("GET", "k") + b"\r\n" * 25) == [[b"GET", b"k"]]
+        assert parser.feed(b"\r\n" * 25 + cmd("GET", "k")) == [[b"GET", b"k"]]  # a run of 100 bytes
+    assert parser.error is None
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.sampled_from([b"\r\n", b"\n", b" \r\n", b"\t\n", b"*0\r\n", b"PING\r\n", b"*1\r\n$1\r\nx\r\n"])),
+    st.lists(st.integers(0, 400), max_size=4),
+)
+def test_empty_lines_count_the_same_whatever_the_split(pieces: list[bytes], cuts: list[int]) -> None:
+    # Lines stay shorter than max_inline, whose bound on a line still arriving depends on the split (as in Redis).
+    data = b"".join(pieces)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    whole, split, bytewise = RespParser(max_inline=16), RespParser(max_inline=16), RespParser(max_inline=16)
+    expected = whole.feed(data)
+    assert feed_all(split, chunks) == expected
+    assert feed_all(bytewise, [data[i : i + 1] for i in range(len(data))]) == expected
+    assert split.error == bytewise.error == whole.error
 
 
 def test_bulk_of_exactly_the_limit_is_accepted() -> None:
@@ -720,14 +783,15 @@ def test_fast_path_frames_like_the_general_parser(requests: list[bytes], limits:
 
 
 def test_fast_path_frames_common_requests_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The general parser is not needed for a pipeline of ordinary requests, arrays of up to 64 short bulks.
+    # The general parser is not needed for a pipeline of ordinary requests, arrays of up to 64 short bulks. (A blank
+    # line is not one: the general parser skips a run of them at once.)
     def general(self: RespParser, data: bytes) -> list[list[bytes]]:
         raise AssertionError(f"the general parser was given {data!r}")
 
     monkeypatch.setattr(RespParser, "_feed_stream", general)
     commands = [[b"PING"], [b"GET", b"k"], [b"SET", b"k", b""], [b"MSET", b"a", b"1", b"b", b"x" * 1023]]
     commands.append([b"%d" % n for n in range(64)])
-    data = b"".join(encode_request(c) for c in commands) + b"PING\r\nSET k 'v w'\r\n\r\n"
+    data = b"".join(encode_request(c) for c in commands) + b"PING\r\nSET k 'v w'\r\n"
     assert RespParser().feed(data * 3) == [*commands, [b"PING"], [b"SET", b"k", b"v w"]] * 3
 
 
@@ -755,3 +819,110 @@ def test_commands_in_any_case_run_the_same(session: RespSession) -> None:
         b"+OK\r\n$1\r\nv\r\n$1\r\nv\r\n-ERR wrong number of arguments for 'get' command\r\n"
     )
     assert ask(session, cmd("multi"), cmd("Get", "k"), cmd("exec")) == b"+OK\r\n+QUEUED\r\n*1\r\n$1\r\nv\r\n"
+
+
+# -- backpressure: serve() hands out replies a limit at a time, big values uncopied -------------------------------
+
+BIG = b"v" * 100_000  # a value of 100 KB
+
+
+def as_chunks(out: bytes | list[bytes | memoryview]) -> list[bytes | memoryview]:
+    return ([out] if out else []) if isinstance(out, bytes) else out
+
+
+def serve_all(session: RespSession, data: bytes, limit: int) -> tuple[list[bytes | memoryview], list[int], bool]:
+    """Every chunk ``serve`` hands out for ``data``, calling again while it is busy; also the bytes of each call."""
+    out, close = session.serve(data, limit)
+    chunks = as_chunks(out)
+    sizes = [sum(map(len, chunks))]
+    while session.busy:
+        assert not close
+        out, close = session.serve(b"", limit)
+        more = as_chunks(out)
+        assert more, "busy, yet nothing handed out"
+        chunks += more
+        sizes.append(sum(map(len, more)))
+    return chunks, sizes, close
+
+
+def test_serve_stops_at_the_limit_and_goes_on_where_it_stopped(session: RespSession) -> None:
+    session.store.set(b"big", BIG)
+    data = cmd("GET", "big") * 100 + cmd("PING")
+    chunks, sizes, close = serve_all(session, data, 1024 * 1024)
+    assert b"".join(chunks) == (b"$100000\r\n" + BIG + b"\r\n") * 100 + b"+PONG\r\n"
+    assert not close
+    assert len(sizes) >= 10
+    assert max(sizes) <= 1024 * 1024 + 100_020  # at most one value past the limit
+
+
+def test_serve_hands_out_a_big_value_itself_not_a_copy(session: RespSession) -> None:
+    session.store.set(b"big", BIG)
+    out, _ = session.serve(cmd("GET", "big") + cmd("MGET", "big", "nope", "big"), 1024 * 1024)
+    chunks = as_chunks(out)
+    assert [chunk for chunk in chunks if len(chunk) == len(BIG)] == [BIG, BIG, BIG]
+    assert all(chunk is BIG for chunk in chunks if len(chunk) == len(BIG))
+    assert b"".join(chunks) == b"$100000\r\n%b\r\n*3\r\n$100000\r\n%b\r\n$-1\r\n$100000\r\n%b\r\n" % (BIG, BIG, BIG)
+
+
+def test_a_value_longer_than_the_limit_is_handed_out_in_slices(session: RespSession) -> None:
+    value = bytes(range(256)) * 4096  # 1 MiB
+    session.store.set(b"k", value)
+    chunks, sizes, _ = serve_all(session, cmd("GET", "k"), 100_000)
+    assert b"".join(chunks) == b"$1048576\r\n" + value + b"\r\n"
+    assert max(map(len, chunks)) == 100_000
+    assert max(sizes) <= 100_000 + 20
+
+
+def test_one_mget_of_many_big_values_is_never_joined(session: RespSession) -> None:
+    for i in range(1000):
+        session.store.set(b"k%d" % i, BIG)
+    request = cmd("MGET", *[b"k%d" % i for i in range(1000)])  # asks for 100 MB
+    tracemalloc.start()
+    try:
+        out, _ = session.serve(request, 1024 * 1024)
+        total = sum(map(len, as_chunks(out)))
+        while session.busy:
+            out, _ = session.serve(b"", 1024 * 1024)
+            total += sum(map(len, as_chunks(out)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == len(b"*1000\r\n") + 1000 * len(b"$100000\r\n\r\n") + 1000 * len(BIG)
+    assert peak < 2 * 1024 * 1024  # the values are handed out as they are stored, never copied or joined
+
+
+def test_serve_runs_a_long_pipeline_a_step_at_a_time(session: RespSession) -> None:
+    session.store.set(b"k", b"x" * 10_000)
+    data = cmd("GET", "k") * 1000  # 10 MB of replies from 24 KB of requests
+    out, close = session.serve(data, 100_000)
+    assert 100_000 <= sum(map(len, as_chunks(out))) <= 100_000 + 32 * 10_020
+    assert session.busy and not close
+
+
+def test_a_protocol_error_is_answered_after_the_held_back_commands(session: RespSession) -> None:
+    session.store.set(b"big", BIG)
+    data = cmd("GET", "big") * 30 + b"*1\r\n$x\r\n"
+    chunks, _, close = serve_all(session, data, 500_000)
+    expected = (b"$100000\r\n" + BIG + b"\r\n") * 30 + b"-ERR Protocol error: invalid bulk length\r\n"
+    assert (b"".join(chunks), close) == (expected, True)
+    assert session.serve(cmd("PING"), 500_000) == ([], True)
+    assert session.receive(cmd("PING")) == (b"", True)
+
+
+def test_quit_among_held_back_commands_ends_the_replies(session: RespSession) -> None:
+    session.store.set(b"big", BIG)
+    data = cmd("GET", "big") * 40 + cmd("QUIT") + cmd("PING")
+    chunks, _, close = serve_all(session, data, 300_000)
+    assert (b"".join(chunks), close) == ((b"$100000\r\n" + BIG + b"\r\n") * 40 + b"+OK\r\n", True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_requests, st.integers(1, 200), st.integers(0, 1000))
+def test_serve_replies_like_receive_whatever_the_limit(requests: list[bytes], limit: int, cut: int) -> None:
+    data = b"".join(requests) * 5
+    cut %= len(data) + 1
+    expected = replies_to([data], (MAX_BULK, MAX_ARRAY))
+    session = RespSession(KeyValueStore(FakeClock(1_700_000_000_000)))
+    first, _, _ = serve_all(session, data[:cut], limit)
+    second, _, close = serve_all(session, data[cut:], limit)
+    assert (b"".join([*first, *second]), close) == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import re
+import select
 import shutil
 import signal
 import socket
@@ -352,5 +353,120 @@ def test_command_line_serves_until_sigterm() -> None:
             process.kill()
             process.wait(TIMEOUT)
         reader.join(TIMEOUT)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+# -- backpressure and bounds ------------------------------------------------------------------------------
+
+HIGH_WATER = 1024 * 1024  # the engine's default write_buffer_cap
+VALUE = b"v" * 100_000
+
+
+def test_empty_lines_flood_gets_a_protocol_error_and_a_close(engine: netloop.Engine) -> None:
+    with connect(engine.addrs[0]) as sock:
+        sock.sendall(encode_request([b"PING"]))
+        assert recv_exact(sock, 7) == b"+PONG\r\n"
+        flood = b"\n" * (10 * 1024 * 1024)
+        sender = threading.Thread(target=_send_until_refused, args=(sock, flood))
+        sender.start()
+        try:
+            reply = recv_until_closed(sock)
+        finally:
+            sender.join(TIMEOUT)
+    assert reply == b"-ERR Protocol error: too many empty lines before a request\r\n"
+
+
+def _send_until_refused(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # the server closed while we were sending: what the test expects
+
+
+def test_pipelined_replies_past_the_high_water_mark_all_arrive_after_eof(engine: netloop.Engine) -> None:
+    with connect(engine.addrs[0]) as sock:
+        sock.sendall(encode_request([b"SET", b"big", VALUE]))
+        assert recv_exact(sock, 5) == b"+OK\r\n"
+        count = 300  # 30 MB of replies: held back, then answered as the client reads
+        sock.sendall(encode_request([b"GET", b"big"]) * count + encode_request([b"PING"]))
+        sock.shutdown(socket.SHUT_WR)  # half-closed: the server must still answer everything, then close
+        expected = (b"$100000\r\n" + VALUE + b"\r\n") * count + b"+PONG\r\n"
+        assert recv_until_closed(sock) == expected
+
+
+def test_one_mget_of_many_big_values_streams_out(engine: netloop.Engine) -> None:
+    keys = [b"k%d" % i for i in range(1000)]
+    with connect(engine.addrs[0]) as sock:
+        sock.sendall(encode_request([b"MSET", *[item for key in keys for item in (key, VALUE)]]))
+        assert recv_exact(sock, 5) == b"+OK\r\n"
+        # 100 MB in one reply, past the default write_buffer_limit of 64 MiB: written as the client reads.
+        sock.sendall(encode_request([b"MGET", *keys]) + encode_request([b"PING"]))
+        head = recv_exact(sock, len(b"*1000\r\n"))
+        assert head == b"*1000\r\n"
+        item = b"$100000\r\n" + VALUE + b"\r\n"
+        for _ in keys:
+            assert recv_exact(sock, len(item)) == item
+        assert recv_exact(sock, 7) == b"+PONG\r\n"
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _push_until_blocked(sock: socket.socket, data: bytes) -> int:
+    """Send ``data`` without reading until the peer stops taking bytes for a while; returns how much went."""
+    sock.setblocking(False)
+    sent = 0
+    while sent < len(data) and select.select([], [sock], [], 0.5)[1]:
+        try:
+            sent += sock.send(data[sent : sent + 65536])
+        except BlockingIOError:
+            pass
+    return sent
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS from /proc")
+def test_clients_that_pipeline_without_reading_cost_bounded_memory() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.resp_server", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        found = re.search(r"tcp://127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        address = f"tcp://127.0.0.1:{found.group(1)}"
+        with connect(address) as setup:
+            setup.sendall(encode_request([b"SET", b"big", VALUE]) + encode_request([b"GET", b"big"]))
+            assert recv_exact(setup, 5 + 100_011)[:5] == b"+OK\r\n"
+        baseline = _rss(process.pid)
+        request = encode_request([b"GET", b"big"])
+        flood = request * 100_000  # 10 GB of replies each, if they were all answered
+        clients = [connect(address) for _ in range(4)]
+        try:
+            for sock in clients:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+            pushed = [_push_until_blocked(sock, flood) for sock in clients]
+            assert all(sent < len(flood) for sent in pushed), "the server kept reading requests it could not answer"
+            grown = _rss(process.pid) - baseline
+            # Per client: outbound up to the high-water mark, one read of requests and what its session parsed.
+            assert grown < 4 * (HIGH_WATER + 512 * 1024) + 8 * 1024 * 1024, f"RSS grew by {grown} bytes"
+            # Every connection is still served: the first replies come back whole.
+            for sock in clients:
+                sock.setblocking(True)
+                sock.settimeout(TIMEOUT)
+                assert recv_exact(sock, 2 * 100_011) == (b"$100000\r\n" + VALUE + b"\r\n") * 2
+        finally:
+            for sock in clients:
+                sock.close()
+    finally:
+        process.kill()
+        process.wait(TIMEOUT)
         if process.stderr is not None:
             process.stderr.close()
