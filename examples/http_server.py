@@ -59,10 +59,16 @@ class HttpHandler(netloop.EventHandler):
         return None
 
     def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        if conn.outbound_buffered() > conn.event_loop.options.write_buffer_cap:
+            return None  # a client that pipelines without reading: its requests wait until on_drain
         out, close = conn.context.receive(conn.next())
         if out:
             conn.write(out)
         return netloop.Action.CLOSE if close else None
+
+    def on_drain(self, conn: netloop.Conn) -> netloop.Action | None:
+        """The client read enough of our answers: answer the requests that waited meanwhile."""
+        return self.on_traffic(conn) if conn.inbound_buffered() else None
 
     def on_tick(self) -> float:
         DATE_CACHE.refresh()

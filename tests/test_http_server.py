@@ -292,3 +292,28 @@ def test_the_command_line_serves_until_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_client_that_pipelines_without_reading_is_held_at_the_high_water_mark() -> None:
+    """Requests wait (unread) while the answers pass write_buffer_cap, and are answered once the client reads."""
+    import socket as socket_module
+
+    from loopback import recv_exact, serving
+
+    from examples.http_server import make_handler
+
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    count = 3000
+    with serving(make_handler("python"), "tcp://127.0.0.1:0", write_buffer_cap=64 * 1024) as engine:
+        host, port = engine.addrs[0][len("tcp://") :].rsplit(":", 1)
+        with socket_module.create_connection((host, int(port)), timeout=10) as sock:
+            sender = threading.Thread(target=sock.sendall, args=(request * count,))
+            sender.start()
+            first = recv_exact(sock, 64)
+            assert first.startswith(b"HTTP/1.1 200")
+            got = len(first)
+            while got < count * 100:  # read on: every request is answered in the end
+                chunk = sock.recv(1 << 16)
+                assert chunk
+                got += len(chunk)
+            sender.join(10)
