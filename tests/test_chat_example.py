@@ -83,6 +83,8 @@ def test_a_member_that_never_reads_is_cut_off_and_the_rest_chat_on() -> None:
         assert _line(talker, buf_t).startswith("* welcome")
         assert _line(listener, buf_l).startswith("* welcome")
         heard = threading.Event()
+        lines = [0]  # lines the listener has received
+        progress = threading.Condition()
 
         def keep_up() -> None:  # the listener reads everything, as a live member does
             got = bytearray()
@@ -90,6 +92,9 @@ def test_a_member_that_never_reads_is_cut_off_and_the_rest_chat_on() -> None:
                 chunk = listener.recv(1 << 16)
                 if not chunk:
                     return
+                with progress:
+                    lines[0] += chunk.count(b"\n")
+                    progress.notify_all()
                 got += chunk
                 del got[: max(0, len(got) - 64)]
             heard.set()
@@ -97,8 +102,11 @@ def test_a_member_that_never_reads_is_cut_off_and_the_rest_chat_on() -> None:
         reader = threading.Thread(target=keep_up)
         reader.start()
         line = b"x" * 1000 + b"\n"
-        for _ in range(2000):  # ~2 MB of broadcasts: past the silent member's 1 MiB limit
+        for i in range(1, 2001):  # ~2 MB of broadcasts: past the silent member's 1 MiB limit
             talker.sendall(line)
+            if i % 100 == 0:  # the talker waits for the listener, which never falls 1 MiB behind
+                with progress:
+                    assert progress.wait_for(lambda i=i: lines[0] >= i - 100, 10), "the listener fell behind"
         wait_until(lambda: len(chat.members) == 2, what="the silent member to be cut off")
         talker.sendall(b"still here\n")
         assert heard.wait(10), "the listener was not served on"
