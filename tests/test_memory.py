@@ -134,8 +134,9 @@ def test_rss_returns_near_baseline_after_a_non_reading_members_output_is_release
         # Freed memory may be given back a little later (a trim may wait for its turn): poll, bounded.
         limit = base + GROWTH // 5
         deadline = time.monotonic() + 3.0
+        pace = threading.Event()
         while (after := _rss(proc.pid)) > limit and time.monotonic() < deadline:
-            time.sleep(0.05)
+            pace.wait(0.05)  # RSS has no event to wait on: poll it, bounded
         mb = 2**20
         assert after <= limit, (
             f"RSS {after / mb:.0f} MB after the members left, from {base / mb:.0f} MB at start and"
