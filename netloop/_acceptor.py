@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from netloop._address import Address
+from netloop._conn import BY_LIMIT
 from netloop._errors import EngineStoppedError
 from netloop._options import Options
 from netloop._poller import IN
@@ -203,7 +204,10 @@ class Acceptor:
         if self._full is not None and self._full():
             # Accepted and closed, not left in the backlog: the client learns at once, and the backlog keeps room
             # for when connections free up. Existing connections are untouched.
-            self.owner.refused += 1
+            owner = self.owner
+            owner.refused += 1
+            owner.accepted += 1
+            owner.closed_by[BY_LIMIT] += 1
             sock.close()
             return
         sock.setblocking(False)

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
-from netloop._errors import ConnClosedError, ConnTimeoutError, OutboundLimitError, ShortBufferError
+from netloop._errors import (
+    ConnClosedError,
+    ConnTimeoutError,
+    EngineStoppedError,
+    OutboundLimitError,
+    ShortBufferError,
+)
 from netloop._handler import Action
 from netloop._poller import ERR, HUP, IN, OUT, READABLE
 
@@ -81,6 +87,26 @@ PAUSED_BY_PRESSURE = 2
 # ``_mask`` of a connection taken off the poller: its peer hung up while the user held reading.
 PARKED = -1
 
+# Why a connection closed, as the loops count it (``EventLoop.closed_by``, ``engine.stats()``): the peer ended it
+# (its FIN first, or a reset), the handler did (``Action.CLOSE``, ``close()``), a timeout, a limit
+# (``write_buffer_limit``, ``max_connections``), an error (a socket error, a handler that raised, a failed TLS
+# handshake or PROXY header), or the engine's stop.
+CAUSES = ("peer", "handler", "timeout", "limit", "error", "shutdown")
+BY_PEER, BY_HANDLER, BY_TIMEOUT, BY_LIMIT, BY_ERROR, BY_SHUTDOWN = range(6)
+
+
+def cause_of(err: BaseException) -> int:
+    """The ``CAUSES`` index of a connection closed with ``err``."""
+    if isinstance(err, TimeoutError):  # ConnTimeoutError, linger and shutdown deadlines, handshake deadlines
+        return BY_TIMEOUT
+    if isinstance(err, OutboundLimitError):
+        return BY_LIMIT
+    if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return BY_PEER
+    if isinstance(err, EngineStoppedError):
+        return BY_SHUTDOWN
+    return BY_ERROR
+
 
 class Conn:
     """One connection (TCP or Unix stream; a UDP datagram's sender is a ``Conn`` too).
@@ -93,6 +119,7 @@ class Conn:
     __slots__ = (
         "__weakref__",
         "_close_callbacks",
+        "_closer",
         "_data",
         "_deadlines",
         "_err",
@@ -141,6 +168,8 @@ class Conn:
         # Loop time of the last byte either way (idle_timeout, read_timeout): reads, buffered and async sends.
         self._seen = loop.now
         self._deadlines: dict[str, Timer] | None = None
+        # Who ended the connection first when it closes without an error (``BY_PEER``, else the handler's side).
+        self._closer = BY_HANDLER
 
     def __repr__(self) -> str:
         return f"<netloop.Conn fd={self._fd} remote={self._remote!r} {STATE_NAMES[self._state]}>"
@@ -223,7 +252,9 @@ class Conn:
             if not data:
                 self._peer_eof()
                 return
-            self._seen = self._loop.now
+            loop = self._loop
+            self._seen = loop.now
+            loop.bytes_in += len(data)
             if reads == DELIVER:
                 self._traffic(data)
             if len(data) < size:
@@ -284,6 +315,8 @@ class Conn:
     def _peer_eof(self) -> None:
         """The peer sent FIN (a read returned no bytes)."""
         state = self._state
+        if state in (OPEN, SHUTTING, HALF_SHUT):
+            self._closer = BY_PEER
         if state == OPEN:
             self._state = PEER_EOF
             self._update_interest()
@@ -398,6 +431,7 @@ class Conn:
         except OSError as exc:
             self._fail_soon(exc)
             return 0
+        self._loop.bytes_out += sent
         n = len(data)
         if sent < n:
             self._buffer_rest(data, sent)
@@ -422,6 +456,7 @@ class Conn:
         except OSError as exc:
             self._fail_soon(exc)
             return 0
+        self._loop.bytes_out += sent
         if sent < total:
             for chunk in chunks:
                 size = len(chunk)
@@ -464,6 +499,7 @@ class Conn:
             out.append(_frozen(data))
         if out._size > loop.high_water and not self._pause & PAUSED_BY_PRESSURE:
             self._pause |= PAUSED_BY_PRESSURE
+            loop.pauses += 1
             self._update_interest()
         elif was_empty:
             self._update_interest()
@@ -491,7 +527,9 @@ class Conn:
                 self._send_failed(exc, in_callback)
                 return False
             out.advance(sent)
-            self._seen = self._loop.now
+            loop = self._loop
+            self._seen = loop.now
+            loop.bytes_out += sent
             if out._size and sent < sum(len(c) for c in chunks):
                 break
         return True
@@ -702,6 +740,10 @@ class Conn:
             self._deadlines = None
         loop = self._loop
         loop.detach_conn(self)
+        if err is None:
+            loop.closed_by[BY_SHUTDOWN if loop._draining and self._closer != BY_PEER else self._closer] += 1
+        else:
+            loop.closed_by[cause_of(err)] += 1
         try:
             self._sock.close()
         except OSError:

@@ -70,9 +70,14 @@ class Engine:
         """Open connections over every loop (with ``workers``: over every worker process)."""
         return self._core.count_connections()
 
-    def stats(self) -> dict[str, int]:
-        """Counters over every loop: ``connections`` open now; so far, ``refused_max_connections`` (accepted and
-        closed at once while ``max_connections`` were open) and ``tls_handshake_failures``."""
+    def stats(self) -> dict[str, Any]:
+        """Counters, in total and per loop (``"loops"``; with workers, per worker: ``"workers"``).
+
+        ``connections`` open now; since start: ``accepted``, ``closed`` and ``closed_<cause>`` for each cause
+        (``peer``, ``handler``, ``timeout``, ``limit``, ``error``, ``shutdown``), ``bytes_in``/``bytes_out`` (what
+        the handlers read and wrote; after TLS decryption), ``backpressure_pauses``, ``handler_errors``,
+        ``tls_handshake_failures``, ``proxy_header_failures`` and ``refused_max_connections``. See docs/deploy.md.
+        """
         return self._core.stats()
 
     def dup(self) -> int:
@@ -237,13 +242,11 @@ class EngineCore:
     def count_connections(self) -> int:
         return sum(loop.count_connections() for loop in self.loops)
 
-    def stats(self) -> dict[str, int]:
-        loops = self._all_loops()
-        return {
-            "connections": self.count_connections(),
-            "refused_max_connections": sum(loop.refused for loop in loops),
-            "tls_handshake_failures": sum(loop.tls_failures for loop in loops),
-        }
+    def stats(self) -> dict[str, Any]:
+        loops = [loop.stats() for loop in self._all_loops()]
+        total: dict[str, Any] = sum_counts(loops, "loop")
+        total["loops"] = loops
+        return total
 
     def on_loop_thread(self) -> bool:
         return any(loop.in_loop() for loop in self._all_loops())
@@ -341,6 +344,16 @@ class EngineCore:
 
 # How long stopping waits past the deadline for a loop that is busy in a handler.
 _STOP_MARGIN = 1.0
+
+
+def sum_counts(parts: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The sums of the int counters of ``parts`` (loops' or workers' stats), leaving out their ``key`` index."""
+    total: dict[str, Any] = {}
+    for part in parts:
+        for name, value in part.items():
+            if name != key and type(value) is int:
+                total[name] = total.get(name, 0) + value
+    return total
 
 
 def _tick_result(result: Any) -> tuple[float, Action | None]:

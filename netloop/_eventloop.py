@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import Conn, set_keep_alive
+from netloop._conn import CAUSES, Conn, set_keep_alive
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
@@ -103,8 +103,16 @@ class EventLoop:
         # Connections handed to this loop and closed on it; each counter has one writer thread.
         self.assigned = 0
         self.released = 0
-        self.tls_failures = 0  # handshakes that failed or timed out (loop thread)
-        self.refused = 0  # connections its acceptors closed at once because of max_connections (loop thread)
+        # Counters for engine.stats(), each written by the loop's thread only.
+        self.accepted = 0  # connections opened on this loop (accepted, or refused by max_connections)
+        self.closed_by = [0] * len(CAUSES)  # connections closed, by cause (netloop._conn.CAUSES)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.pauses = 0  # reading paused because the outbound bytes passed the high-water mark
+        self.handler_errors = 0  # callbacks that raised
+        self.tls_failures = 0  # handshakes that failed or timed out
+        self.proxy_failures = 0  # PROXY protocol headers refused (malformed, too slow, not allowed)
+        self.refused = 0  # connections its acceptors closed at once because of max_connections
         self.attach(self._wake_r, self._on_wake, IN)
 
     def __repr__(self) -> str:
@@ -168,6 +176,7 @@ class EventLoop:
                         timeout = 0.0
             events = poll(timeout)
             self._sleeping = False
+            received = 0
             for fd, ev in events:
                 try:
                     try:
@@ -190,6 +199,7 @@ class EventLoop:
                         conn._peer_eof()
                         continue
                     conn._seen = now
+                    received += len(data)
                     inbound = conn._inbound
                     if inbound._size:
                         inbound.write(data)
@@ -208,6 +218,8 @@ class EventLoop:
                         conn._act(action)
                 except Exception:
                     self.log.exception("netloop: internal error in event loop %d", self.index)
+            if received:
+                self.bytes_in += received
             if tasks:
                 self._run_tasks()
 
@@ -315,7 +327,9 @@ class EventLoop:
         if tls is not None:
             from netloop._tls import open_tls
 
+            self.accepted += 1
             return open_tls(self, sock, remote, tls, server_side)
+        self.accepted += 1
         conn = self._conn_class(self, sock, remote)
         fd = conn._fd
         self.conns[fd] = conn
@@ -378,6 +392,7 @@ class EventLoop:
         try:
             action = self.handler.on_close(conn, err)
         except Exception:
+            self.handler_errors += 1
             self.log.exception("netloop: on_close raised for %r", conn)
             action = None
         if action == Action.SHUTDOWN:
@@ -392,6 +407,28 @@ class EventLoop:
     def count_connections(self) -> int:
         return len(self.conns)
 
+    def stats(self) -> dict[str, int]:
+        """This loop's counters (read from any thread: each is one int its own thread writes)."""
+        closed = list(self.closed_by)
+        counts = {
+            "loop": self.index,
+            "connections": len(self.conns),
+            "accepted": self.accepted,
+            "closed": sum(closed),
+        }
+        for cause, n in zip(CAUSES, closed, strict=True):
+            counts["closed_" + cause] = n
+        counts.update(
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            backpressure_pauses=self.pauses,
+            handler_errors=self.handler_errors,
+            tls_handshake_failures=self.tls_failures,
+            proxy_header_failures=self.proxy_failures,
+            refused_max_connections=self.refused,
+        )
+        return counts
+
     def load(self) -> int:
         """Connections assigned and not yet closed, counting those still on their way to the loop."""
         return self.assigned - self.released
@@ -400,6 +437,7 @@ class EventLoop:
 
     def handler_failed(self, conn: Conn, event: str, exc: Exception) -> None:
         """A handler raised: log it and close only that connection, handing ``exc`` to ``on_close``."""
+        self.handler_errors += 1
         self.log.error("netloop: %s raised for %r; closing it", event, conn, exc_info=exc)
         conn._close_request(exc)
 

@@ -33,6 +33,7 @@ from netloop._conn import (
     SHUTTING,
     Buffer,
     Conn,
+    cause_of,
 )
 from netloop._poller import IN, OUT
 
@@ -173,6 +174,8 @@ class TlsConn(Conn):
         """
         loop = self._loop
         loop.tls_failures += 1
+        if self._server_side or self._ready is not None:
+            loop.closed_by[cause_of(exc)] += 1  # (a registered client's goes through _close)
         loop.log.debug("netloop: TLS handshake with %r failed: %s", self._remote, exc)
         if not self._server_side and self._ready is None:
             self._info = _NOT_OPENED  # so that _close takes the ordinary way

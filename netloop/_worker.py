@@ -135,6 +135,10 @@ class _ParentLink:
                 self.core.stop_because("parent")
             elif message[0] == "count":
                 self.send(("count", message[1], self.core.count_connections(), *self.core.load()))
+            elif message[0] == "stats":
+                counts = self.core.stats()
+                del counts["loops"]  # the totals only: one message, whatever the number of loops
+                self.send(("stats", message[1], counts))
 
     def _report(self) -> None:
         load = self.core.load()

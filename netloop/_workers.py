@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 from netloop._acceptor import Acceptor
 from netloop._address import Address
 from netloop._balancer import new_balancer
-from netloop._engine import Engine, EngineCore
+from netloop._engine import Engine, EngineCore, sum_counts
 from netloop._errors import NetloopError
 from netloop._eventloop import EventLoop, Timer
 from netloop._handler import EventHandler
@@ -167,9 +167,14 @@ class _Worker:
         self.taken = 0
         self.held = 0
         self.conns = 0  # its open connections, as it last answered a count
+        self.stats: dict[str, Any] = {}  # its counters, as it last answered; {} before its first answer
 
     def __repr__(self) -> str:
         return f"<netloop worker {self.index} pid={self.pid}>"
+
+    def last(self, kind: str) -> Any:
+        """What this worker last answered to a ``kind`` query."""
+        return self.conns if kind == "count" else self.stats
 
     def load(self) -> int:
         """Connections on this worker, counting those passed to it and not yet taken."""
@@ -197,27 +202,28 @@ class _Worker:
         return True
 
 
-class _CountQuery:
-    """One ``count_connections`` call: the workers' answers, falling back to their last known counts."""
+class _Query:
+    """One question to every ready worker (``count``, ``stats``): their answers, else what each last said."""
 
-    def __init__(self, workers: list[_Worker]) -> None:
-        self.counts = {w.index: w.conns for w in workers}
-        self.waiting = set(self.counts)
+    def __init__(self, kind: str, workers: list[_Worker]) -> None:
+        self.kind = kind
+        self.answers: dict[int, Any] = {w.index: w.last(kind) for w in workers}
+        self.waiting = set(self.answers)
         self.lock = threading.Lock()
         self.done = threading.Event()
         if not self.waiting:
             self.done.set()
 
-    def answer(self, index: int, conns: int) -> None:
+    def answer(self, index: int, value: Any) -> None:
         with self.lock:
-            self.counts[index] = conns
+            self.answers[index] = value
             self.waiting.discard(index)
             if not self.waiting:
                 self.done.set()
 
-    def total(self) -> int:
+    def values(self) -> list[tuple[int, Any]]:
         with self.lock:
-            return sum(self.counts.values())
+            return sorted(self.answers.items())
 
 
 class Supervisor(EngineCore):
@@ -235,7 +241,7 @@ class Supervisor(EngineCore):
         self.worker_addresses: list[Address] = []
         self.shared: dict[Address, socket.socket] = {}
         self._udp_holds: list[socket.socket] = []
-        self._queries: dict[int, _CountQuery] = {}
+        self._queries: dict[int, _Query] = {}
         self._tokens = itertools.count()
         self._booted = threading.Event()
         self._boot_error: str | None = None
@@ -362,9 +368,10 @@ class Supervisor(EngineCore):
             worker.taken, worker.held = message[1], message[2]
         elif kind == "count":
             _, token, worker.conns, worker.taken, worker.held = message
-            query = self._queries.get(token)
-            if query is not None:
-                query.answer(worker.index, worker.conns)
+            self._answered(token, worker, worker.conns)
+        elif kind == "stats":
+            _, token, worker.stats = message
+            self._answered(token, worker, worker.stats)
         elif kind == "ready":
             worker.ready = True
             if all(w.ready for w in self.workers):
@@ -476,21 +483,42 @@ class Supervisor(EngineCore):
         reactor = self._main_reactor()
         if self.stopped.is_set() or reactor.in_loop():
             return sum(w.conns for w in self.workers if w.pid is not None)
-        query = _CountQuery([w for w in self.workers if w.ready])
+        return sum(conns for _, conns in self._ask("count"))
+
+    def stats(self) -> dict[str, Any]:
+        """The workers' counters (each asked now; a worker that does not answer in time gives its last ones)."""
+        if self.stopped.is_set() or self._main_reactor().in_loop():
+            answers = [(w.index, w.stats) for w in self.workers]
+        else:
+            answers = self._ask("stats")
+        workers = [{"worker": index, **counts} for index, counts in answers]
+        total: dict[str, Any] = sum_counts(workers, "worker")
+        total["workers"] = workers
+        return total
+
+    def _ask(self, kind: str) -> list[tuple[int, Any]]:
+        """Ask every ready worker ``kind``; waits up to ``_COUNT_TIMEOUT`` for their answers (not the loop's thread)."""
+        reactor = self._main_reactor()
+        query = _Query(kind, [w for w in self.workers if w.ready])
         token = next(self._tokens)
-        if not self._submit(reactor, self._ask_counts, token, query):
-            return 0
+        if not self._submit(reactor, self._send_query, token, query):
+            return query.values()
         query.done.wait(_COUNT_TIMEOUT)
         self._submit(reactor, self._queries.pop, token, None)
-        return query.total()
+        return query.values()
 
-    def _ask_counts(self, token: int, query: _CountQuery) -> None:
+    def _send_query(self, token: int, query: _Query) -> None:
         self._queries[token] = query
         for worker in self.workers:
             if worker.index in query.waiting and (
-                worker.control is None or not _send(worker.control, ("count", token))
+                worker.control is None or not _send(worker.control, (query.kind, token))
             ):
-                query.answer(worker.index, worker.conns)
+                query.answer(worker.index, worker.last(query.kind))
+
+    def _answered(self, token: int, worker: _Worker, value: Any) -> None:
+        query = self._queries.get(token)
+        if query is not None:
+            query.answer(worker.index, value)
 
     # -- stop ----------------------------------------------------------------------------------------------
 
