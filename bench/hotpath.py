@@ -63,6 +63,8 @@ def netloop_rounds(payload: bytes, rounds: int) -> Callable[[], None]:
         timeouts=None,
         linger=5.0,
         inline_reads=True,
+        bytes_in=0,
+        bytes_out=0,
         _handlers={},
         readers={},
         _tasks=collections.deque(),

@@ -23,6 +23,7 @@ from netloop._loop_protocol import EventLoop
 from netloop._options import LoadBalancing, Options, WorkerBalancing
 from netloop._poller import available_pollers
 from netloop._pool import WorkerPool
+from netloop._proxy_protocol import ProxyInfo, ProxyProtocolError
 from netloop._tls import TlsInfo
 
 __version__ = "0.1.0"
@@ -45,6 +46,8 @@ __all__ = [
     "Options",
     "OutboundLimitError",
     "PoolOverloadError",
+    "ProxyInfo",
+    "ProxyProtocolError",
     "ShortBufferError",
     "TlsInfo",
     "WorkerBalancing",

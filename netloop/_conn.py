@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from netloop._eventloop import EventLoop, Timer
     from netloop._handler import EventHandler
     from netloop._loop_protocol import EventLoop as EventLoopProtocol
+    from netloop._proxy_protocol import ProxyInfo
     from netloop._tls import TlsInfo
 
 Buffer = bytes | bytearray | memoryview
@@ -132,6 +133,7 @@ class Conn:
         "_outbound",
         "_pause",
         "_pos",
+        "_proxy",
         "_recv",
         "_remote",
         "_seen",
@@ -170,6 +172,7 @@ class Conn:
         self._deadlines: dict[str, Timer] | None = None
         # Who ended the connection first when it closes without an error (``BY_PEER``, else the handler's side).
         self._closer = BY_HANDLER
+        self._proxy: ProxyInfo | None = None
 
     def __repr__(self) -> str:
         return f"<netloop.Conn fd={self._fd} remote={self._remote!r} {STATE_NAMES[self._state]}>"
@@ -197,8 +200,16 @@ class Conn:
 
     @property
     def remote_addr(self) -> Any:
-        """The peer's address as the socket module gives it (``(host, port)``, a path, ...)."""
+        """The peer's address as the socket module gives it (``(host, port)``, a path, ...).
+
+        Behind a proxy that sent a PROXY header (``proxy_protocol``), the client's address the header names.
+        """
         return self._remote
+
+    @property
+    def proxy_info(self) -> ProxyInfo | None:
+        """The PROXY protocol header this connection began with (``proxy_protocol``), else None."""
+        return self._proxy
 
     @property
     def local_addr(self) -> Any:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._conn import Buffer, Callback, Conn
 from netloop._poller import EDGE, IN
+from netloop._proxy_protocol import ProxyInfo, ProxyProtocolError, parse_v2_datagram
+from netloop._proxy_reader import allowed
 
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop
@@ -26,10 +28,19 @@ class DatagramConn(Conn):
 
     __slots__ = ("_endpoint",)
 
-    def __init__(self, endpoint: DatagramEndpoint, remote: Any, data: bytes) -> None:
+    def __init__(self, endpoint: DatagramEndpoint, remote: Any, data: bytes, proxy: ProxyInfo | None = None) -> None:
         super().__init__(endpoint.loop, endpoint.sock, remote)
         self._endpoint = endpoint
         self._data = data
+        self._proxy = proxy
+
+    @property
+    def remote_addr(self) -> Any:
+        """The sender's address; behind a proxy's PROXY v2 header, the client's (replies still go to the proxy)."""
+        proxy = self._proxy
+        if proxy is not None and proxy.source is not None:
+            return proxy.source
+        return self._remote
 
     def _keep_rest(self) -> None:
         # A datagram's unread rest is dropped: the next on_traffic is the next datagram.
@@ -104,6 +115,7 @@ class DatagramEndpoint:
         self.pre_write = loop.options.pre_write
         self._edge = loop.options.edge_triggered
         self._recvfrom = sock.recvfrom
+        self._proxied = loop.proxy_mode is not None
         self._watched = False
         self._paused = False
         self._closed = False
@@ -130,6 +142,7 @@ class DatagramEndpoint:
         loop = self.loop
         size = loop.read_size
         recvfrom = self._recvfrom
+        proxied = self._proxied
         for _ in range(DATAGRAMS_PER_ROUND):
             if not self._watched:
                 return  # paused by a handler
@@ -141,10 +154,32 @@ class DatagramEndpoint:
                 # e.g. ECONNREFUSED reported for an earlier send: the socket itself is fine.
                 loop.log.debug("netloop: UDP receive error on %s: %s", self.text, exc)
                 continue
-            DatagramConn(self, remote, data)._deliver()
+            if proxied:
+                try:
+                    data, proxy = self._strip_header(data, remote)
+                except ProxyProtocolError:
+                    continue
+                DatagramConn(self, remote, data, proxy)._deliver()
+            else:
+                DatagramConn(self, remote, data)._deliver()
         if self._edge:
             # More may be queued and no new edge will come for it.
             loop.call_soon(self._on_io, IN)
+
+    def _strip_header(self, data: bytes, remote: Any) -> tuple[bytes, ProxyInfo | None]:
+        """PROXY v2 over UDP: each datagram from an allowed proxy begins with a header (v1 has no UDP form)."""
+        loop = self.loop
+        if not allowed(remote, loop.proxy_networks):
+            loop.proxy_failures += 1
+            loop.log.debug("netloop: UDP datagram from %r dropped: not in proxy_protocol_from", remote)
+            raise ProxyProtocolError("not allowed")
+        try:
+            info, offset = parse_v2_datagram(data)
+        except ProxyProtocolError as exc:
+            loop.proxy_failures += 1
+            loop.log.debug("netloop: UDP datagram from %r dropped: %s", remote, exc)
+            raise
+        return data[offset:], info
 
     def close(self) -> None:
         self._closed = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import heapq
 import itertools
@@ -16,12 +17,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import CAUSES, Conn, set_keep_alive
+from netloop._conn import BY_ERROR, BY_SHUTDOWN, CAUSES, Conn, set_keep_alive
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
+from netloop._proxy_protocol import Mode, ProxyInfo
+from netloop._proxy_reader import ProxyHeaderReader, allowed, parse_networks
 from netloop._timeouts import TimeoutWheel
 
 if TYPE_CHECKING:
@@ -90,6 +93,11 @@ class EventLoop:
         # inlined read path in run handles, else None (a lookup that never misses is the cheap one).
         self.readers: dict[int, Conn | None] = {}
         self.inline_reads = not options.edge_triggered
+        # PROXY protocol: the mode ("v1", "v2", "auto") and the networks allowed to send it (None: any).
+        self.proxy_mode: Mode | None = _PROXY_MODES.get(options.proxy_protocol)
+        self.proxy_networks = parse_networks(options.proxy_protocol_from)
+        # Connections whose PROXY header is still being read, by descriptor.
+        self.pending: dict[int, ProxyHeaderReader] = {}
         self._tasks: deque[Task] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = itertools.count()
@@ -324,13 +332,32 @@ class EventLoop:
         if type(remote) is tuple:
             # Connections from one host share its address string (idle connections stay small).
             remote = (sys.intern(remote[0]), *remote[1:])
+        self.accepted += 1
+        if server_side and self.proxy_mode is not None:
+            reader = ProxyHeaderReader(self, sock, remote, tls, self.proxy_mode)
+            if not allowed(remote, self.proxy_networks):
+                reader.fail(PermissionError(errno.EPERM, "the source is not in proxy_protocol_from"), BY_ERROR)
+                return None
+            reader.start(self.options.proxy_header_timeout)
+            return None
+        return self.open_accepted(sock, remote, tls, None, server_side)
+
+    def open_accepted(
+        self,
+        sock: socket.SocketType,
+        remote: Any,
+        tls: ssl.SSLContext | None,
+        proxy: ProxyInfo | None,
+        server_side: bool = True,
+    ) -> Conn:
+        """Serve a configured socket: register its connection and fire ``on_open`` (after TLS's handshake)."""
         if tls is not None:
             from netloop._tls import open_tls
 
-            self.accepted += 1
-            return open_tls(self, sock, remote, tls, server_side)
-        self.accepted += 1
+            conn: Conn = open_tls(self, sock, remote, tls, server_side, proxy=proxy)
+            return conn
         conn = self._conn_class(self, sock, remote)
+        conn._proxy = proxy
         fd = conn._fd
         self.conns[fd] = conn
         conn._mask = self._conn_mask
@@ -472,12 +499,18 @@ class EventLoop:
         The loop returns once no connection is left, or at the deadline.
         """
         self._draining = True
+        self._drop_pending()
         for conn in list(self.conns.values()):
             conn._finish()
         if self.conns:
             self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
         else:
             self._running = False
+
+    def _drop_pending(self) -> None:
+        """Close the connections still sending their PROXY header: the handler never knew of them."""
+        for reader in list(self.pending.values()):
+            reader.fail(EngineStoppedError("netloop: the engine stopped before the PROXY header was read"), BY_SHUTDOWN)
 
     def _abort_all(self) -> None:
         for conn in list(self.conns.values()):
@@ -507,6 +540,7 @@ class EventLoop:
         self._running = False
         with self._wake_lock:
             self._stopped.set()  # from here submit() refuses: every task it took is in the queue
+        self._drop_pending()
         for conn in list(self.conns.values()):
             conn._close(EngineStoppedError("netloop: event loop stopped"))
         for fd in list(self._handlers):
@@ -527,6 +561,8 @@ class EventLoop:
                 pass
         self._timers.clear()
 
+
+_PROXY_MODES: dict[str, Mode] = {"v1": "v1", "v2": "v2", "auto": "auto"}
 
 # How many rounds of queued tasks a stopping loop runs before it gives up on a task that requeues itself.
 _TEARDOWN_ROUNDS = 1000

@@ -58,6 +58,11 @@ class Options:
     tls: ssl.SSLContext | dict[str, ssl.SSLContext | None] | None = None  # see tls_for
     tls_handshake_timeout: float = 10.0  # a TLS handshake not done by then is dropped
     linger_timeout: float = 5.0  # a closing connection's deadline to make write progress, then for the peer's EOF
+    proxy_protocol: str = "off"  # PROXY protocol header on every connection: "off", "v1", "v2" or "auto"
+    proxy_protocol_from: str | tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may send it; "*": anyone
+    proxy_header_timeout: float = 5.0  # a PROXY header not complete by then closes the connection
+    drain_timeout: float = 0.0  # a graceful stop serves on this long after on_shutdown, for handlers to close
+    heartbeat_timeout: float | None = 30.0  # workers: one whose loop misses its heartbeat this long is replaced
 
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` for a bad value, naming the option."""
@@ -93,6 +98,17 @@ class Options:
             raise ValueError(f"tls_handshake_timeout must be > 0 seconds, got {self.tls_handshake_timeout!r}")
         if self.linger_timeout <= 0:
             raise ValueError(f"linger_timeout must be > 0 seconds, got {self.linger_timeout!r}")
+        if self.proxy_protocol not in ("off", "v1", "v2", "auto"):
+            raise ValueError(f"proxy_protocol must be 'off', 'v1', 'v2' or 'auto', got {self.proxy_protocol!r}")
+        from netloop._proxy_reader import parse_networks
+
+        parse_networks(self.proxy_protocol_from)
+        for name in ("proxy_header_timeout", "heartbeat_timeout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"{name} must be positive seconds, got {value!r}")
+        if self.drain_timeout < 0:
+            raise ValueError(f"drain_timeout must be >= 0 seconds, got {self.drain_timeout!r}")
         if self.workers is not None and self.workers != "auto":
             _check_int("workers", self.workers, 0)
         if self.logger is not None and not isinstance(self.logger, logging.Logger):

@@ -39,6 +39,7 @@ from netloop._poller import IN, OUT
 
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop
+    from netloop._proxy_protocol import ProxyInfo
 
 # The most plaintext one write hands OpenSSL: records are 16 KiB, and a bounded write keeps a retry cheap.
 WRITE_SIZE = 256 * 1024
@@ -430,6 +431,7 @@ def open_tls(
     connecting: bool = False,
     timeout: float | None = None,
     ready: threading.Event | None = None,
+    proxy: ProxyInfo | None = None,
 ) -> TlsConn:
     """Serve the non-blocking ``sock`` over TLS on ``loop`` (loop thread): the handshake starts now, or once the
     connect completes (``connecting``). ``timeout`` (default ``tls_handshake_timeout``) covers both.
@@ -439,6 +441,7 @@ def open_tls(
     kind = PreWriteTlsConn if loop.options.pre_write else TlsConn
     conn = kind(loop, sock, remote, ctx, server_side, server_hostname)
     conn._ready = ready
+    conn._proxy = proxy
     loop.conns[conn._fd] = conn
     conn._start(connecting, timeout if timeout is not None else loop.options.tls_handshake_timeout)
     return conn

@@ -324,7 +324,7 @@ def test_shutdown_write_sends_a_fin_and_reading_goes_on(errors: ErrorLog) -> Non
             sock.sendall(b"hello\n")
             assert recv_until_closed(sock) == b"bye\n"
             assert errors.records == []
-            assert handler.write_refused.is_set(), "a write after shutdown_write raises ConnClosedError"
+            assert handler.write_refused.wait(TIMEOUT), "a write after shutdown_write raises ConnClosedError"
             sock.sendall(b"still listening?\n")
             got = b""
             while got != b"still listening?\n":

@@ -1,0 +1,156 @@
+"""The PROXY protocol on connections: the header is read before the handler (or TLS) ever sees the connection.
+
+A stream connection from a network in ``proxy_protocol_from`` must begin with a header (the spec forbids guessing);
+the reader takes exactly the header's bytes off the socket and nothing after it, so what follows (a TLS
+ClientHello, the first request) is read by the connection as usual. It peeks at what has arrived and consumes the
+bytes that can only be header; it never waits on bytes it cannot consume, so a level-triggered poller does not
+spin. A malformed, oversized or slow header (``proxy_header_timeout``) closes the connection with the reason
+logged at debug level and counted (``proxy_header_failures``); the handler never hears of it. A connection from
+anywhere else is refused the same way: it is not allowed to speak for another address.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from netloop._conn import BY_ERROR, BY_TIMEOUT
+from netloop._poller import IN
+from netloop._proxy_protocol import (
+    DEFAULT_MAX_SIZE,
+    V1_MAX_LENGTH,
+    HeaderComplete,
+    Mode,
+    ProxyInfo,
+    ProxyProtocolError,
+    parse_header,
+)
+
+if TYPE_CHECKING:
+    from netloop._eventloop import EventLoop, Timer
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+_PEEK = max(DEFAULT_MAX_SIZE, V1_MAX_LENGTH)
+
+
+def parse_networks(spec: str | Iterable[str]) -> tuple[Network, ...] | None:
+    """``proxy_protocol_from`` as networks; None for ``"*"`` (any source). Raises ``ValueError`` naming a bad one."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    if "*" in items:
+        return None
+    networks = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"proxy_protocol_from takes network strings, got {item!r}")
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"proxy_protocol_from: {item!r} is not a network: {exc}") from None
+    return tuple(networks)
+
+
+def allowed(remote: Any, networks: tuple[Network, ...] | None) -> bool:
+    """Whether a peer at ``remote`` may send a PROXY header (a Unix socket's peer always may: it is local)."""
+    if networks is None or not isinstance(remote, tuple):
+        return True
+    try:
+        address = ipaddress.ip_address(remote[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class ProxyHeaderReader:
+    """Reads one connection's PROXY header on ``loop``, then hands the socket on with the header's facts."""
+
+    def __init__(
+        self, loop: EventLoop, sock: socket.SocketType, remote: Any, tls: ssl.SSLContext | None, mode: Mode
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.remote = remote
+        self.tls = tls
+        self.mode: Mode = mode
+        self.head = b""
+        self.timer: Timer | None = None
+
+    def start(self, timeout: float) -> None:
+        loop = self.loop
+        loop.pending[self.fd] = self
+        loop.attach(self.fd, self._on_readable, IN)
+        self.timer = loop.call_later(timeout, self._expired, timeout)
+
+    def _on_readable(self, ev: int) -> None:
+        try:
+            self._read()
+        except ProxyProtocolError as exc:
+            self.fail(exc, BY_ERROR)
+        except OSError as exc:
+            self.fail(exc, BY_ERROR)
+
+    def _read(self) -> None:
+        try:
+            peeked = self.sock.recv(_PEEK - len(self.head), socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not peeked:
+            raise ProxyProtocolError(f"the peer closed after {len(self.head)} bytes, before a complete PROXY header")
+        result = parse_header(self.head + peeked, self.mode)
+        if isinstance(result, HeaderComplete):
+            self._take(result.consumed - len(self.head))
+            self.done(result.info)
+            return
+        # Everything that has arrived belongs to the header (a v1 line has no CRLF yet; a v2 header is longer):
+        # take it off the socket, so the poller reports only new bytes.
+        self._take(len(peeked))
+        self.head += peeked
+
+    def _take(self, n: int) -> None:
+        while n:
+            got = self.sock.recv(n)  # bytes already there (peeked): this does not block
+            if not got:
+                raise ProxyProtocolError("the peer closed inside the PROXY header")
+            n -= len(got)
+
+    def _expired(self, timeout: float) -> None:
+        self.timer = None
+        self.fail(TimeoutError(errno.ETIMEDOUT, f"no complete PROXY header in {timeout}s"), BY_TIMEOUT)
+
+    def _forget(self) -> None:
+        loop = self.loop
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        loop.pending.pop(self.fd, None)
+        loop.detach(self.fd)
+
+    def fail(self, exc: BaseException, cause: int) -> None:
+        """Close the connection before the handler knew of it: logged at debug, counted."""
+        loop = self.loop
+        self._forget()
+        loop.proxy_failures += 1
+        loop.closed_by[cause] += 1
+        loop.released += 1
+        loop.log.debug("netloop: PROXY header from %r refused: %s", self.remote, exc)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        loop.conn_dropped()
+
+    def done(self, info: ProxyInfo) -> None:
+        """The header is complete: serve the connection as if accepted from the client the header names."""
+        self._forget()
+        remote = self.remote
+        if info.source is not None:
+            remote = info.source  # LOCAL and UNKNOWN headers keep the real peer (the spec's rule)
+        self.loop.open_accepted(self.sock, remote, self.tls, info)
