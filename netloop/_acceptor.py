@@ -74,6 +74,35 @@ def bind(address: Address, options: Options, reuse_port: bool, port: int | None 
     return sock
 
 
+def refuse_foreign_listener(address: Address) -> None:
+    """Raise ``OSError(EADDRINUSE)`` when a socket holds ``address``'s port (checked before an SO_REUSEPORT bind).
+
+    SO_REUSEPORT lets any socket of the same user bind the same port: another process's listener there would
+    silently take a share of the connections, and never answer them. A probe bound without SO_REUSEPORT fails
+    exactly when such a socket exists (a TCP probe sets SO_REUSEADDR, so lingering TIME_WAIT connections don't count).
+    """
+    if address.fd is not None or address.network == "unix" or not address.sockaddr[1]:
+        return
+    probe = socket.socket(address.family, address.socktype)
+    try:
+        if address.socktype == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if address.family == socket.AF_INET6 and address.scheme.endswith("6"):
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(address.sockaddr)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return  # not this check's business: the bind itself reports it
+        raise OSError(
+            errno.EADDRINUSE,
+            f"{address.text}: {os.strerror(errno.EADDRINUSE)} (by another socket: with reuse_port a foreign"
+            " SO_REUSEPORT listener would take a share of the connections and never answer them, so netloop"
+            " refuses to bind)",
+        ) from None
+    finally:
+        probe.close()
+
+
 def _adopt_inherited(address: Address, options: Options) -> socket.socket:
     """The inherited socket of ``address`` (fd://, systemd://), non-blocking; a stream socket is listening."""
     assert address.fd is not None
@@ -229,6 +258,10 @@ class Acceptor:
         )
         self.owner.detach(self._fd)
         self.owner.call_later(self._backoff, self.start)
+
+    def retarget(self, pick: Callable[[Any], AcceptTarget]) -> None:
+        """Hand new connections to ``pick``'s targets from now on (owner's thread)."""
+        self._pick = pick
 
     def close(self) -> None:
         """Stop accepting and close the socket (owner loop thread); a Unix socket's file is removed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -13,11 +14,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from netloop._acceptor import Acceptor, bind
+from netloop._acceptor import Acceptor, bind, refuse_foreign_listener
 from netloop._address import Address, listen_addresses
 from netloop._balancer import new_balancer
 from netloop._datagram import DatagramEndpoint
-from netloop._errors import AddressError, EngineStoppedError
+from netloop._errors import AddressError, EngineStoppedError, NetloopError
 from netloop._eventloop import EventLoop
 from netloop._handler import Action, EventHandler
 from netloop._loop_protocol import EventLoop as EventLoopProtocol
@@ -80,6 +81,15 @@ class Engine:
         """
         return self._core.stats()
 
+    def restart(self) -> None:
+        """With ``workers=N``: start new workers, wait until they serve, then drain and retire the old ones.
+
+        What SIGHUP does under ``run``. With the handler given as a ``"module:attr"`` string the new workers import
+        it afresh, so they run the code on disk now. New workers that fail to boot are stopped and the old ones
+        keep serving. Returns at once (any thread); raises ``NetloopError`` without workers.
+        """
+        self._core.restart()
+
     def dup(self) -> int:
         """A duplicate of the (first) listening socket's descriptor; the caller owns and closes it."""
         return os.dup(self._core.primary_socket().fileno())
@@ -93,6 +103,8 @@ class EngineCore:
         self.addresses = addresses
         self.options = options
         self.log = options.get_logger()
+        # Refuse a port another socket holds before an SO_REUSEPORT bind (a worker's parent holds its ports).
+        self.check_foreign = True
         self.loops: list[EventLoop] = []
         self.reactor: EventLoop | None = None  # the main reactor, when connections are handed out
         self.acceptors: list[Acceptor] = []
@@ -198,6 +210,8 @@ class EngineCore:
     def _bind_group(self, address: Address, count: int) -> list[socket.socket]:
         """``count`` sockets on one address (SO_REUSEPORT when more than one); records the bound address."""
         reuse_port = count > 1 or (self.options.reuse_port and address.network != "unix")
+        if reuse_port and self.check_foreign:
+            refuse_foreign_listener(address)
         first = bind(address, self.options, reuse_port)
         socks = [first]
         try:
@@ -248,6 +262,9 @@ class EngineCore:
         total["loops"] = loops
         return total
 
+    def restart(self) -> None:
+        raise NetloopError("restart needs worker processes (workers=N): one process cannot replace its own code")
+
     def on_loop_thread(self) -> bool:
         return any(loop.in_loop() for loop in self._all_loops())
 
@@ -287,10 +304,11 @@ class EngineCore:
     def _shutdown(self) -> None:
         """The one owner of the loops' end, the same under ``run()`` and ``start()``.
 
-        Stop accepting, ``on_shutdown``, then every loop drains (answers what it holds, closes each connection
-        gracefully) and ends itself once empty or at the deadline; the engine is stopped when every loop is.
+        Stop accepting, ``on_shutdown``, then every loop drains (serves on for ``drain_timeout`` while handlers
+        close their connections, then answers what each holds and closes it gracefully) and ends itself once empty
+        or at the deadline; the engine is stopped when every loop is.
         """
-        deadline = time.monotonic() + self.options.shutdown_timeout
+        deadline = time.monotonic() + self.options.drain_timeout + self.options.shutdown_timeout
         try:
             for acceptor in self.acceptors:
                 self._run_on(acceptor.owner, acceptor.close)
@@ -346,12 +364,12 @@ class EngineCore:
 _STOP_MARGIN = 1.0
 
 
-def sum_counts(parts: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """The sums of the int counters of ``parts`` (loops' or workers' stats), leaving out their ``key`` index."""
+def sum_counts(parts: list[dict[str, Any]], *keys: str) -> dict[str, Any]:
+    """The sums of the int counters of ``parts`` (loops' or workers' stats), leaving out ``keys`` (their index...)."""
     total: dict[str, Any] = {}
     for part in parts:
         for name, value in part.items():
-            if name != key and type(value) is int:
+            if name not in keys and type(value) is int:
                 total[name] = total.get(name, 0) + value
     return total
 
@@ -368,8 +386,38 @@ def _tick_result(result: Any) -> tuple[float, Action | None]:
     return max(0.0, delay), action
 
 
-def start(handler: EventHandler, *addrs: str, options: Options | None = None, **kwargs: Any) -> Engine:
+def load_handler(spec: str) -> EventHandler:
+    """The handler ``"module:attr"`` names: an ``EventHandler`` instance, or a class or callable that makes one.
+
+    Raises ``NetloopError`` saying what is wrong with ``spec``.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise NetloopError(f"handler {spec!r}: expected 'module:attribute', e.g. 'myapp.server:Handler'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise NetloopError(f"handler {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise NetloopError(f"handler {spec!r}: {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(target, EventHandler):
+        return target
+    if not callable(target):
+        raise NetloopError(f"handler {spec!r} is neither a netloop.EventHandler nor a callable that makes one")
+    handler = target()
+    if not isinstance(handler, EventHandler):
+        raise NetloopError(f"handler {spec!r} made a {type(handler).__name__}, not a netloop.EventHandler")
+    return handler
+
+
+def start(handler: EventHandler | str, *addrs: str, options: Options | None = None, **kwargs: Any) -> Engine:
     """Bind ``addrs`` and serve them on background threads; returns the running ``Engine`` at once.
+
+    ``handler`` may be a ``"module:attr"`` string (see ``load_handler``): with ``workers=N`` each worker imports it
+    after the fork, so the parent never runs it and a restart loads the code anew.
 
     Raises ``AddressError`` for a bad address and ``TypeError``/``ValueError`` for a bad option, before
     anything is bound.
@@ -378,9 +426,17 @@ def start(handler: EventHandler, *addrs: str, options: Options | None = None, **
 
 
 def _start(
-    handler: EventHandler, addrs: tuple[str, ...], options: Options | None, kwargs: dict[str, Any], keep_first: bool
+    handler: EventHandler | str,
+    addrs: tuple[str, ...],
+    options: Options | None,
+    kwargs: dict[str, Any],
+    keep_first: bool,
 ) -> Engine:
     opts = make_options(options, kwargs)
+    spec: str | None = None
+    if isinstance(handler, str):
+        spec = handler
+        handler = EventHandler() if opts.worker_count() else load_handler(spec)
     if not isinstance(handler, EventHandler):
         raise TypeError(f"handler must be a netloop.EventHandler, got {type(handler).__name__}")
     if not addrs:
@@ -398,7 +454,7 @@ def _start(
     if opts.worker_count():
         from netloop._workers import start_workers
 
-        return start_workers(handler, addresses, opts)
+        return start_workers(handler, addresses, opts, spec)
     core = EngineCore(handler, addresses, opts)
     core.keep_first = keep_first
     core.start()
@@ -411,11 +467,12 @@ def gil_reenabled() -> bool:
     return bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and is_gil_enabled is not None and is_gil_enabled()
 
 
-def run(handler: EventHandler, *addrs: str, options: Options | None = None, **kwargs: Any) -> None:
+def run(handler: EventHandler | str, *addrs: str, options: Options | None = None, **kwargs: Any) -> None:
     """Serve ``addrs`` until the engine stops (``Action.SHUTDOWN``, ``engine.stop()``, SIGINT or SIGTERM).
 
     SIGINT/SIGTERM stop it gracefully when ``run`` is called from the main thread, including a signal that
-    arrives while the engine is still starting (during ``on_boot``).
+    arrives while the engine is still starting (during ``on_boot``). With ``workers=N``, SIGHUP restarts the
+    workers without dropping a connection (``Engine.restart``).
     """
     with stop_on_signals() as signals:
         # Loop 0 runs on this thread, so a one-loop server is a single-threaded process.
@@ -450,10 +507,21 @@ class stop_on_signals:
         else:
             self.engine._core.request_stop()
 
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        engine = self.engine
+        if engine is None:
+            return  # still starting: the workers being started run the code on disk already
+        try:
+            engine.restart()
+        except NetloopError as exc:
+            engine._core.log.warning("netloop: SIGHUP ignored: %s", exc)
+
     def __enter__(self) -> stop_on_signals:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._saved[signum] = signal.signal(signum, self._on_signal)
+            if hasattr(signal, "SIGHUP"):
+                self._saved[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         return self
 
     def __exit__(self, *exc: object) -> None:

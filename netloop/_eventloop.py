@@ -494,12 +494,21 @@ class EventLoop:
     # -- stopping ------------------------------------------------------------------------------------------
 
     def drain(self, deadline: float) -> None:
-        """Answer what each connection's kernel buffer holds, then close it gracefully (flush, FIN, lingering).
+        """Stop: answer what each connection's kernel buffer holds, then close it gracefully (flush, FIN, lingering).
 
-        The loop returns once no connection is left, or at the deadline.
+        With ``drain_timeout`` the connections are first served on for that long, so that a handler told by
+        ``on_shutdown`` can close each at a message boundary (an HTTP server's ``Connection: close``). The loop
+        returns once no connection is left, or at the deadline.
         """
         self._draining = True
         self._drop_pending()
+        grace = self.options.drain_timeout
+        if grace > 0 and self.conns:
+            self.call_later(grace, self._finish_all, deadline)
+        else:
+            self._finish_all(deadline)
+
+    def _finish_all(self, deadline: float) -> None:
         for conn in list(self.conns.values()):
             conn._finish()
         if self.conns:

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,14 @@ _SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels 
 _REPORT_INTERVAL = 0.1  # how often a worker reports its load while the parent balances by least connections
 _MESSAGE_MAX = 4096
 _MESSAGES_PER_ROUND = 64
+_QUIET_BEATS = 3  # heartbeats a worker may miss before it is handed no more connections
+
+
+def heartbeat_interval(timeout: float | None) -> float | None:
+    """How often a worker sends its heartbeat: often enough that a frozen one is passed over within ~1.5 s."""
+    return None if timeout is None else min(0.5, timeout / 4)
+
+
 _STOP = marshal.dumps(("stop",))
 _PR_SET_PDEATHSIG = 1
 # Stands for "every stream connection the parent hands off" among a worker's addresses.
@@ -98,6 +107,7 @@ class _ParentLink:
         self.parent = parent
         self.report_loads = report_loads
         self._reported: tuple[int, int] | None = None
+        self.alive: dict[int, float] = {}  # when each of the worker's other loops last ran its heartbeat task
 
     def start(self) -> None:
         """Begin listening to the parent (any thread); nothing to do when the worker is stopping already."""
@@ -113,6 +123,25 @@ class _ParentLink:
             self._check_parent()
         if self.report_loads:
             self._report()
+        interval = heartbeat_interval(self.core.options.heartbeat_timeout)
+        if interval is not None:
+            self._beat(interval)
+
+    def _beat(self, interval: float) -> None:
+        """Tell the parent this worker is alive, when every one of its loops ran a task lately."""
+        loops = self.core.loops
+        now = time.monotonic()
+        if all(now - self.alive.get(loop.index, now) < _QUIET_BEATS * interval for loop in loops[1:]):
+            self.send(("beat",))
+        for loop in loops[1:]:
+            try:
+                loop.submit(self._alive, loop.index)
+            except EngineStoppedError:
+                pass
+        loops[0].call_later(interval, self._beat, interval)
+
+    def _alive(self, index: int) -> None:
+        self.alive[index] = time.monotonic()
 
     def send(self, message: Message) -> None:
         """Send ``message`` to the parent (any thread); lost quietly when the parent is gone."""
@@ -175,6 +204,7 @@ class WorkerCore(EngineCore):
             self._given[_HANDOFF] = self._handoff
             addresses.append(_HANDOFF)
         super().__init__(supervisor.handler, addresses, options)
+        self.check_foreign = False  # the parent checked, and holds the ports itself
         self.worker_id = worker_id
         self._public = list(supervisor.addrs)
         self._booted = False

@@ -32,10 +32,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from netloop._acceptor import Acceptor
+from netloop._acceptor import Acceptor, refuse_foreign_listener
 from netloop._address import Address
 from netloop._balancer import new_balancer
-from netloop._engine import Engine, EngineCore, sum_counts
+from netloop._engine import Engine, EngineCore, load_handler, sum_counts
 from netloop._errors import NetloopError
 from netloop._eventloop import EventLoop, Timer
 from netloop._handler import EventHandler
@@ -44,11 +44,13 @@ from netloop._poller import IN
 from netloop._worker import (
     _MESSAGE_MAX,
     _MESSAGES_PER_ROUND,
+    _QUIET_BEATS,
     _SWEEP_INTERVAL,
     Message,
     WorkerCore,
     _die_with_parent,
     _send,
+    heartbeat_interval,
 )
 
 _RESTART_FIRST = 0.1  # seconds before the second quick restart in a row; doubles with each one after
@@ -65,13 +67,14 @@ def restart_delay(failures: int) -> float:
     return min(_RESTART_CAP, _RESTART_FIRST * 2.0 ** (failures - 1))
 
 
-def start_workers(handler: EventHandler, addresses: list[Address], options: Options) -> Engine:
+def start_workers(handler: EventHandler, addresses: list[Address], options: Options, spec: str | None = None) -> Engine:
     """Bind ``addresses``, fork ``options.worker_count()`` workers and return the parent's ``Engine``.
 
-    Returns once every worker has booted (``on_boot`` ran in each); raises ``NetloopError`` naming the worker
-    and its error when one fails to start, after stopping the others.
+    With ``spec`` (``"module:attr"``) each worker imports its handler after the fork. Returns once every worker
+    has booted (``on_boot`` ran in each); raises ``NetloopError`` naming the worker and its error when one fails
+    to start, after stopping the others.
     """
-    supervisor = Supervisor(handler, addresses, options)
+    supervisor = Supervisor(handler, addresses, options, spec)
     supervisor.start()
     return supervisor.engine
 
@@ -88,6 +91,7 @@ def _channel() -> tuple[socket.socket, socket.socket]:
 
 def _hold_port(address: Address, options: Options) -> socket.socket:
     """A bound SO_REUSEPORT socket that never listens: it keeps the port for the workers' own listeners."""
+    refuse_foreign_listener(address)
     sock = socket.socket(address.family, address.socktype)
     try:
         if options.reuse_addr:
@@ -168,6 +172,8 @@ class _Worker:
         self.held = 0
         self.conns = 0  # its open connections, as it last answered a count
         self.stats: dict[str, Any] = {}  # its counters, as it last answered; {} before its first answer
+        self.beat_at = 0.0  # when its last heartbeat came (or when it started)
+        self.responsive = True  # heartbeats on time: it may be handed connections
 
     def __repr__(self) -> str:
         return f"<netloop worker {self.index} pid={self.pid}>"
@@ -189,7 +195,7 @@ class _Worker:
 
     def pass_conn(self, message: bytes, sock: socket.SocketType) -> bool:
         """Send ``sock``'s descriptor to the worker; False when it can't take it now."""
-        if not self.ready or self.handoff is None:
+        if not self.ready or not self.responsive or self.handoff is None:
             return False
         try:
             socket.send_fds(self.handoff, [message], [sock.fileno()])
@@ -232,11 +238,18 @@ class Supervisor(EngineCore):
     ``loops`` is empty; ``count_connections`` sums the workers' answers.
     """
 
-    def __init__(self, handler: EventHandler, addresses: list[Address], options: Options) -> None:
+    def __init__(
+        self, handler: EventHandler, addresses: list[Address], options: Options, spec: str | None = None
+    ) -> None:
         super().__init__(handler, addresses, options)
+        self.spec = spec
         kernel = options.worker_balancing is WorkerBalancing.REUSE_PORT
         self.worker_options = dataclasses.replace(options, workers=None, reuse_port=options.reuse_port or kernel)
         self.workers = [_Worker(self, i) for i in range(options.worker_count())]
+        # A restart's new generation while it boots, and old workers draining after one (or after a failed one).
+        self.incoming: list[_Worker] = []
+        self.retiring: list[_Worker] = []
+        self._beat = heartbeat_interval(options.heartbeat_timeout)
         # What a worker serves itself (its own SO_REUSEPORT sockets, or a shared UDP socket), with real ports.
         self.worker_addresses: list[Address] = []
         self.shared: dict[Address, socket.socket] = {}
@@ -305,6 +318,8 @@ class Supervisor(EngineCore):
         for acceptor in self.acceptors:
             acceptor.start()
         self._main_reactor().call_later(_SWEEP_INTERVAL, self._sweep)
+        if self._beat is not None:
+            self._main_reactor().call_later(self._beat, self._check_heartbeats)
 
     def _spawn(self, worker: _Worker) -> None:
         """Fork a process for ``worker`` (the caller's thread; the supervisor's loop once it runs)."""
@@ -342,6 +357,8 @@ class Supervisor(EngineCore):
         worker.failure = None
         worker.shutdown_asked = False
         worker.assigned = worker.taken = worker.held = worker.conns = 0
+        worker.beat_at = time.monotonic()
+        worker.responsive = True
         self._main_reactor().attach(control.fileno(), functools.partial(self._on_control, worker), IN)
 
     # -- messages from the workers -------------------------------------------------------------------------
@@ -372,9 +389,18 @@ class Supervisor(EngineCore):
         elif kind == "stats":
             _, token, worker.stats = message
             self._answered(token, worker, worker.stats)
+        elif kind == "beat":
+            worker.beat_at = time.monotonic()
+            if not worker.responsive:
+                worker.responsive = True
+                self.log.warning("netloop: worker %d (pid %s) answers its heartbeat again", worker.index, worker.pid)
         elif kind == "ready":
             worker.ready = True
-            if all(w.ready for w in self.workers):
+            worker.beat_at = time.monotonic()
+            if worker in self.incoming:
+                if all(w.ready for w in self.incoming):
+                    self._promote()
+            elif all(w.ready for w in self.workers):
                 self._booted.set()
         elif kind == "failed":
             worker.failure = message[1]
@@ -409,7 +435,7 @@ class Supervisor(EngineCore):
         return True
 
     def _sweep(self) -> None:
-        for worker in self.workers:
+        for worker in self._every_worker():
             if worker.pid is not None:
                 self._try_reap(worker)
         self._main_reactor().call_later(_SWEEP_INTERVAL, self._sweep)
@@ -419,6 +445,21 @@ class Supervisor(EngineCore):
         worker.pid = None
         worker.ready = False
         self._close_channels(worker)
+        if worker in self.retiring:
+            self.retiring.remove(worker)
+            self.log.info("netloop: old worker %d (pid %s) %s", worker.index, pid, _describe(status))
+            self._check_gone()
+            return
+        if worker in self.incoming:
+            why = f" ({worker.failure})" if worker.failure else ""
+            self.log.error(
+                "netloop: restart failed: new worker %d (pid %s) %s while starting%s; the running workers keep serving",
+                worker.index, pid, _describe(status), why,
+            )  # fmt: skip
+            self._retire(self.incoming)
+            self.incoming = []
+            self._check_gone()
+            return
         if self._stop_requested:
             self._check_gone()
             return
@@ -460,8 +501,87 @@ class Supervisor(EngineCore):
             worker.handoff = None
 
     def _check_gone(self) -> None:
-        if all(w.pid is None for w in self.workers):
+        if all(w.pid is None for w in self._every_worker()):
             self._gone.set()
+
+    def _every_worker(self) -> list[_Worker]:
+        return [*self.workers, *self.incoming, *self.retiring]
+
+    # -- restart and heartbeat -----------------------------------------------------------------------------
+
+    def restart(self) -> None:
+        if not self._submit(self._main_reactor(), self._begin_restart):
+            raise NetloopError("the engine is stopped")
+
+    def _begin_restart(self) -> None:
+        if self._stop_requested:
+            return
+        if self.incoming:
+            self.log.warning("netloop: a restart is already under way; this one is ignored")
+            return
+        self.log.info("netloop: restarting %d workers", len(self.workers))
+        self.incoming = [_Worker(self, worker.index) for worker in self.workers]
+        for worker in self.incoming:
+            try:
+                self._spawn(worker)
+            except OSError as exc:
+                self.log.error(
+                    "netloop: restart failed: cannot start a worker: %s; the running workers keep serving", exc
+                )
+                self._retire(self.incoming)
+                self.incoming = []
+                return
+
+    def _promote(self) -> None:
+        """Every new worker serves: connections go to them from now on; the old ones drain and exit."""
+        old = list(self.workers)
+        self.workers[:] = self.incoming
+        self.incoming = []
+        pick = new_balancer(self.options.load_balancing, self.workers, _Worker.load)
+        for acceptor in self.acceptors:
+            acceptor.retarget(pick)
+        self._retire(old)
+        self.log.info("netloop: restart done: workers %s serve", ", ".join(str(w.pid) for w in self.workers))
+
+    def _retire(self, workers: list[_Worker]) -> None:
+        """Ask ``workers`` to drain and exit (after the connections already passed to them)."""
+        for worker in workers:
+            if worker.restart is not None:
+                worker.restart.cancel()
+                worker.restart = None
+            if worker.pid is None:
+                continue
+            self.retiring.append(worker)
+            channel = worker.handoff or worker.control
+            if channel is not None:
+                _send(channel, ("stop",))
+
+    def _check_heartbeats(self) -> None:
+        """Hand nothing to a worker whose heartbeat is late; kill one silent for ``heartbeat_timeout``."""
+        assert self._beat is not None and self.options.heartbeat_timeout is not None
+        now = time.monotonic()
+        for worker in [*self.workers, *self.incoming]:
+            if worker.pid is None or not worker.ready:
+                continue
+            silent = now - worker.beat_at
+            if silent > self.options.heartbeat_timeout:
+                self.log.error(
+                    "netloop: worker %d (pid %d) missed its heartbeat for %.1fs; killing it",
+                    worker.index, worker.pid, silent,
+                )  # fmt: skip
+                worker.ready = False
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._reap_soon(worker, worker.pid, 0.002)
+            elif silent > _QUIET_BEATS * self._beat and worker.responsive:
+                worker.responsive = False
+                self.log.warning(
+                    "netloop: worker %d (pid %d) is late with its heartbeat (%.1fs); no new connections for it",
+                    worker.index, worker.pid, silent,
+                )  # fmt: skip
+        self._main_reactor().call_later(self._beat, self._check_heartbeats)
 
     # -- hand-off and counts -------------------------------------------------------------------------------
 
@@ -491,8 +611,12 @@ class Supervisor(EngineCore):
             answers = [(w.index, w.stats) for w in self.workers]
         else:
             answers = self._ask("stats")
-        workers = [{"worker": index, **counts} for index, counts in answers]
-        total: dict[str, Any] = sum_counts(workers, "worker")
+        pids = {w.index: (w.pid, w.responsive) for w in self.workers}
+        workers = [
+            {"worker": index, "pid": pids[index][0] or 0, "responsive": int(pids[index][1]), **counts}
+            for index, counts in answers
+        ]
+        total: dict[str, Any] = sum_counts(workers, "worker", "pid", "responsive")
         total["workers"] = workers
         return total
 
@@ -527,7 +651,7 @@ class Supervisor(EngineCore):
         reactor = self._main_reactor()
         try:
             self._run_on(reactor, self._stop_workers)
-            if not self._gone.wait(self.options.shutdown_timeout + _EXIT_GRACE):
+            if not self._gone.wait(self.options.drain_timeout + self.options.shutdown_timeout + _EXIT_GRACE):
                 self.log.warning("netloop: workers still running after the shutdown timeout; killing them")
                 self._run_on(reactor, self._kill_all)
         except Exception:
@@ -547,7 +671,7 @@ class Supervisor(EngineCore):
         """Stop accepting, then ask every worker to drain: after the last connection passed to it, in order."""
         for acceptor in self.acceptors:
             acceptor.close()
-        for worker in self.workers:
+        for worker in [*self.workers, *self.incoming]:
             if worker.restart is not None:
                 worker.restart.cancel()
                 worker.restart = None
@@ -557,7 +681,7 @@ class Supervisor(EngineCore):
         self._check_gone()
 
     def _kill_all(self) -> None:
-        for worker in self.workers:
+        for worker in self._every_worker():
             pid = worker.pid
             if pid is None:
                 continue
@@ -584,6 +708,14 @@ class Supervisor(EngineCore):
             parent = os.getppid()
             self._forget_parent(parent_ends)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the parent, which drains the workers
+            if hasattr(signal, "SIGHUP"):
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a restart is the parent's to run
+            if self.spec is not None:
+                try:
+                    self.handler = load_handler(self.spec)  # imported here, after the fork: the code on disk now
+                except NetloopError as exc:
+                    _send(control, ("failed", str(exc)))
+                    raise
             core = WorkerCore(self, worker.index, control, handoff)
             signal.signal(signal.SIGTERM, lambda signum, frame: core.stop_because("signal"))
             if lasting:
@@ -610,7 +742,7 @@ class Supervisor(EngineCore):
         """
         keep = set(self.shared.values())
         closing: list[socket.socket | None] = [*parent_ends, *self._bound, *(a.sock for a in self.acceptors)]
-        for w in self.workers:
+        for w in self._every_worker():
             closing += [w.control, w.handoff]
         for sock in closing:
             if sock is not None and sock not in keep:
