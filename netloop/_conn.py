@@ -442,7 +442,9 @@ class Conn:
         except OSError as exc:
             self._fail_soon(exc)
             return 0
-        self._loop.bytes_out += sent
+        loop = self._loop
+        loop.bytes_out += sent
+        self._seen = loop.now
         n = len(data)
         if sent < n:
             self._buffer_rest(data, sent)
@@ -467,7 +469,9 @@ class Conn:
         except OSError as exc:
             self._fail_soon(exc)
             return 0
-        self._loop.bytes_out += sent
+        loop = self._loop
+        loop.bytes_out += sent
+        self._seen = loop.now
         if sent < total:
             for chunk in chunks:
                 size = len(chunk)

@@ -148,3 +148,25 @@ def test_timeout_options_are_checked() -> None:
     for bad in (0, -1.0, "1"):
         with pytest.raises((ValueError, TypeError)):
             netloop.start(netloop.EventHandler(), "tcp://127.0.0.1:0", idle_timeout=bad)
+
+
+class Pusher(netloop.EventHandler):
+    """Writes a line every 0.1 s on its own, from a timer: a connection that only receives is not idle."""
+
+    def on_open(self, conn: netloop.Conn) -> Action | None:
+        conn.event_loop.call_later(0.1, self.push, conn, 10)
+        return None
+
+    def push(self, conn: netloop.Conn, left: int) -> None:
+        if conn.closed:
+            return
+        conn.write(b"tick\n")
+        if left > 1:
+            conn.event_loop.call_later(0.1, self.push, conn, left - 1)
+
+
+def test_writes_alone_keep_a_connection_from_the_idle_timeout() -> None:
+    with serving(Pusher(), "tcp://127.0.0.1:0", idle_timeout=0.35) as engine, connect(engine.addrs[0]) as sock:
+        # 1 s of ticks written straight to the socket, nothing read: every tick arrives, none cut by the timeout.
+        assert recv_exact(sock, 50) == b"tick\n" * 10
+        assert recv_until_closed(sock) == b""  # then silence both ways: the idle timeout closes it
