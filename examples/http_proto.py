@@ -606,11 +606,17 @@ class HttpSession:
         """The request parser in use."""
         return self._parser
 
-    def receive(self, data: bytes) -> tuple[bytes, bool]:
-        """Feed inbound bytes; return the responses they complete and whether to close after writing them."""
+    def receive(self, data: bytes, last: bool = False) -> tuple[bytes, bool]:
+        """Feed inbound bytes; return the responses they complete and whether to close after writing them.
+
+        ``last`` (the server is draining): the final complete response says ``Connection: close`` and ends the
+        conversation, so the client reconnects elsewhere and no request is cut.
+        """
         replies = self._parser.feed(data)
         if not replies:
             return b"", self._closed
+        if last and replies[-1] < Reply.CONTINUE:
+            replies[-1] = Reply.CLOSE_HEAD if replies[-1] & 1 else Reply.CLOSE
         table = DATE_CACHE.replies
         out = table[replies[0]] if len(replies) == 1 else b"".join([table[reply] for reply in replies])
         if replies[-1] >= Reply.CLOSE:

@@ -48,6 +48,7 @@ class HttpHandler(netloop.EventHandler):
         self.parser = default_parser() if parser is None else parser
         self.limits = (max_head_size, max_body_size)
         self.date_refresh = date_refresh
+        self.draining = False
         make_parser(self.parser)  # a bad parser name fails here, not on the first connection
 
     def on_boot(self, engine: netloop.Engine) -> netloop.Action | None:
@@ -58,10 +59,15 @@ class HttpHandler(netloop.EventHandler):
         conn.context = HttpSession(self.parser, *self.limits)
         return None
 
+    def on_shutdown(self, engine: netloop.Engine) -> None:
+        """The engine is stopping (or a restart retires this worker): with ``drain_timeout``, each connection's
+        next answer says ``Connection: close`` and ends it, so no keep-alive client loses a request."""
+        self.draining = True
+
     def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
         if conn.outbound_buffered() > conn.event_loop.options.write_buffer_cap:
             return None  # a client that pipelines without reading: its requests wait until on_drain
-        out, close = conn.context.receive(conn.next())
+        out, close = conn.context.receive(conn.next(), self.draining)
         if out:
             conn.write(out)
         return netloop.Action.CLOSE if close else None

@@ -317,3 +317,25 @@ def test_a_client_that_pipelines_without_reading_is_held_at_the_high_water_mark(
                 assert chunk
                 got += len(chunk)
             sender.join(10)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_draining_answers_the_next_request_with_connection_close(parser: str) -> None:
+    handler = http_server.make_handler(parser)
+    engine = netloop.start(handler, "tcp://127.0.0.1:0", drain_timeout=5.0)
+    sock = connect(engine.addrs[0])
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = b""
+    while not first.endswith(b"Hello, World!"):
+        first += sock.recv(4096)
+    assert b"Connection:" not in first  # HTTP/1.1 keeps the connection by default
+    stopping = threading.Thread(target=engine.stop, kwargs={"timeout": TIMEOUT})
+    stopping.start()
+    wait_until(lambda: handler.draining, what="on_shutdown")
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # sent during the drain: answered, then the end
+    last = recv_until_closed(sock)
+    sock.close()
+    assert b"Connection: close" in last and last.endswith(b"Hello, World!")
+    stopping.join(TIMEOUT)
+    assert engine.wait(TIMEOUT)
+    assert engine.stats()["closed_shutdown"] == 1
