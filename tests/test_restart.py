@@ -328,3 +328,22 @@ def test_a_foreign_reuse_port_listener_is_refused() -> None:
         sock.sendall(b"ok")
         assert recv_exact(sock, 2) == b"ok"
         sock.close()
+
+
+def test_a_frozen_worker_is_replaced_in_reuse_port_mode() -> None:
+    # The kernel balances here, so a frozen worker's listener keeps its share until the worker is killed at
+    # heartbeat_timeout; then its replacement binds a listener of its own and every client is answered.
+    with serving(Echo(), "tcp://127.0.0.1:0", workers=2, heartbeat_timeout=1.5) as engine:
+        url = engine.addrs[0]
+        frozen = engine.stats()["workers"][1]["pid"]
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            wait_until(lambda: engine.stats()["workers"][1]["pid"] not in (0, frozen), what="a replacement")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGKILL)
+        wait_until(lambda: engine.stats()["workers"][1]["responsive"] == 1, what="the replacement's heartbeat")
+        for i in range(20):
+            with connect(url, timeout=2.0) as sock:
+                sock.sendall(b"%d" % i)
+                assert recv_exact(sock, len(b"%d" % i)) == b"%d" % i
