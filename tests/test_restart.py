@@ -347,3 +347,36 @@ def test_a_frozen_worker_is_replaced_in_reuse_port_mode() -> None:
             with connect(url, timeout=2.0) as sock:
                 sock.sendall(b"%d" % i)
                 assert recv_exact(sock, len(b"%d" % i)) == b"%d" % i
+
+
+def test_sighup_to_a_single_process_engine_is_logged_and_ignored() -> None:
+    script = textwrap.dedent(
+        """
+        import logging
+        import netloop
+
+        class Echo(netloop.EventHandler):
+            def on_boot(self, engine):
+                print(engine.addrs[0], flush=True)
+
+            def on_traffic(self, conn):
+                conn.write(conn.next())
+
+        logging.basicConfig(level=logging.INFO)
+        netloop.run(Echo(), "tcp://127.0.0.1:0")
+        """
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = LineLog(server)
+    log.start()
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        server.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("SIGHUP ignored" in line for _, line in log.lines), what="the warning")
+        with connect(url) as sock:  # still serving
+            sock.sendall(b"alive")
+            assert recv_exact(sock, 5) == b"alive"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
