@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a stop may take to flush and close connections")  # fmt: skip
     add("--drain-timeout", type=float, default=0.0,
         help="a stop serves on this long after on_shutdown, so handlers end connections at a boundary")  # fmt: skip
+    add("--ticker", action="store_true", help="call the handler's on_tick (e.g. the HTTP example's Date refresh)")
     add("--log-level", choices=_LEVELS, default="info")
     return parser
 
@@ -98,6 +99,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         "heartbeat_timeout": args.timeout,
         "shutdown_timeout": args.graceful_timeout,
         "drain_timeout": args.drain_timeout,
+        "ticker": args.ticker,
     }
     if args.proxy_allow_from is not None:
         networks = tuple(n.strip() for n in args.proxy_allow_from.split(",") if n.strip())
