@@ -354,3 +354,18 @@ def test_resp_session_benchmark_times_real_replies() -> None:
         reply, close = session.receive(request * 16)
         assert reply and not close and not reply.startswith(b"-")  # each request is one the server answers
         assert resp_session.ns_per_command(session, request, 1, reads=10, repeats=1) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("wrk") is None, reason="needs cc and wrk")
+def test_timeouts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import timeouts
+
+    cpus = sorted(os.sched_getaffinity(0))
+    argv = ["--rounds", "1", "--duration", "0.5", "--idle", "200", "--few", "2"]
+    assert timeouts.main([*argv, "--server-cpu", str(cpus[0]), "--client-cpu", str(cpus[-1])]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| echo") or "HTTP" in line]
+    assert len(rows) == 2
+    for row in rows:
+        ratio = float(row.split("|")[6].split()[0])
+        assert 0 < ratio < 100  # both variants answered requests and used CPU
