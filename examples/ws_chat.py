@@ -1,0 +1,266 @@
+"""A chat in the browser: one port serves the page (GET /) and a WebSocket endpoint (GET /ws, RFC 6455).
+
+    python -m examples.ws_chat --port 8000 [--host 127.0.0.1] [--loops 4]
+    # then open http://127.0.0.1:8000/ in two browser tabs
+
+The WebSocket protocol is the sans-I/O ``wsproto`` library: this module parses the HTTP request head (bounded),
+hands the upgrade to wsproto, and moves bytes. A message typed in one tab reaches every member, whichever event loop
+owns its connection: a broadcast frame is encoded once and written to each member with ``conn.async_write``, the
+thread-safe write (server-to-client frames are unmasked, so the same bytes serve every member).
+
+Bounds: a request head over ``MAX_HEAD`` bytes gets 431; a message over ``MAX_MESSAGE`` bytes (however fragmented)
+closes the connection with 1009; a member that stops reading is cut off at ``LIMITS["write_buffer_limit"]`` of
+unsent output. Protocol errors (an unmasked client frame, a bad opcode, invalid UTF-8) close with the code wsproto
+chooses (1002, 1007). Pings are answered with pongs. A server that stops says 1001 (going away) to every member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import struct
+import threading
+from importlib import resources
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+import netloop
+from examples.resp_server import address
+
+MAX_HEAD = 8 * 1024
+MAX_MESSAGE = 64 * 1024
+MAX_NAME = 32
+LIMITS = {"write_buffer_cap": 256 * 1024, "write_buffer_limit": 1024 * 1024}
+GOING_AWAY = 1001
+UNSUPPORTED = 1003
+TOO_BIG = 1009
+
+log = logging.getLogger(__name__)
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One complete, unmasked server frame (RFC 6455 section 5.2)."""
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+    return head + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    return frame(0x8, struct.pack("!H", code) + reason.encode()[:120])
+
+
+def http_response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8", extra: str = "") -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def page() -> bytes:
+    return resources.files("examples").joinpath("ws_chat.html").read_bytes()
+
+
+class Member:
+    """One connection's state: the request head while it is HTTP, then its wsproto connection and message parts."""
+
+    __slots__ = ("head", "name", "parts", "size", "ws")
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.ws: WSConnection | None = None
+        self.name = ""
+        self.parts: list[str] = []
+        self.size = 0
+
+
+class WsChat(netloop.EventHandler):
+    """Serves the page and the chat; members are shared by every loop under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.members: dict[netloop.Conn, str] = {}
+        self.count = 0
+
+    # -- HTTP, then the upgrade -----------------------------------------------------------------------------
+
+    def on_open(self, conn: netloop.Conn) -> None:
+        conn.context = Member()
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        member: Member = conn.context
+        if member.ws is None:
+            return self._http(conn, member)
+        return self._websocket(conn, member, conn.next())
+
+    def _http(self, conn: netloop.Conn, member: Member) -> netloop.Action | None:
+        member.head += conn.next()
+        end = member.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(member.head) > MAX_HEAD:
+                conn.write(http_response("431 Request Header Fields Too Large", b"request head too large\n"))
+                return netloop.Action.CLOSE
+            return None
+        head, rest = member.head[: end + 4], member.head[end + 4 :]
+        member.head = b""
+        if len(head) > MAX_HEAD:
+            conn.write(http_response("431 Request Header Fields Too Large", b"request head too large\n"))
+            return netloop.Action.CLOSE
+        line = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(line) != 3 or line[0] != b"GET" or not line[2].startswith(b"HTTP/1."):
+            conn.write(http_response("400 Bad Request", b"bad request\n"))
+            return netloop.Action.CLOSE
+        path = line[1].split(b"?", 1)[0]
+        if path == b"/":
+            conn.write(http_response("200 OK", page(), "text/html; charset=utf-8"))
+            return netloop.Action.CLOSE
+        if path != b"/ws":
+            conn.write(http_response("404 Not Found", b"not found\n"))
+            return netloop.Action.CLOSE
+        return self._upgrade(conn, member, head, rest)
+
+    def _upgrade(self, conn: netloop.Conn, member: Member, head: bytes, rest: bytes) -> netloop.Action | None:
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            ws.receive_data(head)
+            request = next((e for e in ws.events() if isinstance(e, Request)), None)
+        except RemoteProtocolError as exc:
+            return self._reject(conn, str(exc))
+        if request is None:
+            return self._reject(conn, "not a WebSocket upgrade")
+        headers = dict(request.extra_headers)
+        if headers.get(b"sec-websocket-version") != b"13":
+            return self._reject(conn, "unsupported Sec-WebSocket-Version (13 is)")
+        try:
+            key = base64.b64decode(headers.get(b"sec-websocket-key", b""), validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) != 16:
+            return self._reject(conn, "bad Sec-WebSocket-Key")
+        conn.write(ws.send(AcceptConnection()))
+        member.ws = ws
+        with self.lock:
+            self.count += 1
+            member.name = f"guest{self.count}"
+            self.members[conn] = member.name
+        self._send(conn, {"type": "welcome", "name": member.name, "loop": conn.event_loop.index})
+        self.broadcast({"type": "joined", "name": member.name})
+        return self._websocket(conn, member, rest) if rest else None
+
+    def _reject(self, conn: netloop.Conn, why: str) -> netloop.Action:
+        log.debug("ws_chat: refused an upgrade from %r: %s", conn.remote_addr, why)
+        body = f"400 Bad Request: {why}\n".encode()
+        conn.write(http_response("400 Bad Request", body, extra="Sec-WebSocket-Version: 13\r\n"))
+        return netloop.Action.CLOSE
+
+    # -- WebSocket -------------------------------------------------------------------------------------------
+
+    def _websocket(self, conn: netloop.Conn, member: Member, data: bytes) -> netloop.Action | None:
+        ws = member.ws
+        assert ws is not None
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, TextMessage):
+                member.size += len(event.data)
+                if member.size > MAX_MESSAGE:
+                    log.info("ws_chat: %s sent a message over %d bytes; closing with 1009", member.name, MAX_MESSAGE)
+                    return self._close(conn, ws, TOO_BIG, "message too big")
+                member.parts.append(event.data)
+                if event.message_finished:
+                    text = "".join(member.parts)
+                    member.parts, member.size = [], 0
+                    self._said(conn, member, text)
+            elif isinstance(event, BytesMessage):
+                return self._close(conn, ws, UNSUPPORTED, "text messages only")
+            elif isinstance(event, Ping):
+                conn.write(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                # The peer's close (or wsproto's verdict on a protocol error): answer it, then close the TCP side.
+                if ws.state.name not in ("CLOSED", "LOCAL_CLOSING"):
+                    conn.write(ws.send(event.response()))
+                return netloop.Action.CLOSE
+        return None
+
+    def _close(self, conn: netloop.Conn, ws: WSConnection, code: int, reason: str) -> netloop.Action:
+        conn.write(ws.send(CloseConnection(code=code, reason=reason)))
+        return netloop.Action.CLOSE
+
+    def _said(self, conn: netloop.Conn, member: Member, text: str) -> None:
+        if text.startswith("/nick "):
+            new = text[6:].strip()[:MAX_NAME] or "nobody"
+            with self.lock:
+                old, member.name = member.name, new
+                self.members[conn] = new
+            self.broadcast({"type": "renamed", "from": old, "to": new})
+            return
+        self.broadcast({"type": "message", "from": member.name, "text": text})
+
+    def _send(self, conn: netloop.Conn, message: dict[str, Any]) -> None:
+        conn.write(frame(0x1, json.dumps(message).encode()))
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to every member, on whichever loop it is (one encoded frame for all)."""
+        data = frame(0x1, json.dumps(message).encode())
+        with self.lock:
+            members = list(self.members)
+        for conn in members:
+            try:
+                conn.async_write(data)
+            except netloop.EngineStoppedError:
+                pass
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> None:
+        with self.lock:
+            name = self.members.pop(conn, None)
+        if name is not None:
+            if isinstance(err, netloop.OutboundLimitError):
+                log.info("ws_chat: %s stopped reading; cut off", name)
+            self.broadcast({"type": "left", "name": name})
+
+    def on_shutdown(self, engine: netloop.Engine) -> None:
+        with self.lock:
+            members = list(self.members)
+        data = close_frame(GOING_AWAY, "server shutting down")
+        for conn in members:
+            try:
+                conn.async_write(data)
+            except netloop.EngineStoppedError:
+                pass
+
+
+def start(host: str = "127.0.0.1", port: int = 0, *, loops: int = 2, **options: Any) -> netloop.Engine:
+    """Serve the chat in the background; ``engine.addrs`` tells the port. ``options`` override ``LIMITS``."""
+    return netloop.start(WsChat(), address(host, port), num_event_loop=loops, **{**LIMITS, **options})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--loops", type=int, default=2, help="event loops (threads); 0 means one per CPU")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log.info("WebSocket chat on http://%s:%d/", args.host, args.port)
+    netloop.run(WsChat(), address(args.host, args.port), num_event_loop=args.loops, multicore=args.loops == 0, **LIMITS)
+
+
+if __name__ == "__main__":
+    main()

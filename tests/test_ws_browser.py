@@ -1,0 +1,82 @@
+"""The WebSocket chat in a real browser: headless Chromium (the system's) driven by Playwright, two pages."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from loopback import TIMEOUT
+
+import netloop
+
+pytest.importorskip("wsproto")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from examples import ws_chat  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian's chromium package)"),
+]
+
+# The machine has no outside network: these keep Chromium from trying to reach it.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=ARGS
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def test_a_message_typed_in_one_tab_appears_in_the_other(browser: Any) -> None:
+    engine = ws_chat.start(loops=2)
+    try:
+        host, port = engine.addrs[0].removeprefix("tcp://").rsplit(":", 1)
+        url = f"http://{host}:{port}/"
+        first, second = browser.new_page(), browser.new_page()
+        for page in (first, second):
+            page.goto(url)
+            sync_api.expect(page.locator("#status")).to_contain_text("connected as", timeout=TIMEOUT * 1000)
+        loops = {page.locator("#status").inner_text().rsplit(" ", 1)[-1] for page in (first, second)}
+        assert len(loops) == 2  # the two tabs are served by different event loops
+        first.fill("#text", "hello from the first tab")
+        first.click("#send")
+        sync_api.expect(second.locator("#log li:not(.note)")).to_contain_text(
+            ["hello from the first tab"], timeout=TIMEOUT * 1000
+        )
+        second.fill("#text", "and back")
+        second.press("#text", "Enter")
+        sync_api.expect(first.locator("#log li:not(.note)").last).to_contain_text("and back", timeout=TIMEOUT * 1000)
+    finally:
+        engine.stop(timeout=TIMEOUT)
+        assert engine.wait(TIMEOUT)
+
+
+def test_the_page_reports_the_server_going_away(browser: Any) -> None:
+    engine: netloop.Engine = ws_chat.start(loops=1)
+    host, port = engine.addrs[0].removeprefix("tcp://").rsplit(":", 1)
+    page = browser.new_page()
+    page.goto(f"http://{host}:{port}/")
+    sync_api.expect(page.locator("#status")).to_contain_text("connected as", timeout=TIMEOUT * 1000)
+    engine.stop(timeout=TIMEOUT)
+    assert engine.wait(TIMEOUT)
+    sync_api.expect(page.locator("#status")).to_contain_text("disconnected (1001)", timeout=TIMEOUT * 1000)
