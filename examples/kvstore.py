@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 SAMPLE_SIZE = 20
 """Keys with a deadline examined per active-expiry round (Redis's ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP)."""
@@ -31,7 +32,9 @@ class KeyValueStore:
 
     def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
         self.clock = clock
-        self._data: dict[bytes, bytes] = {}
+        self._data: dict[bytes, Any] = {}  # bytes (a string), or a deque, dict or set (list, hash, set)
+        # WATCH: the sessions watching each key; each gets ``watch_dirty`` set when its key is modified.
+        self.watchers: dict[bytes, set[Any]] = {}
         self._deadlines: dict[bytes, int] = {}
         # Keys with a deadline, in a list so active expiry can walk them in O(1) per key without copying.
         self._volatile: list[bytes] = []
@@ -42,10 +45,12 @@ class KeyValueStore:
         """Number of keys held, counting expired keys not yet removed (what Redis's DBSIZE reports)."""
         return len(self._data)
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> Any:
         """The live value of ``key``, or None if it is missing or expired."""
         if self._deadlines and key in self._deadlines and self.clock() > self._deadlines[key]:
             self._remove(key)
+            if self.watchers:
+                self.modified(key)  # an expired watched key counts as touched, as in Redis
             return None
         return self._data.get(key)
 
@@ -53,9 +58,11 @@ class KeyValueStore:
         """Whether ``key`` holds a live value."""
         return self.get(key) is not None
 
-    def set(self, key: bytes, value: bytes, deadline: int | None = None, keep_ttl: bool = False) -> None:
+    def set(self, key: bytes, value: Any, deadline: int | None = None, keep_ttl: bool = False) -> None:
         """Store ``value``; the key gets ``deadline`` if given, else keeps its deadline only if ``keep_ttl``."""
         self._data[key] = value
+        if self.watchers:
+            self.modified(key)
         if deadline is not None:
             self.set_deadline(key, deadline)
         elif self._deadlines and key in self._deadlines and not (keep_ttl and self.clock() <= self._deadlines[key]):
@@ -67,6 +74,28 @@ class KeyValueStore:
         if not self.exists(key):
             return False
         self._remove(key)
+        if self.watchers:
+            self.modified(key)
+        return True
+
+    def volatile_count(self) -> int:
+        """Keys that carry a deadline (INFO keyspace's ``expires``)."""
+        return len(self._deadlines)
+
+    def modified(self, key: bytes) -> None:
+        """``key``'s value changed (a container changed in place calls this too): its watchers' EXEC will fail."""
+        watching = self.watchers.get(key)
+        if watching:
+            for session in watching:
+                session.watch_dirty = True
+
+    def persist(self, key: bytes) -> bool:
+        """Remove ``key``'s deadline; True if it had one."""
+        if not self.exists(key) or key not in self._deadlines:
+            return False
+        self._forget_deadline(key)
+        if self.watchers:
+            self.modified(key)
         return True
 
     def deadline(self, key: bytes) -> int | None:
@@ -79,6 +108,8 @@ class KeyValueStore:
             self._slot[key] = len(self._volatile)
             self._volatile.append(key)
         self._deadlines[key] = deadline
+        if self.watchers:
+            self.modified(key)
 
     def keys(self) -> list[bytes]:
         """The live keys, removing expired ones met on the way."""
@@ -89,6 +120,9 @@ class KeyValueStore:
 
     def clear(self) -> None:
         """Remove every key."""
+        for key in list(self.watchers):
+            if key in self._data:
+                self.modified(key)
         self._data.clear()
         self._deadlines.clear()
         self._volatile.clear()
@@ -125,6 +159,8 @@ class KeyValueStore:
             if now > deadlines[key]:
                 # The last key moves into slot i, so i is examined again rather than advanced.
                 self._remove(key)
+                if self.watchers:
+                    self.modified(key)
                 expired += 1
             else:
                 i += 1

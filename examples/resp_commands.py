@@ -12,6 +12,7 @@ when one of them is such a list, which keeps the check off the common path: :fun
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import TypeAlias
 
@@ -42,11 +43,36 @@ def parse_int64(text: bytes) -> int | None:
 
 OK = b"+OK\r\n"
 NIL = b"$-1\r\n"
+NIL_ARRAY = b"*-1\r\n"
+NULLS = {2: (b"$-1\r\n", b"*-1\r\n"), 3: (b"_\r\n", b"_\r\n")}
+"""The null bulk string and null array of each protocol (RESP3 has one null for both)."""
+PROTOCOL = [2]
+"""The protocol whose nulls ``NIL`` and ``NIL_ARRAY`` are now (see :func:`use_protocol`)."""
+
+
+def use_protocol(proto: int) -> None:
+    """Make the commands' null replies RESP2's or RESP3's.
+
+    Commands run one batch at a time (on one loop, or under the server's lock), so one switch serves every session:
+    a session flips it before its batch when its protocol differs from the last one's, which with clients of one
+    protocol happens once.
+    """
+    PROTOCOL[0] = proto
+    nil, nil_array = NULLS[proto]
+    for name in ("examples.resp_commands", "examples.resp_types", "examples.resp_state"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.NIL = nil  # type: ignore[attr-defined]
+            if hasattr(module, "NIL_ARRAY"):
+                module.NIL_ARRAY = nil_array  # type: ignore[attr-defined]
+
+
 _ZERO = b":0\r\n"
 _ONE = b":1\r\n"
 _NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
 _SYNTAX = b"-ERR syntax error\r\n"
 _OVERFLOW = b"-ERR increment or decrement would overflow\r\n"
+WRONGTYPE = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
 
 
 def error(message: bytes) -> bytes:
@@ -148,6 +174,8 @@ def _get(store: KeyValueStore, args: list[bytes]) -> Reply:
     # bulk() spelled out: GET is the busiest command, and the call would add a quarter to its cost.
     if value is None:
         return NIL
+    if type(value) is not bytes:
+        return WRONGTYPE
     size = len(value)
     if size < BIG_VALUE:
         return b"$%d\r\n%b\r\n" % (size, value)
@@ -195,6 +223,8 @@ def _set(store: KeyValueStore, args: list[bytes]) -> Reply:
         if deadline > INT64_MAX:
             return _expire_time_error(b"set")
     old = store.get(args[1])
+    if get and old is not None and type(old) is not bytes:
+        return WRONGTYPE
     reply = bulk(old) if get else OK
     if (nx and old is not None) or (xx and old is None):
         return reply if get else NIL
@@ -212,6 +242,8 @@ def _exists(store: KeyValueStore, args: list[bytes]) -> bytes:
 
 def _add(store: KeyValueStore, key: bytes, by: int) -> bytes:
     old = store.get(key)
+    if old is not None and type(old) is not bytes:
+        return WRONGTYPE
     value = 0 if old is None else parse_int64(old)
     if value is None:
         return _NOT_INTEGER
@@ -245,7 +277,8 @@ def _decrby(store: KeyValueStore, args: list[bytes]) -> bytes:
 
 
 def _mget(store: KeyValueStore, args: list[bytes]) -> Reply:
-    return array([store.get(key) for key in args[1:]])
+    values = [store.get(key) for key in args[1:]]
+    return array([v if type(v) is bytes else None for v in values])
 
 
 def _mset(store: KeyValueStore, args: list[bytes]) -> bytes:
@@ -259,7 +292,7 @@ def _mset(store: KeyValueStore, args: list[bytes]) -> bytes:
 _EXPIRE_CONDITIONS = frozenset((b"NX", b"XX", b"GT", b"LT"))
 
 
-def _set_expiry(store: KeyValueStore, args: list[bytes], scale: int) -> bytes:
+def _set_expiry(store: KeyValueStore, args: list[bytes], scale: int, absolute: bool = False) -> bytes:
     conditions = set()
     for option in args[3:]:
         condition = option.upper()
@@ -274,10 +307,11 @@ def _set_expiry(store: KeyValueStore, args: list[bytes], scale: int) -> bytes:
     if amount is None:
         return _NOT_INTEGER
     now = store.clock()
+    base = 0 if absolute else now
     # Redis bounds the seconds before converting them (C division truncates, hence the symmetric range).
-    if (scale > 1 and abs(amount) > INT64_MAX // scale) or amount * scale > INT64_MAX - now:
+    if (scale > 1 and abs(amount) > INT64_MAX // scale) or amount * scale > INT64_MAX - base:
         return _expire_time_error(args[0].lower())
-    deadline = amount * scale + now
+    deadline = amount * scale + base
     key = args[1]
     if not store.exists(key):
         return _ZERO

@@ -10,14 +10,16 @@ netloop server and any other transport wrapped around it; only the bytes in and 
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
-from collections.abc import Iterable
-from typing import TypeAlias
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
 
 from examples.kvstore import KeyValueStore
 from examples.resp_commands import (
     COMMANDS,
     OK,
+    PROTOCOL,
     SESSION_ARITY,
     Reply,
     arity_error,
@@ -26,7 +28,10 @@ from examples.resp_commands import (
     join_replies,
     parse_int64,
     unknown_command,
+    use_protocol,
 )
+from examples.resp_state import NOT_QUEUED, SESSION_COMMANDS, ServerState, SubscribedOK
+from examples.resp_types import MORE, RESP3
 
 MAX_BULK = 64 * 1024 * 1024
 """Largest bulk string accepted by default (Redis allows 512 MiB; that is more than this server wants)."""
@@ -353,8 +358,20 @@ def split_inline(line: bytes) -> list[bytes] | None:
         words.append(bytes(word))
 
 
-# Keyspace commands by name as clients send it, in upper or lower case, so that the common case needs no upper().
-_DISPATCH = {**COMMANDS, **{name.lower(): entry for name, entry in COMMANDS.items()}}
+# Keyspace commands by upper-case name, per protocol: RESP3 has its own variants of the commands that answer maps
+# and sets. PING and CONFIG are the session's (subscribed mode, maps).
+KEYSPACE = {name: entry for name, entry in {**COMMANDS, **MORE}.items() if name not in SESSION_COMMANDS}
+KEYSPACE3 = {**KEYSPACE, **{name: (run, *KEYSPACE[name][1:]) for name, run in RESP3.items()}}
+
+
+def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
+    """``table`` by name as clients send it, in upper or lower case, so that the common case needs no upper()."""
+    return {**table, **{name.lower(): entry for name, entry in table.items()}}
+
+
+_DISPATCH = _both_cases(KEYSPACE)
+_DISPATCH3 = _both_cases(KEYSPACE3)
+_NOTHING: dict[bytes, Any] = {}  # a subscribed RESP2 session: every command takes the checked way
 
 
 STEP = 32
@@ -378,16 +395,35 @@ class RespSession:
     """
 
     __slots__ = (
+        "__weakref__",
         "_backlog",
         "_closing",
+        "_commands",
         "_dirty",
+        "_dispatch",
         "_in_multi",
         "_next",
         "_output",
         "_parser",
         "_queue",
+        "addr",
         "busy",
+        "channels",
+        "client_id",
+        "created",
+        "fd",
+        "kill",
+        "laddr",
+        "last_command",
+        "name",
+        "patterns",
+        "proto",
+        "push",
+        "pushed",
+        "server",
         "store",
+        "watch_dirty",
+        "watching",
     )
 
     def __init__(
@@ -397,8 +433,29 @@ class RespSession:
         max_bulk: int = MAX_BULK,
         max_array: int = MAX_ARRAY,
         max_inline: int = MAX_INLINE,
+        server: ServerState | None = None,
     ) -> None:
         self.store = store
+        self.server = ServerState() if server is None else server
+        self.client_id = self.server.register(self)
+        self.proto = 2
+        self._dispatch = _DISPATCH
+        self._commands = KEYSPACE
+        self.name: bytes | None = None
+        self.addr = b"unknown"
+        self.laddr = b"unknown"
+        self.fd = -1
+        self.created = time.time()
+        self.last_command = b"NULL"
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        self.watching: set[bytes] = set()
+        self.watch_dirty = False
+        self.pushed: list[bytes] = []
+        self.push: Callable[[bytes], object] = self.pushed.append
+        """How pub/sub messages leave: the transport sets a thread-safe write (``conn.async_write``)."""
+        self.kill: Callable[[], object] = self._kill_self
+        """How CLIENT KILL ends this client: the transport sets ``conn.close``."""
         self._parser = RespParser(max_bulk, max_array, max_inline)
         self._closing = False
         self._in_multi = False
@@ -494,26 +551,43 @@ class RespSession:
         replies = []
         store = self.store
         in_multi = self._in_multi
+        dispatch = self._dispatch
+        self.server.commands += len(commands)
+        if PROTOCOL[0] != self.proto:
+            use_protocol(self.proto)
         for args in commands:
-            entry = _DISPATCH.get(args[0])
+            entry = dispatch.get(args[0])
             if entry is None or in_multi:
                 replies.append(self._special(args))
                 if self._closing:
                     return replies
                 in_multi = self._in_multi
+                dispatch = self._dispatch  # a SUBSCRIBE or HELLO may have changed it
                 continue
             run, low, high = entry
             replies.append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
         return replies
 
     def _special(self, args: list[bytes]) -> Reply:
-        """Session commands, unknown commands, keyspace commands sent inside MULTI or in mixed case."""
+        """Session and server commands, unknown commands, keyspace commands inside MULTI, in subscribed mode or in
+        mixed case."""
         name = args[0].upper()
-        entry = COMMANDS.get(name)
+        self.last_command = name.lower()
+        if (self.channels or self.patterns) and self.proto == 2 and name not in SubscribedOK:
+            return error(
+                b"ERR Can't execute '%b': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in"
+                b" this context" % name.lower()
+            )
+        entry = self._commands.get(name)
+        session_entry = SESSION_COMMANDS.get(name) if entry is None else None
         if entry is not None:
             run, low, high = entry
             if not self._in_multi:
                 return run(self.store, args) if low <= len(args) <= high else arity_error(name)
+        elif session_entry is not None:
+            handler, low, high = session_entry
+            if not self._in_multi or name in NOT_QUEUED:
+                return handler(self, args) if low <= len(args) <= high else arity_error(name)
         elif name in SESSION_ARITY:
             low, high = SESSION_ARITY[name]
         else:
@@ -526,7 +600,7 @@ class RespSession:
                 return error(b"EXECABORT Transaction discarded because of: " + arity_error(name)[5:])
             self._dirty = self._in_multi
             return arity_error(name)
-        if entry is not None:
+        if entry is not None or session_entry is not None:
             self._queue.append(args)
             return b"+QUEUED\r\n"
         if name == b"QUIT":
@@ -544,9 +618,86 @@ class RespSession:
         self._queue = []
         self._in_multi = False
         if name == b"DISCARD":
+            self.unwatch()
             return OK
         if self._dirty:
+            self.unwatch()
             return b"-EXECABORT Transaction discarded because of previous errors.\r\n"
-        replies = [COMMANDS[args[0].upper()][0](self.store, args) for args in queue]
+        if self.watch_dirty:
+            self.unwatch()
+            return b"_\r\n" if self.proto == 3 else b"*-1\r\n"
+        self.unwatch()
+        replies = [self._execute(args) for args in queue]
         replies.insert(0, b"*%d\r\n" % len(queue))
         return join_replies(replies)
+
+    def _execute(self, args: list[bytes]) -> Reply:
+        """Run one queued command (EXEC): a keyspace command or a session one."""
+        name = args[0].upper()
+        entry = self._commands.get(name)
+        if entry is not None:
+            return entry[0](self.store, args)
+        return SESSION_COMMANDS[name][0](self, args)
+
+    # -- what the session commands (examples.resp_state) use ----------------------------------------------------
+
+    @property
+    def in_multi(self) -> bool:
+        return self._in_multi
+
+    @property
+    def queued(self) -> list[list[bytes]]:
+        return self._queue
+
+    def set_protocol(self, proto: int) -> None:
+        """Speak RESP2 or RESP3 from the next reply on (HELLO)."""
+        self.proto = proto
+        self._commands = KEYSPACE3 if proto == 3 else KEYSPACE
+        self.subscriptions_changed()
+
+    def subscriptions_changed(self) -> None:
+        """A subscribed RESP2 session takes the checked way for every command (only a few are allowed)."""
+        subscribed = self.proto == 2 and bool(self.channels or self.patterns)
+        self._dispatch = _NOTHING if subscribed else _DISPATCH3 if self.proto == 3 else _DISPATCH
+
+    def deliver(self, kind: bytes, pattern: bytes | None, channel: bytes, message: bytes) -> None:
+        """A published message for this subscriber: encoded for its protocol, handed to ``push`` (any thread)."""
+        head = b">" if self.proto == 3 else b"*"
+        if pattern is None:
+            data = b"%b3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                head, len(kind), kind, len(channel), channel, len(message), message,
+            )  # fmt: skip
+        else:
+            data = b"%b4\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                head, len(kind), kind, len(pattern), pattern, len(channel), channel, len(message), message,
+            )  # fmt: skip
+        self.push(data)
+
+    def unwatch(self) -> None:
+        watchers = self.store.watchers
+        for key in self.watching:
+            sessions = watchers.get(key)
+            if sessions is not None:
+                sessions.discard(self)
+                if not sessions:
+                    del watchers[key]
+        self.watching.clear()
+        self.watch_dirty = False
+
+    def reset(self) -> None:
+        """RESET: leave MULTI, WATCH and every subscription, back to RESP2 without a name."""
+        self._in_multi = False
+        self._queue = []
+        self.unwatch()
+        self.server.unregister(self)
+        self.server.clients[self.client_id] = self
+        self.name = None
+        self.set_protocol(2)
+
+    def close(self) -> None:
+        """The connection ended: forget its subscriptions, watches and registration."""
+        self.unwatch()
+        self.server.unregister(self)
+
+    def _kill_self(self) -> None:
+        self._closing = True

@@ -18,6 +18,7 @@ import netloop
 from examples.certs import add_tls_flags, tls_context
 from examples.kvstore import KeyValueStore
 from examples.resp_proto import RespSession
+from examples.resp_state import PUBSUB_LIMIT, ServerState, local_name
 
 EXPIRE_INTERVAL = 0.1
 """Seconds between active-expiry passes (Redis's default hz of 10)."""
@@ -33,8 +34,8 @@ class Session(RespSession):
 
     __slots__ = ("ended",)
 
-    def __init__(self, store: KeyValueStore) -> None:
-        super().__init__(store)
+    def __init__(self, store: KeyValueStore, server: ServerState | None = None) -> None:
+        super().__init__(store, server=server)
         self.ended = False
 
 
@@ -53,6 +54,7 @@ class RespHandler(netloop.EventHandler):
     def __init__(self, store: KeyValueStore | None = None) -> None:
         """Serve ``store`` (a fresh one by default); start the engine with ``ticker=True`` for active expiry."""
         self.store = KeyValueStore() if store is None else store
+        self.state = ServerState()
         self._lock: threading.Lock | None = threading.Lock()  # None once on_boot has seen a single loop
         self.high_water = netloop.Options().write_buffer_cap  # the engine's own, from on_boot
 
@@ -61,11 +63,30 @@ class RespHandler(netloop.EventHandler):
         if len(engine.loops) == 1:
             self._lock = None
         self.high_water = engine.loops[0].options.write_buffer_cap
+        port = engine.addrs[0].rsplit(":", 1)[-1]
+        self.state.port = int(port) if port.isdigit() else 0
+        self.state.config[b"port"] = port.encode()
         log.info("RESP server listening on %s", ", ".join(engine.addrs))
         return None
 
     def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
-        conn.context = Session(self.store)
+        with self._lock or contextlib.nullcontext():
+            session = Session(self.store, self.state)
+        session.addr = local_name(conn.remote_addr)
+        session.laddr = local_name(conn.local_addr)
+        session.fd = conn.fd
+        session.push = conn.async_write  # pub/sub messages, from whichever loop publishes
+        session.kill = conn.close  # CLIENT KILL, from whichever loop asks
+        conn.context = session
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> netloop.Action | None:
+        session = conn.context
+        if isinstance(session, Session):
+            with self._lock or contextlib.nullcontext():
+                session.close()
+            if isinstance(err, netloop.OutboundLimitError) and (session.channels or session.patterns):
+                log.warning("RESP: subscriber %s stopped reading; cut off at %d bytes", session.addr, PUBSUB_LIMIT)
         return None
 
     def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
@@ -143,7 +164,12 @@ def start(
 ) -> netloop.Engine:
     """Serve RESP in the background; the running engine tells its real port in ``engine.addrs``."""
     return netloop.start(
-        RespHandler(store), address(host, port), num_event_loop=loops, reuse_port=reuse_port, ticker=True
+        RespHandler(store),
+        address(host, port),
+        num_event_loop=loops,
+        reuse_port=reuse_port,
+        ticker=True,
+        write_buffer_limit=PUBSUB_LIMIT,
     )
 
 
@@ -164,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         reuse_port=args.reuse_port,
         ticker=True,
         tls=tls_context(args),
+        write_buffer_limit=PUBSUB_LIMIT,
     )
 
 

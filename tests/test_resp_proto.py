@@ -543,17 +543,24 @@ def test_command_count_counts_every_command(session: RespSession) -> None:
             assert b"unknown command" not in ask(session, cmd(name))
 
 
-def test_hello_speaks_resp2_only(session: RespSession) -> None:
-    hello = (
-        b"*12\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n$5\r\nproto\r\n:2\r\n"
-        b"$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+def test_hello_switches_between_resp2_and_resp3(session: RespSession) -> None:
+    fields = (
+        b"$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:%d\r\n"
+        b"$2\r\nid\r\n:%d\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
     )
-    assert ask(session, cmd("HELLO")) == hello
-    assert ask(session, cmd("HELLO", "2")) == hello
-    assert ask(session, cmd("HELLO", "3"), cmd("HELLO", "x"), cmd("HELLO", "2", "AUTH", "u", "p")) == (
+    me = session.client_id
+    assert ask(session, cmd("HELLO")) == b"*14\r\n" + fields % (2, me)
+    assert ask(session, cmd("HELLO", "3", "SETNAME", "app")) == b"%7\r\n" + fields % (3, me)
+    assert session.name == b"app"
+    # RESP3 from here: a map where RESP2 has a flat array, a set where it has an array.
+    assert ask(session, cmd("HSET", "h", "f", "v"), cmd("HGETALL", "h")) == b":1\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    assert ask(session, cmd("SADD", "s", "m"), cmd("SMEMBERS", "s")) == b":1\r\n~1\r\n$1\r\nm\r\n"
+    assert ask(session, cmd("HELLO", "2")) == b"*14\r\n" + fields % (2, me)
+    assert ask(session, cmd("HGETALL", "h")) == b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    assert ask(session, cmd("HELLO", "4"), cmd("HELLO", "x"), cmd("HELLO", "2", "AUTH", "u", "p")) == (
         b"-NOPROTO unsupported protocol version\r\n"
         b"-ERR Protocol version is not an integer or out of range\r\n"
-        b"-ERR Syntax error in HELLO option 'AUTH'\r\n"
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
     )
 
 

@@ -131,13 +131,29 @@ def test_errors_are_replies_not_disconnects(client: redis.Redis) -> None:
     assert client.ping() is True  # the same connection is still served
 
 
-def test_resp3_is_declined_clearly(engine: netloop.Engine) -> None:
-    # RESP2 only: a client asking for RESP3 (redis-py's default) gets NOPROTO, as from any RESP2 server.
-    with (
-        redis.Redis(port=port_of(engine), protocol=3, socket_timeout=TIMEOUT) as client,
-        pytest.raises(redis.ResponseError, match="unsupported protocol version"),
-    ):
-        client.ping()
+def test_redis_py_with_its_defaults(engine: netloop.Engine) -> None:
+    # redis-py 8 opens with HELLO 3 and CLIENT SETINFO: RESP3 maps and sets come back as dicts and sets.
+    with redis.Redis(port=port_of(engine), socket_timeout=TIMEOUT) as client:
+        assert client.ping() is True
+        assert client.connection_pool.get_connection().protocol in (3, "3")
+        client.set("greeting", "hello")
+        assert client.get("greeting") == b"hello"
+        client.hset("h", mapping={"a": "1", "b": "2"})
+        assert client.hgetall("h") == {b"a": b"1", b"b": b"2"}
+        client.sadd("s", "x", "y")
+        assert client.smembers("s") == {b"x", b"y"}
+        client.rpush("l", "a", "b", "c")
+        assert client.lrange("l", 0, -1) == [b"a", b"b", b"c"]
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            client.get("l")
+        pipe = client.pipeline()
+        pipe.incr("n").incr("n").get("n")
+        assert pipe.execute() == [1, 2, b"2"]
+        assert client.client_id() > 0
+        assert client.client_setname("tester") is True
+        assert client.client_getname() == "tester" or client.client_getname() == b"tester"
+        info = client.info()
+        assert info["redis_version"] == "7.0.15" and info["connected_clients"] >= 1
 
 
 def test_expiry_with_redis_py(client: redis.Redis, clock: FakeClock) -> None:
