@@ -369,8 +369,10 @@ def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
     return {**table, **{name.lower(): entry for name, entry in table.items()}}
 
 
-_DISPATCH = _both_cases(KEYSPACE)
-_DISPATCH3 = _both_cases(KEYSPACE3)
+# PING is a session command (subscribed mode answers it differently) but the busiest one: outside subscribed mode it
+# takes the fast path too.
+_DISPATCH = _both_cases({**KEYSPACE, b"PING": COMMANDS[b"PING"]})
+_DISPATCH3 = _both_cases({**KEYSPACE3, b"PING": COMMANDS[b"PING"]})
 _NOTHING: dict[bytes, Any] = {}  # a subscribed RESP2 session: every command takes the checked way
 
 
@@ -552,7 +554,6 @@ class RespSession:
         store = self.store
         in_multi = self._in_multi
         dispatch = self._dispatch
-        self.server.commands += len(commands)
         if PROTOCOL[0] != self.proto:
             use_protocol(self.proto)
         for args in commands:
@@ -578,8 +579,8 @@ class RespSession:
                 b"ERR Can't execute '%b': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in"
                 b" this context" % name.lower()
             )
-        entry = self._commands.get(name)
-        session_entry = SESSION_COMMANDS.get(name) if entry is None else None
+        session_entry = SESSION_COMMANDS.get(name)
+        entry = self._commands.get(name) if session_entry is None else None
         if entry is not None:
             run, low, high = entry
             if not self._in_multi:

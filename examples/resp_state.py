@@ -89,7 +89,6 @@ class ServerState:
         self.config[b"port"] = b"%d" % port
         self.port = port
         self.connections = 0  # clients ever registered
-        self.commands = 0  # commands run, counted per batch
         self.info_calls = 0
 
     def register(self, session: RespSession) -> int:
@@ -454,6 +453,7 @@ def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
             ("tcp_port", server.port),
             ("server_time_usec", time.time_ns() // 1000),
             ("uptime_in_seconds", uptime),
+            ("mem_allocator", "libc"),
             ("uptime_in_days", uptime // 86400),
             ("hz", 10),
             ("executable", "netloop examples.resp_server"),
@@ -480,7 +480,6 @@ def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
     if name == "stats":
         return [
             ("total_connections_received", server.connections),
-            ("total_commands_processed", server.commands),
             ("expired_keys", 0),
             ("keyspace_hits", 0),
             ("keyspace_misses", 0),
@@ -531,7 +530,6 @@ def _config(session: RespSession, args: list[bytes]) -> Reply:
             config[args[i].lower()] = args[i + 1]
         return OK
     if sub == b"RESETSTAT" and len(args) == 2:
-        session.server.commands = 0
         return OK
     if sub in (b"GET", b"SET"):
         return arity_error(b"config|" + sub.lower())
