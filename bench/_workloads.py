@@ -22,6 +22,9 @@ RESULT_GRACE_S = 30.0
 """How long past the interval's planned end a load generator may take to report."""
 
 REDIS_TESTS = "ping,set,get"
+REDIS_TYPE_TESTS = "lpush,lpop,hset,sadd"
+"""redis-benchmark's tests on lists, hashes and sets (a workload of their own, so the ping/set/get figures stay
+comparable across versions)."""
 CALIBRATION_REQUESTS = 2_000
 """redis-benchmark requests per test (times the pipeline depth) in the unrecorded sizing run."""
 
@@ -57,7 +60,7 @@ class Context:
     echo_load: Path | None = None
     echo_load_tls: Path | None = None
     tls: TlsFiles | None = None
-    redis_requests: dict[tuple[str, int, bool], int] = field(default_factory=dict)
+    redis_requests: dict[tuple[str, int, bool, str], int] = field(default_factory=dict)
 
 
 Measure = Callable[[Context, Server], Sample]
@@ -199,7 +202,7 @@ def requests_for(rates: Mapping[str, float], seconds: float) -> int:
     return max(1_000, math.ceil(per_test / 1_000) * 1_000)
 
 
-def resp(ctx: Context, server: Server, pipeline: int) -> Sample:
+def resp(ctx: Context, server: Server, pipeline: int, tests: str = REDIS_TESTS) -> Sample:
     """Requests per second over redis-benchmark's ping, set and get tests, ``pipeline`` requests in flight.
 
     Over TLS (``--tls``) each test opens its connections anew, so the interval holds their handshakes as well.
@@ -210,11 +213,11 @@ def resp(ctx: Context, server: Server, pipeline: int) -> Sample:
         server.port,
         s.connections,
         pipeline=pipeline,
-        tests=REDIS_TESTS,
+        tests=tests,
         cpu=s.client_cpu,
         tls=server.tls,
     )
-    key = (server.contender, pipeline, server.tls is not None)
+    key = (server.contender, pipeline, server.tls is not None, tests)
     if key not in ctx.redis_requests:
         # redis-benchmark counts requests, not seconds: a first unrecorded run sizes the measured ones
         warmup = run(CALIBRATION_REQUESTS * pipeline, timeout=SETUP_TIMEOUT_S)
@@ -294,6 +297,26 @@ WORKLOADS = (
         _RESP,
         "redis-benchmark",
         partial(resp, pipeline=16),
+    ),
+    Workload(
+        "resp-types-p1",
+        "RESP lpush/lpop/hset/sadd (redis-benchmark), {connections} connections, no pipelining",
+        "requests/s",
+        "request",
+        "resp",
+        _RESP,
+        "redis-benchmark",
+        partial(resp, pipeline=1, tests=REDIS_TYPE_TESTS),
+    ),
+    Workload(
+        "resp-types-p16",
+        "RESP lpush/lpop/hset/sadd (redis-benchmark), {connections} connections, pipeline 16",
+        "requests/s",
+        "request",
+        "resp",
+        _RESP,
+        "redis-benchmark",
+        partial(resp, pipeline=16, tests=REDIS_TYPE_TESTS),
     ),
     Workload(
         "idle",
