@@ -174,11 +174,14 @@ def _get(store: KeyValueStore, args: list[bytes]) -> Reply:
     # bulk() spelled out: GET is the busiest command, and the call would add a quarter to its cost.
     if value is None:
         return NIL
-    if type(value) is not bytes:
-        return WRONGTYPE
     size = len(value)
     if size < BIG_VALUE:
-        return b"$%d\r\n%b\r\n" % (size, value)
+        try:
+            return b"$%d\r\n%b\r\n" % (size, value)
+        except TypeError:  # a list, hash or set: no type check on the common path
+            return WRONGTYPE
+    if type(value) is not bytes:
+        return WRONGTYPE
     return [b"$%d\r\n" % size, value, b"\r\n"]
 
 

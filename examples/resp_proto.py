@@ -19,7 +19,6 @@ from examples.kvstore import KeyValueStore
 from examples.resp_commands import (
     COMMANDS,
     OK,
-    PROTOCOL,
     SESSION_ARITY,
     Reply,
     arity_error,
@@ -408,6 +407,7 @@ class RespSession:
         "_output",
         "_parser",
         "_queue",
+        "_runner",
         "addr",
         "busy",
         "channels",
@@ -441,6 +441,7 @@ class RespSession:
         self.server = ServerState() if server is None else server
         self.client_id = self.server.register(self)
         self.proto = 2
+        self._runner = self._run
         self._dispatch = _DISPATCH
         self._commands = KEYSPACE
         self.name: bytes | None = None
@@ -497,7 +498,7 @@ class RespSession:
         if len(commands) > STEP and limit is not None:
             self._backlog = commands
             return self._serve_held(limit)
-        replies = self._run(commands)
+        replies = self._runner(commands)
         error_ = self._parser.error
         if error_ is not None and not self._closing:
             replies.append(error(b"ERR " + error_.encode("latin-1")))
@@ -530,7 +531,7 @@ class RespSession:
             if start >= len(backlog):
                 break
             stop = len(backlog) if limit is None else start + STEP
-            replies = self._run(backlog[start:stop])
+            replies = self._runner(backlog[start:stop])
             if self._closing or stop >= len(backlog):
                 self._backlog = []
                 self._next = 0
@@ -554,8 +555,6 @@ class RespSession:
         store = self.store
         in_multi = self._in_multi
         dispatch = self._dispatch
-        if PROTOCOL[0] != self.proto:
-            use_protocol(self.proto)
         for args in commands:
             entry = dispatch.get(args[0])
             if entry is None or in_multi:
@@ -568,6 +567,18 @@ class RespSession:
             run, low, high = entry
             replies.append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
         return replies
+
+    def _run3(self, commands: list[list[bytes]]) -> list[Reply]:
+        """``_run`` for a RESP3 session: the commands' nulls are RESP3's while its batch runs.
+
+        Commands run one batch at a time (on one loop, or under the server's lock), so the switch is seen by this
+        batch alone; RESP2 sessions, the default, pay nothing for it.
+        """
+        use_protocol(3)
+        try:
+            return self._run(commands)
+        finally:
+            use_protocol(2)
 
     def _special(self, args: list[bytes]) -> Reply:
         """Session and server commands, unknown commands, keyspace commands inside MULTI, in subscribed mode or in
@@ -654,6 +665,7 @@ class RespSession:
         """Speak RESP2 or RESP3 from the next reply on (HELLO)."""
         self.proto = proto
         self._commands = KEYSPACE3 if proto == 3 else KEYSPACE
+        self._runner = self._run3 if proto == 3 else self._run
         self.subscriptions_changed()
 
     def subscriptions_changed(self) -> None:

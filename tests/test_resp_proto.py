@@ -933,3 +933,13 @@ def test_serve_replies_like_receive_whatever_the_limit(requests: list[bytes], li
     first, _, _ = serve_all(session, data[:cut], limit)
     second, _, close = serve_all(session, data[cut:], limit)
     assert (b"".join([*first, *second]), close) == expected
+
+
+def test_nulls_follow_each_sessions_protocol() -> None:
+    store = KeyValueStore()
+    resp3, resp2 = RespSession(store), RespSession(store)
+    ask(resp3, cmd("HELLO", "3"))
+    missing = [cmd("GET", "none"), cmd("LPOP", "none", "2"), cmd("MGET", "none", "none")]
+    assert ask(resp3, *missing) == b"_\r\n_\r\n*2\r\n_\r\n_\r\n"
+    assert ask(resp2, *missing) == b"$-1\r\n*-1\r\n*2\r\n$-1\r\n$-1\r\n"  # interleaved: each gets its own
+    assert ask(resp3, cmd("GET", "none")) == b"_\r\n"
