@@ -80,7 +80,7 @@ backend back
     assert HAPROXY is not None
     process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: _listening(port), what="HAProxy to listen")
+        wait_until(lambda: _listening(port) and stats.exists(), what="HAProxy to listen")
         yield port, stats
     finally:
         process.terminate()
@@ -114,7 +114,10 @@ def server_states(stats: Path) -> dict[str, str]:
     """HAProxy's view of each backend server (UP, DOWN, ...), from its stats socket."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(TIMEOUT)
-        sock.connect(str(stats))
+        try:
+            sock.connect(str(stats))
+        except OSError:
+            return {}  # not ready yet: no state known
         sock.sendall(b"show stat\n")
         data = b""
         while chunk := sock.recv(65536):
