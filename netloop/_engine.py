@@ -494,12 +494,15 @@ class stop_on_signals:
     def __init__(self) -> None:
         self.engine: Engine | None = None
         self._pending = False
+        self._hangup = False
         self._saved: dict[int, Any] = {}
 
     def attach(self, engine: Engine) -> None:
         self.engine = engine
         if self._pending:
             engine._core.request_stop()
+        elif self._hangup:
+            self._on_hangup()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.engine is None:
@@ -507,10 +510,11 @@ class stop_on_signals:
         else:
             self.engine._core.request_stop()
 
-    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+    def _on_hangup(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         engine = self.engine
         if engine is None:
-            return  # still starting: the workers being started run the code on disk already
+            self._hangup = True  # still starting: handled once the engine is attached
+            return
         try:
             engine.restart()
         except NetloopError as exc:
