@@ -369,3 +369,17 @@ def test_timeouts_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     for row in rows:
         ratio = float(row.split("|")[6].split()[0])
         assert 0 < ratio < 100  # both variants answered requests and used CPU
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_instructions_benchmark_counts_a_request(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import instructions
+
+    assert instructions.main(["--quick", "--functions", "3"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| netloop |"))
+    per_request = float(row.split("|")[2].replace(",", ""))
+    # An echo round-trip costs thousands of instructions in user space, not zero and not millions.
+    assert 1_000 < per_request < 200_000, out
+    assert "ceval.c:_PyEval_EvalFrameDefault" in out  # the per-function view names the interpreter's loop

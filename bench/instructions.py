@@ -1,0 +1,257 @@
+"""User-space instructions per request, counted by valgrind's callgrind: the same on a busy or a quiet machine.
+
+    python -m bench.instructions                          # echo 1 KiB, HTTP depth 1 and 16; every contender
+    python -m bench.instructions --only http-p1 --servers netloop,uvloop --functions 15
+    python -m bench.instructions --netloop-path ../other-checkout   # measure another tree's netloop
+    python -m bench.instructions --quick                  # smoke run: one workload, short runs
+
+Each server runs under ``valgrind --tool=callgrind``, started fresh for each run, and a deterministic client on the
+other CPU sends a fixed number of requests over 16 connections, in turn, one request (HTTP p16: sixteen pipelined)
+at a time and waiting for the whole answer before the next, so every run does the same work in the same order. Each
+server is measured twice, with ``--short`` and ``--long`` requests (2,000 and 12,000 by default): the difference of
+the two instruction counts divided by the difference of the request counts is the cost of one request, with
+start-up, imports and shutdown cancelled out. The servers are the contenders of ``python -m bench`` (the netloop
+examples, and the same sans-I/O sessions on asyncio, uvloop and aiofastnet), so only the transport differs.
+
+The per-function view (``--functions K``) takes callgrind's self cost of each C function the same way (long run minus
+short run, per request): the interpreter's eval loop, frame and object management, the socket calls' argument
+parsing, the poller. It is what a change to the hot path should be judged by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench._errors import BenchError
+from bench._servers import HOST, free_port, server_argv, unavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 16
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 120.0
+WORKLOADS = {"echo-1k": ("echo", 1), "http-p1": ("http", 1), "http-p16": ("http", 16)}
+SERVERS = ("netloop", "uvloop", "asyncio", "aiofastnet")
+HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+ECHO_MESSAGE = bytes(range(256)) * 4
+
+
+@dataclass
+class Count:
+    """One server's instruction counts for one workload."""
+
+    server: str
+    workload: str
+    short: int
+    long: int
+    requests: tuple[int, int]
+    functions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def per_request(self) -> float:
+        return (self.long - self.short) / (self.requests[1] - self.requests[0])
+
+
+# -- the client: deterministic, outside valgrind -----------------------------------------------------------------
+
+
+def _connect(port: int, deadline: float) -> socket.socket:
+    while True:
+        try:
+            sock = socket.create_connection((HOST, port), timeout=30)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the server on port {port} did not start listening") from None
+            time.sleep(0.05)  # polling the port is the readiness signal every contender shares
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def _exchange(sock: socket.socket, proto: str, depth: int) -> None:
+    if proto == "echo":
+        sock.sendall(ECHO_MESSAGE)
+        got = 0
+        while got < len(ECHO_MESSAGE):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise BenchError("the echo server closed a connection")
+            got += len(chunk)
+        return
+    sock.sendall(HTTP_REQUEST * depth)
+    data = b""
+    answers = 0
+    while answers < depth:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise BenchError("the HTTP server closed a connection")
+        data += chunk
+        # The examples' answer is "Hello, World!" with a Content-Length: count complete answers by their bodies.
+        answers = data.count(b"Hello, World!")
+
+
+def drive(port: int, proto: str, depth: int, requests: int) -> None:
+    """Open CONNECTIONS connections and send ``requests`` requests (in batches of ``depth``) round robin."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    conns = [_connect(port, deadline) for _ in range(CONNECTIONS)]
+    try:
+        for i in range(requests // depth):
+            _exchange(conns[i % CONNECTIONS], proto, depth)
+    finally:
+        for sock in conns:
+            sock.close()
+
+
+# -- one measured run ----------------------------------------------------------------------------------------------
+
+
+def _valgrind() -> str:
+    path = shutil.which("valgrind")
+    if path is None:
+        raise BenchError("valgrind is not installed (Debian's valgrind package)")
+    return path
+
+
+def measure(server: str, proto: str, depth: int, requests: int, out: Path, netloop_path: str | None) -> int:
+    """Run ``server`` under callgrind for ``requests`` requests; its total instruction count (callgrind's Ir)."""
+    port = free_port()
+    argv = server_argv(server, proto, port)
+    env = dict(os.environ)
+    paths = [str(ROOT)] + ([netloop_path] if netloop_path else [])
+    if netloop_path:
+        paths = [netloop_path, str(ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    command = [_valgrind(), "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", *argv]
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        drive(port, proto, depth, requests)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise BenchError(f"{server} did not stop under valgrind") from None
+    if not out.exists():
+        raise BenchError(f"{server}: callgrind wrote nothing: {err.decode(errors='replace')[-800:]}")
+    return total_instructions(out)
+
+
+def total_instructions(path: Path) -> int:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise BenchError(f"no total in {path}")
+
+
+def function_costs(path: Path) -> dict[str, int]:
+    """Self cost (Ir) by function, from callgrind_annotate."""
+    annotate = shutil.which("callgrind_annotate")
+    if annotate is None:
+        return {}
+    done = subprocess.run(
+        [annotate, "--inclusive=no", "--threshold=100", str(path)], capture_output=True, text=True, check=False
+    )
+    costs: dict[str, int] = {}
+    for line in done.stdout.splitlines():
+        match = re.match(r"\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*)$", line)
+        if match and ":" in match.group(2):
+            name = match.group(2).split(" [", 1)[0].strip()
+            source, _, function = name.rpartition(":")
+            name = f"{os.path.basename(source)}:{function}"  # the file's name, not where it was built
+            costs[name] = costs.get(name, 0) + int(match.group(1).replace(",", ""))
+    return costs
+
+
+def count(server: str, workload: str, short: int, long: int, netloop_path: str | None, functions: int) -> Count:
+    proto, depth = WORKLOADS[workload]
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = []
+        for n in (short, long):
+            out = Path(scratch) / f"{server}-{workload}-{n}.out"
+            runs.append((measure(server, proto, depth, n, out, netloop_path), out))
+        result = Count(server, workload, runs[0][0], runs[1][0], (short, long))
+        if functions:
+            before, after = function_costs(runs[0][1]), function_costs(runs[1][1])
+            span = long - short
+            diff = {name: (after.get(name, 0) - before.get(name, 0)) / span for name in set(before) | set(after)}
+            result.functions = dict(sorted(diff.items(), key=lambda kv: -kv[1])[:functions])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--only", default=",".join(WORKLOADS), help=f"workloads, comma-separated: {', '.join(WORKLOADS)}"
+    )
+    parser.add_argument("--servers", default=",".join(SERVERS), help="contenders, comma-separated")
+    parser.add_argument("--short", type=int, default=2_000, help="requests in the short run")
+    parser.add_argument("--long", type=int, default=12_000, help="requests in the long run")
+    parser.add_argument("--functions", type=int, default=0, metavar="K", help="show the K costliest functions")
+    parser.add_argument("--netloop-path", default=None, help="import netloop from this directory instead")
+    parser.add_argument("--json", type=Path, default=None, help="write the counts here")
+    parser.add_argument("--quick", action="store_true", help="netloop only, echo-1k, 208 and 608 requests")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.only, args.servers, args.short, args.long = "echo-1k", "netloop", 208, 608
+    workloads = [w for w in args.only.split(",") if w]
+    servers = [s for s in args.servers.split(",") if s]
+    for name in workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}")
+    if args.long <= args.short or args.short % 16:
+        parser.error("--long must exceed --short, and both must be multiples of 16")
+    results: list[Count] = []
+    for workload in workloads:
+        proto, _ = WORKLOADS[workload]
+        for server in servers:
+            why = unavailable(server, proto)
+            if why:
+                print(f"{workload}: {server} skipped: {why}", file=sys.stderr)
+                continue
+            result = count(server, workload, args.short, args.long, args.netloop_path, args.functions)
+            print(f"{workload}: {server}: {result.per_request:,.0f} instructions/request", file=sys.stderr)
+            results.append(result)
+    report(results, workloads)
+    if args.json:
+        args.json.write_text(json.dumps([vars(r) | {"per_request": r.per_request} for r in results], indent=2))
+    return 0
+
+
+def report(results: list[Count], workloads: list[str]) -> None:
+    for workload in workloads:
+        rows = [r for r in results if r.workload == workload]
+        if not rows:
+            continue
+        base = next((r.per_request for r in rows if r.server == "uvloop"), None)
+        print(f"\n### {workload}\n")
+        print("| server | instructions / request | vs uvloop |")
+        print("|---|---:|---:|")
+        for r in sorted(rows, key=lambda r: r.per_request):
+            ratio = f"{r.per_request / base:.2f}x" if base else "-"
+            print(f"| {r.server} | {r.per_request:,.0f} | {ratio} |")
+        for r in rows:
+            if r.functions:
+                print(f"\n{r.server}, {workload}: self instructions per request by function\n")
+                print("| function | per request |")
+                print("|---|---:|")
+                for name, cost in r.functions.items():
+                    print(f"| `{name}` | {cost:,.0f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
