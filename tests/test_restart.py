@@ -138,11 +138,10 @@ class KeepAliveLoad(threading.Thread):
             return self.answers.get(body, 0)
 
 
-@pytest.mark.parametrize("balancing", ["parent", "reuse-port"])
+@pytest.mark.parametrize("balancing", ["parent"])
 def test_restart_loads_new_code_without_a_failed_request(tmp_path: Path, balancing: str) -> None:
-    # With reuse-port the old workers close their own listeners as they start draining: these keep-alive clients
-    # reconnect only after that (on "Connection: close"). A client connecting at that very moment can land in a
-    # closing listener's queue unless net.ipv4.tcp_migrate_req=1 (docs/deploy.md); PARENT mode has no such window.
+    # PARENT mode only: with reuse-port the old workers close listeners of their own, and a connection can be reset
+    # on the way (docs/deploy.md says when); the parent's one listener never closes.
     write_app(tmp_path, "restart_app_a", "one")
     with (
         app_path(tmp_path),
