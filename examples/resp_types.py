@@ -1195,6 +1195,12 @@ def _zscore(store: KeyValueStore, args: list[bytes]) -> Reply:
 
 
 @_typed
+def _zscore3(store: KeyValueStore, args: list[bytes]) -> Reply:
+    score = (_of(store, args[1], ZSet) or {}).get(args[2])
+    return NIL if score is None else b",%b\r\n" % format_float(score)  # a RESP3 double
+
+
+@_typed
 def _zrem(store: KeyValueStore, args: list[bytes]) -> Reply:
     zset = _of(store, args[1], ZSet)
     if zset is None:
@@ -1501,3 +1507,4 @@ MORE.update(
         b"SORT": (_sort, 2, _ANY),
     }
 )
+RESP3[b"ZSCORE"] = _zscore3

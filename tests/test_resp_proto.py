@@ -943,3 +943,10 @@ def test_nulls_follow_each_sessions_protocol() -> None:
     assert ask(resp3, *missing) == b"_\r\n_\r\n*2\r\n_\r\n_\r\n"
     assert ask(resp2, *missing) == b"$-1\r\n*-1\r\n*2\r\n$-1\r\n$-1\r\n"  # interleaved: each gets its own
     assert ask(resp3, cmd("GET", "none")) == b"_\r\n"
+
+
+def test_resp3_doubles() -> None:
+    session = RespSession(KeyValueStore())
+    ask(session, cmd("HELLO", "3"))
+    assert ask(session, cmd("ZADD", "z", "1.5", "m"), cmd("ZSCORE", "z", "m")) == b":1\r\n,1.5\r\n"
+    assert ask(session, cmd("HELLO", "2"), cmd("ZSCORE", "z", "m")).endswith(b"$3\r\n1.5\r\n")
