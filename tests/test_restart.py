@@ -195,6 +195,8 @@ def test_sighup_restarts_under_wrk_with_no_error(tmp_path: Path) -> None:
     wrk = shutil.which("wrk")
     if wrk is None:
         pytest.skip("wrk is not installed")
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("counts wrk's connections in /proc/net/tcp (Linux)")
     write_app(tmp_path, "restart_app_c", "first")
     script = textwrap.dedent(
         """
@@ -219,7 +221,8 @@ def test_sighup_restarts_under_wrk_with_no_error(tmp_path: Path) -> None:
         load = subprocess.Popen(
             [wrk, "-t1", "-c8", "-d4s", f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True
         )
-        time.sleep(1.0)  # places the restart inside the run; the log's timestamps below check that it was
+        # The restart comes once wrk's eight connections are up; the log's timestamps below check it landed inside.
+        wait_until(lambda: _established(port) >= 8, what="wrk's connections")
         server.send_signal(signal.SIGHUP)
         out, _ = load.communicate(timeout=30)
         wrk_done = time.monotonic()
@@ -235,6 +238,16 @@ def test_sighup_restarts_under_wrk_with_no_error(tmp_path: Path) -> None:
     assert requests > 1000, out
     done = [at for at, line in log.lines if "restart done" in line]
     assert done and done[0] < wrk_done, "the restart finished while wrk was running"
+
+
+def _established(port: int) -> int:
+    """Established TCP connections whose local port is ``port`` (the server's side), from /proc/net/tcp."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
 
 
 class LineLog(threading.Thread):
