@@ -56,8 +56,8 @@ def test_a_message_typed_in_one_tab_appears_in_the_other(browser: Any) -> None:
         for page in (first, second):
             page.goto(url)
             sync_api.expect(page.locator("#status")).to_contain_text("connected as", timeout=TIMEOUT * 1000)
-        loops = {page.locator("#status").inner_text().rsplit(" ", 1)[-1] for page in (first, second)}
-        assert len(loops) == 2  # the two tabs are served by different event loops
+        # Which loop serves each tab depends on the other connections Chromium opens (the page, its favicon), so it is
+        # not asserted here; tests/test_ws_chat.py checks delivery across loops with clients placed on both.
         first.fill("#text", "hello from the first tab")
         first.click("#send")
         sync_api.expect(second.locator("#log li:not(.note)")).to_contain_text(
