@@ -1,0 +1,493 @@
+"""The RESP example's string and keyspace families beyond the core of :mod:`examples.resp_commands`."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from typing import Any
+
+from examples.kvstore import KeyValueStore, glob_match
+from examples.resp_commands import (
+    INT64_MAX,
+    NIL,
+    OK,
+    Reply,
+    arity_error,
+    array,
+    bulk,
+    error,
+    parse_int64,
+)
+from examples.resp_values import (
+    MAX_STRING,
+    NO_SUCH_KEY,
+    NOT_FLOAT,
+    NOT_INTEGER,
+    ONE,
+    SYNTAX,
+    TYPES,
+    ZERO,
+    ZSet,
+    _of,
+    _range,
+    _typed,
+    format_float,
+    integer,
+    parse_float,
+)
+
+# -- strings -----------------------------------------------------------------------------------------------------
+
+
+def _set_with_ttl(store: KeyValueStore, args: list[bytes], scale: int) -> Reply:
+    amount = parse_int64(args[2])
+    if amount is None:
+        return NOT_INTEGER
+    if amount <= 0 or amount > INT64_MAX // scale:
+        return error(b"ERR invalid expire time in '%b' command" % args[0].lower())
+    store.set(args[1], args[3], store.clock() + amount * scale)
+    return OK
+
+
+def _setex(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _set_with_ttl(store, args, 1000)
+
+
+def _psetex(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _set_with_ttl(store, args, 1)
+
+
+def _setnx(store: KeyValueStore, args: list[bytes]) -> Reply:
+    if store.get(args[1]) is not None:
+        return ZERO
+    store.set(args[1], args[2])
+    return ONE
+
+
+@_typed
+def _getex(store: KeyValueStore, args: list[bytes]) -> Reply:
+    value = _of(store, args[1], bytes)
+    deadline: int | None = None
+    persist = False
+    if len(args) > 2:
+        option = args[2].upper()
+        scales = {b"EX": (1000, True), b"PX": (1, True), b"EXAT": (1000, False), b"PXAT": (1, False)}
+        if option == b"PERSIST" and len(args) == 3:
+            persist = True
+        elif option in scales and len(args) == 4:
+            amount = parse_int64(args[3])
+            if amount is None:
+                return NOT_INTEGER
+            scale, relative = scales[option]
+            if amount <= 0 or amount > INT64_MAX // scale:
+                return error(b"ERR invalid expire time in 'getex' command")
+            deadline = amount * scale + (store.clock() if relative else 0)
+        else:
+            return SYNTAX
+    if value is None:
+        return NIL
+    if deadline is not None:
+        if deadline <= store.clock():
+            store.delete(args[1])
+        else:
+            store.set_deadline(args[1], deadline)
+    elif persist:
+        store.persist(args[1])
+    return bulk(value)
+
+
+@_typed
+def _getdel(store: KeyValueStore, args: list[bytes]) -> Reply:
+    value = _of(store, args[1], bytes)
+    if value is not None:
+        store.delete(args[1])
+    return bulk(value)
+
+
+@_typed
+def _getset(store: KeyValueStore, args: list[bytes]) -> Reply:
+    value = _of(store, args[1], bytes)
+    store.set(args[1], args[2])
+    return bulk(value)
+
+
+@_typed
+def _strlen(store: KeyValueStore, args: list[bytes]) -> Reply:
+    value = _of(store, args[1], bytes)
+    return integer(0 if value is None else len(value))
+
+
+@_typed
+def _append(store: KeyValueStore, args: list[bytes]) -> Reply:
+    value = _of(store, args[1], bytes) or b""
+    if len(value) + len(args[2]) > MAX_STRING:
+        return error(b"ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    value += args[2]
+    store.set(args[1], value, keep_ttl=True)
+    return integer(len(value))
+
+
+@_typed
+def _getrange(store: KeyValueStore, args: list[bytes]) -> Reply:
+    start, end = parse_int64(args[2]), parse_int64(args[3])
+    if start is None or end is None:
+        return NOT_INTEGER
+    value = _of(store, args[1], bytes) or b""
+    if start < 0 and end < 0 and start > end:
+        return b"$0\r\n\r\n"
+    start, end = _range(start, end, len(value))
+    return bulk(value[start : end + 1] if start <= end else b"")
+
+
+@_typed
+def _setrange(store: KeyValueStore, args: list[bytes]) -> Reply:
+    offset = parse_int64(args[2])
+    if offset is None:
+        return NOT_INTEGER
+    if offset < 0:
+        return error(b"ERR offset is out of range")
+    value = _of(store, args[1], bytes)
+    piece = args[3]
+    if not piece:
+        return integer(0 if value is None else len(value))
+    if offset + len(piece) > MAX_STRING:
+        return error(b"ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    value = value or b""
+    if len(value) < offset:
+        value += b"\x00" * (offset - len(value))
+    value = value[:offset] + piece + value[offset + len(piece) :]
+    store.set(args[1], value, keep_ttl=True)
+    return integer(len(value))
+
+
+@_typed
+def _incrbyfloat(store: KeyValueStore, args: list[bytes]) -> Reply:
+    old = _of(store, args[1], bytes)
+    base = 0.0 if old is None else parse_float(old)
+    by = parse_float(args[2])
+    if base is None or by is None:
+        return NOT_FLOAT
+    result = base + by
+    if math.isinf(result) or math.isnan(result):
+        return error(b"ERR increment would produce NaN or Infinity")
+    text = format_float(result)
+    store.set(args[1], text, keep_ttl=True)
+    return bulk(text)
+
+
+def _msetnx(store: KeyValueStore, args: list[bytes]) -> Reply:
+    if len(args) % 2 == 0:
+        return arity_error(b"msetnx")
+    if any(store.get(args[i]) is not None for i in range(1, len(args), 2)):
+        return ZERO
+    for i in range(1, len(args), 2):
+        store.set(args[i], args[i + 1])
+    return ONE
+
+
+@_typed
+def _lcs(store: KeyValueStore, args: list[bytes]) -> Reply:
+    a = _of(store, args[1], bytes) or b""
+    b = _of(store, args[2], bytes) or b""
+    want_len = want_idx = with_len = False
+    min_len = 0
+    i = 3
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"LEN":
+            want_len = True
+        elif option == b"IDX":
+            want_idx = True
+        elif option == b"WITHMATCHLEN":
+            with_len = True
+        elif option == b"MINMATCHLEN" and i + 1 < len(args):
+            value = parse_int64(args[i + 1])
+            if value is None:
+                return NOT_INTEGER
+            min_len = max(0, value)
+            i += 1
+        else:
+            return SYNTAX
+        i += 1
+    if want_len and want_idx:
+        return error(b"ERR If you want both the length and indexes, please just use IDX.")
+    n, m = len(a), len(b)
+    table = [[0] * (m + 1) for _ in range(n + 1)]
+    for x in range(1, n + 1):
+        row, prev = table[x], table[x - 1]
+        ax = a[x - 1]
+        for y in range(1, m + 1):
+            row[y] = prev[y - 1] + 1 if ax == b[y - 1] else max(prev[y], row[y - 1])
+    if want_len:
+        return integer(table[n][m])
+    # Walk back from the end, collecting the common string and (for IDX) the matching ranges, as Redis does.
+    out = bytearray()
+    matches: list[tuple[tuple[int, int], tuple[int, int], int]] = []
+    x, y = n, m
+    current: list[int] | None = None  # [a_start, a_end, b_start, b_end]
+    while x > 0 and y > 0:
+        if a[x - 1] == b[y - 1]:
+            out.append(a[x - 1])
+            if current is not None and current[0] == x and current[2] == y:
+                current[0] -= 1
+                current[2] -= 1
+            else:
+                if current is not None:
+                    _emit(matches, current, min_len)
+                current = [x - 1, x - 1, y - 1, y - 1]
+            x -= 1
+            y -= 1
+        elif table[x - 1][y] > table[x][y - 1]:
+            x -= 1
+        else:
+            y -= 1
+    if current is not None:
+        _emit(matches, current, min_len)
+    if not want_idx:
+        return bulk(bytes(reversed(out)))
+    parts = [b"*4\r\n$7\r\nmatches\r\n*%d\r\n" % len(matches)]
+    for (a0, a1), (b0, b1), length in matches:
+        item = b"*%d\r\n*2\r\n:%d\r\n:%d\r\n*2\r\n:%d\r\n:%d\r\n" % (3 if with_len else 2, a0, a1, b0, b1)
+        parts.append(item + (b":%d\r\n" % length if with_len else b""))
+    parts.append(b"$3\r\nlen\r\n:%d\r\n" % table[n][m])
+    return b"".join(parts)
+
+
+def _emit(matches: list[tuple[tuple[int, int], tuple[int, int], int]], span: list[int], min_len: int) -> None:
+    length = span[1] - span[0] + 1
+    if length >= min_len:
+        matches.append(((span[0], span[1]), (span[2], span[3]), length))
+
+
+def _bit_offset(text: bytes) -> int | None:
+    value = parse_int64(text)
+    if value is None or value < 0 or value >= 4 * 1024 * 1024 * 1024:
+        return None
+    return value
+
+
+@_typed
+def _setbit(store: KeyValueStore, args: list[bytes]) -> Reply:
+    offset = _bit_offset(args[2])
+    if offset is None:
+        return error(b"ERR bit offset is not an integer or out of range")
+    if args[3] not in (b"0", b"1"):
+        return error(b"ERR bit is not an integer or out of range")
+    value = bytearray(_of(store, args[1], bytes) or b"")
+    byte = offset >> 3
+    if len(value) <= byte:
+        value.extend(b"\x00" * (byte + 1 - len(value)))
+    mask = 1 << (7 - (offset & 7))
+    old = 1 if value[byte] & mask else 0
+    value[byte] = value[byte] | mask if args[3] == b"1" else value[byte] & ~mask
+    store.set(args[1], bytes(value), keep_ttl=True)
+    return integer(old)
+
+
+@_typed
+def _getbit(store: KeyValueStore, args: list[bytes]) -> Reply:
+    offset = _bit_offset(args[2])
+    if offset is None:
+        return error(b"ERR bit offset is not an integer or out of range")
+    value = _of(store, args[1], bytes) or b""
+    byte = offset >> 3
+    if byte >= len(value):
+        return ZERO
+    return ONE if value[byte] & (1 << (7 - (offset & 7))) else ZERO
+
+
+@_typed
+def _bitcount(store: KeyValueStore, args: list[bytes]) -> Reply:
+    value = _of(store, args[1], bytes) or b""
+    if len(args) == 2:
+        return integer(sum(bin(c).count("1") for c in value))
+    if len(args) not in (4, 5):
+        return SYNTAX
+    start, end = parse_int64(args[2]), parse_int64(args[3])
+    if start is None or end is None:
+        return NOT_INTEGER
+    bits = len(args) == 5 and args[4].upper() == b"BIT"
+    if len(args) == 5 and not bits and args[4].upper() != b"BYTE":
+        return SYNTAX
+    size = len(value) * 8 if bits else len(value)
+    start, end = _range(start, end, size)
+    if start > end:
+        return ZERO
+    if bits:
+        return integer(sum(1 for i in range(start, end + 1) if value[i >> 3] & (1 << (7 - (i & 7)))))
+    return integer(sum(bin(c).count("1") for c in value[start : end + 1]))
+
+
+# -- keyspace ----------------------------------------------------------------------------------------------------
+
+
+def _type(store: KeyValueStore, args: list[bytes]) -> Reply:
+    value = store.get(args[1])
+    return b"+none\r\n" if value is None else b"+%b\r\n" % TYPES[type(value)]
+
+
+def _rename(store: KeyValueStore, args: list[bytes], only_new: bool = False) -> Reply:
+    source, target = args[1], args[2]
+    value = store.get(source)
+    if value is None:
+        return NO_SUCH_KEY
+    if source == target:
+        return ZERO if only_new else OK
+    if only_new and store.get(target) is not None:
+        return ZERO
+    deadline = store.deadline(source)
+    store.delete(source)
+    store.set(target, value, deadline)
+    return ONE if only_new else OK
+
+
+def _renamenx(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _rename(store, args, only_new=True)
+
+
+def _copy_of(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value
+    copied = value.copy()
+    return ZSet(copied) if isinstance(value, ZSet) else copied
+
+
+def _copy(store: KeyValueStore, args: list[bytes]) -> Reply:
+    replace = False
+    i = 3
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"REPLACE":
+            replace = True
+        elif option == b"DB" and i + 1 < len(args):
+            db = parse_int64(args[i + 1])
+            if db is None:
+                return NOT_INTEGER
+            if db != 0:
+                return error(b"ERR DB index is out of range")
+            i += 1
+        else:
+            return SYNTAX
+        i += 1
+    value = store.get(args[1])
+    if value is None:
+        return ZERO
+    if args[1] == args[2]:
+        return error(b"ERR source and destination objects are the same")
+    if store.get(args[2]) is not None and not replace:
+        return ZERO
+    store.set(args[2], _copy_of(value), store.deadline(args[1]))
+    return ONE
+
+
+def _randomkey(store: KeyValueStore, args: list[bytes]) -> Reply:
+    keys = store.keys()
+    return bulk(random.choice(keys)) if keys else NIL
+
+
+def _persist(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return ONE if store.persist(args[1]) else ZERO
+
+
+def _expire_at(store: KeyValueStore, args: list[bytes], scale: int) -> Reply:
+    from examples.resp_commands import _set_expiry
+
+    return _set_expiry(store, args, scale, absolute=True)
+
+
+def _expireat(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _expire_at(store, args, 1000)
+
+
+def _pexpireat(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _expire_at(store, args, 1)
+
+
+def _expire_time(store: KeyValueStore, key: bytes, scale: int) -> Reply:
+    if store.get(key) is None:
+        return b":-2\r\n"
+    deadline = store.deadline(key)
+    return b":-1\r\n" if deadline is None else integer(deadline // scale)
+
+
+def _expiretime(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _expire_time(store, args[1], 1000)
+
+
+def _pexpiretime(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _expire_time(store, args[1], 1)
+
+
+def _touch(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return integer(sum(store.get(key) is not None for key in args[1:]))
+
+
+def _scan(store: KeyValueStore, args: list[bytes]) -> Reply:
+    cursor = parse_int64(args[1])
+    if cursor is None or cursor < 0:
+        return error(b"ERR invalid cursor")
+    pattern: bytes | None = None
+    count = 10
+    kind: bytes | None = None
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if i + 1 >= len(args):
+            return SYNTAX
+        if option == b"MATCH":
+            pattern = args[i + 1]
+        elif option == b"COUNT":
+            value = parse_int64(args[i + 1])
+            if value is None:
+                return NOT_INTEGER
+            if value < 1:
+                return SYNTAX
+            count = value
+        elif option == b"TYPE":
+            kind = args[i + 1].lower()
+        else:
+            return SYNTAX
+        i += 2
+    keys = sorted(store.keys())
+    chunk = keys[cursor : cursor + count]
+    following = cursor + count if cursor + count < len(keys) else 0
+    found = [
+        key
+        for key in chunk
+        if (pattern is None or glob_match(pattern, key)) and (kind is None or TYPES[type(store.get(key))] == kind)
+    ]
+    return b"*2\r\n" + bulk(b"%d" % following) + array(found)  # type: ignore[operator]
+
+
+def _object(store: KeyValueStore, args: list[bytes]) -> Reply:
+    sub = args[1].upper()
+    if sub == b"HELP":
+        return array([b"OBJECT <subcommand>", b"ENCODING <key>", b"FREQ <key>", b"IDLETIME <key>", b"REFCOUNT <key>"])
+    if len(args) != 3 or sub not in (b"ENCODING", b"REFCOUNT", b"IDLETIME", b"FREQ"):
+        return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try OBJECT HELP." % args[1])
+    value = store.get(args[2])
+    if value is None:
+        return NIL
+    if sub == b"ENCODING":
+        return bulk(encoding(value))
+    return ONE if sub == b"REFCOUNT" else ZERO
+
+
+def encoding(value: Any) -> bytes:
+    """The encoding name Redis 7.0 would report for ``value`` (what OBJECT ENCODING answers)."""
+    if isinstance(value, bytes):
+        if parse_int64(value) is not None:
+            return b"int"
+        return b"embstr" if len(value) <= 44 else b"raw"
+    if isinstance(value, deque):
+        return b"quicklist"
+    if isinstance(value, dict):
+        return b"listpack" if len(value) <= 128 else b"hashtable"
+    if all(parse_int64(m) is not None for m in value) and len(value) <= 512:
+        return b"intset"
+    return b"listpack" if len(value) <= 128 else b"hashtable"
+
+
+def _unlink(store: KeyValueStore, args: list[bytes]) -> Reply:
+    return integer(sum(store.delete(key) for key in args[1:]))
