@@ -28,8 +28,8 @@ from examples.resp_values import (
     ZERO,
     Stream,
     ZSet,
-    _kept,
     _of,
+    _pop_entries,
     _range,
     _typed,
     _Wrong,
@@ -111,13 +111,7 @@ def _zscore3(store: KeyValueStore, args: list[bytes]) -> Reply:
 
 @_typed
 def _zrem(store: KeyValueStore, args: list[bytes]) -> Reply:
-    zset = _of(store, args[1], ZSet)
-    if zset is None:
-        return ZERO
-    removed = sum(zset.pop(member, None) is not None for member in args[2:])
-    if removed:
-        _kept(store, args[1], zset)
-    return integer(removed)
+    return integer(_pop_entries(store, args[1], ZSet, args[2:]))
 
 
 @_typed
@@ -374,21 +368,19 @@ def _memory(store: KeyValueStore, args: list[bytes]) -> Reply:
     return integer(size)
 
 
-SORTED: dict[bytes, tuple[Command, int, int]] = dict(
-    {
-        b"MEMORY": (_memory, 2, _ANY),
-        b"ZADD": (_zadd, 4, _ANY),
-        b"ZCARD": (_zcard, 2, 2),
-        b"ZSCORE": (_zscore, 3, 3),
-        b"ZREM": (_zrem, 3, _ANY),
-        b"ZRANGE": (_zrange, 4, 5),
-        b"XADD": (_xadd, 5, _ANY),
-        b"XLEN": (_xlen, 2, 2),
-        b"XDEL": (_xdel, 3, _ANY),
-        b"XGROUP": (_xgroup, 2, _ANY),
-        b"XREADGROUP": (_xreadgroup, 7, _ANY),
-        b"XINFO": (_xinfo, 2, _ANY),
-        b"SORT": (_sort, 2, _ANY),
-    }
-)
+SORTED: dict[bytes, tuple[Command, int, int]] = {
+    b"MEMORY": (_memory, 2, _ANY),
+    b"ZADD": (_zadd, 4, _ANY),
+    b"ZCARD": (_zcard, 2, 2),
+    b"ZSCORE": (_zscore, 3, 3),
+    b"ZREM": (_zrem, 3, _ANY),
+    b"ZRANGE": (_zrange, 4, 5),
+    b"XADD": (_xadd, 5, _ANY),
+    b"XLEN": (_xlen, 2, 2),
+    b"XDEL": (_xdel, 3, _ANY),
+    b"XGROUP": (_xgroup, 2, _ANY),
+    b"XREADGROUP": (_xreadgroup, 7, _ANY),
+    b"XINFO": (_xinfo, 2, _ANY),
+    b"SORT": (_sort, 2, _ANY),
+}
 SORTED_RESP3: dict[bytes, Command] = {b"ZSCORE": _zscore3}

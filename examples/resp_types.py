@@ -75,6 +75,7 @@ from examples.resp_values import (
     ZERO,
     _kept,
     _of,
+    _pop_entries,
     _range,
     _typed,
     format_float,
@@ -327,13 +328,7 @@ def _hgetall3(store: KeyValueStore, args: list[bytes]) -> Reply:
 
 @_typed
 def _hdel(store: KeyValueStore, args: list[bytes]) -> Reply:
-    fields = _of(store, args[1], dict)
-    if fields is None:
-        return ZERO
-    removed = sum(fields.pop(name, None) is not None for name in args[2:])
-    if removed:
-        _kept(store, args[1], fields)
-    return integer(removed)
+    return integer(_pop_entries(store, args[1], dict, args[2:]))
 
 
 @_typed

@@ -89,6 +89,17 @@ def _kept(store: KeyValueStore, key: bytes, container: Any) -> None:
         store.modified(key)
 
 
+def _pop_entries(store: KeyValueStore, key: bytes, kind: type, names: list[bytes]) -> int:
+    """HDEL, ZREM: remove ``names`` from the mapping of ``kind`` at ``key``; how many were there (_Wrong otherwise)."""
+    entries = _of(store, key, kind)
+    if entries is None:
+        return 0
+    removed = sum(entries.pop(name, None) is not None for name in names)
+    if removed:
+        _kept(store, key, entries)
+    return removed
+
+
 class ZSet(dict):  # type: ignore[type-arg]
     """A sorted set: member -> score (ordered by score, then member, when read)."""
 
