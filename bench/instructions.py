@@ -164,7 +164,10 @@ def function_costs(path: Path) -> dict[str, int]:
     if annotate is None:
         return {}
     done = subprocess.run(
-        [annotate, "--inclusive=no", "--threshold=100", str(path)], capture_output=True, text=True, check=False
+        [annotate, "--inclusive=no", "--auto=no", "--threshold=100", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     costs: dict[str, int] = {}
     for line in done.stdout.splitlines():

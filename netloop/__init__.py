@@ -4,6 +4,7 @@ Everything public is importable from here; the modules behind it are private and
 """
 
 from netloop._client import Client
+from netloop._compiled import compiled
 from netloop._conn import Conn
 from netloop._engine import Engine, run, start
 from netloop._errors import (
@@ -54,6 +55,7 @@ __all__ = [
     "WorkerPool",
     "__version__",
     "available_pollers",
+    "compiled",
     "run",
     "start",
 ]

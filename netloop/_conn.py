@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
 import socket
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
+from netloop._compiled import speedups
 from netloop._errors import (
     ConnClosedError,
     ConnTimeoutError,
@@ -109,7 +111,17 @@ def cause_of(err: BaseException) -> int:
     return BY_ERROR
 
 
-class Conn:
+# The fields the hot path touches: slots of ``Conn`` in the pure-Python core, members of the compiled base type
+# (``netloop._speedups.ConnCore``) otherwise.
+_HOT_FIELDS = ("_data", "_fd", "_inbound", "_loop", "_outbound", "_pos", "_recv", "_seen", "_send", "_state")
+
+if TYPE_CHECKING:
+    _ConnBase = object
+else:
+    _ConnBase = object if speedups is None else speedups.ConnCore
+
+
+class Conn(_ConnBase):
     """One connection (TCP or Unix stream; a UDP datagram's sender is a ``Conn`` too).
 
     Methods documented as *loop* may only be called on the connection's event loop, from a callback; the
@@ -121,27 +133,18 @@ class Conn:
         "__weakref__",
         "_close_callbacks",
         "_closer",
-        "_data",
         "_deadlines",
         "_err",
-        "_fd",
         "_handler",
-        "_inbound",
         "_local",
-        "_loop",
         "_mask",
-        "_outbound",
         "_pause",
-        "_pos",
         "_proxy",
-        "_recv",
         "_remote",
-        "_seen",
-        "_send",
         "_sock",
-        "_state",
         "_timer",
         "context",
+        *(() if speedups is not None else _HOT_FIELDS),
     )
 
     # Whether the loop may run this connection's plain readable events through its inlined stream read path.
@@ -909,3 +912,11 @@ def set_keep_alive(
     ):
         if opt is not None and value is not None:
             sock.setsockopt(socket.IPPROTO_TCP, opt, max(1, int(value)))
+
+
+if speedups is not None:
+    # The compiled core: ``ConnCore`` (netloop/_speedups.c) carries these methods compiled. The Python ones above
+    # stay the reference, and the compiled ones call them for what they don't handle themselves.
+    speedups.configure(NO_INBOUND, NO_OUTBOUND, ShortBufferError, Conn.next, Conn.write, _socket.socket, PEER_EOF)
+    for _name in ("next", "write", "inbound_buffered", "outbound_buffered"):
+        delattr(Conn, _name)

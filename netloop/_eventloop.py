@@ -17,12 +17,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from netloop._compiled import speedups
 from netloop._conn import BY_ERROR, BY_SHUTDOWN, CAUSES, Conn, set_keep_alive
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
+from netloop._poller.epoll import EpollPoller
 from netloop._proxy_protocol import Mode, ProxyInfo
 from netloop._proxy_reader import ProxyHeaderReader, allowed, parse_networks
 from netloop._timeouts import TimeoutWheel
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from netloop._engine import EngineCore
 
 Task = tuple[Callable[..., object], tuple[Any, ...]]
+
+# The compiled loop, where the compiled core is in use and has one (epoll: Linux).
+_SERVE: Callable[..., None] | None = getattr(speedups, "serve", None)
 
 
 class Timer:
@@ -149,6 +154,22 @@ class EventLoop:
             self._teardown()
 
     def _serve(self) -> None:
+        if _SERVE is not None and isinstance(self.poller, EpollPoller) and _gil_enabled():
+            # The compiled loop (netloop/_speedups.c): this method's body below, in C, on the epoll descriptor.
+            now = self.now = time.monotonic()
+            if self.timeouts is not None:
+                self.timeouts.start(now)
+            _SERVE(
+                self,
+                self.poller.fileno(),
+                self.readers,
+                self._handlers,
+                self._tasks,
+                self._timers,
+                self.read_size,
+                self.handler.on_traffic,
+            )
+            return
         poll = self.poller.poll
         tasks = self._tasks
         timers = self._timers
@@ -230,6 +251,10 @@ class EventLoop:
                 self.bytes_in += received
             if tasks:
                 self._run_tasks()
+
+    def _internal_error(self, exc: Exception) -> None:
+        """An exception escaped an event's handling in the compiled loop (the Python loop logs it in place)."""
+        self.log.error("netloop: internal error in event loop %d", self.index, exc_info=exc)
 
     def _run_tasks(self) -> None:
         tasks = self._tasks

@@ -17,5 +17,8 @@ class EpollPoller:
         self.modify = self._epoll.modify
         self.unregister = self._epoll.unregister
 
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
     def close(self) -> None:
         self._epoll.close()

@@ -1,0 +1,1059 @@
+/* netloop._speedups: the compiled hot path.
+ *
+ * Two things, each a copy of pure-Python code that stays the reference implementation:
+ *
+ *   ConnCore  the base of netloop.Conn: the fields the hot path touches (``_data``, ``_pos``, ``_fd``, ``_state``,
+ *             ``_seen``, ``_inbound``, ``_outbound``, ``_loop``, ``_send``, ``_recv``) as C members, and
+ *             ``next``, ``write``, ``inbound_buffered`` and ``outbound_buffered`` (netloop/_conn.py's
+ *             ``Conn`` methods of those names). Anything off the common path calls the Python method.
+ *   serve     ``EventLoop._serve`` (netloop/_eventloop.py) on epoll: poll, the inlined read path for plain
+ *             "readable" events on accepted connections, every other event to its handler, tasks, timers.
+ *
+ * A connection whose ``_send``/``_recv`` are its socket's own methods is written and read with send(2)/recv(2)
+ * on its descriptor, holding the GIL: the socket is non-blocking, so neither call waits. Anything else in those
+ * slots (TLS, a client's held sends) is called as Python.
+ *
+ * Change this file and the Python it mirrors together; the test suite runs against both (NETLOOP_PURE=1).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <sys/epoll.h>
+#define HAVE_SERVE 1
+#else
+#define HAVE_SERVE 0
+#endif
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+/* What configure() hands over from the Python side. */
+static PyObject *no_inbound;         /* netloop._conn.NO_INBOUND */
+static PyObject *no_outbound;        /* netloop._conn.NO_OUTBOUND */
+static PyObject *short_buffer_error; /* netloop.ShortBufferError */
+static PyObject *py_next;            /* the reference Conn.next, for the cases handled in Python */
+static PyObject *py_write;           /* the reference Conn.write */
+static PyTypeObject *socket_type;    /* _socket.socket */
+static int peer_eof = 1;             /* netloop._conn.PEER_EOF */
+static PyObject *empty;              /* b"" */
+
+static PyObject *s_size, *s_read, *s_enqueue, *s_buffer_rest, *s_fail_soon, *s_bytes_out, *s_bytes_in, *s_now,
+    *s_running, *s_sleeping, *s_run_timers, *s_run_tasks, *s_close, *s_peer_eof, *s_keep_rest, *s_act,
+    *s_handler_failed, *s_on_traffic, *s_internal_error, *s_write;
+
+/* -- ConnCore ---------------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *data;
+    Py_ssize_t pos;
+    int fd;
+    int state;
+    double seen;
+    PyObject *inbound;
+    PyObject *outbound;
+    PyObject *loop;
+    PyObject *send;
+    PyObject *recv;
+    char send_direct; /* _send is the socket's own send */
+    char recv_direct; /* _recv is the socket's own recv */
+} ConnCore;
+
+static PyTypeObject ConnCoreType;
+
+static int
+conn_traverse(ConnCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->data);
+    Py_VISIT(self->inbound);
+    Py_VISIT(self->outbound);
+    Py_VISIT(self->loop);
+    Py_VISIT(self->send);
+    Py_VISIT(self->recv);
+    return 0;
+}
+
+static int
+conn_clear(ConnCore *self)
+{
+    Py_CLEAR(self->data);
+    Py_CLEAR(self->inbound);
+    Py_CLEAR(self->outbound);
+    Py_CLEAR(self->loop);
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->recv);
+    return 0;
+}
+
+static void
+conn_dealloc(ConnCore *self)
+{
+    /* A static type: a Python subclass's dealloc releases the reference its instance holds on its class. */
+    PyObject_GC_UnTrack(self);
+    conn_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Whether ``method`` is ``sock.<name>`` of a socket object: then the C path may do the call itself. */
+static char
+socket_method(PyObject *method, const char *name)
+{
+    if (method == NULL || !PyCFunction_Check(method) || socket_type == NULL) {
+        return 0;
+    }
+    PyObject *owner = PyCFunction_GET_SELF(method);
+    if (owner == NULL || !PyObject_TypeCheck(owner, socket_type)) {
+        return 0;
+    }
+    return strcmp(((PyCFunctionObject *)method)->m_ml->ml_name, name) == 0;
+}
+
+static PyObject *
+conn_get_send(ConnCore *self, void *closure)
+{
+    if (self->send == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_send");
+        return NULL;
+    }
+    return Py_NewRef(self->send);
+}
+
+static int
+conn_set_send(ConnCore *self, PyObject *value, void *closure)
+{
+    Py_XINCREF(value);
+    Py_XSETREF(self->send, value);
+    self->send_direct = socket_method(value, "send");
+    return 0;
+}
+
+static PyObject *
+conn_get_recv(ConnCore *self, void *closure)
+{
+    if (self->recv == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_recv");
+        return NULL;
+    }
+    return Py_NewRef(self->recv);
+}
+
+static int
+conn_set_recv(ConnCore *self, PyObject *value, void *closure)
+{
+    Py_XINCREF(value);
+    Py_XSETREF(self->recv, value);
+    self->recv_direct = socket_method(value, "recv");
+    return 0;
+}
+
+/* ``buffer._size`` of an inbound or outbound buffer; -1 with an exception set on failure. */
+static Py_ssize_t
+buffered(PyObject *buffer, PyObject *none)
+{
+    if (buffer == none) {
+        return 0;
+    }
+    PyObject *size = PyObject_GetAttr(buffer, s_size);
+    if (size == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(size);
+    Py_DECREF(size);
+    return n;
+}
+
+/* Call the Python reference ``method(self, *args)``. */
+static PyObject *
+reference(PyObject *method, ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (total + 1 > 8) {
+        stack = PyMem_Malloc((total + 1) * sizeof(PyObject *));
+        if (stack == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    stack[0] = (PyObject *)self;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        stack[i + 1] = args[i];
+    }
+    PyObject *result = PyObject_Vectorcall(method, stack, nargs + 1, kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return result;
+}
+
+/* The raised exception, normalized; the error indicator is cleared. */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Raise ``exc`` (from take_exception) again; steals it. */
+static void
+restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    if (exc == NULL) {
+        return;
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+static int
+set_data(ConnCore *self, PyObject *data)
+{
+    /* steals ``data`` */
+    Py_XSETREF(self->data, data);
+    return 0;
+}
+
+PyDoc_STRVAR(conn_next_doc, "*loop* Consume and return ``n`` bytes (all when ``n < 0``); ``ShortBufferError`` if fewer are there.");
+
+static PyObject *
+conn_next(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t n = -1;
+    PyObject *data = self->data;
+    if (kwnames != NULL || nargs > 1 || data == NULL || !PyBytes_CheckExact(data)
+        || (nargs == 1 && !PyLong_CheckExact(args[0]))) {
+        return reference(py_next, self, args, nargs, kwnames);
+    }
+    if (nargs == 1) {
+        n = PyLong_AsSsize_t(args[0]);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    Py_ssize_t len = PyBytes_GET_SIZE(data);
+    if (len == 0) {
+        /* Bytes kept from earlier reads (the current read's bytes are in _data only while none are kept). */
+        PyObject *count = nargs == 1 ? Py_NewRef(args[0]) : PyLong_FromSsize_t(-1);
+        if (count == NULL) {
+            return NULL;
+        }
+        PyObject *result = PyObject_CallMethodOneArg(self->inbound, s_read, count);
+        Py_DECREF(count);
+        return result;
+    }
+    Py_ssize_t pos = self->pos;
+    if (n < 0) {
+        /* The whole read: the received bytes object itself when none was taken before. */
+        self->data = Py_NewRef(empty);
+        if (pos) {
+            self->pos = 0;
+            PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + pos, len - pos);
+            Py_DECREF(data);
+            return rest;
+        }
+        return data; /* the reference _data held */
+    }
+    Py_ssize_t end = pos + n;
+    if (end > len) {
+        return PyErr_Format(short_buffer_error, "asked for %zd bytes, %zd buffered", n, len - pos);
+    }
+    PyObject *part;
+    if (pos == 0 && end == len) {
+        part = Py_NewRef(data);
+    } else {
+        part = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + pos, n);
+        if (part == NULL) {
+            return NULL;
+        }
+    }
+    if (end == len) {
+        set_data(self, Py_NewRef(empty));
+        self->pos = 0;
+    } else {
+        self->pos = end;
+    }
+    return part;
+}
+
+/* ``self._fail_soon(exc)`` with the raised OSError; 0, or -1 when that raised. */
+static int
+fail_soon(ConnCore *self)
+{
+    PyObject *exc = take_exception();
+    PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, s_fail_soon, exc);
+    Py_XDECREF(exc);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The loop's own attributes (``now``, ``bytes_out``...) live in its instance dict: EventLoop has no slots or
+ * descriptors for them, so reading and writing that dict, when it is at hand, skips the attribute protocol. */
+static PyObject *
+loop_get(PyObject *dict, PyObject *loop, PyObject *name)
+{
+    if (dict != NULL) {
+        PyObject *value = PyDict_GetItemWithError(dict, name);
+        if (value != NULL) {
+            return Py_NewRef(value);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_GetAttr(loop, name);
+}
+
+static int
+loop_set(PyObject *dict, PyObject *loop, PyObject *name, PyObject *value)
+{
+    return dict != NULL ? PyDict_SetItem(dict, name, value) : PyObject_SetAttr(loop, name, value);
+}
+
+/* ``loop.<name> += n`` */
+static int
+add_to(PyObject *dict, PyObject *loop, PyObject *name, Py_ssize_t n)
+{
+    PyObject *old = loop_get(dict, loop, name);
+    if (old == NULL) {
+        return -1;
+    }
+    PyObject *inc = PyLong_FromSsize_t(n);
+    PyObject *sum = inc ? PyNumber_Add(old, inc) : NULL;
+    Py_DECREF(old);
+    Py_XDECREF(inc);
+    if (sum == NULL) {
+        return -1;
+    }
+    int r = loop_set(dict, loop, name, sum);
+    Py_DECREF(sum);
+    return r;
+}
+
+/* The loop ``serve`` runs on this thread: writes on its connections count their bytes here, and ``serve`` adds
+ * them to ``loop.bytes_out`` once per iteration, before tasks run (a stats query is a task). */
+typedef struct {
+    PyObject *loop;
+    PyObject *dict;
+    Py_ssize_t out;
+} Serving;
+
+static _Thread_local Serving *serving;
+
+PyDoc_STRVAR(conn_write_doc, "*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.");
+
+static PyObject *
+conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames != NULL || nargs != 1 || self->loop == NULL) {
+        return reference(py_write, self, args, nargs, kwnames);
+    }
+    PyObject *data = args[0];
+    int simple = PyBytes_CheckExact(data) || PyByteArray_CheckExact(data);
+    if (!simple && !(self->send_direct == 0 && PyMemoryView_Check(data))) {
+        return reference(py_write, self, args, nargs, kwnames);
+    }
+    if (self->state > peer_eof) {
+        return PyObject_CallMethodOneArg((PyObject *)self, s_enqueue, data);
+    }
+    Py_ssize_t waiting = buffered(self->outbound, no_outbound);
+    if (waiting < 0) {
+        return NULL;
+    }
+    if (waiting) {
+        return PyObject_CallMethodOneArg((PyObject *)self, s_enqueue, data);
+    }
+    Py_ssize_t n, sent;
+    if (self->send_direct && simple) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return NULL;
+        }
+        n = view.len;
+        int err = 0;
+        do {
+            sent = send(self->fd, view.buf, (size_t)n, MSG_NOSIGNAL);
+            err = errno;
+        } while (sent < 0 && err == EINTR && PyErr_CheckSignals() == 0);
+        PyBuffer_Release(&view);
+        if (sent < 0) {
+            if (PyErr_Occurred()) {
+                return NULL; /* a signal handler raised */
+            }
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                sent = 0;
+            } else {
+                errno = err;
+                PyErr_SetFromErrno(PyExc_OSError);
+                return fail_soon(self) < 0 ? NULL : PyLong_FromLong(0);
+            }
+        }
+    } else {
+        n = PyObject_Length(data);
+        if (n < 0) {
+            return NULL;
+        }
+        PyObject *r = PyObject_CallOneArg(self->send, data);
+        if (r == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_BlockingIOError) || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+                PyErr_Clear();
+                sent = 0;
+            } else if (PyErr_ExceptionMatches(PyExc_OSError)) {
+                return fail_soon(self) < 0 ? NULL : PyLong_FromLong(0);
+            } else {
+                return NULL;
+            }
+        } else {
+            sent = PyLong_AsSsize_t(r);
+            Py_DECREF(r);
+            if (sent == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+        }
+    }
+    PyObject *now;
+    Serving *sv = serving;
+    if (sv != NULL && sv->loop == self->loop) {
+        sv->out += sent;
+        now = loop_get(sv->dict, sv->loop, s_now);
+    } else {
+        PyObject *loop = Py_NewRef(self->loop);
+        now = add_to(NULL, loop, s_bytes_out, sent) < 0 ? NULL : PyObject_GetAttr(loop, s_now);
+        Py_DECREF(loop);
+    }
+    if (now == NULL) {
+        return NULL;
+    }
+    double seen = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (seen == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    self->seen = seen;
+    if (sent < n) {
+        PyObject *done = PyLong_FromSsize_t(sent);
+        if (done == NULL) {
+            return NULL;
+        }
+        PyObject *r = PyObject_CallMethodObjArgs((PyObject *)self, s_buffer_rest, data, done, NULL);
+        Py_DECREF(done);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+PyDoc_STRVAR(conn_inbound_buffered_doc, "*loop* How many inbound bytes are waiting to be consumed.");
+
+static PyObject *
+conn_inbound_buffered(ConnCore *self, PyObject *unused)
+{
+    Py_ssize_t kept = buffered(self->inbound, no_inbound);
+    if (kept != 0) {
+        return kept < 0 ? NULL : PyLong_FromSsize_t(kept);
+    }
+    if (self->data == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_data");
+        return NULL;
+    }
+    Py_ssize_t len = PyObject_Length(self->data);
+    return len < 0 ? NULL : PyLong_FromSsize_t(len - self->pos);
+}
+
+PyDoc_STRVAR(conn_outbound_buffered_doc, "*loop* How many bytes wait for the kernel to take them.");
+
+static PyObject *
+conn_outbound_buffered(ConnCore *self, PyObject *unused)
+{
+    if (self->outbound == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_outbound");
+        return NULL;
+    }
+    if (self->outbound == no_outbound) {
+        return PyLong_FromLong(0);
+    }
+    return PyObject_GetAttr(self->outbound, s_size);
+}
+
+static PyMethodDef conn_methods[] = {
+    {"next", (PyCFunction)(void (*)(void))conn_next, METH_FASTCALL | METH_KEYWORDS, conn_next_doc},
+    {"write", (PyCFunction)(void (*)(void))conn_write, METH_FASTCALL | METH_KEYWORDS, conn_write_doc},
+    {"inbound_buffered", (PyCFunction)conn_inbound_buffered, METH_NOARGS, conn_inbound_buffered_doc},
+    {"outbound_buffered", (PyCFunction)conn_outbound_buffered, METH_NOARGS, conn_outbound_buffered_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef conn_members[] = {
+    {"_data", T_OBJECT_EX, offsetof(ConnCore, data), 0, NULL},
+    {"_pos", T_PYSSIZET, offsetof(ConnCore, pos), 0, NULL},
+    {"_fd", T_INT, offsetof(ConnCore, fd), 0, NULL},
+    {"_state", T_INT, offsetof(ConnCore, state), 0, NULL},
+    {"_seen", T_DOUBLE, offsetof(ConnCore, seen), 0, NULL},
+    {"_inbound", T_OBJECT_EX, offsetof(ConnCore, inbound), 0, NULL},
+    {"_outbound", T_OBJECT_EX, offsetof(ConnCore, outbound), 0, NULL},
+    {"_loop", T_OBJECT_EX, offsetof(ConnCore, loop), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef conn_getset[] = {
+    {"_send", (getter)conn_get_send, (setter)conn_set_send, NULL, NULL},
+    {"_recv", (getter)conn_get_recv, (setter)conn_set_recv, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ConnCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "netloop._speedups.ConnCore",
+    .tp_doc = PyDoc_STR("The compiled fields and hot methods of netloop.Conn."),
+    .tp_basicsize = sizeof(ConnCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)conn_dealloc,
+    .tp_traverse = (traverseproc)conn_traverse,
+    .tp_clear = (inquiry)conn_clear,
+    .tp_methods = conn_methods,
+    .tp_members = conn_members,
+    .tp_getset = conn_getset,
+};
+
+/* -- serve ------------------------------------------------------------------------------------------------------- */
+
+#if HAVE_SERVE
+
+#define MAX_EVENTS 1024
+
+static double
+monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* An exception escaped an event's handling: an ``Exception`` is logged by ``loop._internal_error`` and the loop
+ * goes on (0); anything else (SystemExit, KeyboardInterrupt) ends the loop (-1, still raised). */
+static int
+event_failed(PyObject *loop)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *exc = take_exception();
+    PyObject *r = PyObject_CallMethodOneArg(loop, s_internal_error, exc);
+    Py_XDECREF(exc);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+typedef struct {
+    PyObject *loop;
+    PyObject *readers;
+    PyObject *handlers;
+    PyObject *on_traffic;
+    char *scratch;
+    Py_ssize_t size;
+    double now;
+    Py_ssize_t received;
+} Dispatch;
+
+/* The inlined read path of EventLoop._serve for one plain "readable" event on ``c``; -1 when an exception is
+ * raised (for the caller's guard). */
+static int
+read_event(Dispatch *d, ConnCore *c)
+{
+    PyObject *data;
+    if (c->recv_direct) {
+        ssize_t got = recv(c->fd, d->scratch, (size_t)d->size, 0);
+        if (got < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) {
+                return 0;
+            }
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            PyObject *exc = take_exception();
+            PyObject *r = PyObject_CallMethodOneArg((PyObject *)c, s_close, exc);
+            Py_XDECREF(exc);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+            return 0;
+        }
+        if (got == 0) {
+            PyObject *r = PyObject_CallMethodNoArgs((PyObject *)c, s_peer_eof);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+            return 0;
+        }
+        data = PyBytes_FromStringAndSize(d->scratch, got);
+        if (data == NULL) {
+            return -1;
+        }
+    } else {
+        PyObject *size = PyLong_FromSsize_t(d->size);
+        if (size == NULL) {
+            return -1;
+        }
+        data = PyObject_CallOneArg(c->recv, size);
+        Py_DECREF(size);
+        if (data == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_BlockingIOError) || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+                PyErr_Clear();
+                return 0;
+            }
+            if (!PyErr_ExceptionMatches(PyExc_OSError)) {
+                return -1;
+            }
+            PyObject *exc = take_exception();
+            PyObject *r = PyObject_CallMethodOneArg((PyObject *)c, s_close, exc);
+            Py_XDECREF(exc);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+            return 0;
+        }
+        Py_ssize_t got = PyObject_Length(data);
+        if (got <= 0) {
+            Py_DECREF(data);
+            if (got < 0) {
+                return -1;
+            }
+            PyObject *r = PyObject_CallMethodNoArgs((PyObject *)c, s_peer_eof);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+            return 0;
+        }
+    }
+    c->seen = d->now;
+    d->received += PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Length(data);
+    Py_ssize_t kept = c->inbound == NULL ? 0 : buffered(c->inbound, no_inbound);
+    if (kept < 0) {
+        Py_DECREF(data);
+        return -1;
+    }
+    if (kept) {
+        PyObject *r = PyObject_CallMethodOneArg(c->inbound, s_write, data);
+        Py_DECREF(data);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    } else {
+        set_data(c, data);
+    }
+    PyObject *action = PyObject_CallOneArg(d->on_traffic, (PyObject *)c);
+    if (action == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;
+        }
+        PyObject *exc = take_exception();
+        set_data(c, Py_NewRef(empty));
+        c->pos = 0;
+        PyObject *r = PyObject_CallMethodObjArgs(d->loop, s_handler_failed, (PyObject *)c, s_on_traffic, exc, NULL);
+        Py_XDECREF(exc);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        return 0;
+    }
+    int rest = c->data == NULL ? 0 : PyObject_IsTrue(c->data);
+    if (rest < 0) {
+        Py_DECREF(action);
+        return -1;
+    }
+    if (rest) {
+        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)c, s_keep_rest);
+        if (r == NULL) {
+            Py_DECREF(action);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    int act = action == Py_None ? 0 : PyObject_IsTrue(action);
+    if (act < 0) {
+        Py_DECREF(action);
+        return -1;
+    }
+    if (act) {
+        PyObject *r = PyObject_CallMethodOneArg((PyObject *)c, s_act, action);
+        Py_DECREF(action);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        return 0;
+    }
+    Py_DECREF(action);
+    return 0;
+}
+
+/* One event: the inlined read path, else the descriptor's handler; -1 when an exception is raised. */
+static int
+dispatch(Dispatch *d, int fd, uint32_t ev)
+{
+    PyObject *key = PyLong_FromLong(fd);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *conn = PyDict_GetItemWithError(d->readers, key);
+    if (conn == NULL) {
+        Py_DECREF(key);
+        return PyErr_Occurred() ? -1 : 0; /* detached by an earlier event of this batch */
+    }
+    if (conn == Py_None || ev != EPOLLIN || !PyObject_TypeCheck(conn, &ConnCoreType)) {
+        PyObject *handler = PyDict_GetItemWithError(d->handlers, key);
+        Py_DECREF(key);
+        if (handler == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        Py_INCREF(handler);
+        PyObject *events = PyLong_FromUnsignedLong(ev);
+        PyObject *r = events ? PyObject_CallOneArg(handler, events) : NULL;
+        Py_XDECREF(events);
+        Py_DECREF(handler);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        return 0;
+    }
+    Py_DECREF(key);
+    Py_INCREF(conn);
+    int r = read_event(d, (ConnCore *)conn);
+    Py_DECREF(conn);
+    return r;
+}
+
+/* ``timers[0][0]``: when the first timer is due; -1 with an exception set on failure. */
+static int
+first_due(PyObject *timers, double *when)
+{
+    PyObject *entry = PyList_GET_ITEM(timers, 0);
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 1) {
+        PyErr_SetString(PyExc_TypeError, "a timer entry is not a (when, seq, timer) tuple");
+        return -1;
+    }
+    *when = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
+    return *when == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+set_float(PyObject *dict, PyObject *obj, PyObject *name, double value)
+{
+    PyObject *v = PyFloat_FromDouble(value);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = loop_set(dict, obj, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* Add what this iteration received and sent to ``loop.bytes_in`` and ``loop.bytes_out``. */
+static int
+count_bytes(Dispatch *d, Serving *sv)
+{
+    if (d->received) {
+        if (add_to(sv->dict, d->loop, s_bytes_in, d->received) < 0) {
+            return -1;
+        }
+        d->received = 0;
+    }
+    if (sv->out) {
+        if (add_to(sv->dict, d->loop, s_bytes_out, sv->out) < 0) {
+            return -1;
+        }
+        sv->out = 0;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(serve_doc,
+"serve(loop, epfd, readers, handlers, tasks, timers, size, on_traffic)\n\n"
+"EventLoop._serve on the epoll descriptor ``epfd``: returns when ``loop._running`` is false.");
+
+static PyObject *
+serve(PyObject *module, PyObject *args)
+{
+    Dispatch d;
+    int epfd;
+    PyObject *tasks, *timers;
+    if (!PyArg_ParseTuple(args, "OiO!O!OO!nO:serve", &d.loop, &epfd, &PyDict_Type, &d.readers, &PyDict_Type,
+                          &d.handlers, &tasks, &PyList_Type, &timers, &d.size, &d.on_traffic)) {
+        return NULL;
+    }
+    if (d.size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "serve: the read size must be positive");
+        return NULL;
+    }
+    PyObject *dict = PyObject_GenericGetDict(d.loop, NULL);
+    if (dict == NULL) {
+        return NULL;
+    }
+    if (!PyDict_Check(dict)) {
+        Py_CLEAR(dict);
+    }
+    PyObject *now_obj = loop_get(dict, d.loop, s_now);
+    if (now_obj == NULL) {
+        Py_XDECREF(dict);
+        return NULL;
+    }
+    d.now = PyFloat_AsDouble(now_obj);
+    Py_DECREF(now_obj);
+    if (d.now == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    struct epoll_event *events = PyMem_Malloc(MAX_EVENTS * sizeof(struct epoll_event));
+    d.scratch = PyMem_Malloc((size_t)d.size);
+    if (events == NULL || d.scratch == NULL) {
+        PyMem_Free(events);
+        PyMem_Free(d.scratch);
+        Py_XDECREF(dict);
+        return PyErr_NoMemory();
+    }
+    Serving sv = {d.loop, dict, 0};
+    Serving *outer = serving;
+    serving = &sv;
+    d.received = 0;
+    PyObject *result = NULL;
+    for (;;) {
+        PyObject *running = loop_get(dict, d.loop, s_running);
+        if (running == NULL) {
+            goto done;
+        }
+        int go = PyObject_IsTrue(running);
+        Py_DECREF(running);
+        if (go < 0) {
+            goto done;
+        }
+        if (!go) {
+            break;
+        }
+        int timeout = -1;
+        if (PyList_GET_SIZE(timers)) {
+            double when;
+            d.now = monotonic_now();
+            if (set_float(dict, d.loop, s_now, d.now) < 0 || first_due(timers, &when) < 0) {
+                goto done;
+            }
+            if (when <= d.now) {
+                PyObject *now = PyFloat_FromDouble(d.now);
+                PyObject *r = now ? PyObject_CallMethodOneArg(d.loop, s_run_timers, now) : NULL;
+                Py_XDECREF(now);
+                if (r == NULL) {
+                    goto done;
+                }
+                Py_DECREF(r);
+            }
+            if (PyList_GET_SIZE(timers)) {
+                if (first_due(timers, &when) < 0) {
+                    goto done;
+                }
+                double wait = when - d.now;
+                if (wait < 0.0) {
+                    wait = 0.0;
+                }
+                double ms = ceil(wait * 1e3);
+                timeout = ms > (double)INT_MAX ? INT_MAX : (int)ms;
+            }
+        }
+        if (loop_set(dict, d.loop, s_sleeping, Py_True) < 0) {
+            goto done;
+        }
+        Py_ssize_t queued = PyObject_Length(tasks);
+        if (queued < 0) {
+            goto done;
+        }
+        if (queued) {
+            timeout = 0;
+        }
+        int n, err;
+        if (timeout) {
+            Py_BEGIN_ALLOW_THREADS
+            n = epoll_wait(epfd, events, MAX_EVENTS, timeout);
+            err = errno;
+            Py_END_ALLOW_THREADS
+        } else {
+            n = epoll_wait(epfd, events, MAX_EVENTS, 0);
+            err = errno;
+        }
+        if (loop_set(dict, d.loop, s_sleeping, Py_False) < 0) {
+            goto done;
+        }
+        if (n < 0) {
+            if (err != EINTR) {
+                errno = err;
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto done;
+            }
+            if (PyErr_CheckSignals() < 0) {
+                goto done;
+            }
+            n = 0;
+        }
+        for (int i = 0; i < n; i++) {
+            if (dispatch(&d, events[i].data.fd, events[i].events) < 0 && event_failed(d.loop) < 0) {
+                goto done;
+            }
+        }
+        if (count_bytes(&d, &sv) < 0) {
+            goto done;
+        }
+        queued = PyObject_Length(tasks);
+        if (queued < 0) {
+            goto done;
+        }
+        if (queued) {
+            PyObject *r = PyObject_CallMethodNoArgs(d.loop, s_run_tasks);
+            if (r == NULL) {
+                goto done;
+            }
+            Py_DECREF(r);
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    serving = outer;
+    if (result == NULL) {
+        PyObject *exc = take_exception();
+        if (count_bytes(&d, &sv) < 0) {
+            PyErr_Clear();
+        }
+        restore_exception(exc);
+    } else if (count_bytes(&d, &sv) < 0) {
+        Py_CLEAR(result);
+    }
+    Py_XDECREF(dict);
+    PyMem_Free(events);
+    PyMem_Free(d.scratch);
+    return result;
+}
+
+#endif /* HAVE_SERVE */
+
+PyDoc_STRVAR(configure_doc,
+"configure(no_inbound, no_outbound, short_buffer_error, next, write, socket_type, peer_eof)\n\n"
+"Hand over what the compiled code shares with netloop._conn: its buffer stand-ins, the error, the reference\n"
+"methods it falls back to, the socket type whose methods it may replace, and the PEER_EOF state.");
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyObject *inbound, *outbound, *error, *next, *write, *sock_type;
+    int eof;
+    if (!PyArg_ParseTuple(args, "OOOOOO!i:configure", &inbound, &outbound, &error, &next, &write, &PyType_Type,
+                          &sock_type, &eof)) {
+        return NULL;
+    }
+    Py_XSETREF(no_inbound, Py_NewRef(inbound));
+    Py_XSETREF(no_outbound, Py_NewRef(outbound));
+    Py_XSETREF(short_buffer_error, Py_NewRef(error));
+    Py_XSETREF(py_next, Py_NewRef(next));
+    Py_XSETREF(py_write, Py_NewRef(write));
+    Py_XSETREF(socket_type, (PyTypeObject *)Py_NewRef(sock_type));
+    peer_eof = eof;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS, configure_doc},
+#if HAVE_SERVE
+    {"serve", serve, METH_VARARGS, serve_doc},
+#endif
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "netloop._speedups",
+    .m_doc = PyDoc_STR("netloop's compiled hot path: the Conn base type and the epoll loop."),
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+#define INTERN(var, text)                                                                                            \
+    do {                                                                                                             \
+        if ((var = PyUnicode_InternFromString(text)) == NULL) {                                                      \
+            return NULL;                                                                                             \
+        }                                                                                                            \
+    } while (0)
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    INTERN(s_size, "_size");
+    INTERN(s_read, "read");
+    INTERN(s_write, "write");
+    INTERN(s_enqueue, "_enqueue");
+    INTERN(s_buffer_rest, "_buffer_rest");
+    INTERN(s_fail_soon, "_fail_soon");
+    INTERN(s_bytes_out, "bytes_out");
+    INTERN(s_bytes_in, "bytes_in");
+    INTERN(s_now, "now");
+    INTERN(s_running, "_running");
+    INTERN(s_sleeping, "_sleeping");
+    INTERN(s_run_timers, "_run_timers");
+    INTERN(s_run_tasks, "_run_tasks");
+    INTERN(s_close, "_close");
+    INTERN(s_peer_eof, "_peer_eof");
+    INTERN(s_keep_rest, "_keep_rest");
+    INTERN(s_act, "_act");
+    INTERN(s_handler_failed, "handler_failed");
+    INTERN(s_on_traffic, "on_traffic");
+    INTERN(s_internal_error, "_internal_error");
+    if ((empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL) {
+        return NULL;
+    }
+    if (PyType_Ready(&ConnCoreType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "ConnCore", (PyObject *)&ConnCoreType) < 0
+        || PyModule_AddIntConstant(m, "HAVE_SERVE", HAVE_SERVE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
