@@ -23,8 +23,11 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 
-CONTENDERS = ("netloop", "asyncio", "uvloop", "aiofastnet", "redis")
-"""Every contender, in the order the reports list them."""
+CONTENDERS = ("netloop", "netloop-pure", "asyncio", "uvloop", "aiofastnet", "redis")
+"""Every contender, in the order the reports list them. ``netloop`` is the compiled core (when it is built),
+``netloop-pure`` the same example servers on the pure-Python core (``NETLOOP_PURE=1``)."""
+
+_NETLOOPS = ("netloop", "netloop-pure")
 
 _AIO_LOOPS = ("asyncio", "uvloop", "aiofastnet")
 """The contenders ``bench.servers.aio`` serves, each with its ``--loop``."""
@@ -46,7 +49,7 @@ def server_argv(contender: str, proto: str, port: int, tls: TlsFiles | None = No
     with the certificate ``tls`` when it is given."""
     python, where = sys.executable, ["--port", str(port)]
     secure = tls.server_flags() if tls else []
-    if contender == "netloop":
+    if contender in _NETLOOPS:
         return [python, "-m", _NETLOOP_SERVERS[proto], "--host", HOST, *where, "--loops", "1", *secure]
     if contender in _AIO_LOOPS:
         aio = [python, "-m", "bench.servers.aio", "--loop", contender, "--proto", proto, "--host", HOST]
@@ -63,7 +66,7 @@ def server_argv(contender: str, proto: str, port: int, tls: TlsFiles | None = No
 def unavailable(contender: str, proto: str, tls: bool = False) -> str | None:
     """Why ``contender`` cannot serve ``proto`` (over TLS, if ``tls``) on this machine, or None when it can."""
     needed: tuple[str, ...] = ("examples.certs",) if tls and contender != "redis" else ()
-    if contender == "netloop":
+    if contender in _NETLOOPS:
         needed += (_NETLOOP_SERVERS[proto],)
     elif contender in _AIO_LOOPS:
         needed += _SESSIONS[proto]
@@ -78,6 +81,14 @@ def unavailable(contender: str, proto: str, tls: bool = False) -> str | None:
         return f"unknown contender {contender!r}"
     missing = [m for m in needed if not _module_file(m).exists()]
     return f"{', '.join(missing)} not found" if missing else None
+
+
+def server_env(contender: str) -> dict[str, str]:
+    """The environment ``contender``'s server runs with: the netloop contenders pick their core."""
+    env = dict(os.environ)
+    if contender in _NETLOOPS:
+        env["NETLOOP_PURE"] = "1" if contender == "netloop-pure" else "0"
+    return env
 
 
 def free_port() -> int:
@@ -119,6 +130,7 @@ class Server:
             self._process = subprocess.Popen(
                 self.argv,
                 cwd=ROOT,
+                env=server_env(self.contender),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -232,7 +232,7 @@ def resp(ctx: Context, server: Server, pipeline: int, tests: str = REDIS_TESTS) 
     return Sample(units / elapsed, units, used, detail)
 
 
-_ECHO = ("netloop", "asyncio", "uvloop")
+_ECHO = ("netloop", "netloop-pure", "asyncio", "uvloop")
 _RESP = (*_ECHO, "redis")
 _TLS = (*_ECHO, "aiofastnet")
 _TLS_RESP = (*_TLS, "redis")

@@ -11,7 +11,8 @@ at a time and waiting for the whole answer before the next, so every run does th
 server is measured twice, with ``--short`` and ``--long`` requests (2,000 and 12,000 by default): the difference of
 the two instruction counts divided by the difference of the request counts is the cost of one request, with
 start-up, imports and shutdown cancelled out. The servers are the contenders of ``python -m bench`` (the netloop
-examples, and the same sans-I/O sessions on asyncio, uvloop and aiofastnet), so only the transport differs.
+examples on the compiled core and, as ``netloop-pure``, on the pure-Python one; the same sans-I/O sessions on
+asyncio, uvloop and aiofastnet), so only the transport differs.
 
 The per-function view (``--functions K``) takes callgrind's self cost of each C function the same way (long run minus
 short run, per request): the interpreter's eval loop, frame and object management, the socket calls' argument
@@ -35,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._errors import BenchError
-from bench._servers import HOST, free_port, server_argv, unavailable
+from bench._servers import HOST, free_port, server_argv, server_env, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 16
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 120.0
 WORKLOADS = {"echo-1k": ("echo", 1), "http-p1": ("http", 1), "http-p16": ("http", 16)}
-SERVERS = ("netloop", "uvloop", "asyncio", "aiofastnet")
+SERVERS = ("netloop", "netloop-pure", "uvloop", "asyncio", "aiofastnet")
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 ECHO_MESSAGE = bytes(range(256)) * 4
 
@@ -127,7 +128,7 @@ def measure(server: str, proto: str, depth: int, requests: int, out: Path, netlo
     """Run ``server`` under callgrind for ``requests`` requests; its total instruction count (callgrind's Ir)."""
     port = free_port()
     argv = server_argv(server, proto, port)
-    env = dict(os.environ)
+    env = server_env(server)
     paths = [str(ROOT)] + ([netloop_path] if netloop_path else [])
     if netloop_path:
         paths = [netloop_path, str(ROOT)]
