@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #ifdef __linux__
@@ -357,15 +358,40 @@ add_to(PyObject *dict, PyObject *loop, PyObject *name, Py_ssize_t n)
     return r;
 }
 
-/* The loop ``serve`` runs on this thread: writes on its connections count their bytes here, and ``serve`` adds
- * them to ``loop.bytes_out`` once per iteration, before tasks run (a stats query is a task). */
-typedef struct {
+/* Each loop ``serve`` runs: writes on its connections count their bytes here, and ``serve`` adds them to
+ * ``loop.bytes_out`` once per iteration, before tasks run (a stats query is a task). A list of the running loops,
+ * touched only with the GIL held (the compiled loop runs only where there is one). */
+typedef struct Serving {
     PyObject *loop;
     PyObject *dict;
     Py_ssize_t out;
+    struct Serving *next;
 } Serving;
 
-static _Thread_local Serving *serving;
+static Serving *running_loops;
+static Serving *recent; /* the entry the last write found */
+
+/* A forked child runs none of its parent's loops (their threads are not in it). */
+static void
+forget_running_loops(void)
+{
+    running_loops = NULL;
+    recent = NULL;
+}
+
+static Serving *
+serving_of(PyObject *loop)
+{
+    if (recent != NULL && recent->loop == loop) {
+        return recent;
+    }
+    for (Serving *sv = running_loops; sv != NULL; sv = sv->next) {
+        if (sv->loop == loop) {
+            return recent = sv;
+        }
+    }
+    return NULL;
+}
 
 PyDoc_STRVAR(conn_write_doc, "*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.");
 
@@ -439,8 +465,8 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         }
     }
     PyObject *now;
-    Serving *sv = serving;
-    if (sv != NULL && sv->loop == self->loop) {
+    Serving *sv = serving_of(self->loop);
+    if (sv != NULL) {
         sv->out += sent;
         now = loop_get(sv->dict, sv->loop, s_now);
     } else {
@@ -850,9 +876,8 @@ serve(PyObject *module, PyObject *args)
         Py_XDECREF(dict);
         return PyErr_NoMemory();
     }
-    Serving sv = {d.loop, dict, 0};
-    Serving *outer = serving;
-    serving = &sv;
+    Serving sv = {d.loop, dict, 0, running_loops};
+    running_loops = &sv;
     d.received = 0;
     PyObject *result = NULL;
     for (;;) {
@@ -952,7 +977,15 @@ serve(PyObject *module, PyObject *args)
     }
     result = Py_NewRef(Py_None);
 done:
-    serving = outer;
+    for (Serving **link = &running_loops; *link != NULL; link = &(*link)->next) {
+        if (*link == &sv) {
+            *link = sv.next;
+            break;
+        }
+    }
+    if (recent == &sv) {
+        recent = NULL;
+    }
     if (result == NULL) {
         PyObject *exc = take_exception();
         if (count_bytes(&d, &sv) < 0) {
@@ -1040,6 +1073,10 @@ PyInit__speedups(void)
     INTERN(s_handler_failed, "handler_failed");
     INTERN(s_on_traffic, "on_traffic");
     INTERN(s_internal_error, "_internal_error");
+    if (pthread_atfork(NULL, NULL, forget_running_loops) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return NULL;
+    }
     if ((empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL) {
         return NULL;
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -382,4 +383,6 @@ def test_instructions_benchmark_counts_a_request(capsys: pytest.CaptureFixture[s
     per_request = float(row.split("|")[2].replace(",", ""))
     # An echo round-trip costs thousands of instructions in user space, not zero and not millions.
     assert 1_000 < per_request < 200_000, out
-    assert "_PyEval_EvalFrameDefault" in out  # the per-function view names the interpreter's loop
+    # The per-function view: three rows, each a C function (file:function) with its instructions per request.
+    functions = re.findall(r"^\| `[\w.-]+:[^`]+` \| [\d,]+ \|$", out, re.MULTILINE)
+    assert len(functions) == 3, out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import queue
@@ -21,8 +22,10 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -304,6 +307,11 @@ def unread_by(server: tuple[str, int], client: tuple[str, int]) -> int | None:
             if fields[1] == local and fields[2] == remote:
                 return int(fields[4].split(":")[1], 16)
     return None
+
+
+def unsent(sock: socket.socket) -> int:
+    """Bytes in ``sock``'s send queue not yet acknowledged by the peer (Linux's SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
 
 
 def trickle(sock: socket.socket, data: bytes, server: tuple[str, int]) -> None:
@@ -924,7 +932,10 @@ def test_close_with_unread_input_is_a_lingering_close(pki: Pki, pipelined: bool)
                 for _ in range(20):  # keeps sending after the server decided to close: bytes it discards
                     sock.sendall(client.records(b"more requests"))
                 me = sock.getsockname()
-                wait_until(lambda: unread_by(server, me) in (0, None), what="the server to read them")
+                # All of them: none left in the client's send queue (each acknowledged) and none unread by the server.
+                wait_until(
+                    lambda: unsent(sock) == 0 and unread_by(server, me) in (0, None), what="the server to read them"
+                )
                 assert unread_by(server, me) == 0, "the server's socket is gone"
                 assert not handler.closed.acquire(timeout=0), "closed before the client's EOF"
                 sock.shutdown(socket.SHUT_WR)
