@@ -134,7 +134,9 @@ def measure(server: str, proto: str, depth: int, requests: int, out: Path, netlo
         paths = [netloop_path, str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     command = [_valgrind(), "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", *argv]
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # ``python -m`` puts the working directory first on sys.path: run in the other tree to import its netloop.
+    cwd = netloop_path or ROOT
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         drive(port, proto, depth, requests)
     except BaseException:
@@ -206,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", type=int, default=2_000, help="requests in the short run")
     parser.add_argument("--long", type=int, default=12_000, help="requests in the long run")
     parser.add_argument("--functions", type=int, default=0, metavar="K", help="show the K costliest functions")
-    parser.add_argument("--netloop-path", default=None, help="import netloop from this directory instead")
+    parser.add_argument(
+        "--netloop-path", default=None, help="another checkout (a whole tree): its servers and its netloop are measured"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the counts here")
     parser.add_argument("--quick", action="store_true", help="netloop only, echo-1k, 208 and 608 requests")
     args = parser.parse_args(argv)
