@@ -239,7 +239,7 @@ set_data(ConnCore *self, PyObject *data)
     return 0;
 }
 
-PyDoc_STRVAR(conn_next_doc, "*loop* Consume and return ``n`` bytes (all when ``n < 0``); ``ShortBufferError`` if fewer are there.");
+PyDoc_STRVAR(conn_next_doc, "next($self, n=-1)\n--\n\n*loop* Consume and return ``n`` bytes (all when ``n < 0``); ``ShortBufferError`` if fewer are there.");
 
 static PyObject *
 conn_next(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -393,7 +393,7 @@ serving_of(PyObject *loop)
     return NULL;
 }
 
-PyDoc_STRVAR(conn_write_doc, "*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.");
+PyDoc_STRVAR(conn_write_doc, "write($self, data)\n--\n\n*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.");
 
 static PyObject *
 conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -498,7 +498,7 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     return PyLong_FromSsize_t(n);
 }
 
-PyDoc_STRVAR(conn_inbound_buffered_doc, "*loop* How many inbound bytes are waiting to be consumed.");
+PyDoc_STRVAR(conn_inbound_buffered_doc, "inbound_buffered($self)\n--\n\n*loop* How many inbound bytes are waiting to be consumed.");
 
 static PyObject *
 conn_inbound_buffered(ConnCore *self, PyObject *unused)
@@ -515,7 +515,7 @@ conn_inbound_buffered(ConnCore *self, PyObject *unused)
     return len < 0 ? NULL : PyLong_FromSsize_t(len - self->pos);
 }
 
-PyDoc_STRVAR(conn_outbound_buffered_doc, "*loop* How many bytes wait for the kernel to take them.");
+PyDoc_STRVAR(conn_outbound_buffered_doc, "outbound_buffered($self)\n--\n\n*loop* How many bytes wait for the kernel to take them.");
 
 static PyObject *
 conn_outbound_buffered(ConnCore *self, PyObject *unused)

@@ -32,6 +32,17 @@ def test_the_flag_tells_which_core_serves() -> None:
         assert inspect.isfunction(netloop.Conn.next)
 
 
+def test_both_cores_show_the_same_signatures() -> None:
+    def parameters(method: object) -> list[tuple[str, object]]:
+        return [(p.name, p.default) for p in inspect.signature(method).parameters.values()]  # type: ignore[arg-type]
+
+    empty = inspect.Parameter.empty
+    assert parameters(netloop.Conn.next) == [("self", empty), ("n", -1)]
+    assert parameters(netloop.Conn.write) == [("self", empty), ("data", empty)]
+    assert parameters(netloop.Conn.inbound_buffered) == [("self", empty)]
+    assert parameters(netloop.Conn.outbound_buffered) == [("self", empty)]
+
+
 def test_netloop_pure_selects_the_python_core() -> None:
     code = "import inspect, netloop; print(netloop.compiled, inspect.isfunction(netloop.Conn.write))"
     env = dict(os.environ, NETLOOP_PURE="1")
