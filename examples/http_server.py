@@ -49,6 +49,8 @@ class HttpHandler(netloop.EventHandler):
         self.limits = (max_head_size, max_body_size)
         self.date_refresh = date_refresh
         self.draining = False
+        # The loops' write_buffer_cap (the engine's options), read once a connection opens rather than per request.
+        self.write_cap = netloop.Options().write_buffer_cap
         make_parser(self.parser)  # a bad parser name fails here, not on the first connection
 
     def on_boot(self, engine: netloop.Engine) -> netloop.Action | None:
@@ -57,6 +59,7 @@ class HttpHandler(netloop.EventHandler):
 
     def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
         conn.context = HttpSession(self.parser, *self.limits)
+        self.write_cap = conn.event_loop.options.write_buffer_cap
         return None
 
     def on_shutdown(self, engine: netloop.Engine) -> None:
@@ -65,7 +68,7 @@ class HttpHandler(netloop.EventHandler):
         self.draining = True
 
     def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
-        if conn.outbound_buffered() > conn.event_loop.options.write_buffer_cap:
+        if conn.outbound_buffered() > self.write_cap:
             return None  # a client that pipelines without reading: its requests wait until on_drain
         out, close = conn.context.receive(conn.next(), self.draining)
         if out:
