@@ -129,6 +129,9 @@ def measure(server: str, proto: str, depth: int, requests: int, out: Path, netlo
     port = free_port()
     argv = server_argv(server, proto, port)
     env = server_env(server)
+    # Fixed string hashing: with a random seed each run lays its dicts out differently, and lookups that collide
+    # more or less move the count by a few percent between runs of the same code.
+    env["PYTHONHASHSEED"] = "0"
     paths = [str(ROOT)] + ([netloop_path] if netloop_path else [])
     if netloop_path:
         paths = [netloop_path, str(ROOT)]
