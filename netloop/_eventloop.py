@@ -36,6 +36,7 @@ Task = tuple[Callable[..., object], tuple[Any, ...]]
 
 # The compiled loop, where the compiled core is in use and has one (epoll: Linux).
 _SERVE: Callable[..., None] | None = getattr(speedups, "serve", None)
+_COUNTED: Callable[[EventLoop], tuple[int, int]] | None = getattr(speedups, "counted", None)
 
 
 class Timer:
@@ -470,9 +471,11 @@ class EventLoop:
         }
         for cause, n in zip(CAUSES, closed, strict=True):
             counts["closed_" + cause] = n
+        # The compiled loop keeps its byte counts aside while it runs; ``counted`` adds them (netloop/_speedups.c).
+        bytes_in, bytes_out = (self.bytes_in, self.bytes_out) if _COUNTED is None else _COUNTED(self)
         counts.update(
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
             backpressure_pauses=self.pauses,
             handler_errors=self.handler_errors,
             tls_handshake_failures=self.tls_failures,

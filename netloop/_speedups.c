@@ -358,13 +358,15 @@ add_to(PyObject *dict, PyObject *loop, PyObject *name, Py_ssize_t n)
     return r;
 }
 
-/* Each loop ``serve`` runs: writes on its connections count their bytes here, and ``serve`` adds them to
- * ``loop.bytes_out`` once per iteration, before tasks run (a stats query is a task). A list of the running loops,
+/* Each loop ``serve`` runs. Its reads and the writes on its connections count their bytes here rather than in
+ * ``loop.bytes_in`` and ``loop.bytes_out`` (two dictionary updates each per request); ``counted(loop)`` adds them for
+ * ``EventLoop.stats``, and ``serve`` moves them into the attributes when it returns. A list of the running loops,
  * touched only with the GIL held (the compiled loop runs only where there is one). */
 typedef struct Serving {
     PyObject *loop;
     PyObject *dict;
-    Py_ssize_t out;
+    Py_ssize_t received;
+    Py_ssize_t sent;
     struct Serving *next;
 } Serving;
 
@@ -467,7 +469,7 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     PyObject *now;
     Serving *sv = serving_of(self->loop);
     if (sv != NULL) {
-        sv->out += sent;
+        sv->sent += sent;
         now = loop_get(sv->dict, sv->loop, s_now);
     } else {
         PyObject *loop = Py_NewRef(self->loop);
@@ -611,7 +613,7 @@ typedef struct {
     char *scratch;
     Py_ssize_t size;
     double now;
-    Py_ssize_t received;
+    Serving *sv;
 } Dispatch;
 
 /* The inlined read path of EventLoop._serve for one plain "readable" event on ``c``; -1 when an exception is
@@ -689,7 +691,7 @@ read_event(Dispatch *d, ConnCore *c)
         }
     }
     c->seen = d->now;
-    d->received += PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Length(data);
+    d->sv->received += PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Length(data);
     Py_ssize_t kept = c->inbound == NULL ? 0 : buffered(c->inbound, no_inbound);
     if (kept < 0) {
         Py_DECREF(data);
@@ -814,21 +816,21 @@ set_float(PyObject *dict, PyObject *obj, PyObject *name, double value)
     return r;
 }
 
-/* Add what this iteration received and sent to ``loop.bytes_in`` and ``loop.bytes_out``. */
+/* Move what the loop received and sent into ``loop.bytes_in`` and ``loop.bytes_out``. */
 static int
-count_bytes(Dispatch *d, Serving *sv)
+count_bytes(Serving *sv)
 {
-    if (d->received) {
-        if (add_to(sv->dict, d->loop, s_bytes_in, d->received) < 0) {
+    if (sv->received) {
+        if (add_to(sv->dict, sv->loop, s_bytes_in, sv->received) < 0) {
             return -1;
         }
-        d->received = 0;
+        sv->received = 0;
     }
-    if (sv->out) {
-        if (add_to(sv->dict, d->loop, s_bytes_out, sv->out) < 0) {
+    if (sv->sent) {
+        if (add_to(sv->dict, sv->loop, s_bytes_out, sv->sent) < 0) {
             return -1;
         }
-        sv->out = 0;
+        sv->sent = 0;
     }
     return 0;
 }
@@ -876,9 +878,9 @@ serve(PyObject *module, PyObject *args)
         Py_XDECREF(dict);
         return PyErr_NoMemory();
     }
-    Serving sv = {d.loop, dict, 0, running_loops};
+    Serving sv = {d.loop, dict, 0, 0, running_loops};
     running_loops = &sv;
-    d.received = 0;
+    d.sv = &sv;
     PyObject *result = NULL;
     for (;;) {
         PyObject *running = loop_get(dict, d.loop, s_running);
@@ -960,9 +962,6 @@ serve(PyObject *module, PyObject *args)
                 goto done;
             }
         }
-        if (count_bytes(&d, &sv) < 0) {
-            goto done;
-        }
         queued = PyObject_Length(tasks);
         if (queued < 0) {
             goto done;
@@ -977,6 +976,16 @@ serve(PyObject *module, PyObject *args)
     }
     result = Py_NewRef(Py_None);
 done:
+    /* The counts go into the attributes while the loop is still listed, so counted() never misses them. */
+    if (result == NULL) {
+        PyObject *exc = take_exception();
+        if (count_bytes(&sv) < 0) {
+            PyErr_Clear();
+        }
+        restore_exception(exc);
+    } else if (count_bytes(&sv) < 0) {
+        Py_CLEAR(result);
+    }
     for (Serving **link = &running_loops; *link != NULL; link = &(*link)->next) {
         if (*link == &sv) {
             *link = sv.next;
@@ -986,15 +995,6 @@ done:
     if (recent == &sv) {
         recent = NULL;
     }
-    if (result == NULL) {
-        PyObject *exc = take_exception();
-        if (count_bytes(&d, &sv) < 0) {
-            PyErr_Clear();
-        }
-        restore_exception(exc);
-    } else if (count_bytes(&d, &sv) < 0) {
-        Py_CLEAR(result);
-    }
     Py_XDECREF(dict);
     PyMem_Free(events);
     PyMem_Free(d.scratch);
@@ -1002,6 +1002,41 @@ done:
 }
 
 #endif /* HAVE_SERVE */
+
+PyDoc_STRVAR(counted_doc,
+"counted(loop) -> (bytes_in, bytes_out)\n\n"
+"``loop.bytes_in`` and ``loop.bytes_out`` with what a running compiled loop has counted and not yet added to them.");
+
+static PyObject *
+counted(PyObject *module, PyObject *loop)
+{
+    PyObject *in = PyObject_GetAttr(loop, s_bytes_in);
+    PyObject *out = in ? PyObject_GetAttr(loop, s_bytes_out) : NULL;
+    if (out == NULL) {
+        Py_XDECREF(in);
+        return NULL;
+    }
+    Serving *sv = serving_of(loop);
+    if (sv != NULL && (sv->received || sv->sent)) {
+        PyObject *more_in = PyLong_FromSsize_t(sv->received);
+        PyObject *more_out = PyLong_FromSsize_t(sv->sent);
+        PyObject *sum_in = more_in ? PyNumber_Add(in, more_in) : NULL;
+        PyObject *sum_out = more_out ? PyNumber_Add(out, more_out) : NULL;
+        Py_XDECREF(more_in);
+        Py_XDECREF(more_out);
+        Py_SETREF(in, sum_in);
+        Py_SETREF(out, sum_out);
+        if (in == NULL || out == NULL) {
+            Py_XDECREF(in);
+            Py_XDECREF(out);
+            return NULL;
+        }
+    }
+    PyObject *result = PyTuple_Pack(2, in, out);
+    Py_DECREF(in);
+    Py_DECREF(out);
+    return result;
+}
 
 PyDoc_STRVAR(configure_doc,
 "configure(no_inbound, no_outbound, short_buffer_error, next, write, socket_type, peer_eof)\n\n"
@@ -1029,6 +1064,7 @@ configure(PyObject *module, PyObject *args)
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
+    {"counted", counted, METH_O, counted_doc},
 #if HAVE_SERVE
     {"serve", serve, METH_VARARGS, serve_doc},
 #endif
