@@ -120,41 +120,35 @@ socket_method(PyObject *method, const char *name)
     return strcmp(((PyCFunctionObject *)method)->m_ml->ml_name, name) == 0;
 }
 
+/* ``_send`` and ``_recv``: the callable, and whether it is the socket's own method of that name. */
+typedef struct {
+    const char *name;
+    size_t slot;   /* offset of the callable */
+    size_t direct; /* offset of its flag */
+} SocketCall;
+
+static SocketCall send_call = {"send", offsetof(ConnCore, send), offsetof(ConnCore, send_direct)};
+static SocketCall recv_call = {"recv", offsetof(ConnCore, recv), offsetof(ConnCore, recv_direct)};
+
 static PyObject *
-conn_get_send(ConnCore *self, void *closure)
+conn_get_call(ConnCore *self, void *closure)
 {
-    if (self->send == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_send");
-        return NULL;
+    SocketCall *call = closure;
+    PyObject *value = *(PyObject **)((char *)self + call->slot);
+    if (value == NULL) {
+        return PyErr_Format(PyExc_AttributeError, "_%s", call->name);
     }
-    return Py_NewRef(self->send);
+    return Py_NewRef(value);
 }
 
 static int
-conn_set_send(ConnCore *self, PyObject *value, void *closure)
+conn_set_call(ConnCore *self, PyObject *value, void *closure)
 {
+    SocketCall *call = closure;
+    PyObject **slot = (PyObject **)((char *)self + call->slot);
     Py_XINCREF(value);
-    Py_XSETREF(self->send, value);
-    self->send_direct = socket_method(value, "send");
-    return 0;
-}
-
-static PyObject *
-conn_get_recv(ConnCore *self, void *closure)
-{
-    if (self->recv == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_recv");
-        return NULL;
-    }
-    return Py_NewRef(self->recv);
-}
-
-static int
-conn_set_recv(ConnCore *self, PyObject *value, void *closure)
-{
-    Py_XINCREF(value);
-    Py_XSETREF(self->recv, value);
-    self->recv_direct = socket_method(value, "recv");
+    Py_XSETREF(*slot, value);
+    *((char *)self + call->direct) = socket_method(value, call->name);
     return 0;
 }
 
@@ -301,18 +295,26 @@ conn_next(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     return part;
 }
 
-/* ``self._fail_soon(exc)`` with the raised OSError; 0, or -1 when that raised. */
+/* ``obj.<name>()``, or ``obj.<name>(arg)``, for its effect: 0, or -1 when it raised. */
 static int
-fail_soon(ConnCore *self)
+call_method(PyObject *obj, PyObject *name, PyObject *arg)
 {
-    PyObject *exc = take_exception();
-    PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, s_fail_soon, exc);
-    Py_XDECREF(exc);
+    PyObject *r = arg == NULL ? PyObject_CallMethodNoArgs(obj, name) : PyObject_CallMethodOneArg(obj, name, arg);
     if (r == NULL) {
         return -1;
     }
     Py_DECREF(r);
     return 0;
+}
+
+/* ``obj.<name>(exc)`` with the exception just raised, which it takes over: 0, or -1 when the call raised. */
+static int
+hand_exception(PyObject *obj, PyObject *name)
+{
+    PyObject *exc = take_exception();
+    int r = call_method(obj, name, exc);
+    Py_XDECREF(exc);
+    return r;
 }
 
 /* The loop's own attributes (``now``, ``bytes_out``...) live in its instance dict: EventLoop has no slots or
@@ -440,7 +442,7 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
             } else {
                 errno = err;
                 PyErr_SetFromErrno(PyExc_OSError);
-                return fail_soon(self) < 0 ? NULL : PyLong_FromLong(0);
+                return hand_exception((PyObject *)self, s_fail_soon) < 0 ? NULL : PyLong_FromLong(0);
             }
         }
     } else {
@@ -454,7 +456,7 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
                 PyErr_Clear();
                 sent = 0;
             } else if (PyErr_ExceptionMatches(PyExc_OSError)) {
-                return fail_soon(self) < 0 ? NULL : PyLong_FromLong(0);
+                return hand_exception((PyObject *)self, s_fail_soon) < 0 ? NULL : PyLong_FromLong(0);
             } else {
                 return NULL;
             }
@@ -553,8 +555,8 @@ static PyMemberDef conn_members[] = {
 };
 
 static PyGetSetDef conn_getset[] = {
-    {"_send", (getter)conn_get_send, (setter)conn_set_send, NULL, NULL},
-    {"_recv", (getter)conn_get_recv, (setter)conn_set_recv, NULL, NULL},
+    {"_send", (getter)conn_get_call, (setter)conn_set_call, NULL, &send_call},
+    {"_recv", (getter)conn_get_call, (setter)conn_set_call, NULL, &recv_call},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -592,17 +594,7 @@ monotonic_now(void)
 static int
 event_failed(PyObject *loop)
 {
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        return -1;
-    }
-    PyObject *exc = take_exception();
-    PyObject *r = PyObject_CallMethodOneArg(loop, s_internal_error, exc);
-    Py_XDECREF(exc);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
+    return PyErr_ExceptionMatches(PyExc_Exception) ? hand_exception(loop, s_internal_error) : -1;
 }
 
 typedef struct {
@@ -622,8 +614,9 @@ static int
 read_event(Dispatch *d, ConnCore *c)
 {
     PyObject *data;
+    Py_ssize_t got;
     if (c->recv_direct) {
-        ssize_t got = recv(c->fd, d->scratch, (size_t)d->size, 0);
+        got = recv(c->fd, d->scratch, (size_t)d->size, 0);
         if (got < 0) {
             int err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) {
@@ -631,79 +624,43 @@ read_event(Dispatch *d, ConnCore *c)
             }
             errno = err;
             PyErr_SetFromErrno(PyExc_OSError);
-            PyObject *exc = take_exception();
-            PyObject *r = PyObject_CallMethodOneArg((PyObject *)c, s_close, exc);
-            Py_XDECREF(exc);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
-            return 0;
+            return hand_exception((PyObject *)c, s_close);
         }
-        if (got == 0) {
-            PyObject *r = PyObject_CallMethodNoArgs((PyObject *)c, s_peer_eof);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
-            return 0;
-        }
-        data = PyBytes_FromStringAndSize(d->scratch, got);
-        if (data == NULL) {
+        data = got ? PyBytes_FromStringAndSize(d->scratch, got) : NULL;
+        if (got && data == NULL) {
             return -1;
         }
     } else {
         PyObject *size = PyLong_FromSsize_t(d->size);
-        if (size == NULL) {
-            return -1;
-        }
-        data = PyObject_CallOneArg(c->recv, size);
-        Py_DECREF(size);
+        data = size ? PyObject_CallOneArg(c->recv, size) : NULL;
+        Py_XDECREF(size);
         if (data == NULL) {
             if (PyErr_ExceptionMatches(PyExc_BlockingIOError) || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
                 PyErr_Clear();
                 return 0;
             }
-            if (!PyErr_ExceptionMatches(PyExc_OSError)) {
-                return -1;
-            }
-            PyObject *exc = take_exception();
-            PyObject *r = PyObject_CallMethodOneArg((PyObject *)c, s_close, exc);
-            Py_XDECREF(exc);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
-            return 0;
+            return PyErr_ExceptionMatches(PyExc_OSError) ? hand_exception((PyObject *)c, s_close) : -1;
         }
-        Py_ssize_t got = PyObject_Length(data);
+        got = PyObject_Length(data);
         if (got <= 0) {
-            Py_DECREF(data);
+            Py_CLEAR(data);
             if (got < 0) {
                 return -1;
             }
-            PyObject *r = PyObject_CallMethodNoArgs((PyObject *)c, s_peer_eof);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
-            return 0;
         }
+    }
+    if (got == 0) {
+        return call_method((PyObject *)c, s_peer_eof, NULL); /* the peer's FIN */
     }
     c->seen = d->now;
-    d->sv->received += PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Length(data);
+    d->sv->received += got;
     Py_ssize_t kept = c->inbound == NULL ? 0 : buffered(c->inbound, no_inbound);
-    if (kept < 0) {
+    if (kept != 0) {
+        int r = kept < 0 ? -1 : call_method(c->inbound, s_write, data);
         Py_DECREF(data);
-        return -1;
-    }
-    if (kept) {
-        PyObject *r = PyObject_CallMethodOneArg(c->inbound, s_write, data);
-        Py_DECREF(data);
-        if (r == NULL) {
+        if (r < 0) {
             return -1;
         }
-        Py_DECREF(r);
     } else {
         set_data(c, data);
     }
@@ -717,41 +674,19 @@ read_event(Dispatch *d, ConnCore *c)
         c->pos = 0;
         PyObject *r = PyObject_CallMethodObjArgs(d->loop, s_handler_failed, (PyObject *)c, s_on_traffic, exc, NULL);
         Py_XDECREF(exc);
-        if (r == NULL) {
-            return -1;
-        }
-        Py_DECREF(r);
-        return 0;
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
     }
     int rest = c->data == NULL ? 0 : PyObject_IsTrue(c->data);
-    if (rest < 0) {
-        Py_DECREF(action);
-        return -1;
+    if (rest > 0) {
+        rest = call_method((PyObject *)c, s_keep_rest, NULL);
     }
-    if (rest) {
-        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)c, s_keep_rest);
-        if (r == NULL) {
-            Py_DECREF(action);
-            return -1;
-        }
-        Py_DECREF(r);
-    }
-    int act = action == Py_None ? 0 : PyObject_IsTrue(action);
-    if (act < 0) {
-        Py_DECREF(action);
-        return -1;
-    }
-    if (act) {
-        PyObject *r = PyObject_CallMethodOneArg((PyObject *)c, s_act, action);
-        Py_DECREF(action);
-        if (r == NULL) {
-            return -1;
-        }
-        Py_DECREF(r);
-        return 0;
+    int act = rest < 0 ? -1 : action == Py_None ? 0 : PyObject_IsTrue(action);
+    if (act > 0) {
+        act = call_method((PyObject *)c, s_act, action);
     }
     Py_DECREF(action);
-    return 0;
+    return act < 0 ? -1 : 0;
 }
 
 /* One event: the inlined read path, else the descriptor's handler; -1 when an exception is raised. */
