@@ -155,11 +155,12 @@ class EventLoop:
             self._teardown()
 
     def _serve(self) -> None:
+        monotonic = time.monotonic
+        now = self.now = monotonic()
+        if self.timeouts is not None:
+            self.timeouts.start(now)
         if _SERVE is not None and isinstance(self.poller, EpollPoller) and _gil_enabled():
-            # The compiled loop (netloop/_speedups.c): this method's body below, in C, on the epoll descriptor.
-            now = self.now = time.monotonic()
-            if self.timeouts is not None:
-                self.timeouts.start(now)
+            # The compiled loop (netloop/_speedups.c): the rest of this method, in C, on the epoll descriptor.
             _SERVE(
                 self,
                 self.poller.fileno(),
@@ -181,10 +182,6 @@ class EventLoop:
         # With the GIL, "announce sleep, then look at the queue" is ordered without a lock; free-threaded
         # builds take the lock that submit() takes, so a task queued in between is never missed.
         lock = self._wake_lock if not _gil_enabled() else None
-        monotonic = time.monotonic
-        now = self.now = monotonic()
-        if self.timeouts is not None:
-            self.timeouts.start(now)
         while self._running:
             timeout = -1.0
             if timers:

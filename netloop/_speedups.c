@@ -1058,8 +1058,7 @@ PyInit__speedups(void)
     if (m == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(m, "ConnCore", (PyObject *)&ConnCoreType) < 0
-        || PyModule_AddIntConstant(m, "HAVE_SERVE", HAVE_SERVE) < 0) {
+    if (PyModule_AddObjectRef(m, "ConnCore", (PyObject *)&ConnCoreType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
