@@ -8,6 +8,7 @@ import heapq
 import itertools
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -144,6 +145,7 @@ class EventLoop:
         """
         self.thread_id = threading.get_ident()
         self._running = True
+        signals = _SignalWake(self) if threading.current_thread() is threading.main_thread() else None
         try:
             self._serve()
         except BaseException as exc:
@@ -152,6 +154,8 @@ class EventLoop:
             self.log.critical("netloop: event loop %d died: %r; stopping the engine", self.index, exc, exc_info=exc)
             self.core.loop_died(self, exc)
         finally:
+            if signals is not None:
+                signals.close()
             self._teardown()
 
     def _serve(self) -> None:
@@ -644,6 +648,38 @@ def _fit_allocator(read_size: int) -> None:
 def _gil_enabled() -> bool:
     check = getattr(sys, "_is_gil_enabled", None)
     return True if check is None else bool(check())
+
+
+class _SignalWake:
+    """Wake a loop that runs on the main thread when a signal comes in, so Python's handler runs at once.
+
+    Only the main thread runs Python's signal handlers, but the kernel may take the signal on any thread, or on
+    the main thread just before it goes to sleep in the poller: either way the handler (SIGTERM's graceful stop)
+    would wait for the next event. ``signal.set_wakeup_fd`` has the C handler write to a pipe the loop watches.
+    """
+
+    def __init__(self, loop: EventLoop) -> None:
+        self.loop = loop
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+        self.previous = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
+        loop.attach(self.r, self._drain, IN)
+
+    def _drain(self, ev: int) -> None:
+        try:
+            while os.read(self.r, 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def close(self) -> None:
+        current = signal.set_wakeup_fd(self.previous)
+        if current != self.w:
+            signal.set_wakeup_fd(current)  # replaced while the loop ran: the replacement stays
+        self.loop.detach(self.r)
+        os.close(self.r)
+        os.close(self.w)
 
 
 def _wake_pair() -> tuple[int, int]:

@@ -887,10 +887,12 @@ serve(PyObject *module, PyObject *args)
                 PyErr_SetFromErrno(PyExc_OSError);
                 goto done;
             }
-            if (PyErr_CheckSignals() < 0) {
-                goto done;
-            }
             n = 0;
+        }
+        /* A signal taken while the loop ran or slept (on any thread: the main thread's loop is woken through
+           signal.set_wakeup_fd) runs its Python handler now, as the Python loop's next instruction would. */
+        if (PyErr_CheckSignals() < 0) {
+            goto done;
         }
         for (int i = 0; i < n; i++) {
             if (dispatch(&d, events[i].data.fd, events[i].events) < 0 && event_failed(d.loop) < 0) {

@@ -397,3 +397,39 @@ def test_sigterm_during_on_boot_still_stops_gracefully() -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["shutdown", "returned"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/wchan"), reason="needs /proc/<pid>/task/<tid>/wchan (Linux)")
+@pytest.mark.parametrize("poller", [None, "poll"])
+def test_a_signal_taken_by_another_thread_still_wakes_the_loop_on_the_main_thread(poller: str | None) -> None:
+    # The kernel may run a process's signal handler on any thread, and the main thread's loop may be asleep in the
+    # poller then (or about to sleep, a signal that came in just after the last Python instruction): only the main
+    # thread runs Python's handlers, so the loop must be woken for them, else SIGTERM waits for the next event.
+    script = textwrap.dedent(
+        f"""
+        import signal, threading, time, netloop
+
+        def asleep(tid):
+            with open(f"/proc/self/task/{{tid}}/wchan") as f:
+                return "poll" in f.read()  # do_epoll_wait, do_sys_poll
+
+        def take_sigterm_here(main):
+            deadline = time.monotonic() + 10
+            while not asleep(main) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+        class H(netloop.EventHandler):
+            def on_boot(self, engine):
+                main = threading.main_thread().native_id
+                threading.Thread(target=take_sigterm_here, args=(main,), daemon=True).start()
+            def on_shutdown(self, engine):
+                print("shutdown", flush=True)
+
+        netloop.run(H(), "tcp://127.0.0.1:0", poller={poller!r})
+        print("returned", flush=True)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["shutdown", "returned"]
