@@ -6,8 +6,10 @@
 Bytes flow both ways with backpressure: when one side has more than the engine's ``write_buffer_cap`` bytes
 waiting to be sent (``--high-water``), the proxy stops reading the other side, and resumes it in that side's
 ``on_drain`` (its bytes fell to half the cap), so a slow reader slows the writer down instead of growing the proxy's
-memory. No polling. Bytes a client sends while the upstream is still connecting are kept and
-sent once it connects. When either side ends, the other is closed after its pending bytes are flushed.
+memory. No polling. The engine runs with ``backpressure_pause=False``, so the core does not also stop reading a side
+whose own queue is full: that would deadlock when both directions fill at once. Bytes a client sends while the
+upstream is still connecting are kept and sent once it connects. When either side ends, the other is closed after
+its pending bytes are flushed.
 """
 
 from __future__ import annotations
@@ -129,7 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     handler = Proxy(args.upstream, args.connect_timeout)
-    options = {"num_event_loop": args.loops, "write_buffer_cap": args.high_water, "tls": tls_context(args)}
+    options = {
+        "num_event_loop": args.loops,
+        "write_buffer_cap": args.high_water,
+        "backpressure_pause": False,  # the pair's flow control is the handler's (see on_traffic)
+        "tls": tls_context(args),
+    }
     netloop.run(handler, args.listen, **options)
 
 

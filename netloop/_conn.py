@@ -83,9 +83,13 @@ DELIVER = 1
 DISCARD = 2
 READS = (DELIVER, NO_READ, DISCARD, NO_READ, DELIVER, DELIVER, DISCARD, NO_READ)
 
-# Pause bits: the user's pause_reading(), and backpressure (outbound above the high-water mark).
+# Pause bits: the user's pause_reading(), and backpressure (outbound above the high-water mark). ABOVE_CAP marks
+# the same crossing without holding reading (``backpressure_pause=False``): only the drain event waits for it.
 PAUSED_BY_USER = 1
 PAUSED_BY_PRESSURE = 2
+ABOVE_CAP = 4
+READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE
+PRESSURE = PAUSED_BY_PRESSURE | ABOVE_CAP
 
 # ``_mask`` of a connection taken off the poller: its peer hung up while the user held reading.
 PARKED = -1
@@ -236,7 +240,7 @@ class Conn(_ConnBase):
 
     def _wants_read(self) -> bool:
         reads = READS[self._state]
-        return reads == DISCARD or (reads == DELIVER and not self._pause)
+        return reads == DISCARD or (reads == DELIVER and not self._pause & READ_HELD)
 
     def _hang_up(self, ev: int) -> None:
         """ERR or HUP on a connection that is not reading: the poller reports it whatever the interest mask."""
@@ -254,7 +258,7 @@ class Conn(_ConnBase):
         size = self._loop.read_size
         for _ in range(READS_PER_ROUND):
             reads = READS[self._state]
-            if reads == NO_READ or (reads == DELIVER and self._pause):
+            if reads == NO_READ or (reads == DELIVER and self._pause & READ_HELD):
                 return
             try:
                 data = self._recv(size)
@@ -515,9 +519,11 @@ class Conn(_ConnBase):
             out.append(memoryview(data)[sent:] if type(data) is bytes else bytes(memoryview(data)[sent:]))
         else:
             out.append(_frozen(data))
-        if out._size > loop.high_water and not self._pause & PAUSED_BY_PRESSURE:
-            self._pause |= PAUSED_BY_PRESSURE
-            loop.pauses += 1
+        crossed = loop.pressure_bit
+        if out._size > loop.high_water and not self._pause & crossed:
+            self._pause |= crossed
+            if crossed == PAUSED_BY_PRESSURE:
+                loop.pauses += 1
             self._update_interest()
         elif was_empty:
             self._update_interest()
@@ -563,7 +569,7 @@ class Conn(_ConnBase):
         out = self._outbound
         pause = self._pause
         if out._size:
-            if pause & PAUSED_BY_PRESSURE and out._size <= self._loop.low_water:
+            if pause & PRESSURE and out._size <= self._loop.low_water:
                 self._drained(pause)
             return
         self._outbound = NO_OUTBOUND  # drained: an idle connection holds no buffer
@@ -572,14 +578,14 @@ class Conn(_ConnBase):
             self._send_fin()
         elif state == FINISHING:
             self._close(self._err)
-        elif pause & PAUSED_BY_PRESSURE:
+        elif pause & PRESSURE:
             self._drained(pause)
         else:
             self._update_interest()
 
     def _drained(self, pause: int) -> None:
         """Outbound fell to the low-water mark after passing the high-water mark: read again, tell the handler."""
-        self._pause = pause & ~PAUSED_BY_PRESSURE
+        self._pause = pause & ~PRESSURE
         self._resume()
         self._loop.heap_released()
         self._loop.call_soon(self._fire_drain)
@@ -648,7 +654,7 @@ class Conn(_ConnBase):
         if state == CLOSED:
             return
         reads = READS[state]
-        deliver = reads == DELIVER and not self._pause
+        deliver = reads == DELIVER and not self._pause & READ_HELD
         mask = (IN if deliver or reads == DISCARD else 0) | (OUT if self._outbound._size else 0)
         loop = self._loop
         if self._inline and loop.inline_reads:
@@ -710,7 +716,7 @@ class Conn(_ConnBase):
 
     def _finish(self) -> None:
         """Graceful stop: show ``on_traffic`` what the kernel already holds, then close gracefully."""
-        if READS[self._state] == DELIVER and not self._pause:
+        if READS[self._state] == DELIVER and not self._pause & READ_HELD:
             self._read_on()
         self._close_request(None)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from netloop._compiled import speedups
-from netloop._conn import BY_ERROR, BY_SHUTDOWN, CAUSES, Conn, set_keep_alive
+from netloop._conn import ABOVE_CAP, BY_ERROR, BY_SHUTDOWN, CAUSES, PAUSED_BY_PRESSURE, Conn, set_keep_alive
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
@@ -84,6 +84,9 @@ class EventLoop:
         self.high_water = options.write_buffer_cap
         self.low_water = options.write_buffer_cap // 2
         self.write_limit = options.write_buffer_limit
+        # The pause bit a connection takes when its outbound passes the high-water mark: one that holds reading,
+        # or (backpressure_pause=False) one that only waits for the drain.
+        self.pressure_bit = PAUSED_BY_PRESSURE if options.backpressure_pause else ABOVE_CAP
         self.linger = options.linger_timeout
         # The loop's clock as of this iteration (read once per iteration while timers exist).
         self.now = time.monotonic()

@@ -28,6 +28,7 @@ from netloop._conn import (
     NO_OUTBOUND,
     NO_READ,
     PEER_EOF,
+    READ_HELD,
     READS,
     READS_PER_ROUND,
     SHUTTING,
@@ -234,7 +235,7 @@ class TlsConn(Conn):
         obj = self._ssl
         for _ in range(READS_PER_ROUND):
             reads = READS[self._state]
-            if reads == NO_READ or (reads == DELIVER and self._pause):
+            if reads == NO_READ or (reads == DELIVER and self._pause & READ_HELD):
                 return
             try:
                 data = self._recv(size)
@@ -357,7 +358,7 @@ class TlsConn(Conn):
             self._loop.call_soon(self._show_kept)
 
     def _show_kept(self) -> None:
-        if READS[self._state] == DELIVER and self._inbound._size and not self._pause:
+        if READS[self._state] == DELIVER and self._inbound._size and not self._pause & READ_HELD:
             self._deliver()
 
     def _close(self, err: BaseException | None) -> None:

@@ -396,6 +396,42 @@ def test_on_drain_fires_once_the_outbound_falls_below_the_low_water_mark() -> No
         assert drained.wait(TIMEOUT)
 
 
+@pytest.mark.parametrize("pause", [True, False])
+def test_backpressure_pause_false_reads_on_above_the_cap_and_still_drains(pause: bool) -> None:
+    # backpressure_pause=False: passing write_buffer_cap does not hold reading (a proxy's own flow control is
+    # across its pairs), and on_drain still fires at half the cap. The default holds reading until then.
+    drained = threading.Event()
+    read_above_cap = threading.Event()
+    cap = 64 * 1024
+
+    class Producer(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> Action | None:
+            if conn.next() == b"go":
+                conn.write(b"p" * (8 * cap))
+            elif conn.outbound_buffered() > cap:
+                read_above_cap.set()
+            return None
+
+        def on_drain(self, conn: netloop.Conn) -> Action | None:
+            drained.set()
+            return None
+
+    options = {"write_buffer_cap": cap, "socket_send_buffer": 4096, "backpressure_pause": pause}
+    with serving(Producer(), "tcp://127.0.0.1:0", **options) as engine, connect(engine.addrs[0]) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"go")
+        wait_until(lambda: engine.stats()["bytes_out"] > 0, what="the first bytes out")
+        sock.sendall(b"more")
+        if pause:
+            assert not read_above_cap.wait(0.3)  # held while the outbound is above the cap
+        else:
+            assert read_above_cap.wait(TIMEOUT)
+        assert not drained.is_set()
+        assert recv_exact(sock, 8 * cap) == b"p" * (8 * cap)
+        assert drained.wait(TIMEOUT)
+        assert engine.stats()["backpressure_pauses"] == (1 if pause else 0)
+
+
 def test_a_closing_connection_whose_peer_never_reads_is_closed_at_the_linger_deadline() -> None:
     class Closer(Recorder):
         def on_traffic(self, conn: netloop.Conn) -> Action | None:

@@ -66,7 +66,8 @@ def listening(handler: netloop.EventHandler, **options: Any) -> Iterator[str]:
 
 @contextlib.contextmanager
 def proxied(upstream: str, handler: Proxy | None = None, **options: Any) -> Iterator[str]:
-    with listening(handler or Proxy(upstream), **options) as address:
+    """The proxy as its program runs it: its own flow control across each pair (``backpressure_pause=False``)."""
+    with listening(handler or Proxy(upstream), backpressure_pause=False, **options) as address:
         yield address
 
 
@@ -142,6 +143,42 @@ def test_slow_reader_keeps_proxy_outbound_bounded() -> None:
                 assert recv_exact(sock, total) == payload
             finally:
                 sender.join(TIMEOUT)
+            assert handler.peak <= high_water + READ_CAP
+
+
+class Pusher(netloop.EventHandler):
+    """Sends ``size`` bytes as soon as a connection opens and discards what it reads (a server that, like netloop's
+    own default, stops reading a connection while its answer is queued)."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def on_open(self, conn: netloop.Conn) -> None:
+        conn.write(self.payload)
+
+    def on_traffic(self, conn: netloop.Conn) -> None:
+        conn.discard()
+
+
+def test_both_directions_full_at_once_do_not_deadlock() -> None:
+    # The upstream pushes while the client sends: both of the proxy's ends have bytes queued above the cap at
+    # once. The upstream won't read until its bytes drain, so the proxy must go on reading the upstream end while
+    # that end's own queue is full (its flow control is across the pair, not per end).
+    high_water = 64 * 1024
+    small = {"socket_recv_buffer": SOCKET_BUFFER, "socket_send_buffer": SOCKET_BUFFER}
+    pushed = random.Random(3).randbytes(8 * 1024 * 1024)
+    request = bytes(4 * 1024 * 1024)
+    with listening(Pusher(pushed), write_buffer_cap=high_water, **small) as upstream:
+        handler = Probe(upstream)
+        with (
+            proxied(upstream, handler, read_buffer_cap=READ_CAP, write_buffer_cap=high_water, **small) as proxy,
+            connect(proxy) as sock,
+        ):
+            sender = threading.Thread(target=sock.sendall, args=(request,), daemon=True)
+            sender.start()
+            assert recv_exact(sock, len(pushed)) == pushed
+            sender.join(TIMEOUT)
+            assert not sender.is_alive(), "the request did not get through"
             assert handler.peak <= high_water + READ_CAP
 
 
