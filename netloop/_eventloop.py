@@ -148,7 +148,7 @@ class EventLoop:
         """
         self.thread_id = threading.get_ident()
         self._running = True
-        signals = _SignalWake(self) if threading.current_thread() is threading.main_thread() else None
+        signals = _SignalWake.on_main_thread(self)
         try:
             self._serve()
         except BaseException as exc:
@@ -661,13 +661,28 @@ class _SignalWake:
     would wait for the next event. ``signal.set_wakeup_fd`` has the C handler write to a pipe the loop watches.
     """
 
-    def __init__(self, loop: EventLoop) -> None:
+    def __init__(self, loop: EventLoop, r: int, w: int, previous: int) -> None:
         self.loop = loop
-        self.r, self.w = os.pipe()
-        os.set_blocking(self.r, False)
-        os.set_blocking(self.w, False)
-        self.previous = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
-        loop.attach(self.r, self._drain, IN)
+        self.r = r
+        self.w = w
+        self.previous = previous
+        loop.attach(r, self._drain, IN)
+
+    @classmethod
+    def on_main_thread(cls, loop: EventLoop) -> _SignalWake | None:
+        """Watch for signals when ``loop`` runs on the main thread (None elsewhere, or where Python refuses)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        r, w = os.pipe()
+        try:
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main interpreter
+            os.close(r)
+            os.close(w)
+            return None
+        return cls(loop, r, w, previous)
 
     def _drain(self, ev: int) -> None:
         try:
