@@ -39,6 +39,7 @@ METRICS = (
     ("tls_handshake_failures", "netloop_tls_handshake_failures_total", "counter", "TLS handshakes that failed."),
     ("proxy_header_failures", "netloop_proxy_header_failures_total", "counter", "PROXY headers refused."),
     ("refused_max_connections", "netloop_refused_total", "counter", "Connections refused by max_connections."),
+    ("refused_per_source", "netloop_refused_per_source_total", "counter", "Refused by max_connections_per_source."),
 )
 CAUSES = ("peer", "handler", "timeout", "limit", "error", "shutdown")
 

@@ -19,7 +19,7 @@ from netloop._address import Address, listen_addresses
 from netloop._balancer import new_balancer
 from netloop._datagram import DatagramEndpoint
 from netloop._errors import AddressError, EngineStoppedError, NetloopError
-from netloop._eventloop import EventLoop
+from netloop._eventloop import EventLoop, SourceLimit
 from netloop._handler import Action, EventHandler
 from netloop._loop_protocol import EventLoop as EventLoopProtocol
 from netloop._options import Options, make_options
@@ -77,7 +77,8 @@ class Engine:
         ``connections`` open now; since start: ``accepted``, ``closed`` and ``closed_<cause>`` for each cause
         (``peer``, ``handler``, ``timeout``, ``limit``, ``error``, ``shutdown``), ``bytes_in``/``bytes_out`` (what
         the handlers read and wrote; after TLS decryption), ``backpressure_pauses``, ``handler_errors``,
-        ``tls_handshake_failures``, ``proxy_header_failures`` and ``refused_max_connections``. See docs/deploy.md.
+        ``tls_handshake_failures``, ``proxy_header_failures``, ``refused_max_connections`` and
+        ``refused_per_source``. See docs/deploy.md.
         """
         return self._core.stats()
 
@@ -103,6 +104,8 @@ class EngineCore:
         self.addresses = addresses
         self.options = options
         self.log = options.get_logger()
+        # max_connections_per_source: the open connections by client address, shared by the loops.
+        self.sources = SourceLimit(options.max_connections_per_source) if options.max_connections_per_source else None
         # Refuse a port another socket holds before an SO_REUSEPORT bind (a worker's parent holds its ports).
         self.check_foreign = True
         self.loops: list[EventLoop] = []

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from netloop._compiled import speedups
-from netloop._conn import ABOVE_CAP, BY_ERROR, BY_SHUTDOWN, CAUSES, PAUSED_BY_PRESSURE, Conn, set_keep_alive
+from netloop._conn import ABOVE_CAP, BY_ERROR, BY_LIMIT, BY_SHUTDOWN, CAUSES, PAUSED_BY_PRESSURE, Conn, set_keep_alive
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
@@ -131,6 +131,9 @@ class EventLoop:
         self.tls_failures = 0  # handshakes that failed or timed out
         self.proxy_failures = 0  # PROXY protocol headers refused (malformed, too slow, not allowed)
         self.refused = 0  # connections its acceptors closed at once because of max_connections
+        self.refused_by_source = 0  # connections closed at once because of max_connections_per_source
+        self.sources = core.sources
+        self.sourced: dict[int, str] = {}  # the client address each counted connection took, by descriptor
         self.attach(self._wake_r, self._on_wake, IN)
 
     def __repr__(self) -> str:
@@ -379,8 +382,24 @@ class EventLoop:
         tls: ssl.SSLContext | None,
         proxy: ProxyInfo | None,
         server_side: bool = True,
-    ) -> Conn:
-        """Serve a configured socket: register its connection and fire ``on_open`` (after TLS's handshake)."""
+    ) -> Conn | None:
+        """Serve a configured socket: register its connection and fire ``on_open`` (after TLS's handshake).
+
+        With ``max_connections_per_source`` a connection from an address that has that many open is closed at once
+        (None). ``remote`` is the client's address: the PROXY header's when one was read.
+        """
+        sources = self.sources
+        if sources is not None and server_side and type(remote) is tuple:
+            host = remote[0]
+            if not sources.take(host):
+                self.refused_by_source += 1
+                self.closed_by[BY_LIMIT] += 1
+                self.released += 1
+                self.log.debug("netloop: refused a connection from %r: max_connections_per_source", remote)
+                sock.close()
+                self.conn_dropped()
+                return None
+            self.sourced[sock.fileno()] = host
         if tls is not None:
             from netloop._tls import open_tls
 
@@ -443,6 +462,14 @@ class EventLoop:
         if self.conns.pop(fd, None) is conn:
             self.released += 1
             self.detach(fd)
+            if self.sourced:
+                self.forget_source(fd)
+
+    def forget_source(self, fd: int) -> None:
+        """A connection counted by ``max_connections_per_source`` left: its address has room for one more."""
+        host = self.sourced.pop(fd, None)
+        if host is not None and self.sources is not None:
+            self.sources.give(host)
 
     def conn_closed(self, conn: Conn, err: BaseException | None) -> None:
         """Fire ``on_close`` for a connection that just closed."""
@@ -485,6 +512,7 @@ class EventLoop:
             tls_handshake_failures=self.tls_failures,
             proxy_header_failures=self.proxy_failures,
             refused_max_connections=self.refused,
+            refused_per_source=self.refused_by_source,
         )
         return counts
 
@@ -651,6 +679,32 @@ def _fit_allocator(read_size: int) -> None:
 def _gil_enabled() -> bool:
     check = getattr(sys, "_is_gil_enabled", None)
     return True if check is None else bool(check())
+
+
+class SourceLimit:
+    """``max_connections_per_source``: the open connections of each client address, shared by an engine's loops."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()  # the loops are threads
+
+    def take(self, host: str) -> bool:
+        """Count one more connection from ``host``; False (nothing counted) when it already has ``limit``."""
+        with self.lock:
+            n = self.counts.get(host, 0)
+            if n >= self.limit:
+                return False
+            self.counts[host] = n + 1
+            return True
+
+    def give(self, host: str) -> None:
+        with self.lock:
+            n = self.counts[host] - 1
+            if n:
+                self.counts[host] = n
+            else:
+                del self.counts[host]  # an address with no connection holds no entry
 
 
 class _SignalWake:

@@ -58,6 +58,9 @@ class Options:
     idle_timeout: float | None = None  # no byte either way for this long: the connection is closed
     read_timeout: float | None = None  # a partial message (bytes left unconsumed) gets no more bytes for this long
     max_connections: int = 0  # open connections per engine (per worker with workers=N); 0: no limit
+    # open stream connections from one client address (the PROXY header's when one is given), per engine like
+    # max_connections; 0: no limit
+    max_connections_per_source: int = 0
     tls: ssl.SSLContext | dict[str, ssl.SSLContext | None] | None = None  # see tls_for
     tls_handshake_timeout: float = 10.0  # a TLS handshake not done by then is dropped
     linger_timeout: float = 5.0  # a closing connection's deadline to make write progress, then for the peer's EOF
@@ -74,6 +77,7 @@ class Options:
         _check_int("write_buffer_cap", self.write_buffer_cap, 1)
         _check_int("write_buffer_limit", self.write_buffer_limit, 0)
         _check_int("max_connections", self.max_connections, 0)
+        _check_int("max_connections_per_source", self.max_connections_per_source, 0)
         if self.write_buffer_limit and self.write_buffer_limit < self.write_buffer_cap:
             raise ValueError(
                 f"write_buffer_limit ({self.write_buffer_limit}) must be 0 or at least"

@@ -191,6 +191,8 @@ class TlsConn(Conn):
         loop.conns.pop(self._fd, None)
         loop.detach(self._fd)
         loop.released += 1
+        if loop.sourced:
+            loop.forget_source(self._fd)
         try:
             self._sock.close()
         except OSError:

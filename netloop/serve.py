@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--idle-timeout", type=_seconds, help="close a connection with no byte either way for this long")
     add("--read-timeout", type=_seconds, help="close a connection whose partial message stalls this long")
     add("--max-connections", type=_count, default=0, help="open connections per process; past it, accept and close")
+    add("--max-connections-per-source", type=_count, default=0, metavar="N",
+        help="open connections per client address (a PROXY header's) per process; past it, refuse")  # fmt: skip
     add("--proxy-protocol", choices=("off", "v1", "v2", "auto"), default="off",
         help="expect a PROXY protocol header on every connection")  # fmt: skip
     add("--proxy-allow-from", default=None, metavar="NETWORKS",
@@ -94,6 +96,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         "idle_timeout": args.idle_timeout,
         "read_timeout": args.read_timeout,
         "max_connections": args.max_connections,
+        "max_connections_per_source": args.max_connections_per_source,
         "proxy_protocol": args.proxy_protocol,
         "proxy_header_timeout": args.proxy_header_timeout,
         "heartbeat_timeout": args.timeout,

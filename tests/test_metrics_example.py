@@ -97,6 +97,8 @@ def test_scraped_counters_match_the_traffic(workers: int | None) -> None:
     assert total(samples, "netloop_connections_closed_total", cause="error") == 1
     refused = 0 if workers else 1
     assert total(samples, "netloop_refused_total") == refused
+    assert any(name == "netloop_refused_per_source_total" for name, _ in samples)  # exposed, and none refused
+    assert total(samples, "netloop_refused_per_source_total") == 0
     assert total(samples, "netloop_connections_accepted_total") == 5 + 1 + 3 + refused
     label = "worker" if workers else "loop"
     assert all(label in dict(labels) for (name, labels) in samples if name.startswith("netloop_"))

@@ -167,3 +167,14 @@ def test_systemd_socket_activation() -> None:
         # systemd-socket-activate listens first and starts the runner on the first connection.
         wait_until(lambda: answers(port), what="the activated server")
         assert answers(port, b"activated")
+
+
+def test_max_connections_per_source_flag() -> None:
+    port = _free_port()
+    with serve(["serve_apps:Echo", "--bind", f"tcp://127.0.0.1:{port}", "--max-connections-per-source", "1"]):
+        wait_until(lambda: answers(port), what="the server to serve")
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as kept:
+            kept.sendall(b"kept")
+            assert recv_exact(kept, 4) == b"kept"
+            assert not answers(port)  # a second connection from this address is closed at once
+        wait_until(lambda: answers(port), what="room again once the first closed")
