@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import TIMEOUT, connect, recv_exact, serving, wait_until
+from loopback import TIMEOUT, connect, recv_exact, recv_until_closed, serving, wait_until
 
 import netloop
 
@@ -315,6 +315,45 @@ def test_drain_timeout_lets_the_handler_close_at_a_message_boundary() -> None:
     load.join(TIMEOUT)
     cut = [f for f in load.failures if "outstanding" in f or "inside" in f]
     assert cut == []  # connection refused after the stop is expected; a cut request is not
+
+
+def test_a_connection_is_served_through_the_drain_until_its_handler_closes_it() -> None:
+    # With drain_timeout the loops serve on after on_shutdown, until each handler closes its connections: A and B,
+    # idle when the stop began, both get their late request answered (a goodbye) and B is still served after A's
+    # close. (Without it, the loop closes every connection as soon as the stop reaches it.)
+    shutting = threading.Event()
+
+    class Drain(netloop.EventHandler):
+        def on_shutdown(self, engine: netloop.Engine) -> None:
+            shutting.set()
+
+        def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+            data = conn.next()
+            if shutting.is_set():
+                conn.write(b"bye:" + data)
+                return netloop.Action.CLOSE  # the handler ends it at a message boundary
+            conn.write(data)
+            return None
+
+    engine = netloop.start(Drain(), "tcp://127.0.0.1:0", drain_timeout=TIMEOUT)
+    stopper = threading.Thread(target=engine.stop, kwargs={"timeout": TIMEOUT})
+    try:
+        with connect(engine.addrs[0]) as a, connect(engine.addrs[0]) as b:
+            for sock in (a, b):
+                sock.sendall(b"hi")
+                assert recv_exact(sock, 2) == b"hi"
+            stopper.start()
+            assert shutting.wait(TIMEOUT)
+            a.sendall(b"late")
+            assert recv_until_closed(a) == b"bye:late"
+            a.close()  # our FIN ends the server's lingering close
+            wait_until(lambda: engine.count_connections() == 1, what="A's close, B still open")
+            b.sendall(b"later")
+            assert recv_until_closed(b) == b"bye:later"
+        stopper.join(TIMEOUT)
+        assert engine.wait(TIMEOUT)  # the last connection closed: the drain ends before its deadline
+    finally:
+        engine.stop(timeout=TIMEOUT)
 
 
 def _load_app(version: str) -> Any:
