@@ -99,6 +99,22 @@ def test_max_connections_per_source_refuses_one_address_and_serves_another(loops
     assert handler.names().count("open") == 4
 
 
+@pytest.mark.parametrize("balancing", ["reuse-port", "parent"])
+def test_max_connections_per_source_holds_in_a_worker(balancing: str) -> None:
+    options = {"workers": 1, "worker_balancing": balancing, "max_connections_per_source": 1}
+    with serving(Recorder(), "tcp://127.0.0.1:0", **options) as engine:
+        url = engine.addrs[0]
+        with connect_from(url, "127.0.0.1") as kept:
+            kept.sendall(b"kept")
+            assert recv_exact(kept, 4) == b"kept"
+            with connect_from(url, "127.0.0.1") as second:
+                assert refused(second)
+            with connect_from(url, "127.0.0.3") as other:
+                other.sendall(b"other")
+                assert recv_exact(other, 5) == b"other"
+        wait_until(lambda: engine.stats()["refused_per_source"] == 1, what="the worker's count in the parent's stats")
+
+
 def test_max_connections_per_source_counts_the_proxy_headers_address() -> None:
     # Behind a balancer every connection comes from the balancer: the client is the one the header names.
     options = {"max_connections_per_source": 1, "proxy_protocol": "v1"}
