@@ -59,7 +59,8 @@ class EventHandler:
         return Action.CLOSE
 
     def on_drain(self, conn: Conn) -> Action | None:
-        """``conn``'s outbound bytes fell to half of ``write_buffer_cap`` after passing it (reading resumed).
+        """``conn``'s outbound bytes fell to half of ``write_buffer_cap`` after passing it (reading resumed, unless
+        ``backpressure_pause=False`` never held it).
 
         A handler that stops producing while ``conn.outbound_buffered()`` is above ``write_buffer_cap`` resumes
         here: backpressure without polling.

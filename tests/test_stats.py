@@ -14,10 +14,14 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class Scripted(netloop.EventHandler):
-    """Echoes; ``boom`` raises, ``bye`` closes from the handler, ``big:N`` answers N bytes."""
+    """Echoes; ``boom`` raises, ``bye`` closes from the handler, ``big:N`` answers N bytes, ``later`` sets a deadline
+    (0.3 s) that closes it."""
 
     def on_traffic(self, conn: netloop.Conn) -> None:
         data = conn.next()
+        if data == b"later":
+            conn.set_deadline(0.3)
+            return
         if data == b"boom":
             raise RuntimeError("handler failure on purpose")
         if data == b"bye":
@@ -43,7 +47,9 @@ def _int_keys(counts: dict[str, Any]) -> dict[str, int]:
 
 
 def test_counters_match_known_traffic() -> None:
-    with serving(Scripted(), "tcp://127.0.0.1:0", num_event_loop=2, max_connections=4, idle_timeout=0.3) as engine:
+    # A timeout is asked for by the one connection it closes (a deadline): an engine-wide idle_timeout would also
+    # close the held connections below on a machine slow enough to leave them idle that long.
+    with serving(Scripted(), "tcp://127.0.0.1:0", num_event_loop=2, max_connections=4) as engine:
         url = engine.addrs[0]
         # Two echo exchanges of 100 bytes each, then the peer closes: 200 in, 200 out, closed by the peer.
         for _ in range(2):
@@ -58,10 +64,11 @@ def test_counters_match_known_traffic() -> None:
         boom = connect(url)
         boom.sendall(b"boom")
         _closed_by_server(boom)
-        # One says nothing and is closed by idle_timeout.
-        idle = connect(url)
-        wait_until(lambda: engine.stats()["closed_timeout"] == 1, what="the idle timeout")
-        _closed_by_server(idle)
+        # One asks for a deadline and is closed by it (5 in).
+        later = connect(url)
+        later.sendall(b"later")
+        wait_until(lambda: engine.stats()["closed_timeout"] == 1, what="the deadline")
+        _closed_by_server(later)
         # max_connections=4: four held, the fifth refused (accepted and closed at once).
         wait_until(lambda: engine.count_connections() == 0, what="every connection to close")
         held = [connect(url) for _ in range(4)]
@@ -85,7 +92,7 @@ def test_counters_match_known_traffic() -> None:
     assert stats["closed_timeout"] == 1
     assert stats["closed"] == stats["accepted"]
     assert stats["handler_errors"] == 1
-    assert stats["bytes_in"] == 200 + 3 + 4 + 4
+    assert stats["bytes_in"] == 200 + 3 + 4 + 5 + 4
     assert stats["bytes_out"] == 200 + 3 + 4
     assert stats["connections"] == 0
     # Per loop: two loops and the accepting loop (index -1, whose counters are the refused connection's).

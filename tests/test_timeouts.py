@@ -42,11 +42,11 @@ def closes_with(handler: Lines, kind: str) -> None:
 
 def test_idle_timeout_closes_a_silent_connection_and_spares_a_busy_one() -> None:
     handler = Lines()
-    with serving(handler, "tcp://127.0.0.1:0", idle_timeout=0.4) as engine:
+    with serving(handler, "tcp://127.0.0.1:0", idle_timeout=0.6) as engine:
         silent = connect(engine.addrs[0])
         busy = connect(engine.addrs[0])
         pace = threading.Event()
-        for _ in range(8):  # 0.8 s of traffic, a line every 0.1 s: never idle for 0.4 s
+        for _ in range(8):  # 0.8 s of traffic, a line every 0.1 s: never idle for 0.6 s, even on a slow machine
             busy.sendall(b"ping\n")
             assert recv_exact(busy, 5) == b"PING\n"
             pace.wait(0.1)
