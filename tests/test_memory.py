@@ -82,16 +82,28 @@ def _rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _next(lines: queue.Queue[str], prefix: str) -> str:
-    """The rest of the server's next report that starts with ``prefix`` (others are skipped)."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
+class Reports:
+    """The server's reports by their first word: waiting for one kind never drops another (the two loops interleave
+    theirs: a "buffered" can come before the "filling" of the same line)."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, queue.Queue[str]] = {}
+        self.lock = threading.Lock()
+
+    def _queue(self, kind: str) -> queue.Queue[str]:
+        with self.lock:
+            return self.kinds.setdefault(kind, queue.Queue())
+
+    def put(self, line: str) -> None:
+        kind, _, rest = line.partition(" ")
+        self._queue(kind).put(rest)
+
+    def next(self, kind: str) -> str:
+        """The rest of the server's next ``kind`` report."""
         try:
-            line = lines.get(timeout=max(0.001, deadline - time.monotonic()))
+            return self._queue(kind).get(timeout=TIMEOUT)
         except queue.Empty:
-            raise AssertionError(f"no {prefix!r} report from the server in {TIMEOUT}s") from None
-        if line.startswith(prefix):
-            return line[len(prefix) :]
+            raise AssertionError(f"no {kind!r} report from the server in {TIMEOUT}s") from None
 
 
 @pytest.mark.slow
@@ -103,11 +115,11 @@ def test_rss_returns_near_baseline_after_a_non_reading_members_output_is_release
         stdout = proc.stdout
         assert stdout is not None
         _, (host, port) = split(stdout.readline().strip())
-        lines: queue.Queue[str] = queue.Queue()
+        reports = Reports()
 
         def read_reports() -> None:
             for line in stdout:
-                lines.put(line.strip())
+                reports.put(line.strip())
 
         threading.Thread(target=read_reports, daemon=True).start()
         base = _rss(proc.pid)
@@ -117,19 +129,19 @@ def test_rss_returns_near_baseline_after_a_non_reading_members_output_is_release
         sink.settimeout(TIMEOUT)
         sink.connect((host, port))
         sink.sendall(b"sink\n")
-        sink_loop = _next(lines, "sink ")
+        sink_loop = reports.next("sink")
         sender = socket.create_connection((host, port), timeout=TIMEOUT)
         sender.sendall(f"fill {WRITES_PER_LINE}\n".encode() * LINES)
-        assert _next(lines, "filling ") != sink_loop, "the writes cross event loops, as a chat broadcast does"
+        assert reports.next("filling") != sink_loop, "the writes cross event loops, as a chat broadcast does"
         for _ in range(LINES):  # every fill has reached the sink's outbound buffer
-            buffered = int(_next(lines, "buffered ").split()[0])
+            buffered = int(reports.next("buffered").split()[0])
         peak = _rss(proc.pid)
         assert buffered >= GROWTH, f"{buffered} bytes buffered"
         assert peak >= base + GROWTH, f"the server grew by {(peak - base) / 2**20:.0f} MB only"
 
         sink.close()
         sender.close()
-        while _next(lines, "closed ") != "0":
+        while reports.next("closed") != "0":
             pass
         # Freed memory may be given back a little later (a trim may wait for its turn): poll, bounded.
         limit = base + GROWTH // 5
