@@ -415,8 +415,9 @@ def test_a_signal_taken_by_another_thread_still_wakes_the_loop_on_the_main_threa
 
         def take_sigterm_here(main):
             deadline = time.monotonic() + 10
+            pace = threading.Event()
             while not asleep(main) and time.monotonic() < deadline:
-                time.sleep(0.001)
+                pace.wait(0.001)  # a thread's sleep in the kernel has no event to wait on: poll it, bounded
             signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 
         class H(netloop.EventHandler):
