@@ -393,11 +393,8 @@ class EventLoop:
             host = remote[0]
             if not sources.take(host):
                 self.refused_by_source += 1
-                self.closed_by[BY_LIMIT] += 1
-                self.released += 1
                 self.log.debug("netloop: refused a connection from %r: max_connections_per_source", remote)
-                sock.close()
-                self.conn_dropped()
+                self.drop_unopened(sock, BY_LIMIT)
                 return None
             self.sourced[sock.fileno()] = host
         if tls is not None:
@@ -481,6 +478,16 @@ class EventLoop:
             action = None
         if action == Action.SHUTDOWN:
             self.engine_stop()
+        self.conn_dropped()
+
+    def drop_unopened(self, sock: socket.SocketType, cause: int) -> None:
+        """Close an accepted socket the handler never knew of (refused, or its PROXY header failed): counted."""
+        self.closed_by[cause] += 1
+        self.released += 1
+        try:
+            sock.close()
+        except OSError:
+            pass
         self.conn_dropped()
 
     def conn_dropped(self) -> None:

@@ -138,14 +138,8 @@ class ProxyHeaderReader:
         loop = self.loop
         self._forget()
         loop.proxy_failures += 1
-        loop.closed_by[cause] += 1
-        loop.released += 1
         loop.log.debug("netloop: PROXY header from %r refused: %s", self.remote, exc)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        loop.conn_dropped()
+        loop.drop_unopened(self.sock, cause)
 
     def done(self, info: ProxyInfo) -> None:
         """The header is complete: serve the connection as if accepted from the client the header names."""
