@@ -23,12 +23,16 @@ from examples.http_proto import (
     default_parser,
     make_parser,
 )
-from examples.resp_server import address
 
 DATE_REFRESH = 1.0
 """Seconds between refreshes of the Date header (its resolution is one second)."""
 
 log = logging.getLogger(__name__)
+
+
+def address(host: str, port: int) -> str:
+    """The netloop TCP address of ``host`` (a name, IPv4 or IPv6 literal) and ``port``."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 class HttpHandler(netloop.EventHandler):

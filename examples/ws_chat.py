@@ -38,7 +38,6 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 import netloop
-from examples.resp_server import address
 
 MAX_HEAD = 8 * 1024
 MAX_MESSAGE = 64 * 1024
@@ -49,6 +48,11 @@ UNSUPPORTED = 1003
 TOO_BIG = 1009
 
 log = logging.getLogger(__name__)
+
+
+def address(host: str, port: int) -> str:
+    """The netloop TCP address of ``host`` (a name, IPv4 or IPv6 literal) and ``port``."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
