@@ -32,10 +32,10 @@ _NETLOOPS = ("netloop", "netloop-pure")
 _AIO_LOOPS = ("asyncio", "uvloop", "aiofastnet")
 """The contenders ``bench.servers.aio`` serves, each with its ``--loop``."""
 
-_NETLOOP_SERVERS = {"echo": "examples.echo", "http": "examples.http_server", "resp": "examples.resp_server"}
+_NETLOOP_SERVERS = {"echo": "examples.echo", "http": "bench.servers.netloop_http", "resp": "examples.resp_server"}
 _SESSIONS = {
     "echo": (),
-    "http": ("examples.http_proto",),
+    "http": ("bench.http_proto",),
     "resp": ("examples.resp_proto", "examples.resp_commands", "examples.kvstore"),
 }
 

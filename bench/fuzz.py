@@ -2,7 +2,7 @@
 
     python -m bench.fuzz [--cases 100000] [--targets http-python,http-httptools,resp,codec] [--seed N]
 
-Targets: the HTTP example (``python -m examples.http_server``) with each parser, the RESP example's handler, and
+Targets: the benchmark's HTTP server (``bench.servers.netloop_http``) with each parser, the RESP example's handler, and
 netloop's framing codecs (``netloop.codec``) behind a small frame-echo server. Each input is sent in random
 segments on its own connection, then the client half-closes and reads until the server closes. The reply must be
 what the example's own sans-I/O session (or, for the codecs, a byte-at-a-time ``FrameDecoder``) makes of the same
@@ -44,8 +44,8 @@ from pathlib import Path
 
 import netloop
 from bench._servers import HOST, Server
+from bench.http_proto import HttpSession
 from bench.soak import example_server, logged_errors
-from examples.http_proto import HttpSession
 from examples.kvstore import KeyValueStore
 from examples.resp_proto import RespSession, encode_request
 from examples.resp_server import RespHandler, address
@@ -292,7 +292,7 @@ class HttpTarget(Target):
         return [
             sys.executable,
             "-m",
-            "examples.http_server",
+            "bench.servers.netloop_http",
             "--host",
             HOST,
             "--port",

@@ -167,7 +167,7 @@ def serve(proto: str, workers: int, port: int, balancing: str) -> None:
 
         handler = Echo()
     else:
-        from examples.http_server import make_handler
+        from bench.servers.netloop_http import make_handler
 
         handler = make_handler()
         options["ticker"] = True  # the Date header's refresh

@@ -282,7 +282,7 @@ def test_server_commands() -> None:
         "-m", "bench.servers.aio", "--loop", "asyncio", "--proto", "resp", "--host", "127.0.0.1", "--port", "6380"
     ]  # fmt: skip
     assert server_argv("netloop", "http", 8080)[1:] == [
-        "-m", "examples.http_server", "--host", "127.0.0.1", "--port", "8080", "--loops", "1"
+        "-m", "bench.servers.netloop_http", "--host", "127.0.0.1", "--port", "8080", "--loops", "1"
     ]  # fmt: skip
     assert "--appendonly" in server_argv("redis", "resp", 6380)
     with pytest.raises(ValueError):

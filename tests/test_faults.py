@@ -31,9 +31,9 @@ from loopback import TIMEOUT, connect, echo_through, recv_exact, recv_until_clos
 
 import netloop
 from bench.fuzz import fuzz
+from bench.http_proto import HttpSession
+from bench.servers.netloop_http import HttpHandler
 from examples.echo import Echo
-from examples.http_proto import HttpSession
-from examples.http_server import HttpHandler
 from examples.kvstore import KeyValueStore
 from examples.resp_proto import RespSession
 from examples.resp_server import RespHandler

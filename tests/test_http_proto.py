@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from examples import http_proto
-from examples.http_proto import (
+from bench import http_proto
+from bench.http_proto import (
     DATE_CACHE,
     MAX_EMPTY_LINES,
     MAX_HEAD_SIZE,

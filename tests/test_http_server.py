@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import re
 import shutil
 import signal
@@ -18,22 +17,25 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from loopback import TIMEOUT, connect, recv_until_closed, serving, split, wait_until
+from loopback import TIMEOUT, connect, recv_exact, recv_until_closed, serving, split, wait_until
 
 import netloop
 from examples import http_server
-from examples.http_proto import DATE_CACHE, PARSERS
 
 ROOT = Path(__file__).resolve().parent.parent
-AVAILABLE = [name for name in PARSERS if name == "python" or importlib.util.find_spec(name) is not None]
 GET = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
 EPOCH_DATE = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
-@pytest.fixture(params=AVAILABLE)
-def server(request: pytest.FixtureRequest) -> Iterator[netloop.Engine]:
-    """The server with each parser, on an ephemeral loopback port."""
-    with serving(http_server.make_handler(request.param), "tcp://127.0.0.1:0", ticker=True) as engine:
+@pytest.fixture
+def handler() -> http_server.HttpHandler:
+    return http_server.HttpHandler()
+
+
+@pytest.fixture
+def server(handler: http_server.HttpHandler) -> Iterator[netloop.Engine]:
+    """The server on an ephemeral loopback port."""
+    with serving(handler, "tcp://127.0.0.1:0", ticker=True) as engine:
         yield engine
 
 
@@ -164,6 +166,12 @@ def test_request_split_across_writes(server: netloop.Engine) -> None:
         (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2000000\r\n\r\n", 413),
         (b"GET / HTTP/1.1\r\nX-Big: " + b"x" * 10_000 + b"\r\n\r\n", 431),
         (b"GET / HTTP/1.1\r\nX-Endless: " + b"x" * 10_000, 431),  # a header section that never ends
+        (b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
+        (b"GET / HTTP/1.1\nHost: bare-lf\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n folded: line\r\n\r\n", 400),
+        (b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
     ],
 )
 def test_errors_are_answered_then_the_server_closes(server: netloop.Engine, request_bytes: bytes, status: int) -> None:
@@ -176,7 +184,20 @@ def test_errors_are_answered_then_the_server_closes(server: netloop.Engine, requ
     assert b"\r\nConnection: close\r\n" in error
 
 
-def test_date_follows_the_cache(server: netloop.Engine) -> None:
+def test_a_head_of_exactly_max_head_bytes_is_answered_and_one_more_byte_is_a_431(server: netloop.Engine) -> None:
+    def request(size: int) -> bytes:
+        start, end = b"GET / HTTP/1.1\r\nX-Pad: ", b"\r\n\r\n"
+        return start + b"p" * (size - len(start) - len(end)) + end
+
+    with connect(server.addrs[0]) as sock, sock.makefile("rb") as stream:
+        sock.sendall(request(http_server.MAX_HEAD))
+        assert read_response(stream)[::2] == (200, b"Hello, World!")
+        sock.sendall(request(http_server.MAX_HEAD + 1))
+        assert read_response(stream)[0] == 431
+        assert stream.read() == b""
+
+
+def test_date_follows_the_handlers_refresh(server: netloop.Engine, handler: http_server.HttpHandler) -> None:
     client = http.client.HTTPConnection(*host_port(server), timeout=TIMEOUT)
     try:
         client.request("GET", "/")
@@ -186,21 +207,20 @@ def test_date_follows_the_cache(server: netloop.Engine) -> None:
         assert abs(served.timestamp() - time.time()) < 5
 
         def dated_epoch() -> bool:
-            DATE_CACHE.refresh(0)  # a tick may re-date the cache before the request; then try again
+            handler.refresh(0)  # a tick may re-date it before the request; then try again
             client.request("GET", "/")
             response = client.getresponse()
             response.read()
             return response.getheader("Date") == EPOCH_DATE
 
-        wait_until(dated_epoch, what="a response dated by the refreshed cache")
+        wait_until(dated_epoch, what="a response dated by the refreshed Date")
     finally:
         client.close()
-        DATE_CACHE.refresh()
 
 
 def test_ticks_refresh_the_date() -> None:
-    handler = http_server.make_handler(date_refresh=0.01)
-    DATE_CACHE.refresh(0)
+    handler = http_server.HttpHandler(date_refresh=0.01)
+    handler.refresh(0)
     with serving(handler, "tcp://127.0.0.1:0", ticker=True) as engine:
         client = http.client.HTTPConnection(*host_port(engine), timeout=TIMEOUT)
 
@@ -214,11 +234,11 @@ def test_ticks_refresh_the_date() -> None:
             wait_until(dated_now, what="on_tick to refresh the Date header")
         finally:
             client.close()
-    assert DATE_CACHE.date != EPOCH_DATE.encode()
+    assert handler.date != EPOCH_DATE.encode()
 
 
 def test_start_serves_in_the_background_with_the_ticker() -> None:
-    engine = http_server.start(port=0, handler=http_server.make_handler("python"))
+    engine = http_server.start(port=0)
     try:
         with connect(engine.addrs[0]) as sock, sock.makefile("rb") as stream:
             sock.sendall(GET)
@@ -226,11 +246,6 @@ def test_start_serves_in_the_background_with_the_ticker() -> None:
     finally:
         engine.stop(timeout=TIMEOUT)
         assert engine.wait(TIMEOUT)
-
-
-def test_an_unknown_parser_is_refused_up_front() -> None:
-    with pytest.raises(ValueError, match="unknown HTTP parser"):
-        http_server.make_handler("nope")
 
 
 @pytest.mark.slow
@@ -262,7 +277,7 @@ def test_the_command_line_serves_until_sigterm() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.http_server", "--port", str(port), "--parser", "python"],
+        [sys.executable, "-m", "examples.http_server", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -296,32 +311,26 @@ def test_the_command_line_serves_until_sigterm() -> None:
 
 def test_a_client_that_pipelines_without_reading_is_held_at_the_high_water_mark() -> None:
     """Requests wait (unread) while the answers pass write_buffer_cap, and are answered once the client reads."""
-    import socket as socket_module
-
-    from loopback import recv_exact, serving
-
-    from examples.http_server import make_handler
-
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     count = 3000
-    with serving(make_handler("python"), "tcp://127.0.0.1:0", write_buffer_cap=64 * 1024) as engine:
-        host, port = engine.addrs[0][len("tcp://") :].rsplit(":", 1)
-        with socket_module.create_connection((host, int(port)), timeout=10) as sock:
-            sender = threading.Thread(target=sock.sendall, args=(request * count,))
-            sender.start()
-            first = recv_exact(sock, 64)
-            assert first.startswith(b"HTTP/1.1 200")
-            got = len(first)
-            while got < count * 100:  # read on: every request is answered in the end
-                chunk = sock.recv(1 << 16)
-                assert chunk
-                got += len(chunk)
-            sender.join(10)
+    with (
+        serving(http_server.HttpHandler(), "tcp://127.0.0.1:0", write_buffer_cap=64 * 1024) as engine,
+        connect(engine.addrs[0]) as sock,
+    ):
+        sender = threading.Thread(target=sock.sendall, args=(request * count,))
+        sender.start()
+        first = recv_exact(sock, 64)
+        assert first.startswith(b"HTTP/1.1 200")
+        got = len(first)
+        while got < count * 100:  # read on: every request is answered in the end
+            chunk = sock.recv(1 << 16)
+            assert chunk
+            got += len(chunk)
+        sender.join(10)
 
 
-@pytest.mark.parametrize("parser", PARSERS)
-def test_draining_answers_the_next_request_with_connection_close(parser: str) -> None:
-    handler = http_server.make_handler(parser)
+def test_draining_answers_the_next_request_with_connection_close() -> None:
+    handler = http_server.HttpHandler()
     engine = netloop.start(handler, "tcp://127.0.0.1:0", drain_timeout=5.0)
     sock = connect(engine.addrs[0])
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

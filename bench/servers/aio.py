@@ -84,7 +84,7 @@ def protocol_factory(proto: str, loop: asyncio.AbstractEventLoop) -> Callable[[]
     if proto == "echo":
         return EchoProtocol
     if proto == "http":
-        from examples import http_proto
+        from bench import http_proto
 
         _every(loop, DATE_REFRESH_S, http_proto.DATE_CACHE.refresh)
         return lambda: SessionProtocol(http_proto.HttpSession())

@@ -1,10 +1,11 @@
-"""Sans-I/O HTTP/1.1 for the plaintext showcase server: request bytes in, canned response bytes out.
+"""Sans-I/O HTTP/1.1 for the benchmark's plaintext servers: request bytes in, canned response bytes out.
 
 Nothing here touches a socket. :class:`HttpSession` takes the bytes a connection received and returns the
 responses to every request they complete, concatenated so that a transport writes once per batch, plus
 whether the connection must close after them. Every request gets ``Hello, World!`` whatever its path; a
 request body is read and thrown away. The same session class serves the netloop server and any other
-transport wrapped around it (the benchmark wraps it in asyncio and uvloop), so only the transport differs.
+transport wrapped around it (``bench.servers.netloop_http`` on netloop, ``bench.servers.aio`` on asyncio and
+uvloop), so only the transport differs. The HTTP example users copy is ``examples/http_server.py``.
 
 Two parsers sit behind one interface, :class:`RequestParser`: :class:`HttptoolsParser` drives llhttp
 through ``httptools``, :class:`PythonParser` is pure Python. :func:`make_parser` picks httptools when it is
