@@ -113,6 +113,9 @@ class HttpHandler(netloop.EventHandler):
     def on_open(self, conn: netloop.Conn) -> None:
         conn.context = Session()
 
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> None:
+        conn.context = None  # the session goes now, even while the loop still holds the closed Conn for a while
+
     def on_shutdown(self, engine: netloop.Engine) -> None:
         self.draining = True  # with drain_timeout: each connection's next answer ends it
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import re
 import shutil
@@ -348,3 +349,22 @@ def test_draining_answers_the_next_request_with_connection_close() -> None:
     stopping.join(TIMEOUT)
     assert engine.wait(TIMEOUT)
     assert engine.stats()["closed_shutdown"] == 1
+
+
+def test_short_connections_leave_no_session_behind_without_the_collector(server: netloop.Engine) -> None:
+    """Each closed connection's session is freed at once (by reference counting), not by a later gc pass."""
+
+    def sessions() -> int:
+        return sum(1 for obj in gc.get_objects() if type(obj) is http_server.Session)
+
+    gc.disable()  # only reference counting may free them
+    try:
+        baseline = sessions()
+        for _ in range(200):
+            with connect(server.addrs[0]) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                assert recv_until_closed(sock).endswith(b"Hello, World!")
+        wait_until(lambda: server.count_connections() == 0, what="the server to close every connection")
+        assert sessions() <= baseline
+    finally:
+        gc.enable()
