@@ -9,9 +9,10 @@ owns its connection: a broadcast frame is encoded once and written to each membe
 thread-safe write (server-to-client frames are unmasked, so the same bytes serve every member).
 
 Bounds: a request head over ``MAX_HEAD`` bytes gets 431; a message over ``MAX_MESSAGE`` bytes (however fragmented)
-closes the connection with 1009; a member that stops reading is cut off at ``LIMITS["write_buffer_limit"]`` of
-unsent output. Protocol errors (an unmasked client frame, a bad opcode, invalid UTF-8) close with the code wsproto
-chooses (1002, 1007). Pings are answered with pongs. A server that stops says 1001 (going away) to every member.
+closes the connection with 1009, and one in over ``MAX_FRAGMENTS`` frames (empty ones cost 6 bytes) with 1008; a
+member that stops reading is cut off at ``LIMITS["write_buffer_limit"]`` of unsent output. Protocol errors (an
+unmasked client frame, a bad opcode, invalid UTF-8) close with the code wsproto chooses (1002, 1007). Pings are
+answered with pongs. A server that stops says 1001 (going away) to every member.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ import netloop
 
 MAX_HEAD = 8 * 1024
 MAX_MESSAGE = 64 * 1024
+MAX_FRAGMENTS = 1024
 MAX_NAME = 32
 LIMITS = {"write_buffer_cap": 256 * 1024, "write_buffer_limit": 1024 * 1024}
 GOING_AWAY = 1001
 UNSUPPORTED = 1003
+POLICY = 1008
 TOO_BIG = 1009
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,7 @@ def page() -> bytes:
 class Member:
     """One connection's state: the request head while it is HTTP, then its wsproto connection and message parts."""
 
-    __slots__ = ("head", "name", "parts", "size", "ws")
+    __slots__ = ("fragments", "head", "name", "parts", "size", "ws")
 
     def __init__(self) -> None:
         self.head = b""
@@ -94,6 +97,7 @@ class Member:
         self.name = ""
         self.parts: list[str] = []
         self.size = 0
+        self.fragments = 0
 
 
 class WsChat(netloop.EventHandler):
@@ -184,13 +188,18 @@ class WsChat(netloop.EventHandler):
         for event in ws.events():
             if isinstance(event, TextMessage):
                 member.size += len(event.data)
+                member.fragments += 1
                 if member.size > MAX_MESSAGE:
                     log.info("ws_chat: %s sent a message over %d bytes; closing with 1009", member.name, MAX_MESSAGE)
                     return self._close(conn, ws, TOO_BIG, "message too big")
-                member.parts.append(event.data)
+                if member.fragments > MAX_FRAGMENTS:  # empty frames cost nothing to send: count them too
+                    log.info("ws_chat: %s sent a message in over %d frames; closing", member.name, MAX_FRAGMENTS)
+                    return self._close(conn, ws, POLICY, "too many fragments")
+                if event.data:
+                    member.parts.append(event.data)
                 if event.message_finished:
                     text = "".join(member.parts)
-                    member.parts, member.size = [], 0
+                    member.parts, member.size, member.fragments = [], 0, 0
                     self._said(conn, member, text)
             elif isinstance(event, BytesMessage):
                 return self._close(conn, ws, UNSUPPORTED, "text messages only")

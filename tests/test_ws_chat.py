@@ -164,6 +164,32 @@ def test_an_oversized_message_closes_with_1009(chat: netloop.Engine) -> None:
         other.close()
 
 
+def test_a_message_in_too_many_fragments_closes_with_1008(chat: netloop.Engine) -> None:
+    """Empty continuation frames cost the sender 6 bytes each: their count is bounded, not only their bytes."""
+    client = Client(chat.addrs[0])
+    other = Client(chat.addrs[0])
+    try:
+        mask = b"\x00" * 4  # masked, empty: a text frame that does not finish, then empty continuations
+        client.sock.sendall(b"\x01\x80" + mask + (b"\x00\x80" + mask) * (ws_chat.MAX_FRAGMENTS + 10))
+        assert _close_code(client) == 1008
+        other.send(Message(data="still here"))
+        assert other.message_of("message")["text"] == "still here"
+    finally:
+        client.close()
+        other.close()
+
+
+def test_a_message_of_max_fragments_is_delivered(chat: netloop.Engine) -> None:
+    alice, bob = Client(chat.addrs[0]), Client(chat.addrs[0])
+    try:
+        for i in range(ws_chat.MAX_FRAGMENTS):
+            alice.send(Message(data="x" if i % 2 else "", message_finished=i == ws_chat.MAX_FRAGMENTS - 1))
+        assert bob.message_of("message")["text"] == "x" * (ws_chat.MAX_FRAGMENTS // 2)
+    finally:
+        alice.close()
+        bob.close()
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
