@@ -9,7 +9,8 @@ waiting to be sent (``--high-water``), the proxy stops reading the other side, a
 memory. No polling. The engine runs with ``backpressure_pause=False``, so the core does not also stop reading a side
 whose own queue is full: that would deadlock when both directions fill at once. Bytes a client sends while the
 upstream is still connecting are kept and sent once it connects. When either side ends, the other is closed after
-its pending bytes are flushed.
+its pending bytes are flushed; when either half-closes (``on_eof``), the other side's write half is shut after
+its queued bytes, and the other direction carries on.
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ class Proxy(netloop.EventHandler):
             # holds the peer's outbound above its high-water mark, so the peer's on_drain comes.
             side.paused = True
             conn.pause_reading()
+        return None
+
+    def on_eof(self, conn: netloop.Conn) -> netloop.Action | None:
+        """``conn``'s end half-closed: pass its FIN on once the bytes queued for the peer are out, and keep carrying
+        the other direction (the pair closes when both ends have ended)."""
+        peer: netloop.Conn = conn.context.peer
+        if peer.closed:
+            return netloop.Action.CLOSE
+        peer.shutdown_write()
         return None
 
     def on_drain(self, conn: netloop.Conn) -> netloop.Action | None:

@@ -217,6 +217,66 @@ def test_upstream_closing_closes_client() -> None:
         assert sock.recv(1) == b""
 
 
+def half_closed_round_trip(address: str, payload: bytes) -> bytes:
+    """Send all of ``payload``, half-close (SHUT_WR), and read until the other end closes."""
+    with connect(address) as sock:
+        received = bytearray()
+
+        def read() -> None:
+            while chunk := sock.recv(1 << 16):
+                received.extend(chunk)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        reader.join(TIMEOUT)
+        assert not reader.is_alive(), f"the proxy never closed ({len(received)} of {len(payload)} bytes back)"
+        return bytes(received)
+
+
+def test_a_client_half_close_lets_every_echoed_byte_come_back(echo: str) -> None:
+    payload = random.Random(2).randbytes(4 * 1024 * 1024)
+    with proxied(echo) as proxy:
+        assert half_closed_round_trip(proxy, payload) == payload
+
+
+def test_a_half_close_while_the_upstream_is_still_connecting_is_passed_on(echo: str) -> None:
+    with proxied(echo) as proxy:
+        for i in range(20):  # sent and ended at once: the FIN often reaches the proxy before the upstream connects
+            assert half_closed_round_trip(proxy, b"early %d" % i) == b"early %d" % i
+
+
+class Greeter(netloop.EventHandler):
+    """Sends its greeting, half-closes, and keeps reading what the client says until the client ends too."""
+
+    def __init__(self, greeting: bytes) -> None:
+        self.greeting = greeting
+        self.heard: queue.Queue[bytes] = queue.Queue()
+
+    def on_open(self, conn: netloop.Conn) -> None:
+        conn.context = bytearray()
+        conn.write(self.greeting)
+        conn.shutdown_write()
+
+    def on_traffic(self, conn: netloop.Conn) -> None:
+        conn.context += conn.next()
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> None:
+        self.heard.put(bytes(conn.context))
+
+
+def test_an_upstream_half_close_still_carries_what_the_client_sends_after_it() -> None:
+    greeting = random.Random(3).randbytes(1024 * 1024)
+    upstream = Greeter(greeting)
+    with listening(upstream) as address, proxied(address) as proxy, connect(proxy) as sock:
+        assert recv_exact(sock, len(greeting)) == greeting
+        assert sock.recv(1) == b""  # the upstream's FIN, passed on
+        sock.sendall(b"still talking")
+        sock.shutdown(socket.SHUT_WR)
+        assert upstream.heard.get(timeout=TIMEOUT) == b"still talking"
+
+
 def test_unreachable_upstream_closes_client() -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused
