@@ -142,13 +142,14 @@ class HttpHandler(netloop.EventHandler):
                 session.body -= conn.discard(min(session.body, conn.inbound_buffered()))
                 if session.body:
                     return False
-                out.append(self.response(200, session.keep_alive, head_only=session.head_only))
-                if not session.keep_alive:
+                if self.done(conn, session, out):
                     return True
             data = conn.peek(min(conn.inbound_buffered(), MAX_HEAD))
             if data[:1] in (b"\r", b"\n"):  # empty lines before a request line are skipped
                 conn.discard(len(data) - len(data.lstrip(b"\r\n")))
                 continue
+            if data:
+                conn.start_message()  # read_timeout now bounds this request, head and body (a no-op if started)
             end = data.find(b"\r\n\r\n")
             if end < 0:
                 if len(data) == MAX_HEAD:
@@ -158,10 +159,14 @@ class HttpHandler(netloop.EventHandler):
                 out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
             session.keep_alive &= not self.draining
             conn.discard(end + 4)
-            if not session.body:
-                out.append(self.response(200, session.keep_alive, head_only=session.head_only))
-                if not session.keep_alive:
-                    return True
+            if not session.body and self.done(conn, session, out):
+                return True
+
+    def done(self, conn: netloop.Conn, session: Session, out: list[bytes]) -> bool:
+        """The request is complete: answer it; True when the connection closes after the answer."""
+        conn.end_message()
+        out.append(self.response(200, session.keep_alive, head_only=session.head_only))
+        return not session.keep_alive
 
     def response(self, status: int, keep_alive: bool, body: bytes = b"Hello, World!", head_only: bool = False) -> bytes:
         head = b"HTTP/1.1 %d %b\r\nServer: netloop\r\nDate: %b\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"

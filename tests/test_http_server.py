@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import http.client
+import queue
 import re
 import shutil
 import signal
@@ -368,3 +369,66 @@ def test_short_connections_leave_no_session_behind_without_the_collector(server:
         assert sessions() <= baseline
     finally:
         gc.enable()
+
+
+def test_requests_that_stall_or_trickle_are_closed_at_read_timeout_while_others_are_served() -> None:
+    """read_timeout runs from a request's first byte: a head that stops, a head or a body that trickles in a byte
+    every 0.2 s, are all closed within read_timeout (plus a margin); a keep-alive client is served meanwhile, and
+    again after idling past read_timeout between two requests."""
+    read_timeout, margin = 0.5, 0.5
+    stop = threading.Event()  # paces the tricklers; set at the end so none outlives the test
+    closed_after: queue.Queue[float] = queue.Queue()
+
+    def trickle(sock: socket.socket, first: bytes, rest: bytes, began: float) -> None:
+        try:
+            sock.sendall(first)
+            for byte in rest:
+                if stop.wait(0.2):
+                    return
+                sock.sendall(bytes([byte]))
+        except OSError:
+            pass  # closed by the server: the reader below times it
+
+    def watch(sock: socket.socket, began: float) -> None:
+        try:
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        closed_after.put(time.monotonic() - began)
+
+    with serving(http_server.HttpHandler(), "tcp://127.0.0.1:0", read_timeout=read_timeout) as engine:
+        socks = [connect(engine.addrs[0]) for _ in range(20 + 5 + 2)]
+        threads = []
+        began = time.monotonic()
+        for i, sock in enumerate(socks):
+            if i < 20:  # a head that stops
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: stall\r\n")
+                jobs = [threading.Thread(target=watch, args=(sock, began))]
+            elif i < 25:  # a head that trickles
+                head = b"GET / HTTP/1.1\r\nX-Slow: " + b"s" * 100
+                jobs = [threading.Thread(target=trickle, args=(sock, head[:1], head[1:], began))]
+                jobs.append(threading.Thread(target=watch, args=(sock, began)))
+            else:  # a complete head, then a body that trickles
+                head = b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n"
+                jobs = [threading.Thread(target=trickle, args=(sock, head, b"b" * 100, began))]
+                jobs.append(threading.Thread(target=watch, args=(sock, began)))
+            for job in jobs:
+                job.start()
+            threads += jobs
+        try:
+            with connect(engine.addrs[0]) as idle, idle.makefile("rb") as stream:  # served meanwhile
+                idle.sendall(GET)
+                assert read_response(stream)[::2] == (200, b"Hello, World!")
+                answered = time.monotonic()
+                times = [closed_after.get(timeout=TIMEOUT) for _ in socks]
+                threading.Event().wait(answered + read_timeout + 0.1 - time.monotonic())  # the idle span measured
+                idle.sendall(GET)  # idle between requests past read_timeout: no request was in progress
+                assert read_response(stream)[::2] == (200, b"Hello, World!")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(TIMEOUT)
+            for sock in socks:
+                sock.close()
+    assert max(times) < read_timeout + margin, sorted(times)
