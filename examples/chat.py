@@ -68,6 +68,10 @@ class Chat(netloop.EventHandler):
                 with self.lock:
                     name = self.members[conn]
                 self.broadcast(f"{name}: {line}", conn)
+        if conn.inbound_buffered():
+            conn.start_message()  # a line has begun: with read_timeout it must end in time, however slowly it comes
+        else:
+            conn.end_message()
         return None
 
     def on_close(self, conn: netloop.Conn, err: BaseException | None) -> netloop.Action | None:
@@ -83,10 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7000)
     parser.add_argument("--loops", type=int, default=4)
+    parser.add_argument("--read-timeout", type=float, default=60.0, help="seconds a line may take to arrive")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.info("chat on tcp://%s:%d with %d event loops", args.host, args.port, args.loops)
-    netloop.run(Chat(), f"tcp://{args.host}:{args.port}", num_event_loop=args.loops, **LIMITS)
+    address = f"tcp://{args.host}:{args.port}"
+    netloop.run(Chat(), address, num_event_loop=args.loops, read_timeout=args.read_timeout, **LIMITS)
 
 
 if __name__ == "__main__":

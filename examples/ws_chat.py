@@ -121,6 +121,7 @@ class WsChat(netloop.EventHandler):
 
     def _http(self, conn: netloop.Conn, member: Member) -> netloop.Action | None:
         member.head += conn.next()
+        conn.start_message()  # with read_timeout, the head must arrive whole in time, however slowly it comes
         end = member.head.find(b"\r\n\r\n")
         if end < 0:
             if len(member.head) > MAX_HEAD:
@@ -129,6 +130,7 @@ class WsChat(netloop.EventHandler):
             return None
         head, rest = member.head[: end + 4], member.head[end + 4 :]
         member.head = b""
+        conn.end_message()
         if len(head) > MAX_HEAD:
             conn.write(http_response("431 Request Header Fields Too Large", b"request head too large\n"))
             return netloop.Action.CLOSE
@@ -198,9 +200,12 @@ class WsChat(netloop.EventHandler):
                 if event.data:
                     member.parts.append(event.data)
                 if event.message_finished:
+                    conn.end_message()
                     text = "".join(member.parts)
                     member.parts, member.size, member.fragments = [], 0, 0
                     self._said(conn, member, text)
+                else:
+                    conn.start_message()  # a fragmented message must end within read_timeout too
             elif isinstance(event, BytesMessage):
                 return self._close(conn, ws, UNSUPPORTED, "text messages only")
             elif isinstance(event, Ping):
@@ -269,10 +274,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--loops", type=int, default=2, help="event loops (threads); 0 means one per CPU")
+    parser.add_argument("--read-timeout", type=float, default=10.0, help="seconds a request or message may take")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log.info("WebSocket chat on http://%s:%d/", args.host, args.port)
-    netloop.run(WsChat(), address(args.host, args.port), num_event_loop=args.loops, multicore=args.loops == 0, **LIMITS)
+    options = {**LIMITS, "read_timeout": args.read_timeout}
+    netloop.run(
+        WsChat(), address(args.host, args.port), num_event_loop=args.loops, multicore=args.loops == 0, **options
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from loopback import connect, serving, wait_until
 
@@ -113,3 +114,40 @@ def test_a_member_that_never_reads_is_cut_off_and_the_rest_chat_on() -> None:
         reader.join(10)
         for sock in (silent, talker, listener):
             sock.close()
+
+
+def test_a_line_that_trickles_in_is_closed_at_read_timeout_and_the_rest_chat_on() -> None:
+    read_timeout = 0.5
+    stop = threading.Event()
+    with serving(Chat(), "tcp://127.0.0.1:0", read_timeout=read_timeout) as engine:
+        gbuf = bytearray()
+        good = connect(engine.addrs[0])
+        _line(good, gbuf)
+        slow = connect(engine.addrs[0])
+        began = time.monotonic()
+
+        def trickle() -> None:  # a byte every 0.2 s: never quiet for read_timeout, never a whole line
+            try:
+                while not stop.wait(0.2):
+                    slow.sendall(b"x")
+            except OSError:
+                pass
+
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        try:
+            try:
+                while slow.recv(4096):
+                    pass
+            except OSError:
+                pass
+            assert time.monotonic() - began < read_timeout + 0.5
+            good.sendall(b"/who\n")
+            reply = _line(good, gbuf)
+            while not reply.startswith("* here:"):  # the slow member's joined/left notices come first
+                reply = _line(good, gbuf)
+        finally:
+            stop.set()
+            trickler.join(5)
+            slow.close()
+            good.close()

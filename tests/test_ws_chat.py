@@ -6,6 +6,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,3 +280,50 @@ def test_frame_encoding_lengths() -> None:
             assert data[1] == 126 and struct.unpack("!H", data[2:4])[0] == size
         else:
             assert data[1] == 127 and struct.unpack("!Q", data[2:10])[0] == size
+
+
+def _closed_after(sock: socket.socket, began: float) -> float:
+    """Seconds from ``began`` until the server closed ``sock`` (read until EOF or reset)."""
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    return time.monotonic() - began
+
+
+def test_an_upgrade_or_a_message_that_never_completes_is_closed_at_read_timeout() -> None:
+    read_timeout = 0.5
+    engine = ws_chat.start(loops=1, read_timeout=read_timeout)
+    stop = threading.Event()
+    try:
+        head = b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100
+        slow = connect(engine.addrs[0])
+        member = Client(engine.addrs[0])
+        began = time.monotonic()
+
+        def trickle() -> None:  # a byte every 0.2 s: never quiet for read_timeout, never a whole head
+            try:
+                for byte in head:
+                    slow.sendall(bytes([byte]))
+                    if stop.wait(0.2):
+                        return
+            except OSError:
+                pass
+
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        member.send(Message(data="half a message", message_finished=False))
+        healthy = Client(engine.addrs[0])  # served meanwhile
+        healthy.send(Message(data="still here"))
+        assert healthy.message_of("message")["text"] == "still here"
+        assert _closed_after(slow, began) < read_timeout + 0.5
+        assert _closed_after(member.sock, began) < read_timeout + 0.5
+        healthy.close()
+    finally:
+        stop.set()
+        engine.stop(timeout=TIMEOUT)
+        engine.wait(TIMEOUT)
+    trickler.join(TIMEOUT)
+    slow.close()
+    member.close()
