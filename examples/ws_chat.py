@@ -1,18 +1,14 @@
-"""A chat in the browser: one port serves the page (GET /) and a WebSocket endpoint (GET /ws, RFC 6455).
+"""A chat in the browser over WebSocket: one broadcast frame, encoded once, reaches members on every event loop.
 
-    python -m examples.ws_chat --port 8000 [--host 127.0.0.1] [--loops 4]
+    python -m examples.ws_chat --port 8000 [--host 127.0.0.1] [--loops 4] [--read-timeout 10]
     # then open http://127.0.0.1:8000/ in two browser tabs
 
-The WebSocket protocol is the sans-I/O ``wsproto`` library: this module parses the HTTP request head (bounded),
-hands the upgrade to wsproto, and moves bytes. A message typed in one tab reaches every member, whichever event loop
-owns its connection: a broadcast frame is encoded once and written to each member with ``conn.async_write``, the
-thread-safe write (server-to-client frames are unmasked, so the same bytes serve every member).
-
-Bounds: a request head over ``MAX_HEAD`` bytes gets 431; a message over ``MAX_MESSAGE`` bytes (however fragmented)
-closes the connection with 1009, and one in over ``MAX_FRAGMENTS`` frames (empty ones cost 6 bytes) with 1008; a
-member that stops reading is cut off at ``LIMITS["write_buffer_limit"]`` of unsent output. Protocol errors (an
-unmasked client frame, a bad opcode, invalid UTF-8) close with the code wsproto chooses (1002, 1007). Pings are
-answered with pongs. A server that stops says 1001 (going away) to every member.
+One port serves the page (GET /) and the WebSocket endpoint (GET /ws, RFC 6455, framed by the sans-I/O ``wsproto``).
+A broadcast goes to each member with ``conn.async_write``, the thread-safe write; server frames are unmasked, so the
+same bytes serve everyone. Bounds: a request head over ``MAX_HEAD`` bytes gets 431; a message over ``MAX_MESSAGE``
+bytes closes with 1009, one in over ``MAX_FRAGMENTS`` frames (empty ones cost 6 bytes) with 1008; a head or a
+fragmented message must arrive within ``--read-timeout``; a member that stops reading is cut off at
+``LIMITS["write_buffer_limit"]``. Protocol errors close with wsproto's code (1002, 1007); a stopping server says 1001.
 """
 
 from __future__ import annotations
@@ -24,18 +20,12 @@ import json
 import logging
 import struct
 import threading
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Request,
-    TextMessage,
-)
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage
 from wsproto.utilities import RemoteProtocolError
 
 import netloop
@@ -70,34 +60,25 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + payload
 
 
-def close_frame(code: int, reason: str = "") -> bytes:
-    return frame(0x8, struct.pack("!H", code) + reason.encode()[:120])
+def answer(
+    conn: netloop.Conn, status: str, body: bytes = b"", kind: str = "text/plain", extra: str = ""
+) -> netloop.Action:
+    """Write a whole HTTP response (the status line's text is the default body); the connection closes after it."""
+    body = body or f"{status}\n".encode()
+    head = f"HTTP/1.1 {status}\r\nContent-Type: {kind}; charset=utf-8\r\nContent-Length: {len(body)}\r\n{extra}"
+    conn.write(head.encode() + b"Connection: close\r\n\r\n" + body)
+    return netloop.Action.CLOSE
 
 
-def http_response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8", extra: str = "") -> bytes:
-    head = (
-        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-def page() -> bytes:
-    return resources.files("examples").joinpath("ws_chat.html").read_bytes()
-
-
+@dataclass(slots=True)
 class Member:
-    """One connection's state: the request head while it is HTTP, then its wsproto connection and message parts."""
+    """One connection's state: its wsproto connection once upgraded, its name, and the message being received."""
 
-    __slots__ = ("fragments", "head", "name", "parts", "size", "ws")
-
-    def __init__(self) -> None:
-        self.head = b""
-        self.ws: WSConnection | None = None
-        self.name = ""
-        self.parts: list[str] = []
-        self.size = 0
-        self.fragments = 0
+    ws: WSConnection | None = None
+    name: str = ""
+    parts: list[str] = field(default_factory=list)
+    size: int = 0
+    fragments: int = 0
 
 
 class WsChat(netloop.EventHandler):
@@ -107,8 +88,6 @@ class WsChat(netloop.EventHandler):
         self.lock = threading.Lock()
         self.members: dict[netloop.Conn, str] = {}
         self.count = 0
-
-    # -- HTTP, then the upgrade -----------------------------------------------------------------------------
 
     def on_open(self, conn: netloop.Conn) -> None:
         conn.context = Member()
@@ -120,34 +99,25 @@ class WsChat(netloop.EventHandler):
         return self._websocket(conn, member, conn.next())
 
     def _http(self, conn: netloop.Conn, member: Member) -> netloop.Action | None:
-        member.head += conn.next()
         conn.start_message()  # with read_timeout, the head must arrive whole in time, however slowly it comes
-        end = member.head.find(b"\r\n\r\n")
+        data = conn.peek(min(conn.inbound_buffered(), MAX_HEAD))  # the head waits in netloop's buffer
+        end = data.find(b"\r\n\r\n")
         if end < 0:
-            if len(member.head) > MAX_HEAD:
-                conn.write(http_response("431 Request Header Fields Too Large", b"request head too large\n"))
-                return netloop.Action.CLOSE
-            return None
-        head, rest = member.head[: end + 4], member.head[end + 4 :]
-        member.head = b""
+            return None if len(data) < MAX_HEAD else answer(conn, "431 Request Header Fields Too Large")
         conn.end_message()
-        if len(head) > MAX_HEAD:
-            conn.write(http_response("431 Request Header Fields Too Large", b"request head too large\n"))
-            return netloop.Action.CLOSE
+        head = data[: end + 4]
+        conn.discard(end + 4)
         line = head.split(b"\r\n", 1)[0].split(b" ")
         if len(line) != 3 or line[0] != b"GET" or not line[2].startswith(b"HTTP/1."):
-            conn.write(http_response("400 Bad Request", b"bad request\n"))
-            return netloop.Action.CLOSE
+            return answer(conn, "400 Bad Request")
         path = line[1].split(b"?", 1)[0]
         if path == b"/":
-            conn.write(http_response("200 OK", page(), "text/html; charset=utf-8"))
-            return netloop.Action.CLOSE
-        if path != b"/ws":
-            conn.write(http_response("404 Not Found", b"not found\n"))
-            return netloop.Action.CLOSE
-        return self._upgrade(conn, member, head, rest)
+            return answer(
+                conn, "200 OK", resources.files("examples").joinpath("ws_chat.html").read_bytes(), "text/html"
+            )
+        return self._upgrade(conn, member, head) if path == b"/ws" else answer(conn, "404 Not Found")
 
-    def _upgrade(self, conn: netloop.Conn, member: Member, head: bytes, rest: bytes) -> netloop.Action | None:
+    def _upgrade(self, conn: netloop.Conn, member: Member, head: bytes) -> netloop.Action | None:
         ws = WSConnection(ConnectionType.SERVER)
         try:
             ws.receive_data(head)
@@ -156,11 +126,8 @@ class WsChat(netloop.EventHandler):
             return self._reject(conn, str(exc))
         if request is None:
             return self._reject(conn, "not a WebSocket upgrade")
-        headers = dict(request.extra_headers)
-        if headers.get(b"sec-websocket-version") != b"13":
-            return self._reject(conn, "unsupported Sec-WebSocket-Version (13 is)")
-        try:
-            key = base64.b64decode(headers.get(b"sec-websocket-key", b""), validate=True)
+        try:  # wsproto checks the version and that a key is there, not the key itself
+            key = base64.b64decode(dict(request.extra_headers).get(b"sec-websocket-key", b""), validate=True)
         except binascii.Error:
             key = b""
         if len(key) != 16:
@@ -171,17 +138,16 @@ class WsChat(netloop.EventHandler):
             self.count += 1
             member.name = f"guest{self.count}"
             self.members[conn] = member.name
-        self._send(conn, {"type": "welcome", "name": member.name, "loop": conn.event_loop.index})
+        welcome = {"type": "welcome", "name": member.name, "loop": conn.event_loop.index}
+        conn.write(frame(0x1, json.dumps(welcome).encode()))
         self.broadcast({"type": "joined", "name": member.name})
-        return self._websocket(conn, member, rest) if rest else None
+        return self._websocket(conn, member, conn.next()) if conn.inbound_buffered() else None
 
     def _reject(self, conn: netloop.Conn, why: str) -> netloop.Action:
         log.debug("ws_chat: refused an upgrade from %r: %s", conn.remote_addr, why)
-        body = f"400 Bad Request: {why}\n".encode()
-        conn.write(http_response("400 Bad Request", body, extra="Sec-WebSocket-Version: 13\r\n"))
-        return netloop.Action.CLOSE
-
-    # -- WebSocket -------------------------------------------------------------------------------------------
+        return answer(
+            conn, "400 Bad Request", f"400 Bad Request: {why}\n".encode(), extra="Sec-WebSocket-Version: 13\r\n"
+        )
 
     def _websocket(self, conn: netloop.Conn, member: Member, data: bytes) -> netloop.Action | None:
         ws = member.ws
@@ -192,10 +158,8 @@ class WsChat(netloop.EventHandler):
                 member.size += len(event.data)
                 member.fragments += 1
                 if member.size > MAX_MESSAGE:
-                    log.info("ws_chat: %s sent a message over %d bytes; closing with 1009", member.name, MAX_MESSAGE)
                     return self._close(conn, ws, TOO_BIG, "message too big")
                 if member.fragments > MAX_FRAGMENTS:  # empty frames cost nothing to send: count them too
-                    log.info("ws_chat: %s sent a message in over %d frames; closing", member.name, MAX_FRAGMENTS)
                     return self._close(conn, ws, POLICY, "too many fragments")
                 if event.data:
                     member.parts.append(event.data)
@@ -218,6 +182,7 @@ class WsChat(netloop.EventHandler):
         return None
 
     def _close(self, conn: netloop.Conn, ws: WSConnection, code: int, reason: str) -> netloop.Action:
+        log.info("ws_chat: closing %r with %d: %s", conn.remote_addr, code, reason)
         conn.write(ws.send(CloseConnection(code=code, reason=reason)))
         return netloop.Action.CLOSE
 
@@ -231,19 +196,18 @@ class WsChat(netloop.EventHandler):
             return
         self.broadcast({"type": "message", "from": member.name, "text": text})
 
-    def _send(self, conn: netloop.Conn, message: dict[str, Any]) -> None:
-        conn.write(frame(0x1, json.dumps(message).encode()))
-
     def broadcast(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every member, on whichever loop it is (one encoded frame for all)."""
-        data = frame(0x1, json.dumps(message).encode())
+        self._to_all(frame(0x1, json.dumps(message).encode()))
+
+    def _to_all(self, data: bytes) -> None:
         with self.lock:
             members = list(self.members)
         for conn in members:
             try:
                 conn.async_write(data)
             except netloop.EngineStoppedError:
-                pass
+                pass  # the engine is stopping: nobody left to tell
 
     def on_close(self, conn: netloop.Conn, err: BaseException | None) -> None:
         with self.lock:
@@ -254,14 +218,7 @@ class WsChat(netloop.EventHandler):
             self.broadcast({"type": "left", "name": name})
 
     def on_shutdown(self, engine: netloop.Engine) -> None:
-        with self.lock:
-            members = list(self.members)
-        data = close_frame(GOING_AWAY, "server shutting down")
-        for conn in members:
-            try:
-                conn.async_write(data)
-            except netloop.EngineStoppedError:
-                pass
+        self._to_all(frame(0x8, struct.pack("!H", GOING_AWAY) + b"server shutting down"))
 
 
 def start(host: str = "127.0.0.1", port: int = 0, *, loops: int = 2, **options: Any) -> netloop.Engine:
@@ -278,10 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log.info("WebSocket chat on http://%s:%d/", args.host, args.port)
-    options = {**LIMITS, "read_timeout": args.read_timeout}
-    netloop.run(
-        WsChat(), address(args.host, args.port), num_event_loop=args.loops, multicore=args.loops == 0, **options
-    )
+    options = {**LIMITS, "read_timeout": args.read_timeout, "multicore": args.loops == 0}
+    netloop.run(WsChat(), address(args.host, args.port), num_event_loop=args.loops, **options)
 
 
 if __name__ == "__main__":
