@@ -152,6 +152,9 @@ class HttpHandler(netloop.EventHandler):
                 conn.start_message()  # read_timeout now bounds this request, head and body (a no-op if started)
             end = data.find(b"\r\n\r\n")
             if end < 0:
+                line_end = data.find(b"\r\n")
+                if line_end >= 0 and not REQUEST_LINE.fullmatch(data, 0, line_end):
+                    raise Refused(400)  # garbage is refused once its first line ends, not at MAX_HEAD
                 if len(data) == MAX_HEAD:
                     raise Refused(431)
                 return False
