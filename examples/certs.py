@@ -1,15 +1,16 @@
-"""A throw-away TLS certificate for trying the examples: self-signed, for localhost, 127.0.0.1 and ::1.
+"""Not an example: the TLS support every example server shares, and a throw-away certificate to try it with.
 
     python -m examples.certs --out DIR [--days 30]
     python -m examples.http_server --port 8443 --tls-cert DIR/cert.pem --tls-key DIR/key.pem
     curl --cacert DIR/cert.pem https://localhost:8443/
 
-It runs the ``openssl`` command (``openssl req -x509``) and writes ``DIR/cert.pem`` and ``DIR/key.pem`` (mode 0600).
-The certificate is its own CA, so clients trust it with ``--cacert DIR/cert.pem`` (curl, redis-cli) or
-``cafile=`` (Python). Never use it for anything but trying things out.
+:func:`add_tls_flags` gives a server's command line ``--tls-cert FILE --tls-key FILE``; :func:`tls_context` turns
+them into the ``ssl.SSLContext`` that netloop's ``tls`` option takes (or None: plaintext). One copy of those few
+lines, so that no example imports another for them.
 
-Every example server takes ``--tls-cert FILE --tls-key FILE`` (see :func:`add_tls_flags`) and then serves its
-stream listeners over TLS.
+``python -m examples.certs`` runs the ``openssl`` command (``openssl req -x509``) and writes ``DIR/cert.pem`` and
+``DIR/key.pem`` (mode 0600): self-signed, for localhost, 127.0.0.1 and ::1, its own CA, so clients trust it with
+``--cacert DIR/cert.pem`` (curl, redis-cli) or ``cafile=`` (Python). Never use it for anything but trying things out.
 """
 
 from __future__ import annotations
