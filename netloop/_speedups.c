@@ -633,7 +633,19 @@ conn_inbound_buffered(ConnCore *self, PyObject *unused)
         return conn_get_field(self, &data_field);
     }
     Py_ssize_t len = PyObject_Length(self->data);
-    return len < 0 ? NULL : PyLong_FromSsize_t(len - self->pos);
+    if (len < 0) {
+        return NULL;
+    }
+    if (self->pos >= 0 && self->pos <= len) {
+        return PyLong_FromSsize_t(len - self->pos);
+    }
+    /* A ``_pos`` set from Python outside the read: Python's arithmetic, which cannot overflow. */
+    PyObject *whole = PyLong_FromSsize_t(len);
+    PyObject *pos = PyLong_FromSsize_t(self->pos);
+    PyObject *rest = whole && pos ? PyNumber_Subtract(whole, pos) : NULL;
+    Py_XDECREF(whole);
+    Py_XDECREF(pos);
+    return rest;
 }
 
 PyDoc_STRVAR(conn_outbound_buffered_doc, "outbound_buffered($self)\n--\n\n*loop* How many bytes wait for the kernel to take them.");
