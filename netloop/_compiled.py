@@ -53,8 +53,7 @@ LOOP_ATTRIBUTES = ("bytes_out", "bytes_in", "now", "_running", "_sleeping")
 set them, and no class attribute may be a descriptor (a property or slot the dictionary writes would bypass)."""
 
 
-class ContractError(ImportError):
-    """The compiled core was built for other Python code than it is loaded with."""
+_MISSING = object()
 
 
 def module_problems(module: ModuleType) -> list[str]:
@@ -98,7 +97,7 @@ def class_problems(owners: Mapping[str, type]) -> list[str]:
                     problems.append(f"{owner}.{name} is a descriptor: the compiled loop writes the instance dict")
                 elif name not in _assigned_in_init(cls):
                     problems.append(f"{owner}.__init__ does not set {name!r}")
-            elif inspect.getattr_static(cls, name, None) is None:
+            elif inspect.getattr_static(cls, name, _MISSING) is _MISSING:
                 problems.append(f"{owner} has no {name!r}")
     return problems
 
