@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import types
 from typing import Any
 
@@ -241,6 +242,21 @@ SIGNALLED = """
     """
 
 
+def asleep_in_poll(pid: int) -> bool:
+    with open(f"/proc/{pid}/wchan") as f:
+        return "poll" in f.read()  # do_epoll_wait
+
+
+def wait_until_asleep(pid: int) -> None:
+    # A process's sleep in the kernel has no event to wait on: poll it, bounded (as test_events does).
+    deadline = time.monotonic() + 10
+    pace = threading.Event()
+    while not asleep_in_poll(pid):
+        assert time.monotonic() < deadline, "the loop never went to sleep"
+        pace.wait(0.001)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/wchan"), reason="needs /proc/<pid>/wchan (Linux)")
 @pytest.mark.parametrize("raised", ["SystemExit(5)", "KeyboardInterrupt", "RuntimeError('from a handler')"])
 def test_a_signal_handler_that_raises_while_the_loop_sleeps_stops_the_engine(raised: str) -> None:
     # The exception comes out of the poll, where the loop waits (the pure core's ``poll()``, the compiled core's
@@ -249,7 +265,8 @@ def test_a_signal_handler_that_raises_while_the_loop_sleeps_stops_the_engine(rai
     with script_server(SIGNALLED.format(raised=raised)) as (proc, url):
         with connect(url) as sock:
             sock.sendall(b"ping")
-            assert sock.recv(4) == b"ping"
+            assert recv_exact(sock, 4) == b"ping"
+            wait_until_asleep(proc.pid)  # the loop is the process's main thread
             proc.send_signal(signal.SIGUSR1)
             assert recv_until_closed(sock) == b""
         out, _ = proc.communicate(timeout=20)
