@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _socket
 import errno
 import os
 import socket
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
-from netloop._compiled import speedups
+from netloop._compiled import HOT_FIELDS, speedups
 from netloop._errors import (
     ConnClosedError,
     ConnTimeoutError,
@@ -116,8 +115,8 @@ def cause_of(err: BaseException) -> int:
 
 
 # The fields the hot path touches: slots of ``Conn`` in the pure-Python core, members of the compiled base type
-# (``netloop._speedups.ConnCore``) otherwise.
-_HOT_FIELDS = ("_data", "_fd", "_inbound", "_loop", "_outbound", "_pos", "_recv", "_seen", "_send", "_state")
+# (``netloop._speedups.ConnCore``) otherwise. Declared with the rest of what the two cores share, in _compiled.
+_HOT_FIELDS = HOT_FIELDS
 
 if TYPE_CHECKING:
     _ConnBase = object
@@ -291,7 +290,7 @@ class Conn(_ConnBase):
     def _traffic(self, data: bytes) -> None:
         """Show ``data``, just read, to ``on_traffic``; keep what it leaves unconsumed.
 
-        ``EventLoop.run`` carries an inlined copy of this and of ``_deliver``.
+        ``EventLoop._serve`` and the C ``read_event`` carry inlined copies of ``_read_on``, this and ``_deliver``.
         """
         inbound = self._inbound
         if inbound._size:
@@ -959,11 +958,3 @@ def set_keep_alive(
     ):
         if opt is not None and value is not None:
             sock.setsockopt(socket.IPPROTO_TCP, opt, max(1, int(value)))
-
-
-if speedups is not None:
-    # The compiled core: ``ConnCore`` (netloop/_speedups.c) carries these methods compiled. The Python ones above
-    # stay the reference, and the compiled ones call them for what they don't handle themselves.
-    speedups.configure(NO_INBOUND, NO_OUTBOUND, ShortBufferError, Conn.next, Conn.write, _socket.socket, PEER_EOF)
-    for _name in ("next", "write", "inbound_buffered", "outbound_buffered"):
-        delattr(Conn, _name)

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from netloop import _compiled
 from netloop._compiled import speedups
 from netloop._conn import ABOVE_CAP, BY_ERROR, BY_LIMIT, BY_SHUTDOWN, CAUSES, PAUSED_BY_PRESSURE, Conn, set_keep_alive
 from netloop._conn_variants import conn_class, conn_mask
@@ -148,7 +149,7 @@ class EventLoop:
 
         The hot path of the whole library. A slow client gives the loop one or two events per poll, so the
         per-iteration part is as lean as the per-event part: one clock read, and only while timers exist. A plain
-        "readable" on an accepted level-triggered connection runs ``Conn._on_io``'s read path inlined below,
+        "readable" on an accepted level-triggered connection runs ``Conn._on_io``'s read path inlined in ``_serve``,
         which saves a Python call per request: change the two together.
         """
         self.thread_id = threading.get_ident()
@@ -216,6 +217,8 @@ class EventLoop:
             events = poll(timeout)
             self._sleeping = False
             received = 0
+            # The sanctioned fast copy of ``Conn._read_on``/``_traffic``/``_deliver`` (one read per event; the C
+            # ``read_event`` in netloop/_speedups.c is the other): change the three together.
             for fd, ev in events:
                 try:
                     try:
@@ -803,3 +806,9 @@ def _socket_configurator(options: Options) -> Callable[[socket.SocketType], None
     if not nodelay and keepalive is None and rcvbuf is None and sndbuf is None:
         return lambda sock: None
     return configure
+
+
+# The compiled core serves only Python code that has every name it looks up: checked here, where the last class it
+# names exists (netloop/_compiled.py); where it doesn't, the pure-Python core serves, with a warning.
+if not _compiled.adopt(Conn, EventLoop):
+    _SERVE = _COUNTED = None

@@ -47,6 +47,7 @@ static PyObject *py_next;            /* the reference Conn.next, for the cases h
 static PyObject *py_write;           /* the reference Conn.write */
 static PyTypeObject *socket_type;    /* _socket.socket */
 static int peer_eof = 1;             /* netloop._conn.PEER_EOF */
+static int closed_state = 7;         /* netloop._conn.CLOSED */
 static PyObject *empty;              /* b"" */
 
 static PyObject *s_size, *s_read, *s_enqueue, *s_buffer_rest, *s_fail_soon, *s_bytes_out, *s_bytes_in, *s_now,
@@ -130,13 +131,28 @@ typedef struct {
 static SocketCall send_call = {"send", offsetof(ConnCore, send), offsetof(ConnCore, send_direct)};
 static SocketCall recv_call = {"recv", offsetof(ConnCore, recv), offsetof(ConnCore, recv_direct)};
 
+/* An object field of ConnCore: its attribute name and where it is. */
+typedef struct {
+    const char *name;
+    size_t offset;
+} Field;
+
+static int
+refuse_deletion(ConnCore *self, const char *name)
+{
+    PyErr_Format(PyExc_AttributeError, "cannot delete '%s' of '%.100s': the compiled core reads it", name,
+                 Py_TYPE(self)->tp_name);
+    return -1;
+}
+
 static PyObject *
 conn_get_call(ConnCore *self, void *closure)
 {
     SocketCall *call = closure;
     PyObject *value = *(PyObject **)((char *)self + call->slot);
     if (value == NULL) {
-        return PyErr_Format(PyExc_AttributeError, "_%s", call->name);
+        return PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '_%s'", Py_TYPE(self)->tp_name,
+                            call->name);
     }
     return Py_NewRef(value);
 }
@@ -145,12 +161,44 @@ static int
 conn_set_call(ConnCore *self, PyObject *value, void *closure)
 {
     SocketCall *call = closure;
+    if (value == NULL) {
+        char name[16];
+        snprintf(name, sizeof(name), "_%s", call->name);
+        return refuse_deletion(self, name);
+    }
     PyObject **slot = (PyObject **)((char *)self + call->slot);
-    Py_XINCREF(value);
-    Py_XSETREF(*slot, value);
+    Py_XSETREF(*slot, Py_NewRef(value));
     *((char *)self + call->direct) = socket_method(value, call->name);
     return 0;
 }
+
+/* The objects: unset until ``Conn.__init__`` sets them (reading one then raises AttributeError, as an unset slot of
+ * the pure-Python core does), and never deleted again, so the compiled methods find them where they left them. */
+static PyObject *
+conn_get_field(ConnCore *self, void *closure)
+{
+    PyObject *value = *(PyObject **)((char *)self + ((Field *)closure)->offset);
+    if (value == NULL) {
+        return PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(self)->tp_name,
+                            ((Field *)closure)->name);
+    }
+    return Py_NewRef(value);
+}
+
+static int
+conn_set_field(ConnCore *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        return refuse_deletion(self, ((Field *)closure)->name);
+    }
+    Py_XSETREF(*(PyObject **)((char *)self + ((Field *)closure)->offset), Py_NewRef(value));
+    return 0;
+}
+
+static Field data_field = {"_data", offsetof(ConnCore, data)};
+static Field inbound_field = {"_inbound", offsetof(ConnCore, inbound)};
+static Field outbound_field = {"_outbound", offsetof(ConnCore, outbound)};
+static Field loop_field = {"_loop", offsetof(ConnCore, loop)};
 
 /* ``buffer._size`` of an inbound or outbound buffer; -1 with an exception set on failure. */
 static Py_ssize_t
@@ -166,6 +214,17 @@ buffered(PyObject *buffer, PyObject *none)
     Py_ssize_t n = PyLong_AsSsize_t(size);
     Py_DECREF(size);
     return n;
+}
+
+/* -1 with RuntimeError set until configure() handed over what the methods need. */
+static int
+check_configured(void)
+{
+    if (py_write == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "netloop._speedups is not configured (netloop._compiled.adopt)");
+        return -1;
+    }
+    return 0;
 }
 
 /* Call the Python reference ``method(self, *args)``. */
@@ -238,6 +297,9 @@ PyDoc_STRVAR(conn_next_doc, "next($self, n=-1)\n--\n\n*loop* Consume and return 
 static PyObject *
 conn_next(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (check_configured() < 0) {
+        return NULL;
+    }
     Py_ssize_t n = -1;
     PyObject *data = self->data;
     if (kwnames != NULL || nargs > 1 || data == NULL || !PyBytes_CheckExact(data)
@@ -247,11 +309,18 @@ conn_next(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     if (nargs == 1) {
         n = PyLong_AsSsize_t(args[0]);
         if (n == -1 && PyErr_Occurred()) {
-            return NULL;
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return NULL;
+            }
+            PyErr_Clear(); /* past Py_ssize_t: the reference answers (ShortBufferError, or all for a negative) */
+            return reference(py_next, self, args, nargs, kwnames);
         }
     }
     Py_ssize_t len = PyBytes_GET_SIZE(data);
     if (len == 0) {
+        if (self->inbound == NULL) {
+            return reference(py_next, self, args, nargs, kwnames); /* unset: the reference raises AttributeError */
+        }
         /* Bytes kept from earlier reads (the current read's bytes are in _data only while none are kept). */
         PyObject *count = nargs == 1 ? Py_NewRef(args[0]) : PyLong_FromSsize_t(-1);
         if (count == NULL) {
@@ -262,6 +331,10 @@ conn_next(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         return result;
     }
     Py_ssize_t pos = self->pos;
+    if (pos < 0 || pos > len) {
+        /* ``_pos`` set from Python to no offset of ``_data``: never read memory with it; Python slices instead. */
+        return reference(py_next, self, args, nargs, kwnames);
+    }
     if (n < 0) {
         /* The whole read: the received bytes object itself when none was taken before. */
         self->data = Py_NewRef(empty);
@@ -273,10 +346,10 @@ conn_next(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         }
         return data; /* the reference _data held */
     }
-    Py_ssize_t end = pos + n;
-    if (end > len) {
+    if (n > len - pos) { /* not ``pos + n > len``: that overflows for a huge ``n`` */
         return PyErr_Format(short_buffer_error, "asked for %zd bytes, %zd buffered", n, len - pos);
     }
+    Py_ssize_t end = pos + n;
     PyObject *part;
     if (pos == 0 && end == len) {
         part = Py_NewRef(data);
@@ -399,17 +472,57 @@ serving_of(PyObject *loop)
 
 PyDoc_STRVAR(conn_write_doc, "write($self, data)\n--\n\n*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.");
 
+/* ``data`` as a flat run of bytes, so that every length and offset below counts bytes: bytes and bytearray as they
+ * are, any other buffer (a memoryview of any format or shape, an array) as a one-dimensional unsigned-byte view of
+ * it, copied first where it is not contiguous. A new reference; NULL with an error set. */
+static PyObject *
+flat_bytes(PyObject *data)
+{
+    if (PyBytes_CheckExact(data) || PyByteArray_CheckExact(data)) {
+        return Py_NewRef(data);
+    }
+    if (PyMemoryView_Check(data)) {
+        Py_buffer *view = PyMemoryView_GET_BUFFER(data);
+        if (view->ndim == 1 && view->itemsize == 1 && view->format != NULL && strcmp(view->format, "B") == 0
+            && PyBuffer_IsContiguous(view, 'C')) {
+            return Py_NewRef(data);
+        }
+    }
+    PyObject *contiguous = PyMemoryView_GetContiguous(data, PyBUF_READ, 'C');
+    if (contiguous == NULL) {
+        return NULL;
+    }
+    PyObject *flat = PyObject_CallMethod(contiguous, "cast", "s", "B");
+    Py_DECREF(contiguous);
+    return flat;
+}
+
+static PyObject *write_flat(ConnCore *self, PyObject *data);
+
 static PyObject *
 conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (kwnames != NULL || nargs != 1 || self->loop == NULL) {
+    if (check_configured() < 0) {
+        return NULL;
+    }
+    if (kwnames != NULL || nargs != 1 || self->loop == NULL || self->outbound == NULL || self->send == NULL
+        || !PyObject_CheckBuffer(args[0])) {
+        /* Keywords, no buffer, or a connection not set up: the reference says what is wrong. */
         return reference(py_write, self, args, nargs, kwnames);
     }
-    PyObject *data = args[0];
-    int simple = PyBytes_CheckExact(data) || PyByteArray_CheckExact(data);
-    if (!simple && !(self->send_direct == 0 && PyMemoryView_Check(data))) {
-        return reference(py_write, self, args, nargs, kwnames);
+    PyObject *data = flat_bytes(args[0]);
+    if (data == NULL) {
+        return NULL;
     }
+    PyObject *result = write_flat(self, data);
+    Py_DECREF(data);
+    return result;
+}
+
+/* ``Conn.write`` of ``data`` from flat_bytes. */
+static PyObject *
+write_flat(ConnCore *self, PyObject *data)
+{
     if (self->state > peer_eof) {
         return PyObject_CallMethodOneArg((PyObject *)self, s_enqueue, data);
     }
@@ -421,12 +534,12 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         return PyObject_CallMethodOneArg((PyObject *)self, s_enqueue, data);
     }
     Py_ssize_t n, sent;
-    if (self->send_direct && simple) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            return NULL;
-        }
-        n = view.len;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    n = view.len; /* bytes, whatever the item size of what the caller passed */
+    if (self->send_direct) {
         int err = 0;
         do {
             sent = send(self->fd, view.buf, (size_t)n, MSG_NOSIGNAL);
@@ -446,11 +559,10 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
             }
         }
     } else {
-        n = PyObject_Length(data);
-        if (n < 0) {
-            return NULL;
-        }
-        PyObject *r = PyObject_CallOneArg(self->send, data);
+        PyBuffer_Release(&view);
+        PyObject *send = Py_NewRef(self->send); /* the call may replace ``_send`` */
+        PyObject *r = PyObject_CallOneArg(send, data);
+        Py_DECREF(send);
         if (r == NULL) {
             if (PyErr_ExceptionMatches(PyExc_BlockingIOError) || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
                 PyErr_Clear();
@@ -507,16 +619,33 @@ PyDoc_STRVAR(conn_inbound_buffered_doc, "inbound_buffered($self)\n--\n\n*loop* H
 static PyObject *
 conn_inbound_buffered(ConnCore *self, PyObject *unused)
 {
+    if (check_configured() < 0) {
+        return NULL;
+    }
+    if (self->inbound == NULL) {
+        return conn_get_field(self, &inbound_field); /* raises AttributeError */
+    }
     Py_ssize_t kept = buffered(self->inbound, no_inbound);
     if (kept != 0) {
         return kept < 0 ? NULL : PyLong_FromSsize_t(kept);
     }
     if (self->data == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_data");
-        return NULL;
+        return conn_get_field(self, &data_field);
     }
     Py_ssize_t len = PyObject_Length(self->data);
-    return len < 0 ? NULL : PyLong_FromSsize_t(len - self->pos);
+    if (len < 0) {
+        return NULL;
+    }
+    if (self->pos >= 0 && self->pos <= len) {
+        return PyLong_FromSsize_t(len - self->pos);
+    }
+    /* A ``_pos`` set from Python outside the read: Python's arithmetic, which cannot overflow. */
+    PyObject *whole = PyLong_FromSsize_t(len);
+    PyObject *pos = PyLong_FromSsize_t(self->pos);
+    PyObject *rest = whole && pos ? PyNumber_Subtract(whole, pos) : NULL;
+    Py_XDECREF(whole);
+    Py_XDECREF(pos);
+    return rest;
 }
 
 PyDoc_STRVAR(conn_outbound_buffered_doc, "outbound_buffered($self)\n--\n\n*loop* How many bytes wait for the kernel to take them.");
@@ -524,9 +653,11 @@ PyDoc_STRVAR(conn_outbound_buffered_doc, "outbound_buffered($self)\n--\n\n*loop*
 static PyObject *
 conn_outbound_buffered(ConnCore *self, PyObject *unused)
 {
-    if (self->outbound == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_outbound");
+    if (check_configured() < 0) {
         return NULL;
+    }
+    if (self->outbound == NULL) {
+        return conn_get_field(self, &outbound_field);
     }
     if (self->outbound == no_outbound) {
         return PyLong_FromLong(0);
@@ -542,23 +673,42 @@ static PyMethodDef conn_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The numbers: their deletion is refused by the member protocol itself (TypeError). */
 static PyMemberDef conn_members[] = {
-    {"_data", T_OBJECT_EX, offsetof(ConnCore, data), 0, NULL},
     {"_pos", T_PYSSIZET, offsetof(ConnCore, pos), 0, NULL},
     {"_fd", T_INT, offsetof(ConnCore, fd), 0, NULL},
     {"_state", T_INT, offsetof(ConnCore, state), 0, NULL},
     {"_seen", T_DOUBLE, offsetof(ConnCore, seen), 0, NULL},
-    {"_inbound", T_OBJECT_EX, offsetof(ConnCore, inbound), 0, NULL},
-    {"_outbound", T_OBJECT_EX, offsetof(ConnCore, outbound), 0, NULL},
-    {"_loop", T_OBJECT_EX, offsetof(ConnCore, loop), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyGetSetDef conn_getset[] = {
+    {"_data", (getter)conn_get_field, (setter)conn_set_field, NULL, &data_field},
+    {"_inbound", (getter)conn_get_field, (setter)conn_set_field, NULL, &inbound_field},
+    {"_outbound", (getter)conn_get_field, (setter)conn_set_field, NULL, &outbound_field},
+    {"_loop", (getter)conn_get_field, (setter)conn_set_field, NULL, &loop_field},
     {"_send", (getter)conn_get_call, (setter)conn_set_call, NULL, &send_call},
     {"_recv", (getter)conn_get_call, (setter)conn_set_call, NULL, &recv_call},
     {NULL, NULL, NULL, NULL, NULL},
 };
+
+/* Every field starts defined: the objects unset, the numbers those of a closed connection (descriptor -1, so no
+ * path can touch descriptor 0 of a connection never set up). */
+static PyObject *
+conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    ConnCore *self = (ConnCore *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->data = self->inbound = self->outbound = self->loop = self->send = self->recv = NULL;
+    self->pos = 0;
+    self->fd = -1;
+    self->state = closed_state;
+    self->seen = 0.0;
+    self->send_direct = self->recv_direct = 0;
+    return (PyObject *)self;
+}
 
 static PyTypeObject ConnCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -566,7 +716,7 @@ static PyTypeObject ConnCoreType = {
     .tp_doc = PyDoc_STR("The compiled fields and hot methods of netloop.Conn."),
     .tp_basicsize = sizeof(ConnCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_new = PyType_GenericNew,
+    .tp_new = conn_new,
     .tp_dealloc = (destructor)conn_dealloc,
     .tp_traverse = (traverseproc)conn_traverse,
     .tp_clear = (inquiry)conn_clear,
@@ -609,7 +759,8 @@ typedef struct {
 } Dispatch;
 
 /* The inlined read path of EventLoop._serve for one plain "readable" event on ``c``; -1 when an exception is
- * raised (for the caller's guard). */
+ * raised (for the caller's guard). The sanctioned fast copy of ``Conn._read_on``/``_traffic``/``_deliver``
+ * (netloop/_conn.py), as the loop in ``EventLoop._serve`` is: change the three together. */
 static int
 read_event(Dispatch *d, ConnCore *c)
 {
@@ -631,8 +782,13 @@ read_event(Dispatch *d, ConnCore *c)
             return -1;
         }
     } else {
+        if (c->recv == NULL) {
+            return conn_get_call(c, &recv_call) == NULL ? -1 : 0; /* raises AttributeError */
+        }
         PyObject *size = PyLong_FromSsize_t(d->size);
-        data = size ? PyObject_CallOneArg(c->recv, size) : NULL;
+        PyObject *recv = Py_NewRef(c->recv);
+        data = size ? PyObject_CallOneArg(recv, size) : NULL;
+        Py_DECREF(recv);
         Py_XDECREF(size);
         if (data == NULL) {
             if (PyErr_ExceptionMatches(PyExc_BlockingIOError) || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
@@ -803,6 +959,7 @@ serve(PyObject *module, PyObject *args)
     d.now = PyFloat_AsDouble(now_obj);
     Py_DECREF(now_obj);
     if (d.now == -1.0 && PyErr_Occurred()) {
+        Py_XDECREF(dict);
         return NULL;
     }
     struct epoll_event *events = PyMem_Malloc(MAX_EVENTS * sizeof(struct epoll_event));
@@ -976,17 +1133,17 @@ counted(PyObject *module, PyObject *loop)
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(no_inbound, no_outbound, short_buffer_error, next, write, socket_type, peer_eof)\n\n"
+"configure(no_inbound, no_outbound, short_buffer_error, next, write, socket_type, peer_eof, closed)\n\n"
 "Hand over what the compiled code shares with netloop._conn: its buffer stand-ins, the error, the reference\n"
-"methods it falls back to, the socket type whose methods it may replace, and the PEER_EOF state.");
+"methods it falls back to, the socket type whose methods it may replace, and the PEER_EOF and CLOSED states.");
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
     PyObject *inbound, *outbound, *error, *next, *write, *sock_type;
-    int eof;
-    if (!PyArg_ParseTuple(args, "OOOOOO!i:configure", &inbound, &outbound, &error, &next, &write, &PyType_Type,
-                          &sock_type, &eof)) {
+    int eof, closed;
+    if (!PyArg_ParseTuple(args, "OOOOOO!ii:configure", &inbound, &outbound, &error, &next, &write, &PyType_Type,
+                          &sock_type, &eof, &closed)) {
         return NULL;
     }
     Py_XSETREF(no_inbound, Py_NewRef(inbound));
@@ -996,6 +1153,7 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(py_write, Py_NewRef(write));
     Py_XSETREF(socket_type, (PyTypeObject *)Py_NewRef(sock_type));
     peer_eof = eof;
+    closed_state = closed;
     Py_RETURN_NONE;
 }
 
@@ -1016,36 +1174,63 @@ static PyModuleDef speedups_module = {
     .m_methods = module_methods,
 };
 
-#define INTERN(var, text)                                                                                            \
-    do {                                                                                                             \
-        if ((var = PyUnicode_InternFromString(text)) == NULL) {                                                      \
-            return NULL;                                                                                             \
-        }                                                                                                            \
-    } while (0)
+/* Every Python name the compiled code looks up, with the class it is looked up on: netloop/_compiled.py declares
+ * the same table (``LOOKUPS``) and checks it, and the classes, against ``_speedups.LOOKUPS`` when the module loads. */
+static const struct {
+    PyObject **var;
+    const char *owner;
+    const char *name;
+} lookups[] = {
+    {&s_size, "RingBuffer OutboundBuffer", "_size"},
+    {&s_read, "RingBuffer", "read"},
+    {&s_write, "RingBuffer", "write"},
+    {&s_enqueue, "Conn", "_enqueue"},
+    {&s_buffer_rest, "Conn", "_buffer_rest"},
+    {&s_fail_soon, "Conn", "_fail_soon"},
+    {&s_close, "Conn", "_close"},
+    {&s_peer_eof, "Conn", "_peer_eof"},
+    {&s_keep_rest, "Conn", "_keep_rest"},
+    {&s_act, "Conn", "_act"},
+    {&s_bytes_out, "EventLoop", "bytes_out"},
+    {&s_bytes_in, "EventLoop", "bytes_in"},
+    {&s_now, "EventLoop", "now"},
+    {&s_running, "EventLoop", "_running"},
+    {&s_sleeping, "EventLoop", "_sleeping"},
+    {&s_run_timers, "EventLoop", "_run_timers"},
+    {&s_run_tasks, "EventLoop", "_run_tasks"},
+    {&s_handler_failed, "EventLoop", "handler_failed"},
+    {&s_internal_error, "EventLoop", "_internal_error"},
+    {&s_on_traffic, "EventHandler", "on_traffic"},
+};
+
+/* ``LOOKUPS``: the table above as ``((owner, name), ...)``. */
+static PyObject *
+lookups_table(void)
+{
+    size_t count = sizeof(lookups) / sizeof(lookups[0]);
+    PyObject *table = PyTuple_New((Py_ssize_t)count);
+    if (table == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < count; i++) {
+        PyObject *entry = Py_BuildValue("(sO)", lookups[i].owner, *lookups[i].var);
+        if (entry == NULL) {
+            Py_DECREF(table);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(table, (Py_ssize_t)i, entry);
+    }
+    return table;
+}
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    INTERN(s_size, "_size");
-    INTERN(s_read, "read");
-    INTERN(s_write, "write");
-    INTERN(s_enqueue, "_enqueue");
-    INTERN(s_buffer_rest, "_buffer_rest");
-    INTERN(s_fail_soon, "_fail_soon");
-    INTERN(s_bytes_out, "bytes_out");
-    INTERN(s_bytes_in, "bytes_in");
-    INTERN(s_now, "now");
-    INTERN(s_running, "_running");
-    INTERN(s_sleeping, "_sleeping");
-    INTERN(s_run_timers, "_run_timers");
-    INTERN(s_run_tasks, "_run_tasks");
-    INTERN(s_close, "_close");
-    INTERN(s_peer_eof, "_peer_eof");
-    INTERN(s_keep_rest, "_keep_rest");
-    INTERN(s_act, "_act");
-    INTERN(s_handler_failed, "handler_failed");
-    INTERN(s_on_traffic, "on_traffic");
-    INTERN(s_internal_error, "_internal_error");
+    for (size_t i = 0; i < sizeof(lookups) / sizeof(lookups[0]); i++) {
+        if ((*lookups[i].var = PyUnicode_InternFromString(lookups[i].name)) == NULL) {
+            return NULL;
+        }
+    }
     if (pthread_atfork(NULL, NULL, forget_running_loops) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
         return NULL;
@@ -1060,7 +1245,11 @@ PyInit__speedups(void)
     if (m == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(m, "ConnCore", (PyObject *)&ConnCoreType) < 0) {
+    PyObject *table = lookups_table();
+    int failed = table == NULL || PyModule_AddObjectRef(m, "LOOKUPS", table) < 0
+                 || PyModule_AddObjectRef(m, "ConnCore", (PyObject *)&ConnCoreType) < 0;
+    Py_XDECREF(table);
+    if (failed) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,0 +1,132 @@
+"""Both cores on the same steps, with edge values: the compiled ``Conn`` methods answer what the reference does.
+
+Each core runs in a process of its own (``NETLOOP_PURE`` picks it at import), both driving ``conn_harness``: a real
+socket pair and a real, never-run ``EventLoop``. Hypothesis draws the reads and writes; both processes get the same
+case, and their answers (values, or the type of what was raised), what is left buffered and what the peer got must
+be equal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+HARNESS = Path(__file__).with_name("conn_harness.py")
+
+
+class Core:
+    """A process that answers harness cases on one core."""
+
+    def __init__(self, pure: bool) -> None:
+        env = dict(os.environ, NETLOOP_PURE="1" if pure else "0", PYTHONPATH=_path())
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HARNESS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def ask(self, case: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(case) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"the harness process ended ({self.proc.wait(10)})"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def _path() -> str:
+    here = str(Path(__file__).resolve().parent)
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), here) if p)
+
+
+@pytest.fixture(scope="module")
+def cores() -> Iterator[tuple[Core, Core]]:
+    pure, compiled = Core(pure=True), Core(pure=False)
+    try:
+        probe = {"steps": [{"chunk": "", "ops": []}]}
+        if not compiled.ask(probe)["compiled"]:
+            pytest.skip("the compiled core is not built here")
+        assert not pure.ask(probe)["compiled"]
+        yield pure, compiled
+    finally:
+        pure.close()
+        compiled.close()
+
+
+def same(cores: tuple[Core, Core], case: dict[str, Any]) -> None:
+    pure, compiled = (core.ask(case) for core in cores)
+    assert compiled.pop("compiled") and not pure.pop("compiled")
+    assert compiled == pure, case
+
+
+SIZES = st.one_of(
+    st.none(),
+    st.integers(-3, 12),
+    st.sampled_from([sys.maxsize, sys.maxsize - 1, -sys.maxsize - 1, 1 << 31, 1 << 62, 1 << 64, -(1 << 64), 1 << 100]),
+)
+READS = st.one_of(
+    st.tuples(st.sampled_from(["next", "peek", "discard"]), SIZES),
+    st.tuples(
+        st.just("read_into"),
+        st.fixed_dictionaries({"kind": st.sampled_from(["bytearray", "memoryview"]), "size": st.integers(0, 12)}),
+    ),
+    st.tuples(st.just("inbound_buffered"), st.none()),
+)
+PLAIN = st.fixed_dictionaries({"kind": st.sampled_from(["bytes", "bytearray"]), "items": st.integers(0, 9)})
+WIDE = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(["array", "strided", "2d"]),
+        "fmt": st.sampled_from(["B", "b", "H", "I", "d"]),
+        "items": st.integers(0, 9),
+    }
+)
+
+
+def cases(buffers: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    op = st.one_of(
+        READS, st.tuples(st.just("write"), buffers), st.tuples(st.just("writev"), st.lists(buffers, max_size=3))
+    )
+    step = st.fixed_dictionaries(
+        {"chunk": st.binary(min_size=1, max_size=10).map(bytes.hex), "ops": st.lists(op, max_size=6)}
+    )
+    return st.fixed_dictionaries({"steps": st.lists(step, min_size=1, max_size=3)})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases(PLAIN))
+@example(case={"steps": [{"chunk": "616263", "ops": [("next", sys.maxsize), ("next", 1 << 64), ("next", -1)]}]})
+@example(case={"steps": [{"chunk": "61", "ops": [("discard", 0)]}, {"chunk": "62", "ops": [("next", 1 << 100)]}]})
+def test_reads_and_plain_writes_answer_alike_on_both_cores(cores: tuple[Core, Core], case: dict[str, Any]) -> None:
+    same(cores, case)
+
+
+@pytest.fixture
+def wide_writes(cores: tuple[Core, Core]) -> tuple[Core, Core]:
+    # The pure core counted a wide view's items until its write was fixed (the same issue as the compiled one's).
+    probe = {"steps": [{"chunk": "00", "ops": [("write", {"kind": "array", "fmt": "I", "items": 1})]}]}
+    if cores[0].ask(probe)["answers"] == [["ok", [1, 0]]]:
+        pytest.xfail("the pure core's write still counts items, not bytes")
+    return cores
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases(WIDE))
+@example(case={"steps": [{"chunk": "00", "ops": [("write", {"kind": "array", "fmt": "I", "items": 3})]}]})
+@example(case={"steps": [{"chunk": "00", "ops": [("write", {"kind": "strided", "fmt": "d", "items": 4})]}]})
+def test_writes_of_every_buffer_format_answer_alike_on_both_cores(
+    wide_writes: tuple[Core, Core], case: dict[str, Any]
+) -> None:
+    same(wide_writes, case)
