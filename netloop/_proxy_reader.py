@@ -12,10 +12,8 @@ anywhere else is refused the same way: it is not allowed to speak for another ad
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from netloop._conn import BY_ERROR, BY_TIMEOUT
@@ -33,39 +31,7 @@ from netloop._proxy_protocol import (
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop, Timer
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-LOOPBACK = ("127.0.0.0/8", "::1/128")
 _PEEK = max(DEFAULT_MAX_SIZE, V1_MAX_LENGTH)
-
-
-def parse_networks(spec: str | Iterable[str]) -> tuple[Network, ...] | None:
-    """``proxy_protocol_from`` as networks; None for ``"*"`` (any source). Raises ``ValueError`` naming a bad one."""
-    items = [spec] if isinstance(spec, str) else list(spec)
-    if "*" in items:
-        return None
-    networks = []
-    for item in items:
-        if not isinstance(item, str):
-            raise TypeError(f"proxy_protocol_from takes network strings, got {item!r}")
-        try:
-            networks.append(ipaddress.ip_network(item.strip(), strict=False))
-        except ValueError as exc:
-            raise ValueError(f"proxy_protocol_from: {item!r} is not a network: {exc}") from None
-    return tuple(networks)
-
-
-def allowed(remote: Any, networks: tuple[Network, ...] | None) -> bool:
-    """Whether a peer at ``remote`` may send a PROXY header (a Unix socket's peer always may: it is local)."""
-    if networks is None or not isinstance(remote, tuple):
-        return True
-    try:
-        address = ipaddress.ip_address(remote[0].split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
 
 
 class ProxyHeaderReader:

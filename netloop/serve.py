@@ -19,8 +19,9 @@ import ssl
 import sys
 from typing import Any
 
-from netloop._engine import load_handler, run
+from netloop._entry import run
 from netloop._errors import NetloopError
+from netloop._handler_loader import load_handler
 from netloop._options import Options, WorkerBalancing
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")

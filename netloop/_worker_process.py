@@ -1,8 +1,9 @@
-"""The worker process's side: its engine, the hand-off channel it accepts from, the link to its parent.
+"""A worker process's side of ``workers=N``: its life after the fork, its engine, the link to the supervisor.
 
-The parent (``netloop._workers``) forks this process and builds its ``WorkerCore`` in it. What both ends share
-(the ``Message`` tuples, ``_send``, the message limits) lives here and the parent imports it, so this module never
-imports the parent's at run time.
+The supervisor (``netloop._supervisor``) forks this process and calls ``run_worker`` in it, which builds its
+``WorkerCore``: the hand-off channel it accepts from and the link to its parent. What both ends share (the
+``Message`` tuples, ``send_message``, the message limits) lives here and the supervisor imports it, so this module
+never imports the supervisor's at run time.
 """
 
 from __future__ import annotations
@@ -16,22 +17,24 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from netloop._address import Address
 from netloop._engine import EngineCore
-from netloop._errors import EngineStoppedError
+from netloop._errors import EngineStoppedError, NetloopError
+from netloop._handler_loader import load_handler
 from netloop._options import LoadBalancing
 from netloop._poller import IN
 
 if TYPE_CHECKING:
-    from netloop._workers import Supervisor  # only for annotations: the parent module imports this one
+    from netloop._eventloop import EventLoop
+    from netloop._supervisor import Supervisor  # only for annotations: the supervisor imports this module
 
-_SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
+SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
 _REPORT_INTERVAL = 0.1  # how often a worker reports its load while the parent balances by least connections
-_MESSAGE_MAX = 4096
-_MESSAGES_PER_ROUND = 64
-_QUIET_BEATS = 3  # heartbeats a worker may miss before it is handed no more connections
+MESSAGE_MAX = 4096
+MESSAGES_PER_ROUND = 64
+QUIET_BEATS = 3  # heartbeats a worker may miss before it is handed no more connections
 
 
 def heartbeat_interval(timeout: float | None) -> float | None:
@@ -47,7 +50,7 @@ _HANDOFF = Address("parent hand-off", "unix", "unix", socket.AF_UNIX, "")
 Message = tuple[Any, ...]
 
 
-def _send(sock: socket.socket, message: Message) -> bool:
+def send_message(sock: socket.socket, message: Message) -> bool:
     try:
         sock.send(marshal.dumps(message))
     except OSError:
@@ -55,7 +58,7 @@ def _send(sock: socket.socket, message: Message) -> bool:
     return True
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Linux: have the kernel send SIGTERM to this process when its parent dies (belt and braces)."""
     if not sys.platform.startswith("linux"):
         return
@@ -82,7 +85,7 @@ class _HandoffSocket(socket.socket):
     on_stop: Callable[[str], None]  # set by the worker's core: stop this worker for a reason
 
     def accept(self) -> tuple[socket.socket, Any]:
-        data, fds, _flags, _addr = socket.recv_fds(self, _MESSAGE_MAX, 1)
+        data, fds, _flags, _addr = socket.recv_fds(self, MESSAGE_MAX, 1)
         if fds:
             family, kind, proto, remote = marshal.loads(data)
             self.taken += 1
@@ -131,7 +134,7 @@ class _ParentLink:
         """Tell the parent this worker is alive, when every one of its loops ran a task lately."""
         loops = self.core.loops
         now = time.monotonic()
-        if all(now - self.alive.get(loop.index, now) < _QUIET_BEATS * interval for loop in loops[1:]):
+        if all(now - self.alive.get(loop.index, now) < QUIET_BEATS * interval for loop in loops[1:]):
             self.send(("beat",))
         for loop in loops[1:]:
             try:
@@ -145,12 +148,12 @@ class _ParentLink:
 
     def send(self, message: Message) -> None:
         """Send ``message`` to the parent (any thread); lost quietly when the parent is gone."""
-        _send(self.sock, message)
+        send_message(self.sock, message)
 
     def _on_readable(self, ev: int) -> None:
-        for _ in range(_MESSAGES_PER_ROUND):
+        for _ in range(MESSAGES_PER_ROUND):
             try:
-                data = self.sock.recv(_MESSAGE_MAX)
+                data = self.sock.recv(MESSAGE_MAX)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -180,7 +183,7 @@ class _ParentLink:
         if os.getppid() != self.parent:
             self.core.stop_because("orphaned")
             return
-        self.core.loops[0].call_later(_SWEEP_INTERVAL, self._check_parent)
+        self.core.loops[0].call_later(SWEEP_INTERVAL, self._check_parent)
 
 
 class WorkerCore(EngineCore):
@@ -250,3 +253,93 @@ class WorkerCore(EngineCore):
         """(connections taken from the parent so far, connections on this worker now)."""
         taken = self._handoff.taken if self._handoff is not None else 0
         return taken, sum(loop.load() for loop in self.loops)
+
+
+# -- the child side of a fork --------------------------------------------------------------------------------
+
+
+def run_worker(
+    supervisor: Supervisor,
+    index: int,
+    control: socket.socket,
+    handoff: socket.socket | None,
+    parent_ends: list[socket.socket | None],
+    lasting: bool,
+) -> NoReturn:
+    """The new worker process's whole life; leaves with ``os._exit`` and never returns to the caller."""
+    code = 1
+    try:
+        parent = os.getppid()
+        forget_parent(supervisor, parent_ends)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the parent, which drains the workers
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a restart is the parent's to run
+        if supervisor.spec is not None:
+            try:
+                supervisor.handler = load_handler(
+                    supervisor.spec
+                )  # imported here, after the fork: the code on disk now
+            except NetloopError as exc:
+                send_message(control, ("failed", str(exc)))
+                raise
+        core = WorkerCore(supervisor, index, control, handoff)
+        signal.signal(signal.SIGTERM, lambda signum, frame: core.stop_because("signal"))
+        if lasting:
+            die_with_parent(parent)
+        try:
+            core.start()
+        except BaseException as exc:
+            core.link.send(("failed", f"{type(exc).__name__}: {exc}"))
+            raise
+        core.link.send(("ready",))
+        core.stopped.wait()
+        code = 0
+    except BaseException:
+        supervisor.log.exception("netloop: worker %d failed", index)
+    finally:
+        flush_stdio()
+        os._exit(code)
+
+
+def forget_parent(supervisor: Supervisor, parent_ends: list[socket.socket | None]) -> None:
+    """In a new worker: close the parent's descriptors it inherited (channels, listeners, held ports, its loop).
+
+    Only what the parent's engine opened: anything else the parent had open is the application's, and a fork
+    keeps it, as any fork does.
+    """
+    keep = set(supervisor.shared.values())
+    closing: list[socket.socket | None] = [*parent_ends, *supervisor._bound, *(a.sock for a in supervisor.acceptors)]
+    for w in supervisor._every_worker():
+        closing += [w.control, w.handoff]
+    for sock in closing:
+        if sock is not None and sock not in keep:
+            sock.close()
+    if supervisor.reactor is not None:
+        forget_loop(supervisor.reactor)
+
+
+def forget_loop(loop: EventLoop) -> None:
+    """In a forked child: close the descriptors of the parent's ``loop`` (its poller and its wake-up).
+
+    Closed as they are, and nothing more: the child's epoll descriptor is the parent's epoll, so unregistering
+    anything through it (as a loop's own teardown does) would take it from the parent's loop.
+    """
+    try:
+        loop.poller.close()
+    except OSError:
+        pass  # a kqueue is not inherited: there is nothing to close
+    for fd in {loop._wake_r, loop._wake_w}:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def flush_stdio() -> None:
+    # Buffered output must not be written twice (by the parent and by a fresh worker) or lost at os._exit.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
