@@ -25,8 +25,8 @@ from netloop._loop_api import EventLoop
 from netloop._options import LoadBalancing, Options, WorkerBalancing
 from netloop._poller import available_pollers
 from netloop._pool import WorkerPool
-from netloop._proxy_protocol import ProxyInfo, ProxyProtocolError
 from netloop._tls import TlsInfo
+from netloop.proxy_protocol import ProxyInfo, ProxyProtocolError
 
 __version__ = "0.1.0"
 

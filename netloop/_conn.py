@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from netloop._eventloop import EventLoop, Timer
     from netloop._handler import EventHandler
     from netloop._loop_api import EventLoop as EventLoopProtocol
-    from netloop._proxy_protocol import ProxyInfo
+    from netloop._proxy_parse import ProxyInfo
     from netloop._tls import TlsInfo
 
 Buffer = bytes | bytearray | memoryview

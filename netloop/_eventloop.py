@@ -29,7 +29,7 @@ from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
 from netloop._poller.epoll import EpollPoller
-from netloop._proxy_protocol import Mode, ProxyInfo
+from netloop._proxy_parse import Mode, ProxyInfo
 from netloop._proxy_reader import ProxyHeaderReader
 from netloop._timeouts import TimeoutWheel
 

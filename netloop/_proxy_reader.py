@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._conn import BY_ERROR, BY_TIMEOUT
 from netloop._poller import IN
-from netloop._proxy_protocol import (
+from netloop._proxy_parse import (
     DEFAULT_MAX_SIZE,
     V1_MAX_LENGTH,
     HeaderComplete,

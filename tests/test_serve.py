@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from loopback import TIMEOUT, recv_exact, wait_until
 
-from netloop._proxy_protocol import encode_v1
+from netloop.proxy_protocol import encode_v1
 
 pytestmark = pytest.mark.timeout(60)
 
