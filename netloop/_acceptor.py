@@ -32,7 +32,7 @@ _TRANSIENT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, er
 def bind(address: Address, options: Options, reuse_port: bool, port: int | None = None) -> socket.socket:
     """A bound, non-blocking socket for ``address`` (listening, for a stream). ``port`` overrides port 0."""
     if address.fd is not None:
-        return _adopt_inherited(address, options)
+        return _inherited_listener(address, options)
     sockaddr = address.sockaddr
     if port is not None and address.family != socket.AF_UNIX:
         sockaddr = (sockaddr[0], port, *sockaddr[2:])
@@ -103,7 +103,7 @@ def refuse_foreign_listener(address: Address) -> None:
         probe.close()
 
 
-def _adopt_inherited(address: Address, options: Options) -> socket.socket:
+def _inherited_listener(address: Address, options: Options) -> socket.socket:
     """The inherited socket of ``address`` (fd://, systemd://), non-blocking; a stream socket is listening."""
     assert address.fd is not None
     sock = socket.socket(fileno=address.fd)

@@ -11,7 +11,7 @@ from typing import Any
 from netloop._address import parse_address
 from netloop._balancer import new_balancer
 from netloop._conn import Conn
-from netloop._dial import TlsSpec, adopt, connect, tls_spec
+from netloop._dial import TlsSpec, connect, enroll_and_wait, tls_spec
 from netloop._engine import EngineCore
 from netloop._errors import EngineStoppedError
 from netloop._eventloop import EventLoop
@@ -138,4 +138,4 @@ class Client:
             loop = pick(None)
             loop.assigned += 1
         # From here the loop's count is settled where the connection ends (a failed handshake included).
-        return adopt(loop, sock, counted=True, tls=tls)
+        return enroll_and_wait(loop, sock, counted=True, tls=tls)

@@ -2,9 +2,10 @@
 
 Two ways in. From a thread that is not the target loop's, ``Client.dial``/``Client.enroll`` and
 ``EventLoop.dial``/``enroll`` connect in the calling thread, hand the socket to the loop and return once
-``on_open`` has run there (``adopt``). From a handler on the loop itself they never block: the connection comes
-back at once, still connecting, and opens on a later turn of the loop (``on_open``, or ``on_close`` with the
-error). A host name is then looked up on a thread of its own, never on the loop's (``netloop._lookup``).
+``on_open`` has run there (``enroll_and_wait``). From a handler on the loop itself they never block: the
+connection comes back at once, still connecting, and opens on a later turn of the loop (``on_open``, or
+``on_close`` with the error). A host name is then looked up on a thread of its own, never on the loop's
+(``netloop._lookup``).
 
 This module is below the event loop: it sees a loop only through the methods it calls.
 """
@@ -63,13 +64,13 @@ def dial_on_loop(
         return _dial_here(loop, parse_address(addr), timeout)
     address = parse_address(addr)
     spec = tls_spec(address, tls, server_hostname)
-    return adopt(loop, connect(address, timeout), counted=False, tls=spec)
+    return enroll_and_wait(loop, connect(address, timeout), counted=False, tls=spec)
 
 
 def enroll_on_loop(loop: EventLoop, sock: socket.socket) -> Conn:
     """``loop.enroll(sock)``: from the loop's thread, opened on a later turn of the loop; else like ``enroll``."""
     if not loop.in_loop():
-        return adopt(loop, sock, counted=False)
+        return enroll_and_wait(loop, sock, counted=False)
     remote = peer_of(sock)
     sock.setblocking(False)
     conn = pending(loop, sock, remote)
@@ -107,7 +108,7 @@ class _Handoff:
         return not taken
 
 
-def adopt(loop: EventLoop, sock: socket.socket, counted: bool, tls: TlsSpec | None = None) -> Conn:
+def enroll_and_wait(loop: EventLoop, sock: socket.socket, counted: bool, tls: TlsSpec | None = None) -> Conn:
     """Hand the connected ``sock`` to ``loop`` and wait until ``on_open`` has run there (not on that loop's thread).
 
     ``counted``: the caller already counted the connection in ``loop.load()``. ``ValueError`` for a socket that
@@ -121,7 +122,7 @@ def adopt(loop: EventLoop, sock: socket.socket, counted: bool, tls: TlsSpec | No
     def task() -> None:
         try:
             if handoff.take():
-                handoff.conn = _open_now(loop, sock, remote, counted, tls)
+                handoff.conn = _add_now(loop, sock, remote, counted, tls)
         finally:
             handoff.done.set()
 
@@ -145,7 +146,7 @@ def adopt(loop: EventLoop, sock: socket.socket, counted: bool, tls: TlsSpec | No
     return conn
 
 
-def _open_now(loop: EventLoop, sock: socket.socket, remote: Any, counted: bool, tls: TlsSpec | None) -> Conn | None:
+def _add_now(loop: EventLoop, sock: socket.socket, remote: Any, counted: bool, tls: TlsSpec | None) -> Conn | None:
     """Register a connected socket and fire ``on_open`` (loop thread); None if the loop is stopping."""
     if not counted:
         count_on(loop)

@@ -469,15 +469,15 @@ class Supervisor(EngineCore):
 
     # -- hand-off and counts -------------------------------------------------------------------------------
 
-    def hand_off(self, chosen: WorkerSlot, sock: socket.SocketType, remote: Any) -> None:
+    def add_conn(self, chosen: WorkerSlot, sock: socket.SocketType, remote: Any) -> None:
         """Pass an accepted connection to ``chosen``, or to the least loaded worker that can take it now."""
-        chosen.assigned -= 1  # the acceptor counted it on ``chosen``; pass_conn counts it where it goes
+        chosen.assigned -= 1  # the acceptor counted it on ``chosen``; send_fd counts it where it goes
         message = marshal.dumps((int(sock.family), int(sock.type), sock.proto, remote))
         try:
-            if chosen.pass_conn(message, sock):
+            if chosen.send_fd(message, sock):
                 return
             for worker in sorted(self.workers, key=WorkerSlot.load):
-                if worker is not chosen and worker.pass_conn(message, sock):
+                if worker is not chosen and worker.send_fd(message, sock):
                     return
             self.log.warning("netloop: no worker can take a connection from %r now; closing it", remote)
         finally:

@@ -62,9 +62,9 @@ class WorkerSlot:
 
     def add_conn(self, sock: socket.SocketType, remote: Any, tls: ssl.SSLContext | None = None) -> None:
         # The parent never speaks TLS: the worker that takes the connection does (its hand-off listener has tls).
-        self.supervisor.hand_off(self, sock, remote)
+        self.supervisor.add_conn(self, sock, remote)
 
-    def pass_conn(self, message: bytes, sock: socket.SocketType) -> bool:
+    def send_fd(self, message: bytes, sock: socket.SocketType) -> bool:
         """Send ``sock``'s descriptor to the worker; False when it can't take it now."""
         if not self.ready or not self.responsive or self.handoff is None:
             return False
