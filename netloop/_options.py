@@ -70,6 +70,9 @@ class Options:
     proxy_protocol_from: str | tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may send it; "*": anyone
     proxy_header_timeout: float = 5.0  # a PROXY header not complete by then closes the connection
     drain_timeout: float = 0.0  # a graceful stop serves on this long after on_shutdown, for handlers to close
+    # workers: a restart's old workers serve on this long (or drain_timeout, if longer) after their on_shutdown, so
+    # that handlers end each connection at a message boundary and no request is cut; 0: as a stop does
+    restart_drain_timeout: float = 2.0
     heartbeat_timeout: float | None = 30.0  # workers: one whose loop misses its heartbeat this long is replaced
 
     def validate(self) -> None:
@@ -117,8 +120,10 @@ class Options:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
                 raise ValueError(f"{name} must be positive seconds, got {value!r}")
-        if self.drain_timeout < 0:
-            raise ValueError(f"drain_timeout must be >= 0 seconds, got {self.drain_timeout!r}")
+        for name in ("drain_timeout", "restart_drain_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
         if self.workers is not None and self.workers != "auto":
             _check_int("workers", self.workers, 0)
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
@@ -166,6 +171,10 @@ class Options:
         if isinstance(tls, dict):
             return list({id(ctx): ctx for ctx in tls.values() if ctx is not None}.values())
         return []
+
+    def restart_drain(self) -> float:
+        """How long a restart's old workers serve on after ``on_shutdown``."""
+        return max(self.drain_timeout, self.restart_drain_timeout)
 
     def worker_count(self) -> int:
         """How many worker processes ``workers`` asks for (0 when not using workers)."""

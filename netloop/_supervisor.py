@@ -428,7 +428,12 @@ class Supervisor(EngineCore):
         self.log.info("netloop: restart done: workers %s serve", ", ".join(str(w.pid) for w in self.workers))
 
     def _retire(self, workers: list[WorkerSlot]) -> None:
-        """Ask ``workers`` to drain and exit (after the connections already passed to them)."""
+        """Ask ``workers`` to drain and exit (after the connections already passed to them).
+
+        They serve on for ``restart_drain_timeout`` after their ``on_shutdown``: a handler that ends connections
+        at a message boundary then cuts no request, even with the default ``drain_timeout`` of 0.
+        """
+        retire = ("retire", self.options.restart_drain())
         for worker in workers:
             if worker.restart is not None:
                 worker.restart.cancel()
@@ -438,7 +443,7 @@ class Supervisor(EngineCore):
             self.retiring.append(worker)
             channel = worker.handoff or worker.control
             if channel is not None:
-                send_message(channel, ("stop",))
+                send_message(channel, retire)
 
     def _check_heartbeats(self) -> None:
         """Hand nothing to a worker whose heartbeat is late; kill one silent for ``heartbeat_timeout``."""
@@ -535,7 +540,7 @@ class Supervisor(EngineCore):
         reactor = self._main_reactor()
         try:
             self._run_on(reactor, self._stop_workers)
-            if not self._gone.wait(self.options.drain_timeout + self.options.shutdown_timeout + _EXIT_GRACE):
+            if not self._gone.wait(self.options.restart_drain() + self.options.shutdown_timeout + _EXIT_GRACE):
                 self.log.warning("netloop: workers still running after the shutdown timeout; killing them")
                 self._run_on(reactor, self._kill_all)
         except Exception:

@@ -42,7 +42,6 @@ def heartbeat_interval(timeout: float | None) -> float | None:
     return None if timeout is None else min(0.5, timeout / 4)
 
 
-_STOP = marshal.dumps(("stop",))
 _PR_SET_PDEATHSIG = 1
 # Stands for "every stream connection the parent hands off" among a worker's addresses.
 _HANDOFF = Address("parent hand-off", "unix", "unix", socket.AF_UNIX, "")
@@ -77,12 +76,12 @@ def die_with_parent(parent: int) -> None:
 class _HandoffSocket(socket.socket):
     """The worker's end of the hand-off channel, served by an ``Acceptor`` like a listening socket.
 
-    ``accept()`` returns the next connection the parent passed over; the parent's stop message, sent after the
-    last connection, stops the worker instead, so no connection passed before it is dropped.
+    ``accept()`` returns the next connection the parent passed over; the parent's stop (or retire) message, sent
+    after the last connection, stops the worker instead, so no connection passed before it is dropped.
     """
 
     taken = 0  # connections taken off the channel
-    on_stop: Callable[[str], None]  # set by the worker's core: stop this worker for a reason
+    on_stop: Callable[[str, float | None], None]  # set by the worker's core: stop this worker for a reason
 
     def accept(self) -> tuple[socket.socket, Any]:
         data, fds, _flags, _addr = socket.recv_fds(self, MESSAGE_MAX, 1)
@@ -90,11 +89,11 @@ class _HandoffSocket(socket.socket):
             family, kind, proto, remote = marshal.loads(data)
             self.taken += 1
             return socket.socket(family, kind, proto, fileno=fds[0]), remote
-        if data == _STOP:
-            self.on_stop("parent")
+        if data:
+            message = marshal.loads(data)
+            self.on_stop("parent", message[1] if message[0] == "retire" else None)
             raise BlockingIOError(errno.EAGAIN, "the parent asked this worker to stop")
-        if not data:
-            self.on_stop("orphaned")
+        self.on_stop("orphaned", None)
         raise ConnectionAbortedError(errno.ECONNABORTED, "the parent process is gone")
 
 
@@ -165,6 +164,8 @@ class _ParentLink:
             message = marshal.loads(data)
             if message[0] == "stop":
                 self.core.stop_because("parent")
+            elif message[0] == "retire":
+                self.core.stop_because("parent", message[1])
             elif message[0] == "count":
                 self.send(("count", message[1], self.core.count_connections(), *self.core.load()))
             elif message[0] == "stats":
@@ -243,10 +244,17 @@ class WorkerCore(EngineCore):
             self.link.send(("shutdown",))
         super().request_stop()
 
-    def stop_because(self, reason: str) -> None:
-        """Stop this worker for ``reason`` ("parent", "orphaned", "signal"), without stopping the others."""
+    def stop_because(self, reason: str, drain: float | None = None) -> None:
+        """Stop this worker for ``reason`` ("parent", "orphaned", "signal"), without stopping the others.
+
+        ``drain``: a restart retires this worker; it serves on that long after ``on_shutdown`` (at least its
+        ``drain_timeout``), so that its handler can end each connection at a message boundary.
+        """
         if self.stop_reason is None:
             self.stop_reason = reason
+        if drain is not None and not self._stop_requested:
+            # This process's own copy of the options (the fork's): the loops read the drain from it when they stop.
+            self.options.drain_timeout = max(self.options.drain_timeout, drain)
         super().request_stop()
 
     def load(self) -> tuple[int, int]:

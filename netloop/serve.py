@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a stop may take to flush and close connections")  # fmt: skip
     add("--drain-timeout", type=float, default=0.0,
         help="a stop serves on this long after on_shutdown, so handlers end connections at a boundary")  # fmt: skip
+    add("--restart-drain-timeout", type=float, default=Options.restart_drain_timeout,
+        help="workers: a SIGHUP restart's old workers serve on this long after on_shutdown (at least"
+             " --drain-timeout), so no request is cut")  # fmt: skip
     add("--ticker", action="store_true", help="call the handler's on_tick (e.g. the HTTP example's Date refresh)")
     add("--log-level", choices=_LEVELS, default="info")
     return parser
@@ -103,6 +106,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         "heartbeat_timeout": args.timeout,
         "shutdown_timeout": args.graceful_timeout,
         "drain_timeout": args.drain_timeout,
+        "restart_drain_timeout": args.restart_drain_timeout,
         "ticker": args.ticker,
     }
     if args.proxy_allow_from is not None:

@@ -169,6 +169,35 @@ def test_restart_loads_new_code_without_a_failed_request(tmp_path: Path, balanci
     assert load.failures == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("balancing", ["parent", "reuse-port"])
+def test_restarts_under_load_with_default_options_fail_no_request(tmp_path: Path, balancing: str) -> None:
+    # What `netloop.serve --help` promises for SIGHUP, with no drain option given: a restart's old workers serve
+    # on while the handler closes their connections at a message boundary, and (reuse-port) a connection queued
+    # in an old worker's own listener is served, not reset.
+    write_app(tmp_path, "restart_app_d", "v0")
+    with (
+        app_path(tmp_path),
+        serving("restart_app_d:App", "tcp://127.0.0.1:0", workers=2, worker_balancing=balancing) as engine,  # type: ignore[arg-type]
+    ):
+        url = engine.addrs[0]
+        load = KeepAliveLoad(url, clients=6)
+        load.start()
+        try:
+            wait_until(lambda: load.count(b"v0") > 20, what="load on the first workers")
+            for version in range(1, 6):
+                old = {w["pid"] for w in engine.stats()["workers"]}
+                body = f"v{version}".encode()
+                write_app(tmp_path, "restart_app_d", body.decode())
+                engine.restart()
+                wait_until(lambda body=body: load.count(body) > 20, what=f"restart {version} serving")  # type: ignore[misc]
+                wait_until(lambda old=old: not old & {w["pid"] for w in engine.stats()["workers"]}, what="retired")  # type: ignore[misc]
+        finally:
+            load.stop.set()
+            load.join(TIMEOUT)
+    assert load.failures == []
+
+
 def test_a_restart_that_fails_to_boot_leaves_the_old_workers_serving(tmp_path: Path) -> None:
     write_app(tmp_path, "restart_app_b", "good")
     with (
