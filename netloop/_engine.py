@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,7 @@ class EngineCore:
         # What killed a loop (a BaseException that escaped every handler guard): run() re-raises it once stopped.
         self.fatal: BaseException | None = None
         self.engine = Engine(self)
+        _LIVE.add(self)
 
     # -- start ---------------------------------------------------------------------------------------------
 
@@ -359,6 +361,48 @@ class EngineCore:
 
         if self._submit(loop, task):
             done.wait(self.options.shutdown_timeout + _STOP_MARGIN)
+
+
+# Every engine core of this process (servers, clients, a worker pool's parent) while it exists: a worker process
+# closes the descriptors of those that are not its own after the fork (another engine's port stays the parent's).
+_LIVE: weakref.WeakSet[EngineCore] = weakref.WeakSet()
+
+
+def live_engines() -> list[EngineCore]:
+    """The engine cores of this process that have not stopped."""
+    return [core for core in list(_LIVE) if not core.stopped.is_set()]
+
+
+def forget_engine(core: EngineCore) -> None:
+    """In a forked child: close ``core``'s descriptors (listeners, connections, its loops' pollers and wake-ups).
+
+    Closed as they are, and nothing more: the child's epoll descriptor is the parent's epoll, so unregistering
+    anything through it (as a loop's own teardown does) would take it from the parent's loop. The child has
+    none of the parent's threads: nothing else touches these objects here.
+    """
+    socks: list[socket.SocketType] = [*core._bound, *(acceptor.sock for acceptor in core.acceptors)]
+    for loop in core._all_loops():
+        socks.extend(conn._sock for conn in list(loop.conns.values()))
+    for sock in socks:
+        try:
+            sock.close()
+        except OSError:
+            pass
+    for loop in core._all_loops():
+        forget_loop(loop)
+
+
+def forget_loop(loop: EventLoop) -> None:
+    """In a forked child: close the descriptors of the parent's ``loop`` (its poller and its wake-up)."""
+    try:
+        loop.poller.close()
+    except OSError:
+        pass  # a kqueue is not inherited: there is nothing to close
+    for fd in {loop._wake_r, loop._wake_w}:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 # How long stopping waits past the deadline for a loop that is busy in a handler.

@@ -20,14 +20,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from netloop._address import Address
-from netloop._engine import EngineCore
+from netloop._engine import EngineCore, forget_engine, forget_loop, live_engines
 from netloop._errors import EngineStoppedError, NetloopError
 from netloop._handler_loader import load_handler
 from netloop._options import LoadBalancing
 from netloop._poller import IN
 
 if TYPE_CHECKING:
-    from netloop._eventloop import EventLoop
     from netloop._supervisor import Supervisor  # only for annotations: the supervisor imports this module
 
 SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
@@ -312,8 +311,8 @@ def run_worker(
 def forget_parent(supervisor: Supervisor, parent_ends: list[socket.socket | None]) -> None:
     """In a new worker: close the parent's descriptors it inherited (channels, listeners, held ports, its loop).
 
-    Only what the parent's engine opened: anything else the parent had open is the application's, and a fork
-    keeps it, as any fork does.
+    Only what the parent's engines opened (this one's and the process's others): anything else the parent had open
+    is the application's, and a fork keeps it, as any fork does.
     """
     keep = set(supervisor.shared.values())
     closing: list[socket.socket | None] = [*parent_ends, *supervisor._bound, *(a.sock for a in supervisor.acceptors)]
@@ -324,23 +323,11 @@ def forget_parent(supervisor: Supervisor, parent_ends: list[socket.socket | None
             sock.close()
     if supervisor.reactor is not None:
         forget_loop(supervisor.reactor)
-
-
-def forget_loop(loop: EventLoop) -> None:
-    """In a forked child: close the descriptors of the parent's ``loop`` (its poller and its wake-up).
-
-    Closed as they are, and nothing more: the child's epoll descriptor is the parent's epoll, so unregistering
-    anything through it (as a loop's own teardown does) would take it from the parent's loop.
-    """
-    try:
-        loop.poller.close()
-    except OSError:
-        pass  # a kqueue is not inherited: there is nothing to close
-    for fd in {loop._wake_r, loop._wake_w}:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    # The process's other engines (a metrics port, a client...) are the parent's: a worker holding their sockets
+    # would keep a port open after the parent closed it, and across restarts.
+    for core in live_engines():
+        if core is not supervisor:
+            forget_engine(core)
 
 
 def flush_stdio() -> None:

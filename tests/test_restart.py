@@ -198,6 +198,30 @@ def test_restarts_under_load_with_default_options_fail_no_request(tmp_path: Path
     assert load.failures == []
 
 
+def test_workers_leave_the_processes_other_listeners_to_it() -> None:
+    # examples/metrics.py: a second engine in the workers' parent serves its own port. The workers a restart forks
+    # must not hold that listener (nor that engine's loop): once the parent closes it, the port is free.
+    with serving(Echo(), "tcp://127.0.0.1:0", workers=2) as app:
+        other = netloop.start(Echo(), "tcp://127.0.0.1:0")
+        try:
+            port = int(other.addrs[0].rsplit(":", 1)[1])
+            old = {w["pid"] for w in app.stats()["workers"]}
+            app.restart()
+            wait_until(lambda: not old & {w["pid"] for w in app.stats()["workers"]}, what="the new workers")
+            with connect(other.addrs[0]) as sock:
+                sock.sendall(b"ping")
+                assert recv_exact(sock, 4) == b"ping"
+        finally:
+            other.stop(timeout=TIMEOUT)
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))  # EADDRINUSE while a worker holds the old listener
+            probe.listen()
+        with connect(app.addrs[0]) as sock:
+            sock.sendall(b"still")
+            assert recv_exact(sock, 5) == b"still"
+
+
 def test_a_restart_that_fails_to_boot_leaves_the_old_workers_serving(tmp_path: Path) -> None:
     write_app(tmp_path, "restart_app_b", "good")
     with (
