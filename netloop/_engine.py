@@ -334,7 +334,14 @@ class EngineCore:
                     self.log.error("netloop: event loop %d did not stop (a handler is blocking it)", loop.index)
             for sock in self._bound:
                 sock.close()
+            self._call_on_stopped()
             self.stopped.set()
+
+    def _call_on_stopped(self) -> None:
+        try:
+            self.handler.on_stopped(self.engine)
+        except Exception:
+            self.log.exception("netloop: on_stopped raised")
 
     def _call_on_shutdown(self) -> None:
         try:
