@@ -82,8 +82,11 @@ class Client:
             self._core.engine.stop(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the client has stopped (``stop``, or ``Action.SHUTDOWN``); False if ``timeout`` passed."""
-        return self._core.stopped.wait(timeout)
+        """Block until the client has stopped (``stop``, or ``Action.SHUTDOWN``); False if ``timeout`` passed.
+
+        Ctrl-C (``KeyboardInterrupt``) while waiting stops the client gracefully and returns True once stopped.
+        """
+        return self._core.wait(timeout)
 
     def dial(
         self,

@@ -57,8 +57,12 @@ class Engine:
             self._core.stopped.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the engine has stopped; False if ``timeout`` passed first."""
-        return self._core.stopped.wait(timeout)
+        """Block until the engine has stopped; False if ``timeout`` passed first.
+
+        Ctrl-C (``KeyboardInterrupt``) while waiting stops the engine gracefully, as under ``run``, and ``wait``
+        returns True once it has stopped: no traceback. A second Ctrl-C during that stop is not caught.
+        """
+        return self._core.wait(timeout)
 
     @property
     def stopped(self) -> bool:
@@ -267,6 +271,14 @@ class EngineCore:
 
     def restart(self) -> None:
         raise NetloopError("restart needs worker processes (workers=N): one process cannot replace its own code")
+
+    def wait(self, timeout: float | None) -> bool:
+        """``Engine.wait``: until stopped; a ``KeyboardInterrupt`` meanwhile stops the engine gracefully first."""
+        try:
+            return self.stopped.wait(timeout)
+        except KeyboardInterrupt:
+            self.request_stop()
+            return self.stopped.wait()  # the stop's own deadlines bound it
 
     def on_loop_thread(self) -> bool:
         return any(loop.in_loop() for loop in self._all_loops())
