@@ -19,6 +19,7 @@ import ssl
 import sys
 from typing import Any
 
+from netloop._address import parse_address
 from netloop._entry import run
 from netloop._errors import NetloopError
 from netloop._handler_loader import load_handler
@@ -132,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     binds = args.bind or ["tcp://127.0.0.1:8000"]
     try:
+        for text in binds:
+            # A bad --bind is a bad command line (status 2), not a failed start. systemd:// is checked by the start:
+            # reading what systemd passed takes its variables from the environment.
+            if text.partition("://")[0].lower() != "systemd":
+                parse_address(text)
         options = options_from(args)
         # Without workers the handler is imported here; with them, only the workers import it (after the fork), and
         # a target they cannot load fails the start with their error.

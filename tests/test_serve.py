@@ -115,6 +115,19 @@ def test_a_bad_flag_fails_with_status_2() -> None:
     assert done.returncode == 2 and "must be positive seconds" in done.stderr
 
 
+@pytest.mark.parametrize("bind", ["tcp://127.0.0.1", "nonsense://127.0.0.1:80", "tcp://127.0.0.1:99999"])
+def test_a_bad_bind_fails_with_status_2(bind: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "netloop.serve", "serve_apps:Echo", "--bind", bind],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert bind in done.stderr
+
+
 def test_workers_sighup_and_a_factory_target() -> None:
     port = _free_port()
     argv = ["serve_apps:make_echo", "--bind", f"tcp://127.0.0.1:{port}", "--workers", "2"]
