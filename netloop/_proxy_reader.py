@@ -16,7 +16,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import BY_ERROR, BY_TIMEOUT
+from netloop._conn import BY_ERROR, BY_PEER, BY_TIMEOUT
 from netloop._poller import IN
 from netloop._proxy_parse import (
     DEFAULT_MAX_SIZE,
@@ -87,6 +87,15 @@ class ProxyHeaderReader:
                 raise ProxyProtocolError("the peer closed inside the PROXY header")
             n -= len(got)
 
+    def _closed_after_header(self) -> bool:
+        """Whether the peer has closed (or reset) with nothing sent after the header."""
+        try:
+            return not self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False  # still open, nothing more yet: TLS takes it from here
+        except OSError:
+            return True
+
     def _expired(self, timeout: float) -> None:
         self.timer = None
         self.fail(TimeoutError(errno.ETIMEDOUT, f"no complete PROXY header in {timeout}s"), BY_TIMEOUT)
@@ -108,8 +117,16 @@ class ProxyHeaderReader:
         loop.drop_unopened(self.sock, cause)
 
     def done(self, info: ProxyInfo) -> None:
-        """The header is complete: serve the connection as if accepted from the client the header names."""
+        """The header is complete: serve the connection as if accepted from the client the header names.
+
+        On a TLS listener, a peer that closed right after its header, before a ClientHello, is a health check
+        (HAProxy's ``check-send-proxy``): closed as the peer's close, not counted as a failed TLS handshake.
+        """
         self._forget()
+        if self.tls is not None and self._closed_after_header():
+            self.loop.log.debug("netloop: %r closed after its PROXY header, before TLS began", self.remote)
+            self.loop.drop_unopened(self.sock, BY_PEER)
+            return
         remote = self.remote
         if info.source is not None:
             remote = info.source  # LOCAL and UNKNOWN headers keep the real peer (the spec's rule)
