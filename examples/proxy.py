@@ -79,7 +79,7 @@ class Proxy(netloop.EventHandler):
         if conn.context is not None:
             return None  # the upstream end connected; what the client sent meanwhile is on its way
         # Never blocks: the upstream end comes back still connecting and opens on a later turn of this loop.
-        upstream = conn.event_loop.register(self.upstream, self.connect_timeout)
+        upstream = conn.event_loop.dial(self.upstream, self.connect_timeout)
         conn.context = Side(upstream, upstream=False)
         upstream.context = Side(conn, upstream=True)
         return None

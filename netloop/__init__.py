@@ -6,7 +6,8 @@ Everything public is importable from here; the modules behind it are private and
 from netloop._client import Client
 from netloop._compiled import compiled
 from netloop._conn import Conn
-from netloop._engine import Engine, run, start
+from netloop._engine import Engine
+from netloop._entry import run, start
 from netloop._errors import (
     AddressError,
     CodecError,
@@ -20,12 +21,12 @@ from netloop._errors import (
     ShortBufferError,
 )
 from netloop._handler import Action, EventHandler
-from netloop._loop_protocol import EventLoop
+from netloop._loop_api import EventLoop
 from netloop._options import LoadBalancing, Options, WorkerBalancing
 from netloop._poller import available_pollers
 from netloop._pool import WorkerPool
-from netloop._proxy_protocol import ProxyInfo, ProxyProtocolError
 from netloop._tls import TlsInfo
+from netloop.proxy_protocol import ProxyInfo, ProxyProtocolError
 
 __version__ = "0.1.0"
 

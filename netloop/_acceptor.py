@@ -27,12 +27,16 @@ _BACKOFF_FIRST = 0.01
 _BACKOFF_CAP = 1.0
 # The peer went away between the handshake and accept(): nothing to do but take the next one.
 _TRANSIENT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+# The most connections a closing listener takes off its backlog (the kernel caps a backlog at somaxconn, 4096 by
+# default); and the most reads that drop what a refused client sent before its socket is closed.
+_BACKLOG_MAX = 65536
+_REFUSE_READS = 16
 
 
 def bind(address: Address, options: Options, reuse_port: bool, port: int | None = None) -> socket.socket:
     """A bound, non-blocking socket for ``address`` (listening, for a stream). ``port`` overrides port 0."""
     if address.fd is not None:
-        return _adopt_inherited(address, options)
+        return _inherited_listener(address, options)
     sockaddr = address.sockaddr
     if port is not None and address.family != socket.AF_UNIX:
         sockaddr = (sockaddr[0], port, *sockaddr[2:])
@@ -103,7 +107,7 @@ def refuse_foreign_listener(address: Address) -> None:
         probe.close()
 
 
-def _adopt_inherited(address: Address, options: Options) -> socket.socket:
+def _inherited_listener(address: Address, options: Options) -> socket.socket:
     """The inherited socket of ``address`` (fd://, systemd://), non-blocking; a stream socket is listening."""
     assert address.fd is not None
     sock = socket.socket(fileno=address.fd)
@@ -166,6 +170,25 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def refuse(sock: socket.SocketType) -> None:
+    """Close an accepted connection nobody will serve, with a FIN: an orderly close the client reads as end of file.
+
+    Closing a socket whose receive buffer holds bytes sends a reset instead (and the client's read fails with
+    ECONNRESET, losing what it had not read yet): send the FIN first, then drop what the client sent. A reset
+    for bytes that arrive later follows the FIN, and the client still reads the end of file first.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        for _ in range(_REFUSE_READS):
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass  # nothing (more) to read, or the client is gone already
+    finally:
+        sock.close()
+
+
 class AcceptTarget(Protocol):
     """What an acceptor hands a new connection to: an event loop, or (in a worker pool's parent) a worker."""
 
@@ -214,6 +237,10 @@ class Acceptor:
             self.owner.attach(self._fd, self._on_accept, IN)
 
     def _on_accept(self, ev: int) -> None:
+        self._accept_one()
+
+    def _accept_one(self, closing: bool = False) -> bool:
+        """Accept one connection and hand it on; False when none was waiting, or accepting failed."""
         sock: socket.SocketType
         try:
             if self._c_accept is not None:
@@ -222,13 +249,15 @@ class Acceptor:
             else:
                 sock, remote = self.sock.accept()
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
-            if exc.errno in _BACKOFF_ERRNOS:
+            if closing:
+                pass  # the socket is closed next: nothing to retry
+            elif exc.errno in _BACKOFF_ERRNOS:
                 self._pause(exc)
             elif exc.errno not in _TRANSIENT_ERRNOS:
                 self.owner.log.error("netloop: accept on %s failed: %s", self.text, exc)
-            return
+            return False
         self._backoff = 0.0
         if self._full is not None and self._full():
             # Accepted and closed, not left in the backlog: the client learns at once, and the backlog keeps room
@@ -237,19 +266,20 @@ class Acceptor:
             owner.refused += 1
             owner.accepted += 1
             owner.closed_by[BY_LIMIT] += 1
-            sock.close()
-            return
+            refuse(sock)
+            return True
         sock.setblocking(False)
         loop = self._pick(remote)
         loop.assigned += 1
         args = (sock, remote) if self.tls is None else (sock, remote, self.tls)
         if loop is self.owner:
             loop.add_conn(*args)
-            return
+            return True
         try:
             loop.submit(loop.add_conn, *args)
         except EngineStoppedError:
             sock.close()  # its loop has stopped (the engine is stopping): nobody will serve it
+        return True
 
     def _pause(self, exc: OSError) -> None:
         self._backoff = min(_BACKOFF_CAP, self._backoff * 2 or _BACKOFF_FIRST)
@@ -269,6 +299,12 @@ class Acceptor:
             return
         self._closed = True
         self.owner.detach(self._fd)
+        # Closing a listener resets the connections its backlog holds: the kernel completed their handshakes, and
+        # their clients may have sent a request. Take them first; the stop then serves and closes them as the
+        # others (with SO_REUSEPORT, a restart's new workers get every connection after this).
+        for _ in range(_BACKLOG_MAX):
+            if not self._accept_one(closing=True):
+                break
         # A Unix socket's file is removed, unless the socket was inherited (its file belongs to whoever made it).
         path = self.sock.getsockname() if self.sock.family == socket.AF_UNIX and not self.inherited else None
         self.sock.close()

@@ -25,8 +25,8 @@ from netloop._poller import ERR, HUP, IN, OUT, READABLE
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop, Timer
     from netloop._handler import EventHandler
-    from netloop._loop_protocol import EventLoop as EventLoopProtocol
-    from netloop._proxy_protocol import ProxyInfo
+    from netloop._loop_api import EventLoop as EventLoopProtocol
+    from netloop._proxy_parse import ProxyInfo
     from netloop._tls import TlsInfo
 
 Buffer = bytes | bytearray | memoryview

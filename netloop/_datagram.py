@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from netloop._conn import Buffer, Callback, Conn
+from netloop._networks import allowed
 from netloop._poller import EDGE, IN
-from netloop._proxy_protocol import ProxyInfo, ProxyProtocolError, parse_v2_datagram
-from netloop._proxy_reader import allowed
+from netloop._proxy_parse import ProxyInfo, ProxyProtocolError, parse_v2_datagram
 
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 import os
-import signal
 import socket
-import sys
-import sysconfig
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from netloop._acceptor import Acceptor, bind, refuse_foreign_listener
-from netloop._address import Address, listen_addresses
+from netloop._address import Address
 from netloop._balancer import new_balancer
 from netloop._datagram import DatagramEndpoint
-from netloop._errors import AddressError, EngineStoppedError, NetloopError
+from netloop._errors import EngineStoppedError, NetloopError
 from netloop._eventloop import EventLoop, SourceLimit
 from netloop._handler import Action, EventHandler
-from netloop._loop_protocol import EventLoop as EventLoopProtocol
-from netloop._options import Options, make_options
+from netloop._loop_api import EventLoop as EventLoopProtocol
+from netloop._options import Options
+from netloop._tls import prepare_context
 
 
 class Engine:
@@ -60,8 +57,12 @@ class Engine:
             self._core.stopped.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the engine has stopped; False if ``timeout`` passed first."""
-        return self._core.stopped.wait(timeout)
+        """Block until the engine has stopped; False if ``timeout`` passed first.
+
+        Ctrl-C (``KeyboardInterrupt``) while waiting stops the engine gracefully, as under ``run``, and ``wait``
+        returns True once it has stopped: no traceback. A second Ctrl-C during that stop is not caught.
+        """
+        return self._core.wait(timeout)
 
     @property
     def stopped(self) -> bool:
@@ -104,6 +105,8 @@ class EngineCore:
         self.addresses = addresses
         self.options = options
         self.log = options.get_logger()
+        for ctx in options.tls_contexts():
+            prepare_context(ctx)  # here, not in Options.validate: checking options leaves the user's contexts be
         # max_connections_per_source: the open connections by client address, shared by the loops.
         self.sources = SourceLimit(options.max_connections_per_source) if options.max_connections_per_source else None
         # Refuse a port another socket holds before an SO_REUSEPORT bind (a worker's parent holds its ports).
@@ -125,6 +128,7 @@ class EngineCore:
         # What killed a loop (a BaseException that escaped every handler guard): run() re-raises it once stopped.
         self.fatal: BaseException | None = None
         self.engine = Engine(self)
+        _LIVE.add(self)
 
     # -- start ---------------------------------------------------------------------------------------------
 
@@ -268,6 +272,14 @@ class EngineCore:
     def restart(self) -> None:
         raise NetloopError("restart needs worker processes (workers=N): one process cannot replace its own code")
 
+    def wait(self, timeout: float | None) -> bool:
+        """``Engine.wait``: until stopped; a ``KeyboardInterrupt`` meanwhile stops the engine gracefully first."""
+        try:
+            return self.stopped.wait(timeout)
+        except KeyboardInterrupt:
+            self.request_stop()
+            return self.stopped.wait()  # the stop's own deadlines bound it
+
     def on_loop_thread(self) -> bool:
         return any(loop.in_loop() for loop in self._all_loops())
 
@@ -334,7 +346,14 @@ class EngineCore:
                     self.log.error("netloop: event loop %d did not stop (a handler is blocking it)", loop.index)
             for sock in self._bound:
                 sock.close()
+            self._call_on_stopped()
             self.stopped.set()
+
+    def _call_on_stopped(self) -> None:
+        try:
+            self.handler.on_stopped(self.engine)
+        except Exception:
+            self.log.exception("netloop: on_stopped raised")
 
     def _call_on_shutdown(self) -> None:
         try:
@@ -363,6 +382,48 @@ class EngineCore:
             done.wait(self.options.shutdown_timeout + _STOP_MARGIN)
 
 
+# Every engine core of this process (servers, clients, a worker pool's parent) while it exists: a worker process
+# closes the descriptors of those that are not its own after the fork (another engine's port stays the parent's).
+_LIVE: weakref.WeakSet[EngineCore] = weakref.WeakSet()
+
+
+def live_engines() -> list[EngineCore]:
+    """The engine cores of this process that have not stopped."""
+    return [core for core in list(_LIVE) if not core.stopped.is_set()]
+
+
+def forget_engine(core: EngineCore) -> None:
+    """In a forked child: close ``core``'s descriptors (listeners, connections, its loops' pollers and wake-ups).
+
+    Closed as they are, and nothing more: the child's epoll descriptor is the parent's epoll, so unregistering
+    anything through it (as a loop's own teardown does) would take it from the parent's loop. The child has
+    none of the parent's threads: nothing else touches these objects here.
+    """
+    socks: list[socket.SocketType] = [*core._bound, *(acceptor.sock for acceptor in core.acceptors)]
+    for loop in core._all_loops():
+        socks.extend(conn._sock for conn in list(loop.conns.values()))
+    for sock in socks:
+        try:
+            sock.close()
+        except OSError:
+            pass
+    for loop in core._all_loops():
+        forget_loop(loop)
+
+
+def forget_loop(loop: EventLoop) -> None:
+    """In a forked child: close the descriptors of the parent's ``loop`` (its poller and its wake-up)."""
+    try:
+        loop.poller.close()
+    except OSError:
+        pass  # a kqueue is not inherited: there is nothing to close
+    for fd in {loop._wake_r, loop._wake_w}:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 # How long stopping waits past the deadline for a loop that is busy in a handler.
 _STOP_MARGIN = 1.0
 
@@ -387,150 +448,3 @@ def _tick_result(result: Any) -> tuple[float, Action | None]:
     except (TypeError, ValueError):
         raise TypeError(f"on_tick must return a delay or (delay, Action), got {result!r}") from None
     return max(0.0, delay), action
-
-
-def load_handler(spec: str) -> EventHandler:
-    """The handler ``"module:attr"`` names: an ``EventHandler`` instance, or a class or callable that makes one.
-
-    Raises ``NetloopError`` saying what is wrong with ``spec``.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise NetloopError(f"handler {spec!r}: expected 'module:attribute', e.g. 'myapp.server:Handler'")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise NetloopError(f"handler {spec!r}: cannot import {module_name!r}: {exc}") from exc
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise NetloopError(f"handler {spec!r}: {module_name!r} has no attribute {attr!r}") from None
-    if isinstance(target, EventHandler):
-        return target
-    if not callable(target):
-        raise NetloopError(f"handler {spec!r} is neither a netloop.EventHandler nor a callable that makes one")
-    handler = target()
-    if not isinstance(handler, EventHandler):
-        raise NetloopError(f"handler {spec!r} made a {type(handler).__name__}, not a netloop.EventHandler")
-    return handler
-
-
-def start(handler: EventHandler | str, *addrs: str, options: Options | None = None, **kwargs: Any) -> Engine:
-    """Bind ``addrs`` and serve them on background threads; returns the running ``Engine`` at once.
-
-    ``handler`` may be a ``"module:attr"`` string (see ``load_handler``): with ``workers=N`` each worker imports it
-    after the fork, so the parent never runs it and a restart loads the code anew.
-
-    Raises ``AddressError`` for a bad address and ``TypeError``/``ValueError`` for a bad option, before
-    anything is bound.
-    """
-    return _start(handler, addrs, options, kwargs, keep_first=False)
-
-
-def _start(
-    handler: EventHandler | str,
-    addrs: tuple[str, ...],
-    options: Options | None,
-    kwargs: dict[str, Any],
-    keep_first: bool,
-) -> Engine:
-    opts = make_options(options, kwargs)
-    spec: str | None = None
-    if isinstance(handler, str):
-        spec = handler
-        handler = EventHandler() if opts.worker_count() else load_handler(spec)
-    if not isinstance(handler, EventHandler):
-        raise TypeError(f"handler must be a netloop.EventHandler, got {type(handler).__name__}")
-    if not addrs:
-        raise AddressError("no address given; e.g. netloop.start(handler, 'tcp://127.0.0.1:9000')")
-    addresses = [address for text in addrs for address in listen_addresses(text)]
-    if isinstance(opts.tls, dict):
-        unknown = sorted(set(opts.tls) - {address.text for address in addresses})
-        if unknown:
-            raise ValueError(f"tls names addresses this engine does not serve: {', '.join(unknown)}")
-    if gil_reenabled():
-        opts.get_logger().warning(
-            "netloop: this free-threaded Python runs with the GIL enabled (an extension module or PYTHON_GIL=1 "
-            "turned it on): event loops in threads will not run in parallel; use workers=N for every core"
-        )
-    if opts.worker_count():
-        from netloop._workers import start_workers
-
-        return start_workers(handler, addresses, opts, spec)
-    core = EngineCore(handler, addresses, opts)
-    core.keep_first = keep_first
-    core.start()
-    return core.engine
-
-
-def gil_reenabled() -> bool:
-    """True on a free-threaded build of Python whose GIL has been switched back on."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    return bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and is_gil_enabled is not None and is_gil_enabled()
-
-
-def run(handler: EventHandler | str, *addrs: str, options: Options | None = None, **kwargs: Any) -> None:
-    """Serve ``addrs`` until the engine stops (``Action.SHUTDOWN``, ``engine.stop()``, SIGINT or SIGTERM).
-
-    SIGINT/SIGTERM stop it gracefully when ``run`` is called from the main thread, including a signal that
-    arrives while the engine is still starting (during ``on_boot``). With ``workers=N``, SIGHUP restarts the
-    workers without dropping a connection (``Engine.restart``).
-    """
-    with stop_on_signals() as signals:
-        # Loop 0 runs on this thread, so a one-loop server is a single-threaded process.
-        engine = _start(handler, addrs, options, kwargs, keep_first=True)
-        signals.attach(engine)
-        core = engine._core
-        core.run_kept()
-        engine.wait()
-        if core.fatal is not None and not isinstance(core.fatal, Exception):
-            raise core.fatal  # SystemExit, KeyboardInterrupt... from a handler: the engine stopped first
-
-
-class stop_on_signals:
-    """Context manager: while inside, SIGINT and SIGTERM stop the attached engine (main thread only).
-
-    A signal that arrives before ``attach`` is remembered and stops the engine as soon as it is attached.
-    """
-
-    def __init__(self) -> None:
-        self.engine: Engine | None = None
-        self._pending = False
-        self._hangup = False
-        self._saved: dict[int, Any] = {}
-
-    def attach(self, engine: Engine) -> None:
-        self.engine = engine
-        if self._pending:
-            engine._core.request_stop()
-        elif self._hangup:
-            self._on_hangup()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.engine is None:
-            self._pending = True
-        else:
-            self.engine._core.request_stop()
-
-    def _on_hangup(self, signum: int | None = None, frame: FrameType | None = None) -> None:
-        engine = self.engine
-        if engine is None:
-            self._hangup = True  # still starting: handled once the engine is attached
-            return
-        try:
-            engine.restart()
-        except NetloopError as exc:
-            engine._core.log.warning("netloop: SIGHUP ignored: %s", exc)
-
-    def __enter__(self) -> stop_on_signals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._saved[signum] = signal.signal(signum, self._on_signal)
-            if hasattr(signal, "SIGHUP"):
-                self._saved[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._saved.items():
-            signal.signal(signum, previous)

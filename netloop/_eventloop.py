@@ -14,6 +14,7 @@ import ssl
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -22,13 +23,15 @@ from netloop import _compiled
 from netloop._compiled import speedups
 from netloop._conn import ABOVE_CAP, BY_ERROR, BY_LIMIT, BY_SHUTDOWN, CAUSES, PAUSED_BY_PRESSURE, Conn, set_keep_alive
 from netloop._conn_variants import conn_class, conn_mask
+from netloop._dial import dial_on_loop, enroll_on_loop
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
+from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
 from netloop._poller.epoll import EpollPoller
-from netloop._proxy_protocol import Mode, ProxyInfo
-from netloop._proxy_reader import ProxyHeaderReader, allowed, parse_networks
+from netloop._proxy_parse import Mode, ProxyInfo
+from netloop._proxy_reader import ProxyHeaderReader
 from netloop._timeouts import TimeoutWheel
 
 if TYPE_CHECKING:
@@ -440,6 +443,17 @@ class EventLoop:
         """Route a watched descriptor's events to another handler."""
         self._handlers[fd] = handler
 
+    def dial(
+        self,
+        addr: str,
+        timeout: float | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Conn:
+        """Dial ``addr`` and serve the new outbound connection on this loop (see ``netloop.Client``)."""
+        return dial_on_loop(self, addr, timeout, tls, server_hostname)
+
     def register(
         self,
         addr: str,
@@ -448,15 +462,12 @@ class EventLoop:
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
     ) -> Conn:
-        """Dial ``addr`` and attach the new outbound connection to this loop (see ``netloop.Client``)."""
-        from netloop._client import dial_on_loop
-
+        """Deprecated name of ``dial``."""
+        warnings.warn("EventLoop.register is deprecated; use EventLoop.dial", DeprecationWarning, stacklevel=2)
         return dial_on_loop(self, addr, timeout, tls, server_hostname)
 
     def enroll(self, sock: socket.socket) -> Conn:
-        """Attach an already connected socket to this loop as a connection (see ``netloop.Client``)."""
-        from netloop._client import enroll_on_loop
-
+        """Serve an already connected socket on this loop as a connection (see ``netloop.Client``)."""
         return enroll_on_loop(self, sock)
 
     def detach_conn(self, conn: Conn) -> None:

@@ -85,3 +85,12 @@ class EventHandler:
     def on_shutdown(self, engine: Engine) -> None:
         """The engine is stopping: accepting has stopped, connections are still open (and then closed)."""
         return None
+
+    def on_stopped(self, engine: Engine) -> None:
+        """The engine has stopped: the drain is over, every connection is closed (``on_close`` ran for each).
+
+        The place to release what requests used until the end, e.g. a ``WorkerPool``: ``on_shutdown`` runs before
+        the drain, while connections are still served. Runs once, on a thread of netloop's (no loop runs any
+        more); with ``workers=N``, in each worker process (and for each generation a restart retires).
+        """
+        return None

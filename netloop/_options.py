@@ -9,6 +9,8 @@ import os
 import ssl
 from typing import Any
 
+from netloop._networks import parse_networks
+
 
 class LoadBalancing(enum.Enum):
     """How a new connection picks its event loop."""
@@ -68,10 +70,16 @@ class Options:
     proxy_protocol_from: str | tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may send it; "*": anyone
     proxy_header_timeout: float = 5.0  # a PROXY header not complete by then closes the connection
     drain_timeout: float = 0.0  # a graceful stop serves on this long after on_shutdown, for handlers to close
+    # workers: a restart's old workers serve on this long (or drain_timeout, if longer) after their on_shutdown, so
+    # that handlers end each connection at a message boundary and no request is cut; 0: as a stop does
+    restart_drain_timeout: float = 2.0
     heartbeat_timeout: float | None = 30.0  # workers: one whose loop misses its heartbeat this long is replaced
 
     def validate(self) -> None:
-        """Raise ``ValueError``/``TypeError`` for a bad value, naming the option."""
+        """Raise ``ValueError``/``TypeError`` for a bad value, naming the option.
+
+        Checks only: no I/O, and the ``tls`` contexts are left as they are (the engine prepares them when it starts).
+        """
         _check_int("num_event_loop", self.num_event_loop, 0)
         _check_int("read_buffer_cap", self.read_buffer_cap, 1024)
         _check_int("write_buffer_cap", self.write_buffer_cap, 1)
@@ -107,15 +115,15 @@ class Options:
             raise ValueError(f"linger_timeout must be > 0 seconds, got {self.linger_timeout!r}")
         if self.proxy_protocol not in ("off", "v1", "v2", "auto"):
             raise ValueError(f"proxy_protocol must be 'off', 'v1', 'v2' or 'auto', got {self.proxy_protocol!r}")
-        from netloop._proxy_reader import parse_networks
-
         parse_networks(self.proxy_protocol_from)
         for name in ("proxy_header_timeout", "heartbeat_timeout"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
                 raise ValueError(f"{name} must be positive seconds, got {value!r}")
-        if self.drain_timeout < 0:
-            raise ValueError(f"drain_timeout must be >= 0 seconds, got {self.drain_timeout!r}")
+        for name in ("drain_timeout", "restart_drain_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
         if self.workers is not None and self.workers != "auto":
             _check_int("workers", self.workers, 0)
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
@@ -138,8 +146,6 @@ class Options:
         return (os.cpu_count() or 1) if self.multicore else 1
 
     def _validate_tls(self) -> None:
-        from netloop._tls import prepare_context
-
         tls = self.tls
         if tls is None:
             return
@@ -151,13 +157,24 @@ class Options:
         for ctx in contexts:
             if ctx is not None and not isinstance(ctx, ssl.SSLContext):
                 raise TypeError(f"tls contexts must be ssl.SSLContext, got {type(ctx).__name__}")
-            if ctx is not None:
-                prepare_context(ctx)
         if isinstance(tls, dict) and self.workers is not None and self.worker_balancing is WorkerBalancing.PARENT:
             raise ValueError(
                 "a tls mapping per address needs worker_balancing=REUSE_PORT: with PARENT a worker cannot tell which"
                 " listener a connection came from; give one SSLContext for every stream listener instead"
             )
+
+    def tls_contexts(self) -> list[ssl.SSLContext]:
+        """Every TLS context ``tls`` gives (once each)."""
+        tls = self.tls
+        if isinstance(tls, ssl.SSLContext):
+            return [tls]
+        if isinstance(tls, dict):
+            return list({id(ctx): ctx for ctx in tls.values() if ctx is not None}.values())
+        return []
+
+    def restart_drain(self) -> float:
+        """How long a restart's old workers serve on after ``on_shutdown``."""
+        return max(self.drain_timeout, self.restart_drain_timeout)
 
     def worker_count(self) -> int:
         """How many worker processes ``workers`` asks for (0 when not using workers)."""

@@ -12,15 +12,13 @@ anywhere else is refused the same way: it is not allowed to speak for another ad
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import BY_ERROR, BY_TIMEOUT
+from netloop._conn import BY_ERROR, BY_PEER, BY_TIMEOUT
 from netloop._poller import IN
-from netloop._proxy_protocol import (
+from netloop._proxy_parse import (
     DEFAULT_MAX_SIZE,
     V1_MAX_LENGTH,
     HeaderComplete,
@@ -33,39 +31,7 @@ from netloop._proxy_protocol import (
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop, Timer
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-LOOPBACK = ("127.0.0.0/8", "::1/128")
 _PEEK = max(DEFAULT_MAX_SIZE, V1_MAX_LENGTH)
-
-
-def parse_networks(spec: str | Iterable[str]) -> tuple[Network, ...] | None:
-    """``proxy_protocol_from`` as networks; None for ``"*"`` (any source). Raises ``ValueError`` naming a bad one."""
-    items = [spec] if isinstance(spec, str) else list(spec)
-    if "*" in items:
-        return None
-    networks = []
-    for item in items:
-        if not isinstance(item, str):
-            raise TypeError(f"proxy_protocol_from takes network strings, got {item!r}")
-        try:
-            networks.append(ipaddress.ip_network(item.strip(), strict=False))
-        except ValueError as exc:
-            raise ValueError(f"proxy_protocol_from: {item!r} is not a network: {exc}") from None
-    return tuple(networks)
-
-
-def allowed(remote: Any, networks: tuple[Network, ...] | None) -> bool:
-    """Whether a peer at ``remote`` may send a PROXY header (a Unix socket's peer always may: it is local)."""
-    if networks is None or not isinstance(remote, tuple):
-        return True
-    try:
-        address = ipaddress.ip_address(remote[0].split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
 
 
 class ProxyHeaderReader:
@@ -121,6 +87,15 @@ class ProxyHeaderReader:
                 raise ProxyProtocolError("the peer closed inside the PROXY header")
             n -= len(got)
 
+    def _closed_after_header(self) -> bool:
+        """Whether the peer has closed (or reset) with nothing sent after the header."""
+        try:
+            return not self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False  # still open, nothing more yet: TLS takes it from here
+        except OSError:
+            return True
+
     def _expired(self, timeout: float) -> None:
         self.timer = None
         self.fail(TimeoutError(errno.ETIMEDOUT, f"no complete PROXY header in {timeout}s"), BY_TIMEOUT)
@@ -142,8 +117,16 @@ class ProxyHeaderReader:
         loop.drop_unopened(self.sock, cause)
 
     def done(self, info: ProxyInfo) -> None:
-        """The header is complete: serve the connection as if accepted from the client the header names."""
+        """The header is complete: serve the connection as if accepted from the client the header names.
+
+        On a TLS listener, a peer that closed right after its header, before a ClientHello, is a health check
+        (HAProxy's ``check-send-proxy``): closed as the peer's close, not counted as a failed TLS handshake.
+        """
         self._forget()
+        if self.tls is not None and self._closed_after_header():
+            self.loop.log.debug("netloop: %r closed after its PROXY header, before TLS began", self.remote)
+            self.loop.drop_unopened(self.sock, BY_PEER)
+            return
         remote = self.remote
         if info.source is not None:
             remote = info.source  # LOCAL and UNKNOWN headers keep the real peer (the spec's rule)

@@ -40,7 +40,7 @@ from netloop._poller import IN, OUT
 
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop
-    from netloop._proxy_protocol import ProxyInfo
+    from netloop._proxy_parse import ProxyInfo
 
 # The most plaintext one write hands OpenSSL: records are 16 KiB, and a bounded write keeps a retry cheap.
 WRITE_SIZE = 256 * 1024

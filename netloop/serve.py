@@ -19,8 +19,10 @@ import ssl
 import sys
 from typing import Any
 
-from netloop._engine import load_handler, run
+from netloop._address import parse_address
+from netloop._entry import run
 from netloop._errors import NetloopError
+from netloop._handler_loader import load_handler
 from netloop._options import Options, WorkerBalancing
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a stop may take to flush and close connections")  # fmt: skip
     add("--drain-timeout", type=float, default=0.0,
         help="a stop serves on this long after on_shutdown, so handlers end connections at a boundary")  # fmt: skip
+    add("--restart-drain-timeout", type=float, default=Options.restart_drain_timeout,
+        help="workers: a SIGHUP restart's old workers serve on this long after on_shutdown (at least"
+             " --drain-timeout), so no request is cut")  # fmt: skip
     add("--ticker", action="store_true", help="call the handler's on_tick (e.g. the HTTP example's Date refresh)")
     add("--log-level", choices=_LEVELS, default="info")
     return parser
@@ -102,6 +107,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         "heartbeat_timeout": args.timeout,
         "shutdown_timeout": args.graceful_timeout,
         "drain_timeout": args.drain_timeout,
+        "restart_drain_timeout": args.restart_drain_timeout,
         "ticker": args.ticker,
     }
     if args.proxy_allow_from is not None:
@@ -127,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     binds = args.bind or ["tcp://127.0.0.1:8000"]
     try:
+        for text in binds:
+            # A bad --bind is a bad command line (status 2), not a failed start. systemd:// is checked by the start:
+            # reading what systemd passed takes its variables from the environment.
+            if text.partition("://")[0].lower() != "systemd":
+                parse_address(text)
         options = options_from(args)
         # Without workers the handler is imported here; with them, only the workers import it (after the fork), and
         # a target they cannot load fails the start with their error.

@@ -1,4 +1,4 @@
-"""netloop.Client and EventLoop.register/enroll: real sockets against netloop's own servers and plain ones."""
+"""netloop.Client and EventLoop.dial/enroll: real sockets against netloop's own servers and plain ones."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 from loopback import connect, recv_exact, serving, split, wait_until
 
 import netloop
-import netloop._client
+import netloop._lookup
 from examples.echo import Echo
-from netloop._client import _LookupThreads
+from netloop._lookup import LookupThreads
 
 TIMEOUT = 5.0
 LOOP_OPTIONS = [
@@ -332,7 +332,7 @@ def test_dial_from_a_client_loop_is_refused(echo: netloop.Engine) -> None:
 
     with running(DialsInside()) as client:
         client.dial(tcp_addr(echo))
-        assert "register" in str(errors.get(timeout=TIMEOUT))
+        assert "event_loop.dial" in str(errors.get(timeout=TIMEOUT))
 
 
 def test_boot_shutdown_and_shutdown_action(echo: netloop.Engine) -> None:
@@ -418,7 +418,7 @@ def test_enroll_connected_udp_socket(echo: netloop.Engine) -> None:
         assert handler.datagrams.get(timeout=TIMEOUT) == b"ab"
 
 
-# -- EventLoop.register / enroll from a server's handler -----------------------------------------------------
+# -- EventLoop.dial / enroll from a server's handler -----------------------------------------------------
 
 
 class Pairing(netloop.EventHandler):
@@ -433,10 +433,10 @@ class Pairing(netloop.EventHandler):
 
     def on_open(self, conn: netloop.Conn) -> None:
         if conn.context is not None:
-            # The outbound end: its context was set after register returned, so it opened later.
+            # The outbound end: its context was set after dial returned, so it opened later.
             self.events.put(("open", conn, conn.context))
             return
-        outbound = conn.event_loop.register(self.target, self.timeout)
+        outbound = conn.event_loop.dial(self.target, self.timeout)
         self.registered(conn, outbound)
         outbound.context = conn
         conn.context = outbound
@@ -451,7 +451,7 @@ class Pairing(netloop.EventHandler):
         self.events.put(("close", conn, err))
 
     def registered(self, conn: netloop.Conn, outbound: netloop.Conn) -> None:
-        """Report, right after register/enroll returned, whether ``outbound`` shares the loop and is open."""
+        """Report, right after dial/enroll returned, whether ``outbound`` shares the loop and is open."""
         self.events.put(("registered", outbound, (outbound.event_loop is conn.event_loop, outbound.closed)))
 
 
@@ -470,7 +470,7 @@ def closed_with(handler: Pairing, outbound: netloop.Conn) -> BaseException | Non
 
 
 @pytest.mark.parametrize("options", LOOP_OPTIONS)
-def test_register_from_handler_pairs_connections_on_one_loop(echo: netloop.Engine, options: dict[str, Any]) -> None:
+def test_loop_dial_from_handler_pairs_connections_on_one_loop(echo: netloop.Engine, options: dict[str, Any]) -> None:
     handler = Pairing(tcp_addr(echo))
     with (
         serving(handler, "tcp://127.0.0.1:0", num_event_loop=2, **options) as engine,
@@ -487,7 +487,7 @@ def test_register_from_handler_pairs_connections_on_one_loop(echo: netloop.Engin
         assert downstream.event_loop is outbound.event_loop
 
 
-def test_register_udp_from_handler(echo: netloop.Engine) -> None:
+def test_loop_dial_udp_from_handler(echo: netloop.Engine) -> None:
     handler = Pairing(next(a for a in echo.addrs if a.startswith("udp://")))
     with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
         outbound = accepted_and_registered(handler)
@@ -506,7 +506,7 @@ def test_register_udp_from_handler(echo: netloop.Engine) -> None:
     ],
     ids=["tcp-refused", "unix-missing", "tcp-unknown-name", "udp-unknown-name"],
 )
-def test_register_failure_reports_on_close(
+def test_loop_dial_failure_reports_on_close(
     refused_port: int, tmp_path: Any, resolver: Resolver, target: str, error: type
 ) -> None:
     target = target.format(port=refused_port, tmp=tmp_path)
@@ -542,7 +542,7 @@ class DialsOnce(Pairing):
 
 
 @pytest.mark.parametrize("options", LOOP_OPTIONS)
-def test_register_looks_a_name_up_off_the_loop(
+def test_loop_dial_looks_a_name_up_off_the_loop(
     echo: netloop.Engine, resolver: Resolver, options: dict[str, Any]
 ) -> None:
     port = split(tcp_addr(echo))[1][1]
@@ -565,7 +565,7 @@ def test_register_looks_a_name_up_off_the_loop(
 
 
 class FansOut(netloop.EventHandler):
-    """On the first accepted connection, registers every one of ``targets``; reports each of those that opens."""
+    """On the first accepted connection, dials every one of ``targets``; reports each of those that opens."""
 
     def __init__(self, targets: list[str]) -> None:
         self.targets = targets
@@ -576,7 +576,7 @@ class FansOut(netloop.EventHandler):
             self.opened.put(conn)
             return
         for target in self.targets:
-            conn.event_loop.register(target, TIMEOUT).context = "outbound"
+            conn.event_loop.dial(target, TIMEOUT).context = "outbound"
 
 
 def test_a_stuck_lookup_holds_up_no_other(echo: netloop.Engine, resolver: Resolver) -> None:
@@ -599,12 +599,12 @@ def stuck(started: threading.Event, release: threading.Event) -> None:
 
 
 def test_lookup_threads_cap_end_when_idle_and_start_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(netloop._client, "_LOOKUP_IDLE", 0.01)
-    threads = _LookupThreads()
+    monkeypatch.setattr(netloop._lookup, "_LOOKUP_IDLE", 0.01)
+    threads = LookupThreads()
     for _ in range(3):
         # As many stuck jobs as threads: one more waits for a thread to be free.
         release = threading.Event()
-        started = [threading.Event() for _ in range(netloop._client._LOOKUP_THREADS)]
+        started = [threading.Event() for _ in range(netloop._lookup._LOOKUP_THREADS)]
         for event in started:
             threads.submit(functools.partial(stuck, event, release))
         assert all(event.wait(TIMEOUT) for event in started)
@@ -620,7 +620,7 @@ def test_lookup_threads_cap_end_when_idle_and_start_again(monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("name", ["v4.test", "v6.test"])
 @pytest.mark.parametrize("scheme", ["tcp", "udp"])
-def test_register_a_name_from_handler(resolver: Resolver, scheme: str, name: str) -> None:
+def test_loop_dial_a_name_from_handler(resolver: Resolver, scheme: str, name: str) -> None:
     host = "127.0.0.1" if name == "v4.test" else "::1"
     try:
         target = netloop.start(Echo(), f"{scheme}://[{host}]:0" if ":" in host else f"{scheme}://{host}:0")
@@ -642,7 +642,7 @@ def test_register_a_name_from_handler(resolver: Resolver, scheme: str, name: str
         target.stop(TIMEOUT)
 
 
-def test_register_udp_holds_datagrams_up_to_the_cap_while_looking_up(echo: netloop.Engine, resolver: Resolver) -> None:
+def test_loop_dial_udp_holds_datagrams_up_to_the_cap_while_looking_up(echo: netloop.Engine, resolver: Resolver) -> None:
     port = split(next(a for a in echo.addrs if a.startswith("udp://")))[1][1]
 
     class WritesThree(Pairing):
@@ -650,7 +650,7 @@ def test_register_udp_holds_datagrams_up_to_the_cap_while_looking_up(echo: netlo
             if conn.context is not None:
                 self.events.put(("open", conn, conn.context))
                 return
-            outbound = conn.event_loop.register(self.target)
+            outbound = conn.event_loop.dial(self.target)
             outbound.context = conn
             conn.context = outbound
             # The cap is 10 bytes: the third datagram has no room, and is dropped as a full socket drops it.
@@ -668,7 +668,7 @@ def test_register_udp_holds_datagrams_up_to_the_cap_while_looking_up(echo: netlo
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "udp"])
-def test_register_timeout_counts_the_name_lookup(resolver: Resolver, scheme: str) -> None:
+def test_loop_dial_timeout_counts_the_name_lookup(resolver: Resolver, scheme: str) -> None:
     handler = Pairing(f"{scheme}://slow.test:9", timeout=0.2)
     with serving(handler, "tcp://127.0.0.1:0") as engine:
         before = open_fds()
@@ -685,7 +685,7 @@ def test_register_timeout_counts_the_name_lookup(resolver: Resolver, scheme: str
         wait_until(lambda: not new_fds(before), what="the lookup's descriptors to be released")
 
 
-def test_register_times_out_and_reports_on_close(full_backlog_port: int) -> None:
+def test_loop_dial_times_out_and_reports_on_close(full_backlog_port: int) -> None:
     handler = Pairing(f"tcp://127.0.0.1:{full_backlog_port}", timeout=0.2)
     with serving(handler, "tcp://127.0.0.1:0") as engine:
         before = open_fds()
@@ -699,12 +699,12 @@ def test_register_times_out_and_reports_on_close(full_backlog_port: int) -> None
 
 
 @pytest.mark.parametrize("target", ["tcp://127.0.0.1:{port}", "tcp://slow.test:{port}"], ids=["connect", "lookup"])
-def test_register_closed_before_connecting_reports_aborted(
+def test_loop_dial_closed_before_connecting_reports_aborted(
     full_backlog_port: int, resolver: Resolver, target: str
 ) -> None:
     class ClosesAtOnce(Pairing):
         def on_open(self, conn: netloop.Conn) -> None:
-            outbound = conn.event_loop.register(self.target)
+            outbound = conn.event_loop.dial(self.target)
             self.registered(conn, outbound)
             # Nothing buffered: the close doesn't wait for the connect to flush anything.
             outbound.close()
@@ -718,15 +718,26 @@ def test_register_closed_before_connecting_reports_aborted(
         assert target in str(err)
 
 
-def test_register_from_another_thread_behaves_like_dial(echo: netloop.Engine) -> None:
+def test_loop_dial_from_another_thread_behaves_like_dial(echo: netloop.Engine) -> None:
     handler = Collector()
     with serving(handler, "tcp://127.0.0.1:0", num_event_loop=2) as engine:
         loop = engine.loops[1]
-        conn = loop.register(tcp_addr(echo), TIMEOUT)
+        conn = loop.dial(tcp_addr(echo), TIMEOUT)
         assert handler.opened.get_nowait() is conn
         assert conn.event_loop is loop and loop.count_connections() == 1
         conn.async_write(b"via loop 1")
         assert handler.wait_for(conn, 10) == b"via loop 1"
+
+
+def test_loop_register_is_dial_under_its_old_name_and_warns(echo: netloop.Engine) -> None:
+    handler = Collector()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        loop = engine.loops[0]
+        with pytest.warns(DeprecationWarning, match="EventLoop.dial"):
+            conn = loop.register(tcp_addr(echo), TIMEOUT)
+        assert handler.opened.get_nowait() is conn and conn.event_loop is loop
+        conn.async_write(b"old name")
+        assert handler.wait_for(conn, 8) == b"old name"
 
 
 def test_enroll_from_handler_opens_on_a_later_turn() -> None:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netloop import NetloopError
-from netloop._proxy_protocol import (
+from netloop.proxy_protocol import (
     CLIENT_CERT_CONN,
     CLIENT_CERT_SESS,
     CLIENT_SSL,
@@ -790,3 +790,14 @@ def test_mutated_headers_only_ever_raise_proxy_protocol_error(data: bytes, mode:
 )
 def test_deep_fuzz(data: bytes, mode: str, max_size: int, points: list[int]) -> None:
     check_fuzzed(data, mode, max_size, points)
+
+
+def test_the_parser_is_public_and_its_old_private_name_is_the_same_module() -> None:
+    import netloop
+    import netloop._proxy_protocol as old
+    import netloop.proxy_protocol as public
+
+    assert old is public and netloop.proxy_protocol is public
+    assert netloop.ProxyInfo is public.ProxyInfo and old.encode_v1 is public.encode_v1
+    assert set(public.__all__) <= set(dir(public))
+    assert parse_header(encode_v1(("10.0.0.1", 1), ("10.0.0.2", 2)), "v1").info.source == ("10.0.0.1", 1)

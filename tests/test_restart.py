@@ -169,6 +169,59 @@ def test_restart_loads_new_code_without_a_failed_request(tmp_path: Path, balanci
     assert load.failures == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("balancing", ["parent", "reuse-port"])
+def test_restarts_under_load_with_default_options_fail_no_request(tmp_path: Path, balancing: str) -> None:
+    # What `netloop.serve --help` promises for SIGHUP, with no drain option given: a restart's old workers serve
+    # on while the handler closes their connections at a message boundary, and (reuse-port) a connection queued
+    # in an old worker's own listener is served, not reset.
+    write_app(tmp_path, "restart_app_d", "v0")
+    with (
+        app_path(tmp_path),
+        serving("restart_app_d:App", "tcp://127.0.0.1:0", workers=2, worker_balancing=balancing) as engine,  # type: ignore[arg-type]
+    ):
+        url = engine.addrs[0]
+        load = KeepAliveLoad(url, clients=6)
+        load.start()
+        try:
+            wait_until(lambda: load.count(b"v0") > 20, what="load on the first workers")
+            for version in range(1, 6):
+                old = {w["pid"] for w in engine.stats()["workers"]}
+                body = f"v{version}".encode()
+                write_app(tmp_path, "restart_app_d", body.decode())
+                engine.restart()
+                wait_until(lambda body=body: load.count(body) > 20, what=f"restart {version} serving")  # type: ignore[misc]
+                wait_until(lambda old=old: not old & {w["pid"] for w in engine.stats()["workers"]}, what="retired")  # type: ignore[misc]
+        finally:
+            load.stop.set()
+            load.join(TIMEOUT)
+    assert load.failures == []
+
+
+def test_workers_leave_the_processes_other_listeners_to_it() -> None:
+    # examples/metrics.py: a second engine in the workers' parent serves its own port. The workers a restart forks
+    # must not hold that listener (nor that engine's loop): once the parent closes it, the port is free.
+    with serving(Echo(), "tcp://127.0.0.1:0", workers=2) as app:
+        other = netloop.start(Echo(), "tcp://127.0.0.1:0")
+        try:
+            port = int(other.addrs[0].rsplit(":", 1)[1])
+            old = {w["pid"] for w in app.stats()["workers"]}
+            app.restart()
+            wait_until(lambda: not old & {w["pid"] for w in app.stats()["workers"]}, what="the new workers")
+            with connect(other.addrs[0]) as sock:
+                sock.sendall(b"ping")
+                assert recv_exact(sock, 4) == b"ping"
+        finally:
+            other.stop(timeout=TIMEOUT)
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))  # EADDRINUSE while a worker holds the old listener
+            probe.listen()
+        with connect(app.addrs[0]) as sock:
+            sock.sendall(b"still")
+            assert recv_exact(sock, 5) == b"still"
+
+
 def test_a_restart_that_fails_to_boot_leaves_the_old_workers_serving(tmp_path: Path) -> None:
     write_app(tmp_path, "restart_app_b", "good")
     with (

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from loopback import TIMEOUT, recv_exact, wait_until
 
-from netloop._proxy_protocol import encode_v1
+from netloop.proxy_protocol import encode_v1
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,6 +113,19 @@ def test_a_bad_flag_fails_with_status_2() -> None:
         timeout=30,
     )
     assert done.returncode == 2 and "must be positive seconds" in done.stderr
+
+
+@pytest.mark.parametrize("bind", ["tcp://127.0.0.1", "nonsense://127.0.0.1:80", "tcp://127.0.0.1:99999"])
+def test_a_bad_bind_fails_with_status_2(bind: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "netloop.serve", "serve_apps:Echo", "--bind", bind],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert bind in done.stderr
 
 
 def test_workers_sighup_and_a_factory_target() -> None:

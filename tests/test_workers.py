@@ -25,8 +25,8 @@ from loopback import TIMEOUT, connect, datagram_socket, serving, split
 
 import netloop
 from examples.echo import Echo
-from netloop._client import _LOOKUPS
-from netloop._workers import restart_delay
+from netloop._lookup import _LOOKUPS
+from netloop._supervisor import restart_delay
 
 ROOT = Path(__file__).resolve().parent.parent
 PATTERN = bytes(range(256))
@@ -360,7 +360,7 @@ class DialsThroughAName(netloop.EventHandler):
 
     def on_open(self, conn: netloop.Conn) -> None:
         if conn.context is None:
-            outbound = conn.event_loop.register(self.target, TIMEOUT)
+            outbound = conn.event_loop.dial(self.target, TIMEOUT)
             outbound.context = conn
             conn.context = outbound
             outbound.write(b"through a name\n")

@@ -9,13 +9,9 @@ from __future__ import annotations
 import select
 from typing import Protocol
 
-IN = 0x001
-OUT = 0x004
-ERR = 0x008
-HUP = 0x010
-EDGE = 1 << 31
-# Any of these means "try to read": a read then reports the data, the EOF or the error.
-READABLE = IN | ERR | HUP
+from netloop._poller.masks import EDGE, ERR, HUP, IN, OUT, READABLE
+
+__all__ = ["EDGE", "ERR", "HUP", "IN", "OUT", "READABLE", "Poller", "available_pollers", "new_poller"]
 
 
 class Poller(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import select
 from typing import Any
 
-from netloop._poller import EDGE, ERR, HUP, IN, OUT
+from netloop._poller.masks import EDGE, ERR, HUP, IN, OUT
 
 _kq: Any = select  # select.kqueue and its constants exist only on BSD/macOS
 

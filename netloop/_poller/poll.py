@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import select
 
-from netloop._poller import EDGE, ERR, HUP, IN, OUT
+from netloop._poller.masks import EDGE, ERR, HUP, IN, OUT
 
 _NATIVE = {IN: select.POLLIN, OUT: select.POLLOUT}
 # On Linux poll's bits equal epoll's; elsewhere translate both ways.

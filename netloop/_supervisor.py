@@ -11,7 +11,7 @@ that dies is restarted with a back-off, and a stop drains them all. How the work
 Unix-socket addresses have no SO_REUSEPORT, so the parent hands their connections off in both modes.
 Each worker also has a control pair to the parent: readiness, count queries, load reports, and the end of file
 that tells a worker its parent is gone. The worker process's own side (its engine and its ends of the channels)
-is ``netloop._worker``.
+is ``netloop._worker_process``; the parent's record of each worker is ``netloop._worker_slot``.
 """
 
 from __future__ import annotations
@@ -24,34 +24,31 @@ import marshal
 import os
 import signal
 import socket
-import ssl
-import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from netloop._acceptor import Acceptor, refuse_foreign_listener
 from netloop._address import Address
 from netloop._balancer import new_balancer
-from netloop._engine import Engine, EngineCore, load_handler, sum_counts
+from netloop._engine import Engine, EngineCore, sum_counts
 from netloop._errors import NetloopError
-from netloop._eventloop import EventLoop, Timer
 from netloop._handler import EventHandler
 from netloop._options import Options, WorkerBalancing
 from netloop._poller import IN
-from netloop._worker import (
-    _MESSAGE_MAX,
-    _MESSAGES_PER_ROUND,
-    _QUIET_BEATS,
-    _SWEEP_INTERVAL,
+from netloop._worker_process import (
+    MESSAGE_MAX,
+    MESSAGES_PER_ROUND,
+    QUIET_BEATS,
+    SWEEP_INTERVAL,
     Message,
-    WorkerCore,
-    _die_with_parent,
-    _send,
+    flush_stdio,
     heartbeat_interval,
+    run_worker,
+    send_message,
 )
+from netloop._worker_slot import WorkerQuery, WorkerSlot
 
 _RESTART_FIRST = 0.1  # seconds before the second quick restart in a row; doubles with each one after
 _RESTART_CAP = 10.0
@@ -116,120 +113,7 @@ def _describe(status: int) -> str:
     return f"exited with status {code}"
 
 
-def _forget_loop(loop: EventLoop) -> None:
-    """In a forked child: close the descriptors of the parent's ``loop`` (its poller and its wake-up).
-
-    Closed as they are, and nothing more: the child's epoll descriptor is the parent's epoll, so unregistering
-    anything through it (as a loop's own teardown does) would take it from the parent's loop.
-    """
-    try:
-        loop.poller.close()
-    except OSError:
-        pass  # a kqueue is not inherited: there is nothing to close
-    for fd in {loop._wake_r, loop._wake_w}:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _flush_stdio() -> None:
-    # Buffered output must not be written twice (by the parent and by a fresh worker) or lost at os._exit.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
 # -- the parent ----------------------------------------------------------------------------------------------
-
-
-class _Worker:
-    """The parent's record of one worker slot, kept across restarts.
-
-    To the parent's acceptors it is a target like an event loop (``assigned``, ``load()``, ``submit``,
-    ``add_conn``): adding a connection passes it to the worker process.
-    """
-
-    def __init__(self, supervisor: Supervisor, index: int) -> None:
-        self.supervisor = supervisor
-        self.index = index
-        self.pid: int | None = None
-        self.control: socket.socket | None = None
-        self.handoff: socket.socket | None = None
-        self.ready = False
-        self.started_at = 0.0
-        self.failures = 0  # quick deaths in a row
-        self.failure: str | None = None  # what the worker said when it failed to start
-        self.shutdown_asked = False
-        self.restart: Timer | None = None
-        # Connections passed to the current process, of those how many it has taken off its channel, and how
-        # many it holds; the last two as the worker last reported them.
-        self.assigned = 0
-        self.taken = 0
-        self.held = 0
-        self.conns = 0  # its open connections, as it last answered a count
-        self.stats: dict[str, Any] = {}  # its counters, as it last answered; {} before its first answer
-        self.beat_at = 0.0  # when its last heartbeat came (or when it started)
-        self.responsive = True  # heartbeats on time: it may be handed connections
-
-    def __repr__(self) -> str:
-        return f"<netloop worker {self.index} pid={self.pid}>"
-
-    def last(self, kind: str) -> Any:
-        """What this worker last answered to a ``kind`` query."""
-        return self.conns if kind == "count" else self.stats
-
-    def load(self) -> int:
-        """Connections on this worker, counting those passed to it and not yet taken."""
-        return self.assigned - self.taken + self.held
-
-    def submit(self, fn: Callable[..., object], *args: Any) -> None:
-        fn(*args)  # the parent's acceptors run on the supervisor's loop, which does the hand-off too
-
-    def add_conn(self, sock: socket.SocketType, remote: Any, tls: ssl.SSLContext | None = None) -> None:
-        # The parent never speaks TLS: the worker that takes the connection does (its hand-off listener has tls).
-        self.supervisor.hand_off(self, sock, remote)
-
-    def pass_conn(self, message: bytes, sock: socket.SocketType) -> bool:
-        """Send ``sock``'s descriptor to the worker; False when it can't take it now."""
-        if not self.ready or not self.responsive or self.handoff is None:
-            return False
-        try:
-            socket.send_fds(self.handoff, [message], [sock.fileno()])
-        except (BlockingIOError, InterruptedError):
-            return False  # its channel is full: another worker takes this one
-        except OSError:
-            self.ready = False  # it is gone; its control channel's end of file follows
-            return False
-        self.assigned += 1
-        return True
-
-
-class _Query:
-    """One question to every ready worker (``count``, ``stats``): their answers, else what each last said."""
-
-    def __init__(self, kind: str, workers: list[_Worker]) -> None:
-        self.kind = kind
-        self.answers: dict[int, Any] = {w.index: w.last(kind) for w in workers}
-        self.waiting = set(self.answers)
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        if not self.waiting:
-            self.done.set()
-
-    def answer(self, index: int, value: Any) -> None:
-        with self.lock:
-            self.answers[index] = value
-            self.waiting.discard(index)
-            if not self.waiting:
-                self.done.set()
-
-    def values(self) -> list[tuple[int, Any]]:
-        with self.lock:
-            return sorted(self.answers.items())
 
 
 class Supervisor(EngineCore):
@@ -245,16 +129,16 @@ class Supervisor(EngineCore):
         self.spec = spec
         kernel = options.worker_balancing is WorkerBalancing.REUSE_PORT
         self.worker_options = dataclasses.replace(options, workers=None, reuse_port=options.reuse_port or kernel)
-        self.workers = [_Worker(self, i) for i in range(options.worker_count())]
+        self.workers = [WorkerSlot(self, i) for i in range(options.worker_count())]
         # A restart's new generation while it boots, and old workers draining after one (or after a failed one).
-        self.incoming: list[_Worker] = []
-        self.retiring: list[_Worker] = []
+        self.incoming: list[WorkerSlot] = []
+        self.retiring: list[WorkerSlot] = []
         self._beat = heartbeat_interval(options.heartbeat_timeout)
         # What a worker serves itself (its own SO_REUSEPORT sockets, or a shared UDP socket), with real ports.
         self.worker_addresses: list[Address] = []
         self.shared: dict[Address, socket.socket] = {}
         self._udp_holds: list[socket.socket] = []
-        self._queries: dict[int, _Query] = {}
+        self._queries: dict[int, WorkerQuery] = {}
         self._tokens = itertools.count()
         self._booted = threading.Event()
         self._boot_error: str | None = None
@@ -294,7 +178,7 @@ class Supervisor(EngineCore):
 
     def _bind_all(self) -> None:
         kernel = self.options.worker_balancing is WorkerBalancing.REUSE_PORT
-        pick = new_balancer(self.options.load_balancing, self.workers, _Worker.load)
+        pick = new_balancer(self.options.load_balancing, self.workers, WorkerSlot.load)
         for address in self.addresses:
             if kernel and address.network != "unix" and address.fd is None:
                 # Inherited sockets (fd://, systemd://) can't be bound again: the parent hands them off instead.
@@ -317,11 +201,11 @@ class Supervisor(EngineCore):
     def _serve(self) -> None:
         for acceptor in self.acceptors:
             acceptor.start()
-        self._main_reactor().call_later(_SWEEP_INTERVAL, self._sweep)
+        self._main_reactor().call_later(SWEEP_INTERVAL, self._sweep)
         if self._beat is not None:
             self._main_reactor().call_later(self._beat, self._check_heartbeats)
 
-    def _spawn(self, worker: _Worker) -> None:
+    def _spawn(self, worker: WorkerSlot) -> None:
         """Fork a process for ``worker`` (the caller's thread; the supervisor's loop once it runs)."""
         control, their_control = _channel()
         handoff: socket.socket | None = None
@@ -333,7 +217,7 @@ class Supervisor(EngineCore):
                 handoff, their_handoff = _channel()
                 handoff.setblocking(False)
             control.setblocking(False)
-            _flush_stdio()
+            flush_stdio()
             with warnings.catch_warnings():
                 # Python 3.12+ warns about forking a threaded process: the child builds its own engine from
                 # new objects (logging resets its locks at fork) and leaves with os._exit.
@@ -345,7 +229,7 @@ class Supervisor(EngineCore):
                     sock.close()
             raise
         if pid == 0:
-            self._run_worker(worker, their_control, their_handoff, [control, handoff], lasting)
+            run_worker(self, worker.index, their_control, their_handoff, [control, handoff], lasting)
         their_control.close()
         if their_handoff is not None:
             their_handoff.close()
@@ -363,13 +247,13 @@ class Supervisor(EngineCore):
 
     # -- messages from the workers -------------------------------------------------------------------------
 
-    def _on_control(self, worker: _Worker, ev: int) -> None:
+    def _on_control(self, worker: WorkerSlot, ev: int) -> None:
         sock = worker.control
         if sock is None:
             return
-        for _ in range(_MESSAGES_PER_ROUND):
+        for _ in range(MESSAGES_PER_ROUND):
             try:
-                data = sock.recv(_MESSAGE_MAX)
+                data = sock.recv(MESSAGE_MAX)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -379,7 +263,7 @@ class Supervisor(EngineCore):
                 return
             self._handle(worker, marshal.loads(data))
 
-    def _handle(self, worker: _Worker, message: Message) -> None:
+    def _handle(self, worker: WorkerSlot, message: Message) -> None:
         kind = message[0]
         if kind == "load":
             worker.taken, worker.held = message[1], message[2]
@@ -411,7 +295,7 @@ class Supervisor(EngineCore):
 
     # -- exits and restarts --------------------------------------------------------------------------------
 
-    def _lost(self, worker: _Worker) -> None:
+    def _lost(self, worker: WorkerSlot) -> None:
         """The worker's control channel ended: it is exiting; reap it as soon as it has."""
         worker.ready = False
         if worker.control is not None:
@@ -419,11 +303,11 @@ class Supervisor(EngineCore):
         if worker.pid is not None:
             self._reap_soon(worker, worker.pid, 0.002)
 
-    def _reap_soon(self, worker: _Worker, pid: int, delay: float) -> None:
+    def _reap_soon(self, worker: WorkerSlot, pid: int, delay: float) -> None:
         if worker.pid == pid and not self._try_reap(worker):
             self._main_reactor().call_later(delay, self._reap_soon, worker, pid, min(delay * 2, 0.5))
 
-    def _try_reap(self, worker: _Worker) -> bool:
+    def _try_reap(self, worker: WorkerSlot) -> bool:
         assert worker.pid is not None
         try:
             pid, status = os.waitpid(worker.pid, os.WNOHANG)
@@ -438,9 +322,9 @@ class Supervisor(EngineCore):
         for worker in self._every_worker():
             if worker.pid is not None:
                 self._try_reap(worker)
-        self._main_reactor().call_later(_SWEEP_INTERVAL, self._sweep)
+        self._main_reactor().call_later(SWEEP_INTERVAL, self._sweep)
 
-    def _exited(self, worker: _Worker, status: int) -> None:
+    def _exited(self, worker: WorkerSlot, status: int) -> None:
         pid = worker.pid
         worker.pid = None
         worker.ready = False
@@ -479,7 +363,7 @@ class Supervisor(EngineCore):
         self.log.log(level, "netloop: %s; restarting it in %.1fs", what, delay)
         worker.restart = self._main_reactor().call_later(delay, self._respawn, worker)
 
-    def _respawn(self, worker: _Worker) -> None:
+    def _respawn(self, worker: WorkerSlot) -> None:
         worker.restart = None
         if self._stop_requested or worker.pid is not None:
             return
@@ -491,7 +375,7 @@ class Supervisor(EngineCore):
             self.log.error("netloop: cannot start worker %d: %s; trying again in %.1fs", worker.index, exc, delay)
             worker.restart = self._main_reactor().call_later(delay, self._respawn, worker)
 
-    def _close_channels(self, worker: _Worker) -> None:
+    def _close_channels(self, worker: WorkerSlot) -> None:
         if worker.control is not None:
             self._main_reactor().detach(worker.control.fileno())
             worker.control.close()
@@ -504,7 +388,7 @@ class Supervisor(EngineCore):
         if all(w.pid is None for w in self._every_worker()):
             self._gone.set()
 
-    def _every_worker(self) -> list[_Worker]:
+    def _every_worker(self) -> list[WorkerSlot]:
         return [*self.workers, *self.incoming, *self.retiring]
 
     # -- restart and heartbeat -----------------------------------------------------------------------------
@@ -520,7 +404,7 @@ class Supervisor(EngineCore):
             self.log.warning("netloop: a restart is already under way; this one is ignored")
             return
         self.log.info("netloop: restarting %d workers", len(self.workers))
-        self.incoming = [_Worker(self, worker.index) for worker in self.workers]
+        self.incoming = [WorkerSlot(self, worker.index) for worker in self.workers]
         for worker in self.incoming:
             try:
                 self._spawn(worker)
@@ -537,14 +421,19 @@ class Supervisor(EngineCore):
         old = list(self.workers)
         self.workers[:] = self.incoming
         self.incoming = []
-        pick = new_balancer(self.options.load_balancing, self.workers, _Worker.load)
+        pick = new_balancer(self.options.load_balancing, self.workers, WorkerSlot.load)
         for acceptor in self.acceptors:
             acceptor.retarget(pick)
         self._retire(old)
         self.log.info("netloop: restart done: workers %s serve", ", ".join(str(w.pid) for w in self.workers))
 
-    def _retire(self, workers: list[_Worker]) -> None:
-        """Ask ``workers`` to drain and exit (after the connections already passed to them)."""
+    def _retire(self, workers: list[WorkerSlot]) -> None:
+        """Ask ``workers`` to drain and exit (after the connections already passed to them).
+
+        They serve on for ``restart_drain_timeout`` after their ``on_shutdown``: a handler that ends connections
+        at a message boundary then cuts no request, even with the default ``drain_timeout`` of 0.
+        """
+        retire = ("retire", self.options.restart_drain())
         for worker in workers:
             if worker.restart is not None:
                 worker.restart.cancel()
@@ -554,7 +443,7 @@ class Supervisor(EngineCore):
             self.retiring.append(worker)
             channel = worker.handoff or worker.control
             if channel is not None:
-                _send(channel, ("stop",))
+                send_message(channel, retire)
 
     def _check_heartbeats(self) -> None:
         """Hand nothing to a worker whose heartbeat is late; kill one silent for ``heartbeat_timeout``."""
@@ -575,7 +464,7 @@ class Supervisor(EngineCore):
                 except ProcessLookupError:
                     pass
                 self._reap_soon(worker, worker.pid, 0.002)
-            elif silent > _QUIET_BEATS * self._beat and worker.responsive:
+            elif silent > QUIET_BEATS * self._beat and worker.responsive:
                 worker.responsive = False
                 self.log.warning(
                     "netloop: worker %d (pid %d) is late with its heartbeat (%.1fs); no new connections for it",
@@ -585,15 +474,15 @@ class Supervisor(EngineCore):
 
     # -- hand-off and counts -------------------------------------------------------------------------------
 
-    def hand_off(self, chosen: _Worker, sock: socket.SocketType, remote: Any) -> None:
+    def add_conn(self, chosen: WorkerSlot, sock: socket.SocketType, remote: Any) -> None:
         """Pass an accepted connection to ``chosen``, or to the least loaded worker that can take it now."""
-        chosen.assigned -= 1  # the acceptor counted it on ``chosen``; pass_conn counts it where it goes
+        chosen.assigned -= 1  # the acceptor counted it on ``chosen``; send_fd counts it where it goes
         message = marshal.dumps((int(sock.family), int(sock.type), sock.proto, remote))
         try:
-            if chosen.pass_conn(message, sock):
+            if chosen.send_fd(message, sock):
                 return
-            for worker in sorted(self.workers, key=_Worker.load):
-                if worker is not chosen and worker.pass_conn(message, sock):
+            for worker in sorted(self.workers, key=WorkerSlot.load):
+                if worker is not chosen and worker.send_fd(message, sock):
                     return
             self.log.warning("netloop: no worker can take a connection from %r now; closing it", remote)
         finally:
@@ -623,7 +512,7 @@ class Supervisor(EngineCore):
     def _ask(self, kind: str) -> list[tuple[int, Any]]:
         """Ask every ready worker ``kind``; waits up to ``_COUNT_TIMEOUT`` for their answers (not the loop's thread)."""
         reactor = self._main_reactor()
-        query = _Query(kind, [w for w in self.workers if w.ready])
+        query = WorkerQuery(kind, [w for w in self.workers if w.ready])
         token = next(self._tokens)
         if not self._submit(reactor, self._send_query, token, query):
             return query.values()
@@ -631,15 +520,15 @@ class Supervisor(EngineCore):
         self._submit(reactor, self._queries.pop, token, None)
         return query.values()
 
-    def _send_query(self, token: int, query: _Query) -> None:
+    def _send_query(self, token: int, query: WorkerQuery) -> None:
         self._queries[token] = query
         for worker in self.workers:
             if worker.index in query.waiting and (
-                worker.control is None or not _send(worker.control, (query.kind, token))
+                worker.control is None or not send_message(worker.control, (query.kind, token))
             ):
                 query.answer(worker.index, worker.last(query.kind))
 
-    def _answered(self, token: int, worker: _Worker, value: Any) -> None:
+    def _answered(self, token: int, worker: WorkerSlot, value: Any) -> None:
         query = self._queries.get(token)
         if query is not None:
             query.answer(worker.index, value)
@@ -651,7 +540,7 @@ class Supervisor(EngineCore):
         reactor = self._main_reactor()
         try:
             self._run_on(reactor, self._stop_workers)
-            if not self._gone.wait(self.options.drain_timeout + self.options.shutdown_timeout + _EXIT_GRACE):
+            if not self._gone.wait(self.options.restart_drain() + self.options.shutdown_timeout + _EXIT_GRACE):
                 self.log.warning("netloop: workers still running after the shutdown timeout; killing them")
                 self._run_on(reactor, self._kill_all)
         except Exception:
@@ -677,7 +566,7 @@ class Supervisor(EngineCore):
                 worker.restart = None
             channel = worker.handoff or worker.control
             if worker.pid is not None and channel is not None:
-                _send(channel, ("stop",))
+                send_message(channel, ("stop",))
         self._check_gone()
 
     def _kill_all(self) -> None:
@@ -693,59 +582,3 @@ class Supervisor(EngineCore):
             self._exited(worker, status)
 
     # -- the child side of a fork --------------------------------------------------------------------------
-
-    def _run_worker(
-        self,
-        worker: _Worker,
-        control: socket.socket,
-        handoff: socket.socket | None,
-        parent_ends: list[socket.socket | None],
-        lasting: bool,
-    ) -> NoReturn:
-        """The new worker process's whole life; leaves with ``os._exit`` and never returns to the caller."""
-        code = 1
-        try:
-            parent = os.getppid()
-            self._forget_parent(parent_ends)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the parent, which drains the workers
-            if hasattr(signal, "SIGHUP"):
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a restart is the parent's to run
-            if self.spec is not None:
-                try:
-                    self.handler = load_handler(self.spec)  # imported here, after the fork: the code on disk now
-                except NetloopError as exc:
-                    _send(control, ("failed", str(exc)))
-                    raise
-            core = WorkerCore(self, worker.index, control, handoff)
-            signal.signal(signal.SIGTERM, lambda signum, frame: core.stop_because("signal"))
-            if lasting:
-                _die_with_parent(parent)
-            try:
-                core.start()
-            except BaseException as exc:
-                core.link.send(("failed", f"{type(exc).__name__}: {exc}"))
-                raise
-            core.link.send(("ready",))
-            core.stopped.wait()
-            code = 0
-        except BaseException:
-            self.log.exception("netloop: worker %d failed", worker.index)
-        finally:
-            _flush_stdio()
-            os._exit(code)
-
-    def _forget_parent(self, parent_ends: list[socket.socket | None]) -> None:
-        """In a new worker: close the parent's descriptors it inherited (channels, listeners, held ports, its loop).
-
-        Only what the parent's engine opened: anything else the parent had open is the application's, and a fork
-        keeps it, as any fork does.
-        """
-        keep = set(self.shared.values())
-        closing: list[socket.socket | None] = [*parent_ends, *self._bound, *(a.sock for a in self.acceptors)]
-        for w in self._every_worker():
-            closing += [w.control, w.handoff]
-        for sock in closing:
-            if sock is not None and sock not in keep:
-                sock.close()
-        if self.reactor is not None:
-            _forget_loop(self.reactor)

@@ -47,7 +47,7 @@ class EventLoop(Protocol):
     def in_loop(self) -> bool:
         """True on this loop's own thread."""
 
-    def register(
+    def dial(
         self,
         addr: str,
         timeout: float | None = None,
@@ -60,6 +60,16 @@ class EventLoop(Protocol):
         With ``tls`` the connection speaks TLS (``on_open`` after the handshake); ``server_hostname`` defaults to
         the address's host, and the context's hostname check applies to it.
         """
+
+    def register(
+        self,
+        addr: str,
+        timeout: float | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Conn:
+        """Deprecated name of ``dial`` (a ``DeprecationWarning``); kept for one release."""
 
     def enroll(self, sock: socket.socket) -> Conn:
         """Serve an already connected socket on this loop (see ``netloop.Client``)."""

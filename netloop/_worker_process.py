@@ -1,8 +1,9 @@
-"""The worker process's side: its engine, the hand-off channel it accepts from, the link to its parent.
+"""A worker process's side of ``workers=N``: its life after the fork, its engine, the link to the supervisor.
 
-The parent (``netloop._workers``) forks this process and builds its ``WorkerCore`` in it. What both ends share
-(the ``Message`` tuples, ``_send``, the message limits) lives here and the parent imports it, so this module never
-imports the parent's at run time.
+The supervisor (``netloop._supervisor``) forks this process and calls ``run_worker`` in it, which builds its
+``WorkerCore``: the hand-off channel it accepts from and the link to its parent. What both ends share (the
+``Message`` tuples, ``send_message``, the message limits) lives here and the supervisor imports it, so this module
+never imports the supervisor's at run time.
 """
 
 from __future__ import annotations
@@ -16,22 +17,23 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from netloop._address import Address
-from netloop._engine import EngineCore
-from netloop._errors import EngineStoppedError
+from netloop._engine import EngineCore, forget_engine, forget_loop, live_engines
+from netloop._errors import EngineStoppedError, NetloopError
+from netloop._handler_loader import load_handler
 from netloop._options import LoadBalancing
 from netloop._poller import IN
 
 if TYPE_CHECKING:
-    from netloop._workers import Supervisor  # only for annotations: the parent module imports this one
+    from netloop._supervisor import Supervisor  # only for annotations: the supervisor imports this module
 
-_SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
+SWEEP_INTERVAL = 1.0  # how often the parent looks for exits that its channels did not report
 _REPORT_INTERVAL = 0.1  # how often a worker reports its load while the parent balances by least connections
-_MESSAGE_MAX = 4096
-_MESSAGES_PER_ROUND = 64
-_QUIET_BEATS = 3  # heartbeats a worker may miss before it is handed no more connections
+MESSAGE_MAX = 4096
+MESSAGES_PER_ROUND = 64
+QUIET_BEATS = 3  # heartbeats a worker may miss before it is handed no more connections
 
 
 def heartbeat_interval(timeout: float | None) -> float | None:
@@ -39,7 +41,6 @@ def heartbeat_interval(timeout: float | None) -> float | None:
     return None if timeout is None else min(0.5, timeout / 4)
 
 
-_STOP = marshal.dumps(("stop",))
 _PR_SET_PDEATHSIG = 1
 # Stands for "every stream connection the parent hands off" among a worker's addresses.
 _HANDOFF = Address("parent hand-off", "unix", "unix", socket.AF_UNIX, "")
@@ -47,7 +48,7 @@ _HANDOFF = Address("parent hand-off", "unix", "unix", socket.AF_UNIX, "")
 Message = tuple[Any, ...]
 
 
-def _send(sock: socket.socket, message: Message) -> bool:
+def send_message(sock: socket.socket, message: Message) -> bool:
     try:
         sock.send(marshal.dumps(message))
     except OSError:
@@ -55,7 +56,7 @@ def _send(sock: socket.socket, message: Message) -> bool:
     return True
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Linux: have the kernel send SIGTERM to this process when its parent dies (belt and braces)."""
     if not sys.platform.startswith("linux"):
         return
@@ -74,24 +75,24 @@ def _die_with_parent(parent: int) -> None:
 class _HandoffSocket(socket.socket):
     """The worker's end of the hand-off channel, served by an ``Acceptor`` like a listening socket.
 
-    ``accept()`` returns the next connection the parent passed over; the parent's stop message, sent after the
-    last connection, stops the worker instead, so no connection passed before it is dropped.
+    ``accept()`` returns the next connection the parent passed over; the parent's stop (or retire) message, sent
+    after the last connection, stops the worker instead, so no connection passed before it is dropped.
     """
 
     taken = 0  # connections taken off the channel
-    on_stop: Callable[[str], None]  # set by the worker's core: stop this worker for a reason
+    on_stop: Callable[[str, float | None], None]  # set by the worker's core: stop this worker for a reason
 
     def accept(self) -> tuple[socket.socket, Any]:
-        data, fds, _flags, _addr = socket.recv_fds(self, _MESSAGE_MAX, 1)
+        data, fds, _flags, _addr = socket.recv_fds(self, MESSAGE_MAX, 1)
         if fds:
             family, kind, proto, remote = marshal.loads(data)
             self.taken += 1
             return socket.socket(family, kind, proto, fileno=fds[0]), remote
-        if data == _STOP:
-            self.on_stop("parent")
+        if data:
+            message = marshal.loads(data)
+            self.on_stop("parent", message[1] if message[0] == "retire" else None)
             raise BlockingIOError(errno.EAGAIN, "the parent asked this worker to stop")
-        if not data:
-            self.on_stop("orphaned")
+        self.on_stop("orphaned", None)
         raise ConnectionAbortedError(errno.ECONNABORTED, "the parent process is gone")
 
 
@@ -131,7 +132,7 @@ class _ParentLink:
         """Tell the parent this worker is alive, when every one of its loops ran a task lately."""
         loops = self.core.loops
         now = time.monotonic()
-        if all(now - self.alive.get(loop.index, now) < _QUIET_BEATS * interval for loop in loops[1:]):
+        if all(now - self.alive.get(loop.index, now) < QUIET_BEATS * interval for loop in loops[1:]):
             self.send(("beat",))
         for loop in loops[1:]:
             try:
@@ -145,12 +146,12 @@ class _ParentLink:
 
     def send(self, message: Message) -> None:
         """Send ``message`` to the parent (any thread); lost quietly when the parent is gone."""
-        _send(self.sock, message)
+        send_message(self.sock, message)
 
     def _on_readable(self, ev: int) -> None:
-        for _ in range(_MESSAGES_PER_ROUND):
+        for _ in range(MESSAGES_PER_ROUND):
             try:
-                data = self.sock.recv(_MESSAGE_MAX)
+                data = self.sock.recv(MESSAGE_MAX)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -162,6 +163,8 @@ class _ParentLink:
             message = marshal.loads(data)
             if message[0] == "stop":
                 self.core.stop_because("parent")
+            elif message[0] == "retire":
+                self.core.stop_because("parent", message[1])
             elif message[0] == "count":
                 self.send(("count", message[1], self.core.count_connections(), *self.core.load()))
             elif message[0] == "stats":
@@ -180,7 +183,7 @@ class _ParentLink:
         if os.getppid() != self.parent:
             self.core.stop_because("orphaned")
             return
-        self.core.loops[0].call_later(_SWEEP_INTERVAL, self._check_parent)
+        self.core.loops[0].call_later(SWEEP_INTERVAL, self._check_parent)
 
 
 class WorkerCore(EngineCore):
@@ -240,13 +243,98 @@ class WorkerCore(EngineCore):
             self.link.send(("shutdown",))
         super().request_stop()
 
-    def stop_because(self, reason: str) -> None:
-        """Stop this worker for ``reason`` ("parent", "orphaned", "signal"), without stopping the others."""
+    def stop_because(self, reason: str, drain: float | None = None) -> None:
+        """Stop this worker for ``reason`` ("parent", "orphaned", "signal"), without stopping the others.
+
+        ``drain``: a restart retires this worker; it serves on that long after ``on_shutdown`` (at least its
+        ``drain_timeout``), so that its handler can end each connection at a message boundary.
+        """
         if self.stop_reason is None:
             self.stop_reason = reason
+        if drain is not None and not self._stop_requested:
+            # This process's own copy of the options (the fork's): the loops read the drain from it when they stop.
+            self.options.drain_timeout = max(self.options.drain_timeout, drain)
         super().request_stop()
 
     def load(self) -> tuple[int, int]:
         """(connections taken from the parent so far, connections on this worker now)."""
         taken = self._handoff.taken if self._handoff is not None else 0
         return taken, sum(loop.load() for loop in self.loops)
+
+
+# -- the child side of a fork --------------------------------------------------------------------------------
+
+
+def run_worker(
+    supervisor: Supervisor,
+    index: int,
+    control: socket.socket,
+    handoff: socket.socket | None,
+    parent_ends: list[socket.socket | None],
+    lasting: bool,
+) -> NoReturn:
+    """The new worker process's whole life; leaves with ``os._exit`` and never returns to the caller."""
+    code = 1
+    try:
+        parent = os.getppid()
+        forget_parent(supervisor, parent_ends)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the parent, which drains the workers
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a restart is the parent's to run
+        if supervisor.spec is not None:
+            try:
+                supervisor.handler = load_handler(
+                    supervisor.spec
+                )  # imported here, after the fork: the code on disk now
+            except NetloopError as exc:
+                send_message(control, ("failed", str(exc)))
+                raise
+        core = WorkerCore(supervisor, index, control, handoff)
+        signal.signal(signal.SIGTERM, lambda signum, frame: core.stop_because("signal"))
+        if lasting:
+            die_with_parent(parent)
+        try:
+            core.start()
+        except BaseException as exc:
+            core.link.send(("failed", f"{type(exc).__name__}: {exc}"))
+            raise
+        core.link.send(("ready",))
+        core.stopped.wait()
+        code = 0
+    except BaseException:
+        supervisor.log.exception("netloop: worker %d failed", index)
+    finally:
+        flush_stdio()
+        os._exit(code)
+
+
+def forget_parent(supervisor: Supervisor, parent_ends: list[socket.socket | None]) -> None:
+    """In a new worker: close the parent's descriptors it inherited (channels, listeners, held ports, its loop).
+
+    Only what the parent's engines opened (this one's and the process's others): anything else the parent had open
+    is the application's, and a fork keeps it, as any fork does.
+    """
+    keep = set(supervisor.shared.values())
+    closing: list[socket.socket | None] = [*parent_ends, *supervisor._bound, *(a.sock for a in supervisor.acceptors)]
+    for w in supervisor._every_worker():
+        closing += [w.control, w.handoff]
+    for sock in closing:
+        if sock is not None and sock not in keep:
+            sock.close()
+    if supervisor.reactor is not None:
+        forget_loop(supervisor.reactor)
+    # The process's other engines (a metrics port, a client...) are the parent's: a worker holding their sockets
+    # would keep a port open after the parent closed it, and across restarts.
+    for core in live_engines():
+        if core is not supervisor:
+            forget_engine(core)
+
+
+def flush_stdio() -> None:
+    # Buffered output must not be written twice (by the parent and by a fresh worker) or lost at os._exit.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
