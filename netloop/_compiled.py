@@ -135,11 +135,13 @@ def _load() -> ModuleType | None:
     return module
 
 
-def adopt(conn: type, loop: type) -> bool:
+def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
     """Switch the compiled core on for ``conn`` (``Conn``) and ``loop`` (``EventLoop``) once the classes it looks
     names up on are known to have them; False (with the one warning) where they don't, or where it is not in use.
 
-    Called once, when ``netloop._eventloop`` has defined the last of them.
+    ``shared`` is what the connection module shares with C: ``NO_INBOUND``, ``NO_OUTBOUND``, ``PEER_EOF``,
+    ``CLOSED`` (passed in, so this module imports nothing of the core's and no import goes round in a circle).
+    Called once, when ``netloop._eventloop`` has defined the last of the classes.
     """
     if speedups is None:
         return False
@@ -147,7 +149,6 @@ def adopt(conn: type, loop: type) -> bool:
 
     from netloop._buffer.elastic import OutboundBuffer
     from netloop._buffer.ring import RingBuffer
-    from netloop._conn import CLOSED, NO_INBOUND, NO_OUTBOUND, PEER_EOF
     from netloop._errors import ShortBufferError
     from netloop._handler import EventHandler
 
@@ -165,14 +166,14 @@ def adopt(conn: type, loop: type) -> bool:
     # The Python methods stay the reference: the compiled ones call them for what they don't handle themselves.
     reference = vars(conn)
     speedups.configure(
-        NO_INBOUND,
-        NO_OUTBOUND,
+        shared["NO_INBOUND"],
+        shared["NO_OUTBOUND"],
         ShortBufferError,
         reference["next"],
         reference["write"],
         _socket.socket,
-        PEER_EOF,
-        CLOSED,
+        shared["PEER_EOF"],
+        shared["CLOSED"],
     )
     for name in COMPILED_METHODS:
         delattr(conn, name)

@@ -21,7 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 from netloop import _compiled
 from netloop._compiled import speedups
-from netloop._conn import ABOVE_CAP, BY_ERROR, BY_LIMIT, BY_SHUTDOWN, CAUSES, PAUSED_BY_PRESSURE, Conn, set_keep_alive
+from netloop._conn import (
+    ABOVE_CAP,
+    BY_ERROR,
+    BY_LIMIT,
+    BY_SHUTDOWN,
+    CAUSES,
+    CLOSED,
+    NO_INBOUND,
+    NO_OUTBOUND,
+    PAUSED_BY_PRESSURE,
+    PEER_EOF,
+    Conn,
+    set_keep_alive,
+)
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._dial import dial_on_loop, enroll_on_loop
 from netloop._errors import EngineStoppedError
@@ -821,5 +834,7 @@ def _socket_configurator(options: Options) -> Callable[[socket.SocketType], None
 
 # The compiled core serves only Python code that has every name it looks up: checked here, where the last class it
 # names exists (netloop/_compiled.py); where it doesn't, the pure-Python core serves, with a warning.
-if not _compiled.adopt(Conn, EventLoop):
+if not _compiled.adopt(
+    Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND, "PEER_EOF": PEER_EOF, "CLOSED": CLOSED}
+):
     _SERVE = _COUNTED = None

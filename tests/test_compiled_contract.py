@@ -154,6 +154,6 @@ def test_adopting_classes_that_lack_a_name_falls_back_with_one_warning(monkeypat
     monkeypatch.setattr(_compiled, "compiled", True)
     lacking = without(Conn, "_peer_eof")
     with pytest.warns(RuntimeWarning, match="Conn has no '_peer_eof'") as caught:
-        assert _compiled.adopt(lacking, EventLoop) is False
+        assert _compiled.adopt(lacking, EventLoop, {}) is False
     assert len(caught) == 1
     assert _compiled.speedups is None and _compiled.compiled is False
