@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from netloop._buffer.ring import RingBuffer
 from netloop._conn import (
     BY_PEER,
+    BY_SHUTDOWN,
     CLOSED,
     DELIVER,
     NO_INBOUND,
@@ -36,6 +37,7 @@ from netloop._conn import (
     Conn,
     cause_of,
 )
+from netloop._errors import EngineStoppedError
 from netloop._poller import IN, OUT
 
 if TYPE_CHECKING:
@@ -127,7 +129,7 @@ class TlsConn(Conn):
             self._shake()
 
     def _on_handshake_io(self, ev: int) -> None:
-        if self._ssl is None:
+        if self._ssl is None and not self._server_side:
             code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code:
                 self._drop(OSError(code, f"connect to {self._remote!r}: {os.strerror(code)}"))
@@ -174,10 +176,10 @@ class TlsConn(Conn):
         except (BlockingIOError, InterruptedError):
             return False  # nothing yet: IN is what we wait for
         except OSError as exc:
-            self._drop(exc, failed=False)
+            self._drop(exc, BY_PEER)
             return False
         if not first:
-            self._drop(ConnectionAbortedError(errno.ECONNABORTED, "closed before its ClientHello"), failed=False)
+            self._drop(ConnectionAbortedError(errno.ECONNABORTED, "closed before its ClientHello"), BY_PEER)
             return False
         return True
 
@@ -191,20 +193,21 @@ class TlsConn(Conn):
         if self._info is None and self._state != CLOSED:
             self._drop(TimeoutError(errno.ETIMEDOUT, f"TLS handshake did not complete in {timeout}s"))
 
-    def _drop(self, exc: BaseException, failed: bool = True) -> None:
+    def _drop(self, exc: BaseException, cause: int | None = None) -> None:
         """The handshake failed: logged at debug level and counted; a server's handler never hears of it.
 
         A connection that ``register`` handed out already gets ``on_close`` with the error; a blocking dial
-        raises it instead (``_ready``), leaving nothing behind. Not ``failed``: the client left before its
-        ClientHello, counted as closed by the peer only.
+        raises it instead (``_ready``), leaving nothing behind. With a ``cause`` (``CAUSES``) the handshake did not
+        fail but never began (the client left before its ClientHello, the engine stopped): counted as that only.
         """
         loop = self._loop
         exc.__traceback__ = None  # kept in _err, its frames would hold this connection: a cycle
-        if failed:
+        if cause is None:
             loop.tls_failures += 1
             loop.log.debug("netloop: TLS handshake with %r failed: %s", self._remote, exc)
+            cause = cause_of(exc)
         if self._server_side or self._ready is not None:
-            loop.closed_by[cause_of(exc) if failed else BY_PEER] += 1  # (a registered client's goes through _close)
+            loop.closed_by[cause] += 1  # (a registered client's goes through _close)
         if not self._server_side and self._ready is None:
             self._info = _NOT_OPENED  # so that _close takes the ordinary way
             self._err = exc
@@ -391,6 +394,13 @@ class TlsConn(Conn):
     def _show_kept(self) -> None:
         if READS[self._state] == DELIVER and self._inbound._size and not self._pause & READ_HELD:
             self._deliver()
+
+    def _finish(self) -> None:
+        if self._info is None:
+            # Still shaking hands at a graceful stop: dropped at once, the handler never knew of it.
+            self._drop(EngineStoppedError("netloop: the engine stopped during the TLS handshake"), BY_SHUTDOWN)
+            return
+        super()._finish()
 
     def _close(self, err: BaseException | None) -> None:
         if self._state == CLOSED:
