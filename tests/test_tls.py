@@ -1270,6 +1270,34 @@ def test_a_health_check_closing_before_its_client_hello_is_closed_by_the_peer(
     assert "TLS handshake with" not in netloop_log.text
 
 
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_health_checks_on_a_tls_port_are_no_handshake_failures(pki: Pki, tmp_path: Path, send: str) -> None:
+    """HAProxy's own health checks (``check check-send-proxy``: connect, PROXY header, close) against a TLS
+    listener with ``proxy_protocol``: each counted as closed by the peer, none as a failed handshake."""
+    haproxy = tool("haproxy")
+    mode = "v2" if send.endswith("v2") else "v1"
+    with serving(TlsEcho(), "tcp://127.0.0.1:0", tls=pki.server_context(), proxy_protocol=mode) as engine:
+        _, (_, port) = split(engine.addrs[0])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            front = probe.getsockname()[1]
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n"
+            f"listen front\n    bind 127.0.0.1:{front}\n"
+            f"    server tls 127.0.0.1:{port} {send} check check-send-proxy inter 20 fall 1000 rise 1\n"
+        )
+        process = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: engine.stats()["closed_peer"] >= 5, what="five health checks")
+        finally:
+            process.terminate()
+            process.wait(timeout=TIMEOUT)
+        stats = engine.stats()
+        assert stats["tls_handshake_failures"] == 0 and stats["proxy_header_failures"] == 0, stats
+        assert stats["closed_error"] == 0, stats
+
+
 def test_a_reset_before_the_client_hello_is_closed_by_the_peer(pki: Pki) -> None:
     handler = TlsEcho()
     with serving(handler, "tcp://127.0.0.1:0", tls=pki.server_context()) as engine:
