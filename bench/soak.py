@@ -363,15 +363,19 @@ def churn_soak(target: Address, pid: int, cycles: int, in_flight: int, rounds: i
 # -- leaks: connections dropped mid-response, short-lived requests, handshake floods ------------------------------
 
 
-def responder_argv(tls: TlsFiles | None, collector: bool = False) -> Callable[[int], list[str]]:
-    """``python -m bench._responder`` on HOST:port (over TLS with ``tls``), with the cyclic collector off unless
-    ``collector``: a connection that only a collection would free then stays alive and is counted."""
+def responder_server(tls: TlsFiles | None, log_dir: Path, collector: bool = False, cpu: int = 0) -> Server:
+    """A bench ``Server`` running ``python -m bench._responder`` (over TLS with ``tls``, checked with one handshake
+    at start), with the cyclic collector off unless ``collector``: a connection that only a collection would free
+    then stays alive and is counted. It runs the pure-Python core when ``NETLOOP_PURE=1`` is set here."""
 
     def argv(port: int) -> list[str]:
         command = [sys.executable, "-m", "bench._responder", "--host", HOST, "--port", str(port)]
         return command + (tls.server_flags() if tls else []) + ([] if collector else ["--no-gc"])
 
-    return argv
+    server = example_server("responder", argv, log_dir, cpu)
+    server.tls = tls
+    server.contender = "netloop-pure" if os.environ.get("NETLOOP_PURE") == "1" else "netloop"
+    return server
 
 
 @dataclasses.dataclass
@@ -484,8 +488,7 @@ def _run_leaks(args: argparse.Namespace, logs: Path, servers: list[Server]) -> b
     files = make_certificate(logs)
     ok = True
     for tls in (files, None):
-        server = example_server("responder", responder_argv(tls), logs, args.server_cpu)
-        server.tls = tls
+        server = responder_server(tls, logs, cpu=args.server_cpu)
         servers.append(server)
         ctx = ssl.create_default_context(cafile=str(tls.cert)) if tls else None
         flood = args.leak_flood if tls else 0

@@ -9,7 +9,6 @@ checks at soak sizes (1 GiB of streams per path, 200,000 churn cycles, 20 leak r
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from bench.soak import (
     leak_soak,
     logged_errors,
     proxy_argv,
-    responder_argv,
+    responder_server,
     streams,
 )
 
@@ -88,9 +87,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 def leaks(tmp_path: Path, tls: TlsFiles | None, dropped: int, short: int, flood: int, seed: int) -> list[str]:
     """A leak soak against ``python -m bench._responder`` (TLS with ``tls``): what did not come back."""
-    server = example_server("responder", responder_argv(tls), tmp_path)
-    server.tls = tls
-    server.contender = "netloop-pure" if os.environ.get("NETLOOP_PURE") == "1" else "netloop"  # the core under test
+    server = responder_server(tls, tmp_path)
     ctx = ssl.create_default_context(cafile=str(tls.cert)) if tls else None
     with server:
         soak = leak_soak(address(server), ctx, LEAK_ROUNDS, dropped, DOWNLOAD, short, flood, seed, LEAK_RSS_SLACK)
