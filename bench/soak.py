@@ -1,13 +1,17 @@
 """Soak runs against the example servers: byte-exact streams and connection churn, sized on the command line.
 
-    python -m bench.soak [--only stream,proxy,churn] [--clients 8] [--stream-mib 128] [--churn 200000]
+    python -m bench.soak [--only stream,proxy,churn,leaks] [--clients 8] [--stream-mib 128] [--churn 200000]
 
 ``stream``: several clients each send random bytes in random segment sizes, with random short pauses, through
 ``python -m examples.echo`` and read them back; the SHA-256 of what a client sent must equal that of what it read.
 ``proxy``: the same through ``python -m examples.proxy`` in front of the echo server. ``churn``: connect, echo 64
 bytes, close, with ``--in-flight`` connections at a time; the server's descriptor count must come back to where
-it started and its resident memory to within ``--rss-slack-mib`` of it. The exit status is 1 when a check fails.
-tests/test_soak.py runs the same functions at CI sizes.
+it started and its resident memory to within ``--rss-slack-mib`` of it. ``leaks``: against ``python -m
+bench._responder`` (a tiny HTTP-like server with its cyclic collector off), over TLS and in plaintext, rounds of
+downloads dropped at random points, short-lived requests and (TLS) handshake floods; after each round, once its
+connections are gone, no ``Conn`` may be alive and its Python objects and RSS must be back near the baseline taken
+after a warm-up round, without a collection. The exit status is 1 when a check fails. tests/test_soak.py runs the
+same functions at CI sizes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import random
 import selectors
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -28,8 +33,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench._leaks import dropped_downloads, handshake_flood, responder_stats, short_requests
 from bench._proc import rss_bytes
 from bench._servers import HOST, Server
+from bench._tls import TlsFiles
 
 Address = tuple[str, int]
 
@@ -353,6 +360,102 @@ def churn_soak(target: Address, pid: int, cycles: int, in_flight: int, rounds: i
     return ChurnSoak(total, fds_before, fds_after, rss_baseline, rss_bytes(pid), samples)
 
 
+# -- leaks: connections dropped mid-response, short-lived requests, handshake floods ------------------------------
+
+
+def responder_server(tls: TlsFiles | None, log_dir: Path, collector: bool = False, cpu: int = 0) -> Server:
+    """A bench ``Server`` running ``python -m bench._responder`` (over TLS with ``tls``, checked with one handshake
+    at start), with the cyclic collector off unless ``collector``: a connection that only a collection would free
+    then stays alive and is counted. It runs the pure-Python core when ``NETLOOP_PURE=1`` is set here."""
+
+    def argv(port: int) -> list[str]:
+        command = [sys.executable, "-m", "bench._responder", "--host", HOST, "--port", str(port)]
+        return command + (tls.server_flags() if tls else []) + ([] if collector else ["--no-gc"])
+
+    server = example_server("responder", argv, log_dir, cpu)
+    server.tls = tls
+    server.contender = "netloop-pure" if os.environ.get("NETLOOP_PURE") == "1" else "netloop"
+    return server
+
+
+@dataclasses.dataclass
+class LeakSoak:
+    """Samples of the responder's ``/stats`` (connections gone) after a warm-up round and after each round."""
+
+    baseline: dict[str, int]
+    samples: list[dict[str, int]]
+
+    def leaks(self, rss_slack: int, objects_slack: int) -> list[str]:
+        """What did not come back: connections still open or alive, Python objects, resident memory."""
+        problems = []
+        base = self.baseline
+        for i, sample in enumerate(self.samples, 1):
+            if sample["open"] or sample["live"]:
+                problems.append(f"round {i}: {sample['open']} connections open, {sample['live']} Conn objects alive")
+            if sample["objects"] > base["objects"] + objects_slack:
+                problems.append(f"round {i}: {sample['objects'] - base['objects']:+,} Python objects")
+            if sample["rss"] > base["rss"] + rss_slack:
+                problems.append(f"round {i}: RSS {(sample['rss'] - base['rss']) / 2**20:+.1f} MiB")
+        return problems
+
+
+TRIM_WAIT_S = 1.5
+"""Longer than netloop waits between two trims of the C heap (one a second): freed memory is given back by then."""
+
+
+def settled_stats(
+    target: Address, ctx: ssl.SSLContext | None, rss_limit: int | None = None, timeout: float = SETTLE_TIMEOUT_S
+) -> dict[str, int]:
+    """The responder's stats once it holds no connection but the asking one (it closes its ends after ours) and,
+    with ``rss_limit``, its RSS is at most that (a trim may come up to a second after the memory was freed), or the
+    timeout passed."""
+    deadline = time.monotonic() + timeout
+    pace = threading.Event()
+    while True:
+        stats = responder_stats(target, ctx)
+        settled = not stats["open"] and (rss_limit is None or stats["rss"] <= rss_limit)
+        if settled or time.monotonic() > deadline:
+            return stats
+        pace.wait(0.01)  # nothing to wait on for either: poll, bounded
+
+
+def leak_soak(
+    target: Address,
+    ctx: ssl.SSLContext | None,
+    rounds: int,
+    dropped: int,
+    size: int,
+    short: int,
+    flood: int,
+    seed: int,
+    rss_slack: int,
+) -> LeakSoak:
+    """Each round: ``dropped`` downloads of ``size`` bytes dropped at random points, ``short`` short-lived
+    connections, and on TLS a flood of ``flood`` handshakes at once. A first round warms up; the baseline is taken
+    after it (RSS: the lowest over ``TRIM_WAIT_S``), and a sample after each later round once its connections are
+    gone and its RSS is back within ``rss_slack`` of the baseline or ``SETTLE_TIMEOUT_S`` passed."""
+    rng = random.Random(seed)
+
+    def one_round() -> None:
+        dropped_downloads(target, ctx, dropped, size, rng)
+        short_requests(target, ctx, short, rng)
+        if ctx is not None and flood:
+            handshake_flood(target, ctx, flood, rng)
+
+    one_round()
+    baseline = settled_stats(target, ctx)
+    pace = threading.Event()
+    until = time.monotonic() + TRIM_WAIT_S
+    while time.monotonic() < until:
+        pace.wait(0.05)
+        baseline["rss"] = min(baseline["rss"], responder_stats(target, ctx)["rss"])
+    samples = []
+    for _ in range(rounds):
+        one_round()
+        samples.append(settled_stats(target, ctx, baseline["rss"] + rss_slack))
+    return LeakSoak(baseline, samples)
+
+
 # -- the command line ------------------------------------------------------------------------------------------
 
 
@@ -378,9 +481,58 @@ def _report_streams(label: str, results: Sequence[StreamResult], seconds: float)
     return all(r.ok for r in results)
 
 
+def _run_leaks(args: argparse.Namespace, logs: Path, servers: list[Server]) -> bool:
+    """The leak soak over TLS, then in plaintext, each against a responder of its own; True when nothing leaked."""
+    from bench._tls import make_certificate
+
+    files = make_certificate(logs)
+    ok = True
+    for tls in (files, None):
+        server = responder_server(tls, logs, cpu=args.server_cpu)
+        servers.append(server)
+        ctx = ssl.create_default_context(cafile=str(tls.cert)) if tls else None
+        flood = args.leak_flood if tls else 0
+        size = args.leak_download_mib * 2**20
+        rss_slack = int(args.leak_rss_slack_mib * 2**20)
+        began = time.monotonic()
+        with server:
+            soak = leak_soak(
+                address(server),
+                ctx,
+                args.leak_rounds,
+                args.leak_dropped,
+                size,
+                args.leak_short,
+                flood,
+                args.seed,
+                rss_slack,
+            )
+        label = "TLS" if tls else "plaintext"
+        print(
+            f"leaks via bench._responder ({label}): {args.leak_rounds} rounds of {args.leak_dropped} downloads of "
+            f"{args.leak_download_mib} MiB dropped, {args.leak_short} short-lived connections"
+            + (f", {flood} handshakes at once" if flood else "")
+            + f" in {time.monotonic() - began:.1f} s"
+        )
+        base = soak.baseline
+        print(f"  baseline: {base['objects']:,} objects, RSS {base['rss'] / 2**20:.1f} MiB")
+        for i, sample in enumerate(soak.samples, 1):
+            print(
+                f"  after round {i:>3}: {sample['live']} Conn alive, {sample['objects']:,} objects, "
+                f"RSS {sample['rss'] / 2**20:.1f} MiB, {sample['full_collections']} full collections"
+            )
+        problems = soak.leaks(rss_slack, args.leak_objects_slack)
+        for problem in problems:
+            print("  FAILED: " + problem)
+        ok &= not problems
+    return ok
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="stream,proxy,churn", help="comma-separated: stream, proxy, churn")
+    parser.add_argument(
+        "--only", default="stream,proxy,churn,leaks", help="comma-separated: stream, proxy, churn, leaks"
+    )
     parser.add_argument("--clients", type=int, default=8, help="concurrent stream clients (default 8)")
     parser.add_argument("--stream-mib", type=int, default=128, help="MiB each stream client sends (default 128)")
     parser.add_argument("--max-segment", type=int, default=256 * 1024, help="largest send/recv in bytes")
@@ -388,11 +540,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--churn", type=int, default=200_000, help="churn cycles (default 200,000)")
     parser.add_argument("--in-flight", type=int, default=100, help="churn connections at once (default 100)")
     parser.add_argument("--rss-slack-mib", type=float, default=4.0, help="RSS growth allowed after churn")
+    parser.add_argument("--leak-rounds", type=int, default=20, help="leak rounds after the warm-up (default 20)")
+    parser.add_argument("--leak-dropped", type=int, default=50, help="downloads dropped per round (default 50)")
+    parser.add_argument("--leak-download-mib", type=int, default=16, help="size of each download (default 16 MiB)")
+    parser.add_argument("--leak-short", type=int, default=200, help="short-lived connections per round (default 200)")
+    parser.add_argument("--leak-flood", type=int, default=1000, help="handshakes at once per round (default 1000)")
+    parser.add_argument("--leak-rss-slack-mib", type=float, default=8.0, help="RSS growth allowed (default 8)")
+    parser.add_argument("--leak-objects-slack", type=int, default=2000, help="object growth allowed (default 2000)")
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "big"))
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU the servers are pinned to (default 0)")
     args = parser.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}
-    unknown = only - {"stream", "proxy", "churn"}
+    unknown = only - {"stream", "proxy", "churn", "leaks"}
     if unknown:
         parser.error(f"unknown soak {', '.join(sorted(unknown))}")
     print(f"seed {args.seed}", flush=True)
@@ -427,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for problem in problems:
                     print("  FAILED: " + problem)
                 ok &= not problems
+        if "leaks" in only:
+            ok &= _run_leaks(args, logs, servers)
         for server in servers:
             errors = logged_errors(server)
             if errors:

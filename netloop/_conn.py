@@ -749,6 +749,7 @@ class Conn(_ConnBase):
     def _fail_soon(self, exc: BaseException) -> None:
         # A send failed inside a callback: close after it returns, never under the user's feet.
         if self._err is None:
+            exc.__traceback__ = None  # its frames hold this connection and its buffers: a cycle only a full gc frees
             self._err = exc
             if self._outbound._size > self._loop.high_water:
                 self._loop.heap_released()

@@ -57,6 +57,10 @@ _SERVE: Callable[..., None] | None = getattr(speedups, "serve", None)
 _COUNTED: Callable[[EventLoop], tuple[int, int]] | None = getattr(speedups, "counted", None)
 
 
+def _cancelled(*args: Any) -> None:
+    """What a cancelled timer holds instead of its callback."""
+
+
 class Timer:
     """A scheduled call; ``cancel()`` it from the loop's thread."""
 
@@ -69,7 +73,10 @@ class Timer:
         self.cancelled = False
 
     def cancel(self) -> None:
+        # The timer stays in the heap until its time: let go of what it would have called (often a connection).
         self.cancelled = True
+        self.callback = _cancelled
+        self.args = ()
 
 
 class EventLoop:
@@ -129,6 +136,7 @@ class EventLoop:
         self.pending: dict[int, ProxyHeaderReader] = {}
         self._tasks: deque[Task] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
+        self._purge_at = _PURGE_MIN
         self._timer_seq = itertools.count()
         self._wake_lock = threading.Lock()
         self._sleeping = False
@@ -340,8 +348,19 @@ class EventLoop:
     def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> Timer:
         """Run ``fn(*args)`` on the loop after ``delay`` seconds (loop thread only; use ``submit`` elsewhere)."""
         timer = Timer(time.monotonic() + max(0.0, delay), fn, args)
-        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
+        timers = self._timers
+        heapq.heappush(timers, (timer.when, next(self._timer_seq), timer))
+        if len(timers) >= self._purge_at:
+            self._purge_cancelled()
         return timer
+
+    def _purge_cancelled(self) -> None:
+        """Drop cancelled timers from the heap (a handshake timer per TLS connection, cancelled once it completes,
+        would otherwise stay until its time): the heap holds at most twice the live timers, at an amortised cost."""
+        timers = self._timers
+        timers[:] = [entry for entry in timers if not entry[2].cancelled]  # in place: the compiled loop holds it
+        heapq.heapify(timers)
+        self._purge_at = max(_PURGE_MIN, 2 * len(timers))
 
     # -- descriptors ---------------------------------------------------------------------------------------
 
@@ -675,6 +694,8 @@ _TEARDOWN_ROUNDS = 1000
 
 # A trim walks every arena's free pages (about 0.1 s per GB retained): once a second at most, process-wide.
 _TRIM_INTERVAL = 1.0
+# The heap size at which cancelled timers are first dropped from it (``EventLoop._purge_cancelled``).
+_PURGE_MIN = 64
 _trim_at = 0.0  # when the scheduled trim runs (in the past when none is)
 _trimmed = float("-inf")  # when the last one ran
 

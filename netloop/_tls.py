@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from netloop._buffer.ring import RingBuffer
 from netloop._conn import (
+    BY_PEER,
+    BY_SHUTDOWN,
     CLOSED,
     DELIVER,
     NO_INBOUND,
-    NO_OUTBOUND,
     NO_READ,
     PEER_EOF,
     READ_HELD,
@@ -36,6 +37,7 @@ from netloop._conn import (
     Conn,
     cause_of,
 )
+from netloop._errors import EngineStoppedError
 from netloop._poller import IN, OUT
 
 if TYPE_CHECKING:
@@ -60,14 +62,17 @@ class TlsInfo:
 
 
 def prepare_context(ctx: ssl.SSLContext) -> ssl.SSLContext:
-    """Refuse renegotiation on ``ctx`` (TLS 1.2; TLS 1.3 has none), and note the SNI name each client asks for.
+    """Refuse renegotiation on ``ctx`` (TLS 1.2; TLS 1.3 has none), take a peer's FIN without close_notify as its
+    end, and note the SNI name each client asks for.
 
+    OpenSSL 3 answers a FIN without close_notify with a ``decode_error`` alert unless told to take it as the end
+    (``OP_IGNORE_UNEXPECTED_EOF``); taken so, the connection ends as after a close_notify, and ours is sent in return.
     The name is only visible to the context's ``sni_callback``: a callback the user set is wrapped, and still
     decides (it may switch ``ssl_socket.context``). Set a new ``sni_callback`` before handing the context over.
     """
-    no_renegotiation = getattr(ssl, "OP_NO_RENEGOTIATION", 0)
-    if no_renegotiation and not ctx.options & no_renegotiation:
-        ctx.options |= no_renegotiation
+    for option in (getattr(ssl, "OP_NO_RENEGOTIATION", 0), getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)):
+        if option and not ctx.options & option:
+            ctx.options |= option
     user = ctx.sni_callback
     if ctx.protocol != ssl.PROTOCOL_TLS_CLIENT and not getattr(user, "_netloop_records_sni", False):
 
@@ -124,7 +129,7 @@ class TlsConn(Conn):
             self._shake()
 
     def _on_handshake_io(self, ev: int) -> None:
-        if self._ssl is None:
+        if self._ssl is None and not self._server_side:
             code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code:
                 self._drop(OSError(code, f"connect to {self._remote!r}: {os.strerror(code)}"))
@@ -133,6 +138,8 @@ class TlsConn(Conn):
 
     def _shake(self) -> None:
         if self._ssl is None:
+            if self._server_side and not self._client_spoke():
+                return
             try:
                 wrapped = self._ctx.wrap_socket(
                     self._sock,  # type: ignore[arg-type]  # the C-level socket type is all wrapping needs
@@ -158,6 +165,24 @@ class TlsConn(Conn):
             return
         self._handshaken()
 
+    def _client_spoke(self) -> bool:
+        """Whether the first byte of the ClientHello is here (peeked at; the socket is wrapped only then).
+
+        A connection that ends before it (a load balancer's TCP health check: connect, maybe a PROXY header, close)
+        is dropped as closed by the peer, not counted as a failed handshake.
+        """
+        try:
+            first = self._sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing yet: IN is what we wait for
+        except OSError as exc:
+            self._drop(exc, BY_PEER)
+            return False
+        if not first:
+            self._drop(ConnectionAbortedError(errno.ECONNABORTED, "closed before its ClientHello"), BY_PEER)
+            return False
+        return True
+
     def _want(self, mask: int) -> None:
         if mask != self._mask:
             self._mask = mask
@@ -168,17 +193,21 @@ class TlsConn(Conn):
         if self._info is None and self._state != CLOSED:
             self._drop(TimeoutError(errno.ETIMEDOUT, f"TLS handshake did not complete in {timeout}s"))
 
-    def _drop(self, exc: BaseException) -> None:
+    def _drop(self, exc: BaseException, cause: int | None = None) -> None:
         """The handshake failed: logged at debug level and counted; a server's handler never hears of it.
 
         A connection that ``register`` handed out already gets ``on_close`` with the error; a blocking dial
-        raises it instead (``_ready``), leaving nothing behind.
+        raises it instead (``_ready``), leaving nothing behind. With a ``cause`` (``CAUSES``) the handshake did not
+        fail but never began (the client left before its ClientHello, the engine stopped): counted as that only.
         """
         loop = self._loop
-        loop.tls_failures += 1
+        exc.__traceback__ = None  # kept in _err, its frames would hold this connection: a cycle
+        if cause is None:
+            loop.tls_failures += 1
+            loop.log.debug("netloop: TLS handshake with %r failed: %s", self._remote, exc)
+            cause = cause_of(exc)
         if self._server_side or self._ready is not None:
-            loop.closed_by[cause_of(exc)] += 1  # (a registered client's goes through _close)
-        loop.log.debug("netloop: TLS handshake with %r failed: %s", self._remote, exc)
+            loop.closed_by[cause] += 1  # (a registered client's goes through _close)
         if not self._server_side and self._ready is None:
             self._info = _NOT_OPENED  # so that _close takes the ordinary way
             self._err = exc
@@ -198,6 +227,7 @@ class TlsConn(Conn):
         except OSError:
             pass
         self._err = exc
+        _let_go(loop)
         loop.conn_dropped()
         if self._ready is not None:
             self._ready.set()
@@ -272,6 +302,8 @@ class TlsConn(Conn):
     # -- writing --------------------------------------------------------------------------------------------
 
     def write(self, data: Buffer) -> int:
+        if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous):
+            data = _bytes_of(data)  # what follows counts bytes: len() of a wide view counts its items
         if self._outbound._size or self._state > PEER_EOF:
             return self._enqueue(data)
         n = len(data)
@@ -363,6 +395,13 @@ class TlsConn(Conn):
         if READS[self._state] == DELIVER and self._inbound._size and not self._pause & READ_HELD:
             self._deliver()
 
+    def _finish(self) -> None:
+        if self._info is None:
+            # Still shaking hands at a graceful stop: dropped at once, the handler never knew of it.
+            self._drop(EngineStoppedError("netloop: the engine stopped during the TLS handshake"), BY_SHUTDOWN)
+            return
+        super()._finish()
+
     def _close(self, err: BaseException | None) -> None:
         if self._state == CLOSED:
             return
@@ -376,8 +415,8 @@ class TlsConn(Conn):
                 self._ssl.shutdown()
             except (OSError, ValueError):
                 pass
-        self._outbound = NO_OUTBOUND
         super()._close(err)
+        _let_go(self._loop)
 
 
 class PreWriteTlsConn(TlsConn):
@@ -395,6 +434,11 @@ class PreWriteTlsConn(TlsConn):
         return TlsConn.write(self, b"".join(chunks))
 
 
+def _bytes_of(view: memoryview) -> memoryview | bytes:
+    """A wide, multi-dimensional or strided view as its bytes: a flat view of the same memory where it can be."""
+    return view.cast("B") if view.c_contiguous else view.tobytes()
+
+
 def _head(out: Any, n: int) -> bytes | memoryview:
     """The first ``n`` buffered bytes as one object (``n`` is at most what is buffered); no copy within a chunk."""
     head = out.chunks()[0]
@@ -409,6 +453,22 @@ def _head(out: Any, n: int) -> bytes | memoryview:
         parts.append(chunk)
         left -= len(chunk)
     return b"".join(parts)
+
+
+# A TLS connection's OpenSSL state (its objects, record buffers and keys) comes from the loop thread's C heap, some
+# tens of KiB. After a flood of handshakes the freed state leaves that heap's pages resident for good unless it is
+# trimmed, so every ``_TRIM_EVERY`` connections let go ask for a trim, as a released large buffer does (the trim
+# itself is at most one a second in the process).
+_TRIM_EVERY = 32
+_let_go_since_trim = 0
+
+
+def _let_go(loop: EventLoop) -> None:
+    global _let_go_since_trim
+    _let_go_since_trim += 1  # a lost count under free threading only moves a trim
+    if _let_go_since_trim >= _TRIM_EVERY:
+        _let_go_since_trim = 0
+        loop.heap_released()
 
 
 def _sni(sock: ssl.SSLSocket) -> str | None:

@@ -9,6 +9,7 @@ Python's ``ssl`` module (sockets, and ``MemoryBIO`` where a test decides what go
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import dataclasses
 import fcntl
@@ -992,7 +993,8 @@ def test_shutdown_write_keeps_reading_what_the_peer_sends(pki: Pki) -> None:
 
 @pytest.mark.parametrize("clean", [True, False], ids=["close-notify", "ragged-eof"])
 def test_the_peers_end_fires_on_eof(pki: Pki, clean: bool) -> None:
-    """The peer's close_notify, and a FIN without one, both reach the handler as ``on_eof`` after its bytes."""
+    """The peer's close_notify, and a FIN without one, both reach the handler as ``on_eof`` after its bytes, and
+    both are answered with our close_notify (a bare FIN once drew a ``decode_error`` alert from OpenSSL)."""
 
     class Ends(TlsEcho):
         def __init__(self) -> None:
@@ -1022,11 +1024,8 @@ def test_the_peers_end_fires_on_eof(pki: Pki, clean: bool) -> None:
             sock.shutdown(socket.SHUT_WR)
             assert handler.eof.wait(TIMEOUT)
             assert bytes(handler.got) == b"last words"
-            if clean:
-                assert client.read_to_close_notify() == b""  # the server's close_notify in return
-            else:
-                with pytest.raises(ssl.SSLError, match="DECODE_ERROR"):
-                    client.read_to_close_notify()  # OpenSSL answers a ragged EOF with a decode_error alert
+            assert client.read_to_close_notify() == b""  # the server's close_notify in return, not an alert
+            assert sock.recv(1) == b""  # then its FIN
         assert handler.closed.acquire(timeout=TIMEOUT)
         assert handler.errors == [None]
 
@@ -1232,6 +1231,118 @@ def test_bad_input_is_dropped_while_good_clients_are_served(
         assert failures(engine) == 1
     log = netloop_log.text
     assert "TLS handshake with" in log and reason in log, log
+
+
+# PROXY headers a load balancer's health check sends before it closes (HAProxy's ``check-send-proxy``): v1, and v2's
+# LOCAL command (no addresses), which HAProxy uses for its own checks.
+V1_CHECK = b"PROXY TCP4 127.0.0.1 127.0.0.1 40000 443\r\n"
+V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00\x00\x00"
+
+
+@pytest.mark.parametrize(
+    ("header", "mode"),
+    [(b"", "off"), (V1_CHECK, "v1"), (V2_LOCAL, "v2")],
+    ids=["bare", "proxy-v1", "proxy-v2-local"],
+)
+def test_a_health_check_closing_before_its_client_hello_is_closed_by_the_peer(
+    pki: Pki, header: bytes, mode: str, netloop_log: pytest.LogCaptureFixture
+) -> None:
+    """A connection that ends before sending a byte of its ClientHello (a TCP health check: connect, maybe a PROXY
+    header, close) is no failed handshake: counted as closed by the peer, never seen by the handler."""
+    handler = TlsEcho()
+    checks = 3
+    options: dict[str, Any] = {"proxy_protocol": mode} if mode != "off" else {}
+    with serving(handler, "tcp://127.0.0.1:0", tls=pki.server_context(), **options) as engine:
+        url = engine.addrs[0]
+        for _ in range(checks):
+            with connect(url) as check:
+                check.sendall(header)
+            wait_until(lambda: engine.count_connections() == 0, what="the check's connection to go")
+        wait_until(lambda: engine.stats()["closed_peer"] == checks, what="the checks to be counted")
+        stats = engine.stats()
+        assert stats["tls_handshake_failures"] == 0 and stats["proxy_header_failures"] == 0, stats
+        assert stats["closed_error"] == 0, stats
+        with connect(url) as raw:
+            raw.sendall(header or (V1_CHECK if mode == "v1" else b""))  # a client behind the balancer
+            with pki.client_context().wrap_socket(raw, server_hostname="localhost") as sock:
+                assert echo_tls(sock, b"served") == b"served"
+        assert handler.opens() == 1  # only the TLS client
+    assert "TLS handshake with" not in netloop_log.text
+
+
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_health_checks_on_a_tls_port_are_no_handshake_failures(pki: Pki, tmp_path: Path, send: str) -> None:
+    """HAProxy's own health checks (``check check-send-proxy``: connect, PROXY header, close) against a TLS
+    listener with ``proxy_protocol``: each counted as closed by the peer, none as a failed handshake."""
+    haproxy = tool("haproxy")
+    mode = "v2" if send.endswith("v2") else "v1"
+    with serving(TlsEcho(), "tcp://127.0.0.1:0", tls=pki.server_context(), proxy_protocol=mode) as engine:
+        _, (_, port) = split(engine.addrs[0])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            front = probe.getsockname()[1]
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n"
+            f"listen front\n    bind 127.0.0.1:{front}\n"
+            f"    server tls 127.0.0.1:{port} {send} check check-send-proxy inter 20 fall 1000 rise 1\n"
+        )
+        process = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: engine.stats()["closed_peer"] >= 5, what="five health checks")
+        finally:
+            process.terminate()
+            process.wait(timeout=TIMEOUT)
+        stats = engine.stats()
+        assert stats["tls_handshake_failures"] == 0 and stats["proxy_header_failures"] == 0, stats
+        assert stats["closed_error"] == 0, stats
+
+
+def test_a_reset_before_the_client_hello_is_closed_by_the_peer(pki: Pki) -> None:
+    handler = TlsEcho()
+    with serving(handler, "tcp://127.0.0.1:0", tls=pki.server_context()) as engine:
+        with connect(engine.addrs[0]) as check:
+            check.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        wait_until(lambda: engine.stats()["closed_peer"] == 1, what="the reset to be counted")
+        assert failures(engine) == 0
+        served(engine.addrs[0], pki.client_context())
+
+
+def test_a_truncated_client_hello_is_still_a_handshake_failure(pki: Pki) -> None:
+    """One byte of a ClientHello then a FIN: a failed handshake, as before (only a check that sent none is not)."""
+    with serving(TlsEcho(), "tcp://127.0.0.1:0", tls=pki.server_context()) as engine:
+        with connect(engine.addrs[0]) as bad:
+            bad.sendall(_hello(pki)[:1])
+            bad.shutdown(socket.SHUT_WR)
+            read_until_dropped(bad)
+        wait_until(lambda: failures(engine) == 1, what="the failure to be counted")
+        assert engine.stats()["closed_peer"] == 0
+
+
+# -- what a TLS write takes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [3, 100_000], ids=["small", "past-one-write"])
+def test_a_wide_memoryview_is_written_whole(pki: Pki, size: int) -> None:
+    """``write(memoryview(array("I", ...)))`` sends every byte: lengths count bytes, not items (4 bytes each)."""
+    items = array.array("I", range(size))
+    expected = items.tobytes()
+    returned: queue.Queue[int] = queue.Queue()
+
+    class Send(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+            conn.next()
+            returned.put(conn.write(memoryview(items)))
+            return netloop.Action.CLOSE
+
+    with serving(Send(), "tcp://127.0.0.1:0", tls=pki.server_context()) as engine:
+        with tls_connect(engine.addrs[0], pki.client_context(), suppress_ragged_eofs=False) as sock:
+            sock.sendall(b"go")
+            got = bytearray()
+            while chunk := sock.recv(1 << 16):  # b"" only for the close_notify
+                got += chunk
+        assert returned.get(timeout=TIMEOUT) == len(expected)
+    assert len(got) == len(expected) and bytes(got) == expected
 
 
 # -- netloop's client --------------------------------------------------------------------------------------------
