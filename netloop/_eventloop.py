@@ -83,7 +83,7 @@ class EventLoop:
     """Runs ``poll → dispatch by fd → queued tasks → due timers`` on one thread.
 
     The public protocol: ``index``, ``options``, ``submit`` (any thread), ``call_soon``, ``call_later``,
-    ``in_loop``, ``register``, ``enroll`` and ``count_connections``; everything else is the loop's own. Other threads
+    ``in_loop``, ``dial``, ``enroll`` and ``count_connections``; everything else is the loop's own. Other threads
     hand work in with ``submit``; the loop is woken (eventfd, else a pipe) only when it is asleep in ``poll`` and no
     wake-up is already pending. A task handed in is either run or refused with ``EngineStoppedError`` at once:
     never dropped.

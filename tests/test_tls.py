@@ -1396,7 +1396,7 @@ class Dialer(netloop.EventHandler):
             conn.write(b"through TLS")
             return None
         try:
-            upstream = conn.event_loop.register(self.target, tls=self.ctx, server_hostname=self.hostname)
+            upstream = conn.event_loop.dial(self.target, tls=self.ctx, server_hostname=self.hostname)
         except ValueError as exc:
             self.events.put(("refused", exc))
             return None
@@ -1460,13 +1460,13 @@ def test_register_from_another_thread_returns_after_the_handshake(pki: Pki) -> N
         serving(TlsEcho(), "tcp://127.0.0.1:0", tls=pki.server_context()) as backend,
         serving(gatherer, "tcp://127.0.0.1:0") as front,
     ):
-        conn = front.loops[0].register(backend.addrs[0], tls=pki.client_context(), server_hostname="localhost")
+        conn = front.loops[0].dial(backend.addrs[0], tls=pki.client_context(), server_hostname="localhost")
         assert conn.tls is not None and conn.tls.version == "TLSv1.3"  # on_open has run
         assert gatherer.opened.get(timeout=TIMEOUT) is conn
         conn.async_write(b"from a thread")
         assert gatherer.wait_for(conn, 13) == b"from a thread"
         with pytest.raises(ssl.SSLCertVerificationError):
-            front.loops[0].register(backend.addrs[0], tls=pki.client_context(ca=pki.rogue))
+            front.loops[0].dial(backend.addrs[0], tls=pki.client_context(ca=pki.rogue))
 
 
 def test_register_with_tls_from_the_loop_takes_a_numeric_host(pki: Pki) -> None:
