@@ -525,7 +525,9 @@ class Conn(_ConnBase):
         else:
             out.append(_frozen(data))
         crossed = loop.pressure_bit
-        if out._size > loop.high_water and not self._pause & crossed:
+        # At the cap, not only past it: a handler that writes until outbound_buffered() >= write_buffer_cap and
+        # then waits for on_drain must get it.
+        if out._size >= loop.high_water and not self._pause & crossed:
             self._pause |= crossed
             if crossed == PAUSED_BY_PRESSURE:
                 loop.pauses += 1

@@ -38,7 +38,7 @@ class Options:
     tcp_nodelay: bool = True
     tcp_keepalive: float | None = None  # idle seconds before keep-alive probes; None: off
     read_buffer_cap: int = 256 * 1024  # the most one read takes
-    write_buffer_cap: int = 1024 * 1024  # outbound high-water mark: reading pauses above it, resumes below half
+    write_buffer_cap: int = 1024 * 1024  # outbound high-water mark: reading pauses at it, resumes at half
     write_buffer_limit: int = 64 * 1024 * 1024  # hard outbound limit: passing it closes the connection; 0: none
     # Pause reading a connection while its own outbound bytes are above write_buffer_cap. False: the handler does
     # its flow control across connections (a proxy); on_drain still fires at half the cap.
