@@ -17,6 +17,7 @@ from netloop._errors import (
     ConnClosedError,
     ConnTimeoutError,
     EngineStoppedError,
+    InboundLimitError,
     OutboundLimitError,
     ShortBufferError,
 )
@@ -83,12 +84,14 @@ DELIVER = 1
 DISCARD = 2
 READS = (DELIVER, NO_READ, DISCARD, NO_READ, DELIVER, DELIVER, DISCARD, NO_READ)
 
-# Pause bits: the user's pause_reading(), and backpressure (outbound above the high-water mark). ABOVE_CAP marks
-# the same crossing without holding reading (``backpressure_pause=False``): only the drain event waits for it.
+# Pause bits: the user's pause_reading(), backpressure (outbound at the high-water mark), and the inbound cap
+# (unconsumed inbound at ``inbound_cap``). ABOVE_CAP marks the outbound crossing without holding reading
+# (``backpressure_pause=False``): only the drain event waits for it.
 PAUSED_BY_USER = 1
 PAUSED_BY_PRESSURE = 2
 ABOVE_CAP = 4
-READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE
+PAUSED_BY_INBOUND = 8
+READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE | PAUSED_BY_INBOUND
 PRESSURE = PAUSED_BY_PRESSURE | ABOVE_CAP
 
 # ``_mask`` of a connection taken off the poller: its peer hung up while the user held reading.
@@ -106,7 +109,7 @@ def cause_of(err: BaseException) -> int:
     """The ``CAUSES`` index of a connection closed with ``err``."""
     if isinstance(err, TimeoutError):  # ConnTimeoutError, linger and shutdown deadlines, handshake deadlines
         return BY_TIMEOUT
-    if isinstance(err, OutboundLimitError):
+    if isinstance(err, (OutboundLimitError, InboundLimitError)):
         return BY_LIMIT
     if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return BY_PEER
@@ -293,11 +296,11 @@ class Conn(_ConnBase):
 
         ``EventLoop.run`` carries an inlined copy of this and of ``_deliver``.
         """
-        inbound = self._inbound
-        if inbound._size:
-            inbound.write(data)
-        else:
-            self._data = data
+        if self._inbound._size:
+            if self._keep_read(data):
+                self._deliver()
+            return
+        self._data = data
         self._deliver()
 
     def _deliver(self) -> Exception | None:
@@ -319,15 +322,79 @@ class Conn(_ConnBase):
         return None
 
     def _keep_rest(self) -> None:
-        """Copy the unconsumed rest of the current read into the connection's own buffer."""
+        """Copy the unconsumed rest of the current read into the connection's own buffer.
+
+        Within ``inbound_limit`` (else the connection closes); holding ``inbound_cap`` bytes pauses reading.
+        """
         inbound = self._inbound
-        if inbound is NO_INBOUND:
-            self._inbound = inbound = RingBuffer()
         data = self._data
         pos = self._pos
-        inbound.write(memoryview(data)[pos:] if pos else data)
         self._data = b""
         self._pos = 0
+        size = inbound._size + len(data) - pos
+        loop = self._loop
+        if loop.inbound_limit and size > loop.inbound_limit:
+            self._inbound_overflow(size)
+            return
+        if inbound is NO_INBOUND:
+            self._inbound = inbound = RingBuffer()
+        inbound.write(memoryview(data)[pos:] if pos else data)
+        if loop.inbound_cap and size >= loop.inbound_cap:
+            self._hold_inbound()
+
+    def _keep_read(self, data: bytes) -> bool:
+        """Append a read to the bytes already kept; True when the caller is to show them to ``on_traffic``.
+
+        The loops' inlined read paths (``EventLoop._serve``, C ``read_event``) call this too. False: the
+        connection closed (``inbound_limit``), or reached ``inbound_cap`` and was shown the bytes here.
+        """
+        inbound = self._inbound
+        size = inbound._size + len(data)
+        loop = self._loop
+        if loop.inbound_limit and size > loop.inbound_limit:
+            self._inbound_overflow(size)
+            return False
+        inbound.write(data)
+        if loop.inbound_cap and size >= loop.inbound_cap:
+            self._hold_inbound()
+            self._deliver_held()
+            return False
+        return True
+
+    def _inbound_overflow(self, size: int) -> None:
+        limit = self._loop.inbound_limit
+        self._close(InboundLimitError(f"{self!r}: {size} unconsumed inbound bytes would pass inbound_limit={limit}"))
+
+    def _hold_inbound(self) -> None:
+        """The handler holds ``inbound_cap`` unconsumed bytes: stop reading until it consumes down to half of it."""
+        if self._pause & PAUSED_BY_INBOUND:
+            return
+        loop = self._loop
+        self._pause |= PAUSED_BY_INBOUND
+        loop.inbound_pauses += 1
+        self._inbound.watch(loop.inbound_cap // 2, self._inbound_consumed)  # next(), discard(): in any callback
+        self._update_interest()
+
+    def _inbound_consumed(self) -> None:
+        if self._pause & PAUSED_BY_INBOUND:
+            self._pause &= ~PAUSED_BY_INBOUND
+            if self._state != CLOSED:
+                self._resume()
+
+    def _deliver_held(self) -> Exception | None:
+        """Show held inbound bytes to ``on_traffic`` again, for as long as it consumes some each time.
+
+        No read comes while the cap holds reading: a handler that takes one message per call is called again here,
+        until it consumes down to half the cap (reading resumes) or stops consuming (then it calls ``wake()``).
+        Nothing while another pause holds reading too: its resume calls this again.
+        """
+        if self._pause & READ_HELD != PAUSED_BY_INBOUND or READS[self._state] != DELIVER:
+            return None
+        before = self._inbound._size
+        err = self._deliver()
+        if self._pause & PAUSED_BY_INBOUND and self._state != CLOSED and self._inbound._size < before:
+            self._loop.call_soon(self._deliver_held)
+        return err
 
     def _act(self, action: Action | int) -> None:
         if action == Action.CLOSE:
@@ -594,6 +661,8 @@ class Conn(_ConnBase):
         """Outbound fell to the low-water mark after passing the high-water mark: read again, tell the handler."""
         self._pause = pause & ~PRESSURE
         self._resume()
+        if pause & PAUSED_BY_INBOUND:
+            self._loop.call_soon(self._deliver_held)
         self._loop.heap_released()
         self._loop.call_soon(self._fire_drain)
 
@@ -693,6 +762,8 @@ class Conn(_ConnBase):
         if self._pause & PAUSED_BY_USER:
             self._pause &= ~PAUSED_BY_USER
             self._resume()
+            if self._pause & PAUSED_BY_INBOUND:
+                self._loop.call_soon(self._deliver_held)
 
     # -- closing ------------------------------------------------------------------------------------------
 
@@ -827,7 +898,12 @@ class Conn(_ConnBase):
 
     def _wake_task(self, callback: Callback | None) -> None:
         err: BaseException | None = None
-        err = ConnClosedError(f"wake on closed connection {self!r}") if self._state == CLOSED else self._deliver()
+        if self._state == CLOSED:
+            err = ConnClosedError(f"wake on closed connection {self!r}")
+        elif self._pause & READ_HELD == PAUSED_BY_INBOUND:
+            err = self._deliver_held()  # and again while it consumes: no read comes until it is down to half
+        else:
+            err = self._deliver()
         if callback is not None:
             self._loop.run_callback(callback, self, err)
 

@@ -84,6 +84,9 @@ class EventLoop:
         self.high_water = options.write_buffer_cap
         self.low_water = options.write_buffer_cap // 2
         self.write_limit = options.write_buffer_limit
+        # Unconsumed inbound bytes: reading pauses at inbound_cap (0: never), the connection closes past inbound_limit.
+        self.inbound_cap = options.inbound_cap
+        self.inbound_limit = options.inbound_limit
         # The pause bit a connection takes when its outbound passes the high-water mark: one that holds reading,
         # or (backpressure_pause=False) one that only waits for the drain.
         self.pressure_bit = PAUSED_BY_PRESSURE if options.backpressure_pause else ABOVE_CAP
@@ -129,6 +132,7 @@ class EventLoop:
         self.bytes_in = 0
         self.bytes_out = 0
         self.pauses = 0  # reading paused because the outbound bytes passed the high-water mark
+        self.inbound_pauses = 0  # reading paused because the handler held inbound_cap unconsumed bytes
         self.handler_errors = 0  # callbacks that raised
         self.tls_failures = 0  # handshakes that failed or timed out
         self.proxy_failures = 0  # PROXY protocol headers refused (malformed, too slow, not allowed)
@@ -239,9 +243,9 @@ class EventLoop:
                         continue
                     conn._seen = now
                     received += len(data)
-                    inbound = conn._inbound
-                    if inbound._size:
-                        inbound.write(data)
+                    if conn._inbound._size:
+                        if not conn._keep_read(data):
+                            continue  # closed by inbound_limit, or shown the bytes at inbound_cap
                     else:
                         conn._data = data
                     try:
@@ -517,6 +521,7 @@ class EventLoop:
             bytes_in=bytes_in,
             bytes_out=bytes_out,
             backpressure_pauses=self.pauses,
+            inbound_pauses=self.inbound_pauses,
             handler_errors=self.handler_errors,
             tls_handshake_failures=self.tls_failures,
             proxy_header_failures=self.proxy_failures,

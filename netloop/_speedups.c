@@ -656,10 +656,19 @@ read_event(Dispatch *d, ConnCore *c)
     d->sv->received += got;
     Py_ssize_t kept = c->inbound == NULL ? 0 : buffered(c->inbound, no_inbound);
     if (kept != 0) {
-        int r = kept < 0 ? -1 : call_method(c->inbound, s_write, data);
-        Py_DECREF(data);
-        if (r < 0) {
+        /* Conn._keep_read appends the read to the kept bytes within inbound_limit and inbound_cap; false: it
+         * closed the connection, or showed the bytes to on_traffic itself. */
+        static PyObject *s_keep_read = NULL;
+        if (s_keep_read == NULL && (s_keep_read = PyUnicode_InternFromString("_keep_read")) == NULL) {
+            Py_DECREF(data);
             return -1;
+        }
+        PyObject *r = kept < 0 ? NULL : PyObject_CallMethodOneArg((PyObject *)c, s_keep_read, data);
+        Py_DECREF(data);
+        int deliver = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (deliver <= 0) {
+            return deliver;
         }
     } else {
         set_data(c, data);
