@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
 
 Buffer = bytes | bytearray | memoryview
 Callback = Callable[["Conn", BaseException | None], object]
+
+# The ioctl that tells how much of what a socket sent its peer has not yet taken (SIOCOUTQ), where there is one.
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+else:
+    _OUTQ = None
 
 # Reads stop after this many full reads in one round, so one busy peer can't starve the rest.
 READS_PER_ROUND = 16
@@ -62,6 +72,9 @@ def _frozen(data: Buffer) -> bytes | memoryview:
 # HALF_SHUT    shown to on_traffic         refused (our FIN is sent)       LINGERING, CLOSED
 # LINGERING    discarded until the EOF     refused (our FIN is sent)       CLOSED
 # CLOSED       -                           refused                         -
+#
+# ``on_close`` fires when a connection enters LINGERING (it is finished for the handler: ``closed`` is true, every
+# byte and our FIN are sent), else when it enters CLOSED; LINGERING's end only closes the descriptor.
 #
 # Reading is also held by the pause bits (the user's, backpressure's) in the states that show reads to the user;
 # a closing connection reads and discards whatever the pauses, so the peer is never blocked on it. Every closing
@@ -197,7 +210,7 @@ class Conn(_ConnBase):
     @property
     def fd(self) -> int:
         """The socket's file descriptor (-1 once closed)."""
-        return -1 if self._state == CLOSED else self._fd
+        return -1 if self._state >= LINGERING else self._fd
 
     @property
     def event_loop(self) -> EventLoopProtocol:
@@ -206,7 +219,12 @@ class Conn(_ConnBase):
 
     @property
     def closed(self) -> bool:
-        return self._state == CLOSED
+        """True once the connection is finished for the handler: from its ``on_close`` on.
+
+        A connection this side closed is finished once its outbound bytes and our FIN are sent; the core may keep
+        its descriptor a while longer for the peer's EOF (``linger_timeout``), discarding what it still sends.
+        """
+        return self._state >= LINGERING
 
     @property
     def tls(self) -> TlsInfo | None:
@@ -688,9 +706,33 @@ class Conn(_ConnBase):
             self._state = HALF_SHUT
             self._update_interest()
         else:
-            self._state = LINGERING
-            self._update_interest()
-            self._arm_deadline()
+            self._linger()
+
+    def _linger(self) -> None:
+        """Our FIN is sent and the handler is done: tell it now (``on_close``), then wait for the peer's EOF.
+
+        Until the EOF or ``linger_timeout`` the descriptor stays open and what the peer sends is discarded, so
+        it reads what we sent before it learns of the close (never a reset under its unread bytes).
+        """
+        self._state = LINGERING
+        self._loop.lingering += 1
+        self._cancel_deadlines()  # the user's: from here only linger_timeout (or the peer) ends it
+        self._update_interest()
+        self._arm_deadline()
+        self._report_closed(self._err)
+
+    def _peer_has_all(self) -> bool:
+        """Every byte we sent, our FIN included, is acknowledged (TCP) or read (Unix) by the peer.
+
+        Linux's SIOCOUTQ; where the kernel cannot tell, False (the lingering runs its course).
+        """
+        if _OUTQ is None:
+            return False
+        try:
+            unsent: int = struct.unpack("i", fcntl.ioctl(self._fd, _OUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return False
+        return unsent == 0
 
     def _shut_wr(self) -> None:
         self._sock.shutdown(socket.SHUT_WR)
@@ -715,7 +757,7 @@ class Conn(_ConnBase):
                 self._send_fin()
         elif state == PEER_EOF:
             self._close_request(None)
-        elif state == CLOSED:
+        elif state >= LINGERING:
             raise ConnClosedError(f"shutdown_write on closed connection {self!r}")
 
     # -- readiness interest: level-triggered here, EdgeConn overrides --------------------------------------
@@ -781,7 +823,8 @@ class Conn(_ConnBase):
                 self._send_fin()
                 return
         elif state == HALF_SHUT:
-            self._state = LINGERING
+            self._linger()
+            return
         elif state == PEER_EOF:
             if not self._outbound._size:
                 self._close(self._err)
@@ -830,25 +873,19 @@ class Conn(_ConnBase):
             self._loop.call_soon(self._close, exc)
 
     def _close(self, err: BaseException | None) -> None:
-        if self._state == CLOSED:
+        """Close the descriptor; unless the handler heard of it when the lingering began, ``on_close`` too."""
+        state = self._state
+        if state == CLOSED:
             return
         self._state = CLOSED
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._deadlines:
-            for timer in self._deadlines.values():
-                timer.cancel()
-            self._deadlines = None
-        if self._message_timer is not None:
-            self._message_timer.cancel()
-            self._message_timer = None
+        self._cancel_deadlines()
         loop = self._loop
+        if state == LINGERING:
+            loop.lingering -= 1  # before the release: a reader on another thread may count it twice, never not at all
         loop.detach_conn(self)
-        if err is None:
-            loop.closed_by[BY_SHUTDOWN if loop._draining and self._closer != BY_PEER else self._closer] += 1
-        else:
-            loop.closed_by[cause_of(err)] += 1
         try:
             self._sock.close()
         except OSError:
@@ -859,6 +896,28 @@ class Conn(_ConnBase):
         self._outbound = NO_OUTBOUND
         self._data = b""
         self._pos = 0
+        if state == LINGERING:
+            loop.conn_dropped()  # counted and reported when the lingering began
+            return
+        self._report_closed(err)
+
+    def _cancel_deadlines(self) -> None:
+        if self._deadlines:
+            for timer in self._deadlines.values():
+                timer.cancel()
+            self._deadlines = None
+        if self._message_timer is not None:
+            self._message_timer.cancel()
+            self._message_timer = None
+        self._message = None
+
+    def _report_closed(self, err: BaseException | None) -> None:
+        """The connection is finished for the handler: count it, fire ``on_close`` and the ``close()`` callbacks."""
+        loop = self._loop
+        if err is None:
+            loop.closed_by[BY_SHUTDOWN if loop._draining and self._closer != BY_PEER else self._closer] += 1
+        else:
+            loop.closed_by[cause_of(err)] += 1
         loop.conn_closed(self, err)
         callbacks = self._close_callbacks
         if callbacks:
@@ -898,7 +957,7 @@ class Conn(_ConnBase):
 
     def _wake_task(self, callback: Callback | None) -> None:
         err: BaseException | None = None
-        if self._state == CLOSED:
+        if self._state >= LINGERING:
             err = ConnClosedError(f"wake on closed connection {self!r}")
         elif self._pause & READ_HELD == PAUSED_BY_INBOUND:
             err = self._deliver_held()  # and again while it consumes: no read comes until it is down to half
@@ -913,7 +972,7 @@ class Conn(_ConnBase):
 
     def _close_task(self, callback: Callback | None) -> None:
         if callback is not None:
-            if self._state == CLOSED:
+            if self._state >= LINGERING:
                 self._loop.run_callback(callback, self, None)
                 return
             if self._close_callbacks is None:
@@ -944,13 +1003,13 @@ class Conn(_ConnBase):
     def _set_deadline(self, kind: str, seconds: float | None) -> None:
         deadlines = self._deadlines
         if deadlines is None:
-            if seconds is None or self._state == CLOSED:
+            if seconds is None or self._state >= LINGERING:
                 return
             self._deadlines = deadlines = {}
         old = deadlines.pop(kind, None)
         if old is not None:
             old.cancel()
-        if seconds is not None and self._state != CLOSED:
+        if seconds is not None and self._state < LINGERING:
             deadlines[kind] = self._loop.call_later(seconds, self._deadline_passed, kind, seconds)
 
     def start_message(self) -> None:

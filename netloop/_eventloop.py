@@ -19,7 +19,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from netloop._compiled import speedups
-from netloop._conn import ABOVE_CAP, BY_ERROR, BY_LIMIT, BY_SHUTDOWN, CAUSES, PAUSED_BY_PRESSURE, Conn, set_keep_alive
+from netloop._conn import (
+    ABOVE_CAP,
+    BY_ERROR,
+    BY_LIMIT,
+    BY_SHUTDOWN,
+    CAUSES,
+    LINGERING,
+    PAUSED_BY_PRESSURE,
+    Conn,
+    set_keep_alive,
+)
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
@@ -126,6 +136,8 @@ class EventLoop:
         # Connections handed to this loop and closed on it; each counter has one writer thread.
         self.assigned = 0
         self.released = 0
+        # Closed for their handlers (on_close fired), descriptors lingering for the peer's EOF: not counted as open.
+        self.lingering = 0
         # Counters for engine.stats(), each written by the loop's thread only.
         self.accepted = 0  # connections opened on this loop (accepted, or refused by max_connections)
         self.closed_by = [0] * len(CAUSES)  # connections closed, by cause (netloop._conn.CAUSES)
@@ -502,14 +514,15 @@ class EventLoop:
             self._running = False
 
     def count_connections(self) -> int:
-        return len(self.conns)
+        """Open connections: a closed one whose descriptor still lingers for the peer's EOF is not counted."""
+        return len(self.conns) - self.lingering
 
     def stats(self) -> dict[str, int]:
         """This loop's counters (read from any thread: each is one int its own thread writes)."""
         closed = list(self.closed_by)
         counts = {
             "loop": self.index,
-            "connections": len(self.conns),
+            "connections": len(self.conns) - self.lingering,
             "accepted": self.accepted,
             "closed": sum(closed),
         }
@@ -532,7 +545,7 @@ class EventLoop:
 
     def load(self) -> int:
         """Connections assigned and not yet closed, counting those still on their way to the loop."""
-        return self.assigned - self.released
+        return self.assigned - self.released - self.lingering
 
     # -- the user's code -----------------------------------------------------------------------------------
 
@@ -587,8 +600,24 @@ class EventLoop:
             conn._finish()
         if self.conns:
             self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
+            self.call_later(_LINGER_IDLE / 2, self._release_lingering)
         else:
             self._running = False
+
+    def _release_lingering(self) -> None:
+        """Graceful stop: a lingering connection whose peer took every byte and went quiet holds the stop no longer.
+
+        The handler heard of its close already; waiting ``linger_timeout`` for the EOF of an idle client (a browser's
+        kept-alive connection, a terminal left open) would only delay the stop. A peer still sending is waited for.
+        """
+        if not self._running:
+            return
+        now = self.clock()
+        for conn in list(self.conns.values()):
+            if conn._state == LINGERING and now - conn._seen >= _LINGER_IDLE and conn._peer_has_all():
+                conn._close(None)
+        if self.conns:
+            self.call_later(_LINGER_IDLE / 2, self._release_lingering)
 
     def _drop_pending(self) -> None:
         """Close the connections still sending their PROXY header: the handler never knew of them."""
@@ -646,6 +675,9 @@ class EventLoop:
 
 
 _PROXY_MODES: dict[str, Mode] = {"v1": "v1", "v2": "v2", "auto": "auto"}
+
+# A lingering connection quiet this long (no byte either way) during a graceful stop is closed without its EOF.
+_LINGER_IDLE = 0.05
 
 # How many rounds of queued tasks a stopping loop runs before it gives up on a task that requeues itself.
 _TEARDOWN_ROUNDS = 1000
