@@ -56,6 +56,18 @@ NO_INBOUND = RingBuffer()
 NO_OUTBOUND = OutboundBuffer()
 
 
+def _flat(data: Buffer) -> Buffer:
+    """``data`` as a buffer whose ``len`` is its size in bytes.
+
+    A memoryview of wider items (``array('I')``, a 2-D view) counts items: it is cast to bytes (copied when not
+    contiguous), so that lengths, slices and the bytes sent agree.
+    """
+    view = data if type(data) is memoryview else memoryview(data)
+    if view.itemsize == 1 and view.ndim == 1:
+        return data
+    return view.cast("B") if view.c_contiguous else view.tobytes()
+
+
 def _frozen(data: Buffer) -> bytes | memoryview:
     """``data`` safe to keep: immutable bytes are kept as they are, anything mutable is copied."""
     return data if type(data) is bytes else bytes(data)
@@ -529,7 +541,10 @@ class Conn(_ConnBase):
 
         Returns ``len(data)``. Raises ``ConnClosedError`` on a closed connection (or after ``shutdown_write``).
         A send error, or passing ``write_buffer_limit``, closes the connection after this callback with that error.
+        Any buffer is taken; what is counted and returned is always bytes (a memoryview of 4-byte items counts 4).
         """
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = _flat(data)
         if self._outbound._size or self._state > PEER_EOF:
             return self._enqueue(data)
         try:
@@ -551,6 +566,10 @@ class Conn(_ConnBase):
         """*loop* Send several buffers with one gather write when possible; returns the total length."""
         if len(chunks) == 1:
             return Conn.write(self, chunks[0])
+        for chunk in chunks:
+            if type(chunk) is not bytes and type(chunk) is not bytearray:
+                chunks = [_flat(c) for c in chunks]
+                break
         total = 0
         for chunk in chunks:
             total += len(chunk)
@@ -580,6 +599,8 @@ class Conn(_ConnBase):
         return total
 
     def _enqueue(self, data: Buffer) -> int:
+        if type(data) is memoryview:
+            data = _flat(data)  # from the compiled write
         state = self._state
         if state > FINISHING:
             what = "connection" if state == CLOSED else f"{STATE_NAMES[state]} connection"
@@ -592,6 +613,8 @@ class Conn(_ConnBase):
         return len(data)
 
     def _buffer_rest(self, data: Buffer, sent: int) -> None:
+        if type(data) is memoryview:
+            data = _flat(data)  # ``sent`` counts bytes
         out = self._outbound
         loop = self._loop
         limit = loop.write_limit
