@@ -276,9 +276,13 @@ class Conn(_ConnBase):
             if ev & (ERR | HUP) and self._state != CLOSED and not self._wants_read():
                 self._hang_up(ev)
 
+    def _delivering(self) -> bool:
+        """Reads are shown to ``on_traffic`` now: the state shows them and no pause holds them."""
+        return READS[self._state] == DELIVER and not self._pause & READ_HELD
+
     def _wants_read(self) -> bool:
-        reads = READS[self._state]
-        return reads == DISCARD or (reads == DELIVER and not self._pause & READ_HELD)
+        """The socket is to be read now: to show ``on_traffic``, or to discard while closing."""
+        return READS[self._state] == DISCARD or self._delivering()
 
     def _hang_up(self, ev: int) -> None:
         """ERR or HUP on a connection that is not reading: the poller reports it whatever the interest mask."""
@@ -295,9 +299,9 @@ class Conn(_ConnBase):
         """Read until a short read, a pause or a state change; ``READS_PER_ROUND`` reads at most."""
         size = self._loop.read_size
         for _ in range(READS_PER_ROUND):
-            reads = READS[self._state]
-            if reads == NO_READ or (reads == DELIVER and self._pause & READ_HELD):
+            if not self._wants_read():
                 return
+            reads = READS[self._state]
             try:
                 data = self._recv(size)
             except (BlockingIOError, InterruptedError):
@@ -794,9 +798,8 @@ class Conn(_ConnBase):
         state = self._state
         if state == CLOSED:
             return
-        reads = READS[state]
-        deliver = reads == DELIVER and not self._pause & READ_HELD
-        mask = (IN if deliver or reads == DISCARD else 0) | (OUT if self._outbound._size else 0)
+        deliver = self._delivering()
+        mask = (IN if deliver or READS[state] == DISCARD else 0) | (OUT if self._outbound._size else 0)
         loop = self._loop
         if self._inline and loop.inline_reads:
             loop.readers[self._fd] = self if deliver else None
@@ -860,7 +863,7 @@ class Conn(_ConnBase):
 
     def _finish(self) -> None:
         """Graceful stop: show ``on_traffic`` what the kernel already holds, then close gracefully."""
-        if READS[self._state] == DELIVER and not self._pause & READ_HELD:
+        if self._delivering():
             self._read_on()
         self._close_request(None)
 
