@@ -544,7 +544,10 @@ class EventLoop:
         return counts
 
     def load(self) -> int:
-        """Connections assigned and not yet closed, counting those still on their way to the loop."""
+        """Connections assigned and not yet closed, counting those still on their way to the loop.
+
+        A connection whose ``on_close`` fired is not counted while its descriptor lingers for the peer's EOF.
+        """
         return self.assigned - self.released - self.lingering
 
     # -- the user's code -----------------------------------------------------------------------------------
