@@ -511,7 +511,16 @@ class EventLoop:
     def conn_dropped(self) -> None:
         """A connection left the loop (closed, or dropped before its handler knew of it)."""
         if self._draining and not self.conns:
-            self._running = False
+            self._leave()
+
+    def _leave(self) -> None:
+        """End the loop after this iteration (loop thread).
+
+        From a timer the poll would otherwise sleep until the next timer first (a cancelled linger deadline, say):
+        a queued task keeps it from sleeping.
+        """
+        self._running = False
+        self._tasks.append((_nothing, ()))
 
     def count_connections(self) -> int:
         """Open connections: a closed one whose descriptor still lingers for the peer's EOF is not counted."""
@@ -605,7 +614,7 @@ class EventLoop:
             self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
             self.call_later(_LINGER_IDLE / 2, self._release_lingering)
         else:
-            self._running = False
+            self._leave()
 
     def _release_lingering(self) -> None:
         """Graceful stop: a lingering connection whose peer took every byte and went quiet holds the stop no longer.
@@ -630,7 +639,7 @@ class EventLoop:
     def _abort_all(self) -> None:
         for conn in list(self.conns.values()):
             conn._close(TimeoutError("netloop: shutdown timed out before the outbound bytes were flushed"))
-        self._running = False
+        self._leave()
 
     def stop(self) -> None:
         """Leave the loop at the end of this iteration (any thread)."""
@@ -678,6 +687,11 @@ class EventLoop:
 
 
 _PROXY_MODES: dict[str, Mode] = {"v1": "v1", "v2": "v2", "auto": "auto"}
+
+
+def _nothing() -> None:
+    pass
+
 
 # A lingering connection quiet this long (no byte either way) during a graceful stop is closed without its EOF.
 _LINGER_IDLE = 0.05

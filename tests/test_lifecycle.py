@@ -516,8 +516,8 @@ def test_a_graceful_stop_does_not_wait_the_linger_for_an_idle_peer() -> None:
         with connect(engine.addrs[0]) as sock:
             sock.sendall(b"hi")  # served, then idle: it got everything and says nothing more
             wait_until(lambda: engine.stats()["bytes_in"] == 2, what="the request to be read")
-            engine.stop()
-            assert engine.wait(TIMEOUT / 4), "the stop waited for the idle peer"
+            engine.stop(timeout=TIMEOUT / 4)
+            assert engine.stopped, "the stop waited for the idle peer"
             assert recv_until_closed(sock) == b""  # a FIN, no reset
             assert handler.closes.get(timeout=TIMEOUT) == (None, True, -1)
     finally:
