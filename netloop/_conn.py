@@ -88,7 +88,7 @@ def _frozen(data: Buffer) -> bytes | memoryview:
 # ``on_close`` fires when a connection enters LINGERING (it is finished for the handler: ``closed`` is true, every
 # byte and our FIN are sent), else when it enters CLOSED; LINGERING's end only closes the descriptor.
 #
-# Reading is also held by the pause bits (the user's, backpressure's) in the states that show reads to the user;
+# Reading is also held by the pause bits (the user's, backpressure's, the inbound cap's) in the states that show reads;
 # a closing connection reads and discards whatever the pauses, so the peer is never blocked on it. Every closing
 # state has a deadline (``linger_timeout``). The order of the numbers is used: ``<= PEER_EOF`` sends at once,
 # ``<= FINISHING`` takes writes.
