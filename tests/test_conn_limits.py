@@ -216,3 +216,28 @@ def test_inbound_options_are_checked() -> None:
         netloop.start(netloop.EventHandler(), "tcp://127.0.0.1:0", inbound_cap=1 << 20, inbound_limit=1 << 10)
     with pytest.raises(ValueError, match="inbound_cap"):
         netloop.start(netloop.EventHandler(), "tcp://127.0.0.1:0", inbound_cap=-1)
+
+
+@pytest.mark.parametrize(("size", "pauses"), [(CAP - 1, 0), (CAP, 1)])
+def test_inbound_cap_pauses_at_the_cap_not_below(size: int, pauses: int) -> None:
+    handler = Hoarder()
+    with serving(handler, "tcp://127.0.0.1:0", inbound_cap=CAP) as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"x" * size)
+        wait_until(lambda: engine.stats()["bytes_in"] == size, what="the bytes to be read")
+        wait_until(lambda: handler.most == size, what="the handler to be shown them")
+        assert engine.stats()["inbound_pauses"] == pauses
+
+
+@pytest.mark.parametrize(("size", "closes"), [(CAP, False), (CAP + 1, True)])
+def test_inbound_limit_closes_past_the_limit_not_at_it(size: int, closes: bool) -> None:
+    handler = Hoarder()
+    with serving(handler, "tcp://127.0.0.1:0", inbound_limit=CAP) as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"x" * (size - 1))
+        wait_until(lambda: handler.most == size - 1, what="the handler to be shown the bytes")
+        sock.sendall(b"x")  # the last byte comes on its own read, into the kept bytes
+        if closes:
+            assert isinstance(handler.closed.get(timeout=TIMEOUT), netloop.InboundLimitError)
+            assert handler.most == size - 1  # the byte past the limit never reached the handler
+        else:
+            wait_until(lambda: handler.most == size, what="the handler to hold exactly the limit")
+            assert handler.closed.empty()
