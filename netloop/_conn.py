@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from netloop._errors import (
     ConnClosedError,
     ConnTimeoutError,
     EngineStoppedError,
+    InboundLimitError,
     OutboundLimitError,
     ShortBufferError,
 )
@@ -32,6 +34,15 @@ if TYPE_CHECKING:
 Buffer = bytes | bytearray | memoryview
 Callback = Callable[["Conn", BaseException | None], object]
 
+# The ioctl that tells how much of what a socket sent its peer has not yet taken (SIOCOUTQ), where there is one.
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+else:
+    _OUTQ = None
+
 # Reads stop after this many full reads in one round, so one busy peer can't starve the rest.
 READS_PER_ROUND = 16
 # The most buffers one gather write (sendmsg) takes.
@@ -42,6 +53,18 @@ IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 10
 # connection's own on first use. Most connections never need one, and an idle one then holds no buffer objects.
 NO_INBOUND = RingBuffer()
 NO_OUTBOUND = OutboundBuffer()
+
+
+def _flat(data: Buffer) -> Buffer:
+    """``data`` as a buffer whose ``len`` is its size in bytes.
+
+    A memoryview of wider items (``array('I')``, a 2-D view) counts items: it is cast to bytes (copied when not
+    contiguous), so that lengths, slices and the bytes sent agree.
+    """
+    view = data if type(data) is memoryview else memoryview(data)
+    if view.itemsize == 1 and view.ndim == 1:
+        return data
+    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 def _frozen(data: Buffer) -> bytes | memoryview:
@@ -61,7 +84,10 @@ def _frozen(data: Buffer) -> bytes | memoryview:
 # LINGERING    discarded until the EOF     refused (our FIN is sent)       CLOSED
 # CLOSED       -                           refused                         -
 #
-# Reading is also held by the pause bits (the user's, backpressure's) in the states that show reads to the user;
+# ``on_close`` fires when a connection enters LINGERING (it is finished for the handler: ``closed`` is true, every
+# byte and our FIN are sent), else when it enters CLOSED; LINGERING's end only closes the descriptor.
+#
+# Reading is also held by the pause bits (the user's, backpressure's, the inbound cap's) in the states that show reads;
 # a closing connection reads and discards whatever the pauses, so the peer is never blocked on it. Every closing
 # state has a deadline (``linger_timeout``). The order of the numbers is used: ``<= PEER_EOF`` sends at once,
 # ``<= FINISHING`` takes writes.
@@ -82,12 +108,14 @@ DELIVER = 1
 DISCARD = 2
 READS = (DELIVER, NO_READ, DISCARD, NO_READ, DELIVER, DELIVER, DISCARD, NO_READ)
 
-# Pause bits: the user's pause_reading(), and backpressure (outbound above the high-water mark). ABOVE_CAP marks
-# the same crossing without holding reading (``backpressure_pause=False``): only the drain event waits for it.
+# Pause bits: the user's pause_reading(), backpressure (outbound at the high-water mark), and the inbound cap
+# (unconsumed inbound at ``inbound_cap``). ABOVE_CAP marks the outbound crossing without holding reading
+# (``backpressure_pause=False``): only the drain event waits for it.
 PAUSED_BY_USER = 1
 PAUSED_BY_PRESSURE = 2
 ABOVE_CAP = 4
-READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE
+PAUSED_BY_INBOUND = 8
+READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE | PAUSED_BY_INBOUND
 PRESSURE = PAUSED_BY_PRESSURE | ABOVE_CAP
 
 # ``_mask`` of a connection taken off the poller: its peer hung up while the user held reading.
@@ -105,7 +133,7 @@ def cause_of(err: BaseException) -> int:
     """The ``CAUSES`` index of a connection closed with ``err``."""
     if isinstance(err, TimeoutError):  # ConnTimeoutError, linger and shutdown deadlines, handshake deadlines
         return BY_TIMEOUT
-    if isinstance(err, OutboundLimitError):
+    if isinstance(err, (OutboundLimitError, InboundLimitError)):
         return BY_LIMIT
     if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return BY_PEER
@@ -193,7 +221,7 @@ class Conn(_ConnBase):
     @property
     def fd(self) -> int:
         """The socket's file descriptor (-1 once closed)."""
-        return -1 if self._state == CLOSED else self._fd
+        return -1 if self._state >= LINGERING else self._fd
 
     @property
     def event_loop(self) -> EventLoopProtocol:
@@ -202,7 +230,12 @@ class Conn(_ConnBase):
 
     @property
     def closed(self) -> bool:
-        return self._state == CLOSED
+        """True once the connection is finished for the handler: from its ``on_close`` on.
+
+        A connection this side closed is finished once its outbound bytes and our FIN are sent; the core may keep
+        its descriptor a while longer for the peer's EOF (``linger_timeout``), discarding what it still sends.
+        """
+        return self._state >= LINGERING
 
     @property
     def tls(self) -> TlsInfo | None:
@@ -242,9 +275,13 @@ class Conn(_ConnBase):
             if ev & (ERR | HUP) and self._state != CLOSED and not self._wants_read():
                 self._hang_up(ev)
 
+    def _delivering(self) -> bool:
+        """Reads are shown to ``on_traffic`` now: the state shows them and no pause holds them."""
+        return READS[self._state] == DELIVER and not self._pause & READ_HELD
+
     def _wants_read(self) -> bool:
-        reads = READS[self._state]
-        return reads == DISCARD or (reads == DELIVER and not self._pause & READ_HELD)
+        """The socket is to be read now: to show ``on_traffic``, or to discard while closing."""
+        return READS[self._state] == DISCARD or self._delivering()
 
     def _hang_up(self, ev: int) -> None:
         """ERR or HUP on a connection that is not reading: the poller reports it whatever the interest mask."""
@@ -261,9 +298,9 @@ class Conn(_ConnBase):
         """Read until a short read, a pause or a state change; ``READS_PER_ROUND`` reads at most."""
         size = self._loop.read_size
         for _ in range(READS_PER_ROUND):
-            reads = READS[self._state]
-            if reads == NO_READ or (reads == DELIVER and self._pause & READ_HELD):
+            if not self._wants_read():
                 return
+            reads = READS[self._state]
             try:
                 data = self._recv(size)
             except (BlockingIOError, InterruptedError):
@@ -292,11 +329,11 @@ class Conn(_ConnBase):
 
         ``EventLoop._serve`` and the C ``read_event`` carry inlined copies of ``_read_on``, this and ``_deliver``.
         """
-        inbound = self._inbound
-        if inbound._size:
-            inbound.write(data)
-        else:
-            self._data = data
+        if self._inbound._size:
+            if self._keep_read(data):
+                self._deliver()
+            return
+        self._data = data
         self._deliver()
 
     def _deliver(self) -> Exception | None:
@@ -318,15 +355,79 @@ class Conn(_ConnBase):
         return None
 
     def _keep_rest(self) -> None:
-        """Copy the unconsumed rest of the current read into the connection's own buffer."""
+        """Copy the unconsumed rest of the current read into the connection's own buffer.
+
+        Within ``inbound_limit`` (else the connection closes); holding ``inbound_cap`` bytes pauses reading.
+        """
         inbound = self._inbound
-        if inbound is NO_INBOUND:
-            self._inbound = inbound = RingBuffer()
         data = self._data
         pos = self._pos
-        inbound.write(memoryview(data)[pos:] if pos else data)
         self._data = b""
         self._pos = 0
+        size = inbound._size + len(data) - pos
+        loop = self._loop
+        if loop.inbound_limit and size > loop.inbound_limit:
+            self._inbound_overflow(size)
+            return
+        if inbound is NO_INBOUND:
+            self._inbound = inbound = RingBuffer()
+        inbound.write(memoryview(data)[pos:] if pos else data)
+        if loop.inbound_cap and size >= loop.inbound_cap:
+            self._hold_inbound()
+
+    def _keep_read(self, data: bytes) -> bool:
+        """Append a read to the bytes already kept; True when the caller is to show them to ``on_traffic``.
+
+        The loops' inlined read paths (``EventLoop._serve``, C ``read_event``) call this too. False: the
+        connection closed (``inbound_limit``), or reached ``inbound_cap`` and was shown the bytes here.
+        """
+        inbound = self._inbound
+        size = inbound._size + len(data)
+        loop = self._loop
+        if loop.inbound_limit and size > loop.inbound_limit:
+            self._inbound_overflow(size)
+            return False
+        inbound.write(data)
+        if loop.inbound_cap and size >= loop.inbound_cap:
+            self._hold_inbound()
+            self._deliver_held()
+            return False
+        return True
+
+    def _inbound_overflow(self, size: int) -> None:
+        limit = self._loop.inbound_limit
+        self._close(InboundLimitError(f"{self!r}: {size} unconsumed inbound bytes would pass inbound_limit={limit}"))
+
+    def _hold_inbound(self) -> None:
+        """The handler holds ``inbound_cap`` unconsumed bytes: stop reading until it consumes down to half of it."""
+        if self._pause & PAUSED_BY_INBOUND:
+            return
+        loop = self._loop
+        self._pause |= PAUSED_BY_INBOUND
+        loop.inbound_pauses += 1
+        self._inbound.watch(loop.inbound_cap // 2, self._inbound_consumed)  # next(), discard(): in any callback
+        self._update_interest()
+
+    def _inbound_consumed(self) -> None:
+        if self._pause & PAUSED_BY_INBOUND:
+            self._pause &= ~PAUSED_BY_INBOUND
+            if self._state != CLOSED:
+                self._resume()
+
+    def _deliver_held(self) -> Exception | None:
+        """Show held inbound bytes to ``on_traffic`` again, for as long as it consumes some each time.
+
+        No read comes while the cap holds reading: a handler that takes one message per call is called again here,
+        until it consumes down to half the cap (reading resumes) or stops consuming (then it calls ``wake()``).
+        Nothing while another pause holds reading too: its resume calls this again.
+        """
+        if self._pause & READ_HELD != PAUSED_BY_INBOUND or READS[self._state] != DELIVER:
+            return None
+        before = self._inbound._size
+        err = self._deliver()
+        if self._pause & PAUSED_BY_INBOUND and self._state != CLOSED and self._inbound._size < before:
+            self._loop.call_soon(self._deliver_held)
+        return err
 
     def _act(self, action: Action | int) -> None:
         if action == Action.CLOSE:
@@ -443,7 +544,10 @@ class Conn(_ConnBase):
 
         Returns ``len(data)``. Raises ``ConnClosedError`` on a closed connection (or after ``shutdown_write``).
         A send error, or passing ``write_buffer_limit``, closes the connection after this callback with that error.
+        Any buffer is taken; what is counted and returned is always bytes (a memoryview of 4-byte items counts 4).
         """
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = _flat(data)
         if self._outbound._size or self._state > PEER_EOF:
             return self._enqueue(data)
         try:
@@ -465,6 +569,10 @@ class Conn(_ConnBase):
         """*loop* Send several buffers with one gather write when possible; returns the total length."""
         if len(chunks) == 1:
             return Conn.write(self, chunks[0])
+        for chunk in chunks:
+            if type(chunk) is not bytes and type(chunk) is not bytearray:
+                chunks = [_flat(c) for c in chunks]
+                break
         total = 0
         for chunk in chunks:
             total += len(chunk)
@@ -494,6 +602,8 @@ class Conn(_ConnBase):
         return total
 
     def _enqueue(self, data: Buffer) -> int:
+        if type(data) is memoryview:
+            data = _flat(data)  # from the compiled write
         state = self._state
         if state > FINISHING:
             what = "connection" if state == CLOSED else f"{STATE_NAMES[state]} connection"
@@ -506,6 +616,8 @@ class Conn(_ConnBase):
         return len(data)
 
     def _buffer_rest(self, data: Buffer, sent: int) -> None:
+        if type(data) is memoryview:
+            data = _flat(data)  # ``sent`` counts bytes
         out = self._outbound
         loop = self._loop
         limit = loop.write_limit
@@ -524,7 +636,9 @@ class Conn(_ConnBase):
         else:
             out.append(_frozen(data))
         crossed = loop.pressure_bit
-        if out._size > loop.high_water and not self._pause & crossed:
+        # At the cap, not only past it: a handler that writes until outbound_buffered() >= write_buffer_cap and
+        # then waits for on_drain must get it.
+        if out._size >= loop.high_water and not self._pause & crossed:
             self._pause |= crossed
             if crossed == PAUSED_BY_PRESSURE:
                 loop.pauses += 1
@@ -591,6 +705,8 @@ class Conn(_ConnBase):
         """Outbound fell to the low-water mark after passing the high-water mark: read again, tell the handler."""
         self._pause = pause & ~PRESSURE
         self._resume()
+        if pause & PAUSED_BY_INBOUND:
+            self._loop.call_soon(self._deliver_held)
         self._loop.heap_released()
         self._loop.call_soon(self._fire_drain)
 
@@ -616,9 +732,33 @@ class Conn(_ConnBase):
             self._state = HALF_SHUT
             self._update_interest()
         else:
-            self._state = LINGERING
-            self._update_interest()
-            self._arm_deadline()
+            self._linger()
+
+    def _linger(self) -> None:
+        """Our FIN is sent and the handler is done: tell it now (``on_close``), then wait for the peer's EOF.
+
+        Until the EOF or ``linger_timeout`` the descriptor stays open and what the peer sends is discarded, so
+        it reads what we sent before it learns of the close (never a reset under its unread bytes).
+        """
+        self._state = LINGERING
+        self._loop.lingering += 1
+        self._cancel_deadlines()  # the user's: from here only linger_timeout (or the peer) ends it
+        self._update_interest()
+        self._arm_deadline()
+        self._report_closed(self._err)
+
+    def _peer_has_all(self) -> bool:
+        """Every byte we sent, our FIN included, is acknowledged (TCP) or read (Unix) by the peer.
+
+        Linux's SIOCOUTQ; where the kernel cannot tell, False (the lingering runs its course).
+        """
+        if _OUTQ is None:
+            return False
+        try:
+            unsent: int = struct.unpack("i", fcntl.ioctl(self._fd, _OUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return False
+        return unsent == 0
 
     def _shut_wr(self) -> None:
         self._sock.shutdown(socket.SHUT_WR)
@@ -643,7 +783,7 @@ class Conn(_ConnBase):
                 self._send_fin()
         elif state == PEER_EOF:
             self._close_request(None)
-        elif state == CLOSED:
+        elif state >= LINGERING:
             raise ConnClosedError(f"shutdown_write on closed connection {self!r}")
 
     # -- readiness interest: level-triggered here, EdgeConn overrides --------------------------------------
@@ -657,9 +797,8 @@ class Conn(_ConnBase):
         state = self._state
         if state == CLOSED:
             return
-        reads = READS[state]
-        deliver = reads == DELIVER and not self._pause & READ_HELD
-        mask = (IN if deliver or reads == DISCARD else 0) | (OUT if self._outbound._size else 0)
+        deliver = self._delivering()
+        mask = (IN if deliver or READS[state] == DISCARD else 0) | (OUT if self._outbound._size else 0)
         loop = self._loop
         if self._inline and loop.inline_reads:
             loop.readers[self._fd] = self if deliver else None
@@ -690,6 +829,8 @@ class Conn(_ConnBase):
         if self._pause & PAUSED_BY_USER:
             self._pause &= ~PAUSED_BY_USER
             self._resume()
+            if self._pause & PAUSED_BY_INBOUND:
+                self._loop.call_soon(self._deliver_held)
 
     # -- closing ------------------------------------------------------------------------------------------
 
@@ -707,7 +848,8 @@ class Conn(_ConnBase):
                 self._send_fin()
                 return
         elif state == HALF_SHUT:
-            self._state = LINGERING
+            self._linger()
+            return
         elif state == PEER_EOF:
             if not self._outbound._size:
                 self._close(self._err)
@@ -720,7 +862,7 @@ class Conn(_ConnBase):
 
     def _finish(self) -> None:
         """Graceful stop: show ``on_traffic`` what the kernel already holds, then close gracefully."""
-        if READS[self._state] == DELIVER and not self._pause & READ_HELD:
+        if self._delivering():
             self._read_on()
         self._close_request(None)
 
@@ -757,25 +899,19 @@ class Conn(_ConnBase):
             self._loop.call_soon(self._close, exc)
 
     def _close(self, err: BaseException | None) -> None:
-        if self._state == CLOSED:
+        """Close the descriptor; unless the handler heard of it when the lingering began, ``on_close`` too."""
+        state = self._state
+        if state == CLOSED:
             return
         self._state = CLOSED
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._deadlines:
-            for timer in self._deadlines.values():
-                timer.cancel()
-            self._deadlines = None
-        if self._message_timer is not None:
-            self._message_timer.cancel()
-            self._message_timer = None
+        self._cancel_deadlines()
         loop = self._loop
+        if state == LINGERING:
+            loop.lingering -= 1  # before the release: a reader on another thread may count it twice, never not at all
         loop.detach_conn(self)
-        if err is None:
-            loop.closed_by[BY_SHUTDOWN if loop._draining and self._closer != BY_PEER else self._closer] += 1
-        else:
-            loop.closed_by[cause_of(err)] += 1
         try:
             self._sock.close()
         except OSError:
@@ -786,6 +922,28 @@ class Conn(_ConnBase):
         self._outbound = NO_OUTBOUND
         self._data = b""
         self._pos = 0
+        if state == LINGERING:
+            loop.conn_dropped()  # counted and reported when the lingering began
+            return
+        self._report_closed(err)
+
+    def _cancel_deadlines(self) -> None:
+        if self._deadlines:
+            for timer in self._deadlines.values():
+                timer.cancel()
+            self._deadlines = None
+        if self._message_timer is not None:
+            self._message_timer.cancel()
+            self._message_timer = None
+        self._message = None
+
+    def _report_closed(self, err: BaseException | None) -> None:
+        """The connection is finished for the handler: count it, fire ``on_close`` and the ``close()`` callbacks."""
+        loop = self._loop
+        if err is None:
+            loop.closed_by[BY_SHUTDOWN if loop._draining and self._closer != BY_PEER else self._closer] += 1
+        else:
+            loop.closed_by[cause_of(err)] += 1
         loop.conn_closed(self, err)
         callbacks = self._close_callbacks
         if callbacks:
@@ -825,7 +983,12 @@ class Conn(_ConnBase):
 
     def _wake_task(self, callback: Callback | None) -> None:
         err: BaseException | None = None
-        err = ConnClosedError(f"wake on closed connection {self!r}") if self._state == CLOSED else self._deliver()
+        if self._state >= LINGERING:
+            err = ConnClosedError(f"wake on closed connection {self!r}")
+        elif self._pause & READ_HELD == PAUSED_BY_INBOUND:
+            err = self._deliver_held()  # and again while it consumes: no read comes until it is down to half
+        else:
+            err = self._deliver()
         if callback is not None:
             self._loop.run_callback(callback, self, err)
 
@@ -835,7 +998,7 @@ class Conn(_ConnBase):
 
     def _close_task(self, callback: Callback | None) -> None:
         if callback is not None:
-            if self._state == CLOSED:
+            if self._state >= LINGERING:
                 self._loop.run_callback(callback, self, None)
                 return
             if self._close_callbacks is None:
@@ -866,13 +1029,13 @@ class Conn(_ConnBase):
     def _set_deadline(self, kind: str, seconds: float | None) -> None:
         deadlines = self._deadlines
         if deadlines is None:
-            if seconds is None or self._state == CLOSED:
+            if seconds is None or self._state >= LINGERING:
                 return
             self._deadlines = deadlines = {}
         old = deadlines.pop(kind, None)
         if old is not None:
             old.cancel()
-        if seconds is not None and self._state != CLOSED:
+        if seconds is not None and self._state < LINGERING:
             deadlines[kind] = self._loop.call_later(seconds, self._deadline_passed, kind, seconds)
 
     def start_message(self) -> None:

@@ -6,7 +6,8 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import Buffer, Callback, Conn
+from netloop._conn import CLOSED, Buffer, Callback, Conn
+from netloop._errors import ConnClosedError
 from netloop._networks import allowed
 from netloop._poller import EDGE, IN
 from netloop._proxy_parse import ProxyInfo, ProxyProtocolError, parse_v2_datagram
@@ -24,6 +25,13 @@ class DatagramConn(Conn):
     The datagram is readable during that ``on_traffic`` call only; its unread rest is dropped afterwards.
     ``async_write`` from another thread sends a datagram to the same sender later. ``pause_reading`` holds the
     whole server socket (datagrams wait in the kernel) until ``resume_reading``.
+
+    Its own small model: open, or closed. The socket is the engine's, shared by every sender, and nothing called
+    here closes it. ``close()`` (or ``Action.CLOSE``) only marks this sender's Conn closed: later writes to it raise
+    ``ConnClosedError``; no ``on_close`` fires (a UDP server has no ``on_open`` either). The stream-only calls
+    (``shutdown_write``, ``set_deadline``/``set_read_deadline``/``set_write_deadline``, the TCP socket options
+    ``set_no_delay``, ``set_keep_alive``, ``set_linger``) raise ``TypeError``; ``start_message``/``end_message`` do
+    nothing, a datagram being a whole message.
     """
 
     __slots__ = ("_endpoint",)
@@ -48,8 +56,39 @@ class DatagramConn(Conn):
         self._pos = 0
 
     def _close_request(self, err: BaseException | None) -> None:
-        # A datagram's sender has nothing to close: the server socket stays open.
-        pass
+        self._close(err)
+
+    def _close(self, err: BaseException | None) -> None:
+        # The one way a datagram's Conn closes: marked closed, the shared socket untouched.
+        self._state = CLOSED
+
+    def _refused(self) -> None:
+        if self._state == CLOSED:
+            raise ConnClosedError(f"write on closed datagram connection {self!r}")
+
+    def shutdown_write(self) -> None:
+        """Stream connections only: a UDP sender's Conn shares the server's socket (``TypeError``)."""
+        raise _stream_only("shutdown_write")
+
+    def _set_deadline(self, kind: str, seconds: float | None) -> None:
+        raise _stream_only(f"set_{kind}")
+
+    def set_no_delay(self, on: bool) -> None:
+        raise _stream_only("set_no_delay")
+
+    def set_keep_alive(
+        self, on: bool, idle: float | None = None, interval: float | None = None, count: int | None = None
+    ) -> None:
+        raise _stream_only("set_keep_alive")
+
+    def set_linger(self, seconds: int | None) -> None:
+        raise _stream_only("set_linger")
+
+    def start_message(self) -> None:
+        """A datagram is a whole message: nothing to time."""
+
+    def end_message(self) -> None:
+        """A datagram is a whole message: nothing to time."""
 
     def pause_reading(self) -> None:
         """*loop* Stop reading the server socket this datagram came from, until ``resume_reading``."""
@@ -60,6 +99,7 @@ class DatagramConn(Conn):
 
     def write(self, data: Buffer) -> int:
         """*loop* Send ``data`` as one datagram to the sender; a datagram the kernel refuses is dropped (0)."""
+        self._refused()
         if self._endpoint.pre_write:
             self._handler.on_pre_write(self, data)
         try:
@@ -72,6 +112,7 @@ class DatagramConn(Conn):
 
     def send_to(self, data: Buffer, addr: Any) -> int:
         """*loop* Send ``data`` as one datagram to ``addr``."""
+        self._refused()
         if self._endpoint.pre_write:
             self._handler.on_pre_write(self, data)
         try:
@@ -85,11 +126,12 @@ class DatagramConn(Conn):
     def _write_task(self, chunks: tuple[bytes, ...], callback: Callback | None) -> None:
         err: BaseException | None = None
         data = b"".join(chunks)
-        if self._endpoint.pre_write:
-            self._handler.on_pre_write(self, data)
         try:
+            self._refused()
+            if self._endpoint.pre_write:
+                self._handler.on_pre_write(self, data)
             self._sock.sendto(data, self._remote)
-        except OSError as exc:
+        except OSError as exc:  # ConnClosedError is one
             err = exc
         if callback is not None:
             self._loop.run_callback(callback, self, err)
@@ -100,9 +142,15 @@ class DatagramConn(Conn):
             self._loop.run_callback(callback, self, None)
 
     def _close_task(self, callback: Callback | None) -> None:
-        # A datagram's sender has nothing to close: the server socket stays open.
+        self._close(None)
         if callback is not None:
             self._loop.run_callback(callback, self, None)
+
+
+def _stream_only(name: str) -> TypeError:
+    return TypeError(
+        f"{name} is for stream connections: a UDP server's Conn shares the engine's socket with every sender"
+    )
 
 
 class DatagramEndpoint:

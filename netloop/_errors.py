@@ -46,3 +46,8 @@ class ConnTimeoutError(NetloopError, TimeoutError):
 
 class OutboundLimitError(NetloopError):
     """A connection's outbound bytes would pass ``write_buffer_limit``: the connection is closed with this error."""
+
+
+class InboundLimitError(NetloopError):
+    """A connection's unconsumed inbound bytes would pass ``inbound_limit``: the connection is closed with this
+    error (at once: the handler is not shown the bytes past the limit)."""

@@ -28,6 +28,7 @@ from netloop._conn import (
     BY_SHUTDOWN,
     CAUSES,
     CLOSED,
+    LINGERING,
     NO_INBOUND,
     NO_OUTBOUND,
     PAUSED_BY_PRESSURE,
@@ -108,6 +109,9 @@ class EventLoop:
         self.high_water = options.write_buffer_cap
         self.low_water = options.write_buffer_cap // 2
         self.write_limit = options.write_buffer_limit
+        # Unconsumed inbound bytes: reading pauses at inbound_cap (0: never), the connection closes past inbound_limit.
+        self.inbound_cap = options.inbound_cap
+        self.inbound_limit = options.inbound_limit
         # The pause bit a connection takes when its outbound passes the high-water mark: one that holds reading,
         # or (backpressure_pause=False) one that only waits for the drain.
         self.pressure_bit = PAUSED_BY_PRESSURE if options.backpressure_pause else ABOVE_CAP
@@ -148,12 +152,15 @@ class EventLoop:
         # Connections handed to this loop and closed on it; each counter has one writer thread.
         self.assigned = 0
         self.released = 0
+        # Closed for their handlers (on_close fired), descriptors lingering for the peer's EOF: not counted as open.
+        self.lingering = 0
         # Counters for engine.stats(), each written by the loop's thread only.
         self.accepted = 0  # connections opened on this loop (accepted, or refused by max_connections)
         self.closed_by = [0] * len(CAUSES)  # connections closed, by cause (netloop._conn.CAUSES)
         self.bytes_in = 0
         self.bytes_out = 0
         self.pauses = 0  # reading paused because the outbound bytes passed the high-water mark
+        self.inbound_pauses = 0  # reading paused because the handler held inbound_cap unconsumed bytes
         self.handler_errors = 0  # callbacks that raised
         self.tls_failures = 0  # handshakes that failed or timed out
         self.proxy_failures = 0  # PROXY protocol headers refused (malformed, too slow, not allowed)
@@ -266,9 +273,9 @@ class EventLoop:
                         continue
                     conn._seen = now
                     received += len(data)
-                    inbound = conn._inbound
-                    if inbound._size:
-                        inbound.write(data)
+                    if conn._inbound._size:
+                        if not conn._keep_read(data):
+                            continue  # closed by inbound_limit, or shown the bytes at inbound_cap
                     else:
                         conn._data = data
                     try:
@@ -541,17 +548,27 @@ class EventLoop:
     def conn_dropped(self) -> None:
         """A connection left the loop (closed, or dropped before its handler knew of it)."""
         if self._draining and not self.conns:
-            self._running = False
+            self._leave()
+
+    def _leave(self) -> None:
+        """End the loop after this iteration (loop thread).
+
+        From a timer the poll would otherwise sleep until the next timer first (a cancelled linger deadline, say):
+        a queued task keeps it from sleeping.
+        """
+        self._running = False
+        self._tasks.append((_nothing, ()))
 
     def count_connections(self) -> int:
-        return len(self.conns)
+        """Open connections: a closed one whose descriptor still lingers for the peer's EOF is not counted."""
+        return len(self.conns) - self.lingering
 
     def stats(self) -> dict[str, int]:
         """This loop's counters (read from any thread: each is one int its own thread writes)."""
         closed = list(self.closed_by)
         counts = {
             "loop": self.index,
-            "connections": len(self.conns),
+            "connections": len(self.conns) - self.lingering,
             "accepted": self.accepted,
             "closed": sum(closed),
         }
@@ -563,6 +580,7 @@ class EventLoop:
             bytes_in=bytes_in,
             bytes_out=bytes_out,
             backpressure_pauses=self.pauses,
+            inbound_pauses=self.inbound_pauses,
             handler_errors=self.handler_errors,
             tls_handshake_failures=self.tls_failures,
             proxy_header_failures=self.proxy_failures,
@@ -572,8 +590,11 @@ class EventLoop:
         return counts
 
     def load(self) -> int:
-        """Connections assigned and not yet closed, counting those still on their way to the loop."""
-        return self.assigned - self.released
+        """Connections assigned and not yet closed, counting those still on their way to the loop.
+
+        A connection whose ``on_close`` fired is not counted while its descriptor lingers for the peer's EOF.
+        """
+        return self.assigned - self.released - self.lingering
 
     # -- the user's code -----------------------------------------------------------------------------------
 
@@ -628,8 +649,24 @@ class EventLoop:
             conn._finish()
         if self.conns:
             self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
+            self.call_later(_LINGER_IDLE / 2, self._release_lingering)
         else:
-            self._running = False
+            self._leave()
+
+    def _release_lingering(self) -> None:
+        """Graceful stop: a lingering connection whose peer took every byte and went quiet holds the stop no longer.
+
+        The handler heard of its close already; waiting ``linger_timeout`` for the EOF of an idle client (a browser's
+        kept-alive connection, a terminal left open) would only delay the stop. A peer still sending is waited for.
+        """
+        if not self._running:
+            return
+        now = self.clock()
+        for conn in list(self.conns.values()):
+            if conn._state == LINGERING and now - conn._seen >= _LINGER_IDLE and conn._peer_has_all():
+                conn._close(None)
+        if self.conns:
+            self.call_later(_LINGER_IDLE / 2, self._release_lingering)
 
     def _drop_pending(self) -> None:
         """Close the connections still sending their PROXY header: the handler never knew of them."""
@@ -639,7 +676,7 @@ class EventLoop:
     def _abort_all(self) -> None:
         for conn in list(self.conns.values()):
             conn._close(TimeoutError("netloop: shutdown timed out before the outbound bytes were flushed"))
-        self._running = False
+        self._leave()
 
     def stop(self) -> None:
         """Leave the loop at the end of this iteration (any thread)."""
@@ -687,6 +724,14 @@ class EventLoop:
 
 
 _PROXY_MODES: dict[str, Mode] = {"v1": "v1", "v2": "v2", "auto": "auto"}
+
+
+def _nothing() -> None:
+    pass
+
+
+# A lingering connection quiet this long (no byte either way) during a graceful stop is closed without its EOF.
+_LINGER_IDLE = 0.05
 
 # How many rounds of queued tasks a stopping loop runs before it gives up on a task that requeues itself.
 _TEARDOWN_ROUNDS = 1000

@@ -59,11 +59,11 @@ class EventHandler:
         return Action.CLOSE
 
     def on_drain(self, conn: Conn) -> Action | None:
-        """``conn``'s outbound bytes fell to half of ``write_buffer_cap`` after passing it (reading resumed, unless
+        """``conn``'s outbound bytes fell to half of ``write_buffer_cap`` after reaching it (reading resumed, unless
         ``backpressure_pause=False`` never held it).
 
-        A handler that stops producing while ``conn.outbound_buffered()`` is above ``write_buffer_cap`` resumes
-        here: backpressure without polling.
+        A handler that stops producing once ``conn.outbound_buffered() >= write_buffer_cap`` resumes here:
+        backpressure without polling.
         """
         return None
 

@@ -40,11 +40,16 @@ class Options:
     tcp_nodelay: bool = True
     tcp_keepalive: float | None = None  # idle seconds before keep-alive probes; None: off
     read_buffer_cap: int = 256 * 1024  # the most one read takes
-    write_buffer_cap: int = 1024 * 1024  # outbound high-water mark: reading pauses above it, resumes below half
+    write_buffer_cap: int = 1024 * 1024  # outbound high-water mark: reading pauses at it, resumes at half
     write_buffer_limit: int = 64 * 1024 * 1024  # hard outbound limit: passing it closes the connection; 0: none
     # Pause reading a connection while its own outbound bytes are above write_buffer_cap. False: the handler does
     # its flow control across connections (a proxy); on_drain still fires at half the cap.
     backpressure_pause: bool = True
+    # Inbound counterparts of write_buffer_cap/_limit, on bytes the handler leaves unconsumed. inbound_cap: reading
+    # pauses once that many are held and resumes when the handler consumes to half of it; 0 (the default): off,
+    # since a handler that waits for a whole message larger than the cap would then wait for ever.
+    inbound_cap: int = 0
+    inbound_limit: int = 64 * 1024 * 1024  # hard: holding more closes the connection (InboundLimitError); 0: none
     socket_recv_buffer: int | None = None  # SO_RCVBUF
     socket_send_buffer: int | None = None  # SO_SNDBUF
     edge_triggered: bool = False
@@ -85,6 +90,12 @@ class Options:
         _check_int("write_buffer_cap", self.write_buffer_cap, 1)
         _check_int("write_buffer_limit", self.write_buffer_limit, 0)
         _check_int("max_connections", self.max_connections, 0)
+        _check_int("inbound_cap", self.inbound_cap, 0)
+        _check_int("inbound_limit", self.inbound_limit, 0)
+        if self.inbound_limit and self.inbound_limit < self.inbound_cap:
+            raise ValueError(
+                f"inbound_limit ({self.inbound_limit}) must be 0 or at least inbound_cap ({self.inbound_cap})"
+            )
         _check_int("max_connections_per_source", self.max_connections_per_source, 0)
         if self.write_buffer_limit and self.write_buffer_limit < self.write_buffer_cap:
             raise ValueError(

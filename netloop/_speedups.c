@@ -52,7 +52,7 @@ static PyObject *empty;              /* b"" */
 
 static PyObject *s_size, *s_read, *s_enqueue, *s_buffer_rest, *s_fail_soon, *s_bytes_out, *s_bytes_in, *s_now,
     *s_running, *s_sleeping, *s_run_timers, *s_run_tasks, *s_close, *s_peer_eof, *s_keep_rest, *s_act,
-    *s_handler_failed, *s_on_traffic, *s_internal_error, *s_write;
+    *s_handler_failed, *s_on_traffic, *s_internal_error, *s_keep_read;
 
 /* -- ConnCore ---------------------------------------------------------------------------------------------------- */
 
@@ -812,10 +812,14 @@ read_event(Dispatch *d, ConnCore *c)
     d->sv->received += got;
     Py_ssize_t kept = c->inbound == NULL ? 0 : buffered(c->inbound, no_inbound);
     if (kept != 0) {
-        int r = kept < 0 ? -1 : call_method(c->inbound, s_write, data);
+        /* Conn._keep_read appends the read to the kept bytes within inbound_limit and inbound_cap; false: it
+         * closed the connection, or showed the bytes to on_traffic itself. */
+        PyObject *r = kept < 0 ? NULL : PyObject_CallMethodOneArg((PyObject *)c, s_keep_read, data);
         Py_DECREF(data);
-        if (r < 0) {
-            return -1;
+        int deliver = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (deliver <= 0) {
+            return deliver;
         }
     } else {
         set_data(c, data);
@@ -1183,13 +1187,13 @@ static const struct {
 } lookups[] = {
     {&s_size, "RingBuffer OutboundBuffer", "_size"},
     {&s_read, "RingBuffer", "read"},
-    {&s_write, "RingBuffer", "write"},
     {&s_enqueue, "Conn", "_enqueue"},
     {&s_buffer_rest, "Conn", "_buffer_rest"},
     {&s_fail_soon, "Conn", "_fail_soon"},
     {&s_close, "Conn", "_close"},
     {&s_peer_eof, "Conn", "_peer_eof"},
     {&s_keep_rest, "Conn", "_keep_rest"},
+    {&s_keep_read, "Conn", "_keep_read"},
     {&s_act, "Conn", "_act"},
     {&s_bytes_out, "EventLoop", "bytes_out"},
     {&s_bytes_in, "EventLoop", "bytes_in"},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import os
+import queue
 import socket
 import struct
 import threading
@@ -205,3 +207,31 @@ def test_socket_option_setters(edge: bool) -> None:
     assert values["nodelay"] == 0
     assert values["keepalive"] == 1 and values["keepidle"] == 30
     assert values["linger"] == (1, 0)
+
+
+@pytest.mark.parametrize("how", ["write", "writev", "write-after-buffered"])
+def test_a_wide_memoryview_is_written_byte_exact_and_counted_in_bytes(how: str) -> None:
+    # 4-byte items: a count of items instead of bytes would send a quarter and keep a wrong rest.
+    words = array.array("I", range(4 << 20))  # 16 MiB
+    expected = words.tobytes()
+    returned: queue.Queue[int] = queue.Queue()
+
+    class Wide(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> Action | None:
+            conn.next()
+            view = memoryview(words)
+            if how == "write":
+                returned.put(conn.write(view))
+            elif how == "writev":
+                returned.put(conn.writev([b"<", view, memoryview(array.array("H", [0x3E3E]))]))
+            else:
+                conn.write(b"<" * (4 << 20))  # more than the kernel takes: the view goes to the buffer whole
+                returned.put(conn.write(view))
+            return None
+
+    head, tail = {"write": (b"", b""), "writev": (b"<", b">>"), "write-after-buffered": (b"<" * (4 << 20), b"")}[how]
+    with serving(Wide(), "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"go")
+        got = recv_exact(sock, len(head) + len(expected) + len(tail))
+        assert got == head + expected + tail
+        assert returned.get(timeout=10) == (len(expected) + len(head) + len(tail) if how == "writev" else len(expected))

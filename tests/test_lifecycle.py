@@ -463,3 +463,95 @@ def test_close_with_unread_input_is_not_a_reset() -> None:
         for _ in range(20):  # keeps sending after the server decided to close: bytes it discards
             sock.sendall(b"more requests")
         assert recv_until_closed(sock) == b""  # a FIN, not ECONNRESET
+
+
+# -- on_close when the connection is finished for the handler, lingering in the core --------------------------------
+
+
+class Bye(netloop.EventHandler):
+    """Answers ``bye`` and closes; reports each on_close with what the connection said of itself then."""
+
+    def __init__(self) -> None:
+        self.closes: queue.Queue[tuple[BaseException | None, bool, int]] = queue.Queue()
+
+    def on_traffic(self, conn: netloop.Conn) -> Action | None:
+        if conn.next() == b"bye":
+            conn.write(b"see you")
+            return Action.CLOSE
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> Action | None:
+        self.closes.put((err, conn.closed, conn.fd))
+        return None
+
+
+def test_on_close_fires_once_our_fin_is_sent_while_the_peer_stays_open() -> None:
+    handler = Bye()
+    with (
+        serving(handler, "tcp://127.0.0.1:0", linger_timeout=TIMEOUT) as engine,
+        connect(engine.addrs[0]) as sock,
+    ):
+        sock.sendall(b"bye")
+        # At once, not when the peer ends or linger_timeout passes: the handler is done with it.
+        err, closed, fd = handler.closes.get(timeout=TIMEOUT / 2)
+        assert (err, closed, fd) == (None, True, -1)
+        assert recv_exact(sock, 7) == b"see you"
+        assert sock.recv(1) == b""  # our FIN
+        assert engine.count_connections() == 0  # closed for the handler, not counted as open
+        # The descriptor lingers for the peer's EOF: what the peer still sends is read and discarded, not reset.
+        read = engine.stats()["bytes_in"]
+        sock.sendall(b"ignored" * 100)
+        wait_until(lambda: engine.stats()["bytes_in"] == read + 700, what="the lingering socket to read on")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""  # no reset
+        stats = engine.stats()
+        assert stats["closed"] == 1 and stats["closed_handler"] == 1  # counted once
+        assert handler.closes.empty()
+
+
+def test_a_graceful_stop_does_not_wait_the_linger_for_an_idle_peer() -> None:
+    handler = Bye()
+    engine = netloop.start(handler, "tcp://127.0.0.1:0", linger_timeout=TIMEOUT, shutdown_timeout=TIMEOUT)
+    try:
+        with connect(engine.addrs[0]) as sock:
+            sock.sendall(b"hi")  # served, then idle: it got everything and says nothing more
+            wait_until(lambda: engine.stats()["bytes_in"] == 2, what="the request to be read")
+            engine.stop(timeout=TIMEOUT / 4)
+            assert engine.stopped, "the stop waited for the idle peer"
+            assert recv_until_closed(sock) == b""  # a FIN, no reset
+            assert handler.closes.get(timeout=TIMEOUT) == (None, True, -1)
+    finally:
+        engine.stop(timeout=TIMEOUT)
+        engine.wait(TIMEOUT)
+
+
+def test_a_stop_cut_short_reports_no_flush_timeout_when_every_byte_was_sent() -> None:
+    handler = Bye()
+    engine = netloop.start(handler, "tcp://127.0.0.1:0", linger_timeout=TIMEOUT, shutdown_timeout=0.3)
+    try:
+        with connect(engine.addrs[0]) as sock:
+            sock.sendall(b"bye")
+            assert recv_exact(sock, 7) == b"see you"
+            assert handler.closes.get(timeout=TIMEOUT)[0] is None
+            stop = threading.Event()
+
+            def chatter() -> None:  # never idle: the stop's deadline, not the peer, ends the lingering
+                while not stop.is_set():
+                    try:
+                        sock.sendall(b"x")
+                    except OSError:
+                        return
+                    stop.wait(0.01)
+
+            sender = threading.Thread(target=chatter)
+            sender.start()
+            try:
+                engine.stop()
+                assert engine.wait(TIMEOUT)
+            finally:
+                stop.set()
+                sender.join(TIMEOUT)
+        assert handler.closes.empty()  # on_close came once, with None: every byte was delivered
+    finally:
+        engine.stop(timeout=TIMEOUT)
+        engine.wait(TIMEOUT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,3 +53,12 @@ def test_advance_past_end_is_an_error() -> None:
     else:
         raise AssertionError("advance beyond the buffered bytes must raise")
     assert out.peek_all() == b"abc"
+
+
+def test_a_wide_memoryview_is_counted_and_advanced_in_bytes() -> None:
+    buf = OutboundBuffer()
+    words = array.array("I", [1, 2, 3, 4])
+    buf.append(memoryview(words))
+    assert len(buf) == 16
+    buf.advance(6)
+    assert buf.peek_all() == words.tobytes()[6:]

@@ -82,3 +82,22 @@ def test_short_read_consumes_nothing() -> None:
     with pytest.raises(ShortBufferError):
         ring.read(4)
     assert ring.read() == b"abc"
+
+
+def test_watch_fires_once_when_reading_leaves_the_low_mark_or_fewer() -> None:
+    ring = RingBuffer()
+    fired: list[int] = []
+    ring.write(b"x" * 100)
+    ring.watch(50, lambda: fired.append(len(ring)))
+    ring.peek(100)  # looking consumes nothing
+    ring.read(40)
+    assert fired == []
+    ring.discard(10)  # 50 left: at the mark
+    assert fired == [50]
+    ring.read_into(bytearray(50))
+    assert fired == [50]  # once
+    ring.write(b"y" * 10)
+    ring.watch(5, lambda: fired.append(-1))
+    ring.watch(5, None)  # stopped watching
+    ring.read()
+    assert fired == [50]

@@ -29,6 +29,8 @@ class OutboundBuffer:
         return self._size > 0
 
     def append(self, data: bytes | memoryview) -> None:
+        if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1):
+            data = data.cast("B") if data.c_contiguous else data.tobytes()  # len() counts bytes, not items
         if data:
             if self._chunks is None:
                 self._chunks = deque()

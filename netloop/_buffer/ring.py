@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from netloop._errors import ShortBufferError
 
 _MIN_CAP = 4096
@@ -25,7 +27,7 @@ class RingBuffer:
     An empty buffer holds no storage (an idle connection stays small).
     """
 
-    __slots__ = ("_buf", "_cap", "_head", "_size", "_view")
+    __slots__ = ("_buf", "_cap", "_head", "_low", "_size", "_view", "_watch")
 
     def __init__(self) -> None:
         self._buf = _NO_STORAGE
@@ -33,6 +35,13 @@ class RingBuffer:
         self._cap = 0
         self._head = 0
         self._size = 0
+        self._watch: Callable[[], object] | None = None
+        self._low = 0
+
+    def watch(self, low: int, callback: Callable[[], object] | None) -> None:
+        """Call ``callback()`` once, as soon as reading leaves ``low`` bytes or fewer (None: stop watching)."""
+        self._low = low
+        self._watch = callback
 
     def __len__(self) -> int:
         return self._size
@@ -123,6 +132,10 @@ class RingBuffer:
             self._head = (self._head + n) % self._cap
         else:
             self.release()
+        watch = self._watch
+        if watch is not None and self._size <= self._low:
+            self._watch = None
+            watch()
 
     def release(self) -> None:
         """Drop all content and storage."""
