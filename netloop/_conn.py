@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from netloop._buffer import flat
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
 from netloop._compiled import HOT_FIELDS, speedups
@@ -53,18 +54,6 @@ IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 10
 # connection's own on first use. Most connections never need one, and an idle one then holds no buffer objects.
 NO_INBOUND = RingBuffer()
 NO_OUTBOUND = OutboundBuffer()
-
-
-def _flat(data: Buffer) -> Buffer:
-    """``data`` as a buffer whose ``len`` is its size in bytes.
-
-    A memoryview of wider items (``array('I')``, a 2-D view) counts items: it is cast to bytes (copied when not
-    contiguous), so that lengths, slices and the bytes sent agree.
-    """
-    view = data if type(data) is memoryview else memoryview(data)
-    if view.itemsize == 1 and view.ndim == 1:
-        return data
-    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 def _frozen(data: Buffer) -> bytes | memoryview:
@@ -547,7 +536,7 @@ class Conn(_ConnBase):
         Any buffer is taken; what is counted and returned is always bytes (a memoryview of 4-byte items counts 4).
         """
         if type(data) is not bytes and type(data) is not bytearray:
-            data = _flat(data)
+            data = flat(data)
         if self._outbound._size or self._state > PEER_EOF:
             return self._enqueue(data)
         try:
@@ -571,7 +560,7 @@ class Conn(_ConnBase):
             return Conn.write(self, chunks[0])
         for chunk in chunks:
             if type(chunk) is not bytes and type(chunk) is not bytearray:
-                chunks = [_flat(c) for c in chunks]
+                chunks = [flat(c) for c in chunks]
                 break
         total = 0
         for chunk in chunks:
@@ -603,7 +592,7 @@ class Conn(_ConnBase):
 
     def _enqueue(self, data: Buffer) -> int:
         if type(data) is memoryview:
-            data = _flat(data)  # from the compiled write
+            data = flat(data)  # from the compiled write
         state = self._state
         if state > FINISHING:
             what = "connection" if state == CLOSED else f"{STATE_NAMES[state]} connection"
@@ -617,7 +606,7 @@ class Conn(_ConnBase):
 
     def _buffer_rest(self, data: Buffer, sent: int) -> None:
         if type(data) is memoryview:
-            data = _flat(data)  # ``sent`` counts bytes
+            data = flat(data)  # ``sent`` counts bytes
         out = self._outbound
         loop = self._loop
         limit = loop.write_limit

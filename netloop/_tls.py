@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from netloop._buffer import flat
 from netloop._buffer.ring import RingBuffer
 from netloop._conn import (
     BY_PEER,
@@ -302,8 +303,8 @@ class TlsConn(Conn):
     # -- writing --------------------------------------------------------------------------------------------
 
     def write(self, data: Buffer) -> int:
-        if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous):
-            data = _bytes_of(data)  # what follows counts bytes: len() of a wide view counts its items
+        if type(data) is memoryview:
+            data = flat(data)  # what follows counts bytes: len() of a wide view counts its items
         if self._outbound._size or self._state > PEER_EOF:
             return self._enqueue(data)
         n = len(data)
@@ -432,11 +433,6 @@ class PreWriteTlsConn(TlsConn):
         for chunk in chunks:
             self._handler.on_pre_write(self, chunk)
         return TlsConn.write(self, b"".join(chunks))
-
-
-def _bytes_of(view: memoryview) -> memoryview | bytes:
-    """A wide, multi-dimensional or strided view as its bytes: a flat view of the same memory where it can be."""
-    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 def _head(out: Any, n: int) -> bytes | memoryview:

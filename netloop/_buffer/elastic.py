@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from netloop._buffer import flat
+
 # Linux's IOV_MAX is 1024; fewer chunks per sendmsg keep each call's setup cheap.
 MAX_IOV = 64
 
@@ -29,8 +31,8 @@ class OutboundBuffer:
         return self._size > 0
 
     def append(self, data: bytes | memoryview) -> None:
-        if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1):
-            data = data.cast("B") if data.c_contiguous else data.tobytes()  # len() counts bytes, not items
+        if type(data) is memoryview:
+            data = flat(data)  # len() counts bytes, not items
         if data:
             if self._chunks is None:
                 self._chunks = deque()
