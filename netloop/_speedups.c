@@ -483,6 +483,9 @@ flat_bytes(PyObject *data)
     }
     if (PyMemoryView_Check(data)) {
         Py_buffer *view = PyMemoryView_GET_BUFFER(data);
+        if (view->len == 0) {
+            return Py_NewRef(empty); /* an empty view of any stride: nothing to send (a cast would refuse it) */
+        }
         if (view->ndim == 1 && view->itemsize == 1 && view->format != NULL && strcmp(view->format, "B") == 0
             && PyBuffer_IsContiguous(view, 'C')) {
             return Py_NewRef(data);

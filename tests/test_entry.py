@@ -34,9 +34,15 @@ def announce():
     main = threading.main_thread().ident
     while True:
         frame = sys._current_frames().get(main)
+        # Blocked in threading's wait, called (at any depth) from netloop's own wait(): not, say, in this thread's
+        # start(), which waits in threading too.
         if frame is not None and frame.f_code.co_name == "wait" and frame.f_code.co_filename == threading.__file__:
-            print("waiting", flush=True)
-            return
+            caller = frame.f_back
+            while caller is not None:
+                if caller.f_code.co_name == "wait" and "netloop" in caller.f_code.co_filename:
+                    print("waiting", flush=True)
+                    return
+                caller = caller.f_back
         time.sleep(0.001)
 
 
