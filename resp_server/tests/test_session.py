@@ -12,20 +12,13 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_kvstore import FakeClock
 
-from examples import resp_proto
-from examples.kvstore import KeyValueStore
-from examples.resp_proto import (
-    MAX_ARRAY,
-    MAX_BULK,
-    MAX_INLINE,
-    RespParser,
-    RespSession,
-    encode_request,
-    parse_int64,
-    split_inline,
-)
+from resp_server import parser as resp_proto
+from resp_server.parser import MAX_ARRAY, MAX_BULK, MAX_INLINE, RespParser, encode_request, split_inline
+from resp_server.replies import parse_int64
+from resp_server.session import RespSession
+from resp_server.store import KeyValueStore
+from resp_server.tests.test_store import FakeClock
 
 resp_proto_split = resp_proto.split_inline
 

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from loopback import TIMEOUT, connect, recv_exact, recv_until_closed
-from test_kvstore import FakeClock
 
 import netloop
-from examples import resp_server
-from examples.kvstore import KeyValueStore
-from examples.resp_proto import encode_request
+from resp_server import server as resp_server
+from resp_server.parser import encode_request
+from resp_server.store import KeyValueStore
+from resp_server.tests.test_store import FakeClock
+from tests.loopback import TIMEOUT, connect, recv_exact, recv_until_closed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class WatchedStore(KeyValueStore):
@@ -339,7 +339,7 @@ def test_redis_benchmark(engine: netloop.Engine) -> None:
 
 def test_command_line_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.resp_server", "--port", "0", "--loops", "2"],
+        [sys.executable, "-m", "resp_server", "--port", "0", "--loops", "2"],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -450,7 +450,7 @@ def _push_until_blocked(sock: socket.socket, data: bytes) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS from /proc")
 def test_clients_that_pipeline_without_reading_cost_bounded_memory() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.resp_server", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "resp_server", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
     try:
         assert process.stderr is not None

@@ -1,10 +1,11 @@
-"""A Redis-compatible (RESP2) key-value server on netloop; redis-cli, redis-benchmark and redis-py work with it.
+"""A Redis-compatible (RESP2 and RESP3) key-value server on netloop; redis-cli, redis-benchmark and redis-py work
+with it.
 
-    python -m examples.resp_server --port 6379 [--host 127.0.0.1] [--loops N] [--reuse-port]
+    python -m resp_server --port 6379 [--host 127.0.0.1] [--loops N] [--reuse-port]
         [--tls-cert FILE --tls-key FILE]   (redis-cli --tls --cacert ...; see python -m examples.certs)
 
-The protocol lives in ``examples.resp_proto`` (sans-I/O); this module only moves bytes between sockets and
-one :class:`~examples.resp_proto.RespSession` per connection.
+The protocol lives in :mod:`resp_server.session` (sans-I/O); this module only moves bytes between sockets and
+one :class:`~resp_server.session.RespSession` per connection.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import threading
 
 import netloop
 from examples.certs import add_tls_flags, tls_context
-from examples.kvstore import KeyValueStore
-from examples.resp_proto import RespSession
-from examples.resp_state import PUBSUB_LIMIT, ServerState, local_name
+from resp_server.server_state import PUBSUB_LIMIT, ServerState, local_name
+from resp_server.session import RespSession
+from resp_server.store import KeyValueStore
 
 EXPIRE_INTERVAL = 0.1
 """Seconds between active-expiry passes (Redis's default hz of 10)."""
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class Session(RespSession):
-    """A connection's :class:`~examples.resp_proto.RespSession`, and whether its peer has sent all it will."""
+    """A connection's :class:`~resp_server.session.RespSession`, and whether its peer has sent all it will."""
 
     __slots__ = ("ended",)
 

@@ -17,21 +17,21 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from examples.kvstore import glob_match
-from examples.resp_commands import (
-    _ANY,
-    NIL,
+from resp_server.replies import (
+    MANY,
     OK,
     Reply,
     arity_error,
     array,
     bulk,
     error,
+    join_replies,
     parse_int64,
 )
+from resp_server.store import glob_match
 
 if TYPE_CHECKING:
-    from examples.resp_proto import RespSession
+    from resp_server.session import RespSession
 
 VERSION = b"7.0.15"
 """The Redis version this server says it is compatible with (HELLO, INFO)."""
@@ -136,7 +136,10 @@ def _push_header(session: RespSession, size: int) -> bytes:
 
 
 def _subscription_reply(session: RespSession, kind: bytes, name: bytes | None, count: int) -> bytes:
-    return _push_header(session, 3) + bulk(kind) + bulk(name) + b":%d\r\n" % count  # type: ignore[operator]
+    header = _push_header(session, 3) + b"$%d\r\n%b\r\n" % (len(kind), kind)
+    if name is None:
+        return header + session.encoder.nil + b":%d\r\n" % count
+    return header + b"$%d\r\n%b\r\n:%d\r\n" % (len(name), name, count)
 
 
 # -- pub/sub -----------------------------------------------------------------------------------------------------
@@ -209,8 +212,11 @@ def _ping(session: RespSession, args: list[bytes]) -> Reply:
 
 
 def _map(session: RespSession, pairs: list[tuple[bytes, Reply]]) -> Reply:
-    head = b"%%%d\r\n" % len(pairs) if session.proto == 3 else b"*%d\r\n" % (2 * len(pairs))
-    return head + b"".join(bulk(name) + value for name, value in pairs)  # type: ignore[operator]
+    parts: list[Reply] = [session.encoder.map_header(len(pairs))]
+    for name, value in pairs:
+        parts.append(bulk(name))
+        parts.append(value)
+    return join_replies(parts)
 
 
 def _hello(session: RespSession, args: list[bytes]) -> Reply:
@@ -244,12 +250,12 @@ def _hello(session: RespSession, args: list[bytes]) -> Reply:
     return _map(
         session,
         [
-            (b"server", bulk(b"redis")),  # type: ignore[list-item]
-            (b"version", bulk(VERSION)),  # type: ignore[list-item]
+            (b"server", bulk(b"redis")),
+            (b"version", bulk(VERSION)),
             (b"proto", b":%d\r\n" % proto),
             (b"id", b":%d\r\n" % session.client_id),
-            (b"mode", bulk(b"standalone")),  # type: ignore[list-item]
-            (b"role", bulk(b"master")),  # type: ignore[list-item]
+            (b"mode", bulk(b"standalone")),
+            (b"role", bulk(b"master")),
             (b"modules", b"*0\r\n"),
         ],
     )
@@ -306,7 +312,7 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
         session.name = args[2] or None
         return OK
     if sub == b"GETNAME" and len(args) == 2:
-        return bulk(session.name)
+        return session.encoder.bulk(session.name)
     if sub == b"INFO" and len(args) == 2:
         return bulk(client_line(session, time.time()) + b"\n")
     if sub == b"LIST":
@@ -358,6 +364,8 @@ def _client_list(session: RespSession, args: list[bytes]) -> Reply:
 
 def _client_kill(session: RespSession, args: list[bytes]) -> Reply:
     server = session.server
+    if len(args) == 2:  # a bare CLIENT KILL is an error, not a filter that matches every client
+        return arity_error(b"client|kill")
     if len(args) == 3:  # the old form: CLIENT KILL ip:port
         victims = [s for s in server.clients.values() if s.addr == args[2]]
         if not victims:
@@ -456,7 +464,7 @@ def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
             ("mem_allocator", "libc"),
             ("uptime_in_days", uptime // 86400),
             ("hz", 10),
-            ("executable", "netloop examples.resp_server"),
+            ("executable", "netloop resp_server.server"),
         ]
     if name == "clients":
         pubsub = sum(1 for s in server.clients.values() if s.channels or s.patterns)
@@ -511,6 +519,39 @@ def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
     return None
 
 
+# How CONFIG SET checks a value (Redis's config types), by name; a name not listed takes any value.
+_MEMORY_CONFIGS = frozenset((b"maxmemory", b"proto-max-bulk-len"))
+_YES_NO_CONFIGS = frozenset(
+    (b"appendonly", b"lazyfree-lazy-user-del", b"lazyfree-lazy-user-flush", b"replica-read-only", b"activedefrag",
+     b"latency-tracking")
+)  # fmt: skip
+_INTEGER_CONFIGS = frozenset(
+    (b"timeout", b"hz", b"maxclients", b"lua-time-limit", b"busy-reply-threshold", b"list-max-ziplist-size",
+     b"list-max-listpack-size", b"hash-max-ziplist-entries", b"hash-max-listpack-entries", b"hash-max-ziplist-value",
+     b"hash-max-listpack-value", b"set-max-intset-entries", b"zset-max-ziplist-entries", b"zset-max-listpack-entries",
+     b"port")
+)  # fmt: skip
+_IMMUTABLE_CONFIGS = frozenset((b"databases", b"io-threads"))
+_MEMORY_UNITS = {b"": 1, b"b": 1, b"k": 1000, b"kb": 1024, b"m": 1000**2, b"mb": 1024**2, b"g": 1000**3, b"gb": 1024**3}
+
+
+def _config_value(name: bytes, value: bytes) -> bytes | str:
+    """``value`` as CONFIG SET stores it for ``name`` (a memory amount in bytes), or why Redis refuses it."""
+    if name in _IMMUTABLE_CONFIGS:
+        return "can't set immutable config"
+    if name in _YES_NO_CONFIGS:
+        return value.lower() if value.lower() in (b"yes", b"no") else "argument must be 'yes' or 'no'"
+    if name in _INTEGER_CONFIGS:
+        return value if parse_int64(value) is not None else "argument couldn't be parsed into an integer"
+    if name in _MEMORY_CONFIGS:
+        digits = value.rstrip(b"bBkKmMgG")
+        scale = _MEMORY_UNITS.get(value[len(digits) :].lower())
+        if scale is None or not digits.isdigit() or int(digits) * scale >= 2**64:
+            return "argument must be a memory value"
+        return b"%d" % (int(digits) * scale)
+    return value
+
+
 def _config(session: RespSession, args: list[bytes]) -> Reply:
     sub = args[1].upper()
     config = session.server.config
@@ -520,14 +561,20 @@ def _config(session: RespSession, args: list[bytes]) -> Reply:
             lowered = pattern.lower()
             found.update((name, value) for name, value in config.items() if glob_match(lowered, name))
         pairs = [(name, bulk(value)) for name, value in found.items()]
-        return _map(session, pairs)  # type: ignore[arg-type]
+        return _map(session, pairs)
     if sub == b"SET" and len(args) >= 4 and len(args) % 2 == 0:
         for i in range(2, len(args), 2):
             name = args[i].lower()
             if name not in config:
                 return error(b"ERR Unknown option or number of arguments for CONFIG SET - '%b'" % args[i])
+        values = {}
         for i in range(2, len(args), 2):
-            config[args[i].lower()] = args[i + 1]
+            name = args[i].lower()
+            value = _config_value(name, args[i + 1])
+            if isinstance(value, str):
+                return error(b"ERR CONFIG SET failed (possibly related to argument '%b') - %b" % (name, value.encode()))
+            values[name] = value
+        config.update(values)
         return OK
     if sub == b"RESETSTAT" and len(args) == 2:
         return OK
@@ -548,7 +595,7 @@ def _function(session: RespSession, args: list[bytes]) -> Reply:
     if sub == b"LIST":
         return b"*0\r\n"
     if sub == b"STATS":
-        return _map(session, [(b"running_script", NIL), (b"engines", b"*0\r\n")])
+        return _map(session, [(b"running_script", session.encoder.nil), (b"engines", b"*0\r\n")])
     return error(b"ERR this server has no scripting: FUNCTION %b is not supported" % args[1][:32])
 
 
@@ -573,24 +620,24 @@ def _lolwut(session: RespSession, args: list[bytes]) -> Reply:
 
 
 SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
-    b"PING": (_ping, 1, _ANY),
-    b"HELLO": (_hello, 1, _ANY),
+    b"PING": (_ping, 1, MANY),
+    b"HELLO": (_hello, 1, MANY),
     b"AUTH": (_auth, 2, 3),
-    b"CLIENT": (_client, 2, _ANY),
+    b"CLIENT": (_client, 2, MANY),
     b"RESET": (_reset, 1, 1),
-    b"SUBSCRIBE": (_subscribe, 2, _ANY),
-    b"PSUBSCRIBE": (_subscribe, 2, _ANY),
-    b"UNSUBSCRIBE": (_unsubscribe, 1, _ANY),
-    b"PUNSUBSCRIBE": (_unsubscribe, 1, _ANY),
+    b"SUBSCRIBE": (_subscribe, 2, MANY),
+    b"PSUBSCRIBE": (_subscribe, 2, MANY),
+    b"UNSUBSCRIBE": (_unsubscribe, 1, MANY),
+    b"PUNSUBSCRIBE": (_unsubscribe, 1, MANY),
     b"PUBLISH": (_publish, 3, 3),
-    b"PUBSUB": (_pubsub, 2, _ANY),
-    b"INFO": (_info, 1, _ANY),
-    b"CONFIG": (_config, 2, _ANY),
+    b"PUBSUB": (_pubsub, 2, MANY),
+    b"INFO": (_info, 1, MANY),
+    b"CONFIG": (_config, 2, MANY),
     b"TIME": (_time, 1, 1),
-    b"FUNCTION": (_function, 2, _ANY),
-    b"WATCH": (_watch, 2, _ANY),
+    b"FUNCTION": (_function, 2, MANY),
+    b"WATCH": (_watch, 2, MANY),
     b"UNWATCH": (_unwatch, 1, 1),
-    b"LOLWUT": (_lolwut, 1, _ANY),
+    b"LOLWUT": (_lolwut, 1, MANY),
 }
 """Commands on the session or the server, by name, with their arity (name included)."""
 
