@@ -641,7 +641,7 @@ SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
 }
 """Commands on the session or the server, by name, with their arity (name included)."""
 
-NOT_QUEUED = frozenset((b"WATCH",))
+NOT_QUEUED = frozenset((b"WATCH", b"RESET"))
 """Session commands that MULTI does not queue (they answer at once)."""
 
 

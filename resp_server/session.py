@@ -33,6 +33,7 @@ from resp_server.replies import (
 )
 from resp_server.server_state import NOT_QUEUED, SESSION_COMMANDS, ServerState, SubscribedOK
 from resp_server.store import KeyValueStore
+from resp_server.subcommands import SUBCOMMANDS, subcommand_error
 
 # Keyspace commands by upper-case name, per protocol: RESP3 has its own variants of the commands that answer maps
 # and sets. PING and CONFIG are the session's (subscribed mode, maps).
@@ -51,10 +52,13 @@ def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
 # PING is a session command (subscribed mode answers it differently) but the busiest one: outside subscribed mode it
 # takes the fast path too.
 _PING = bind_table({b"PING": COMMANDS[b"PING"]}, RESP2)
-_DISPATCH = _both_cases({**KEYSPACE, **_PING})
-_DISPATCH3 = _both_cases({**KEYSPACE3, **_PING})
+_DISPATCH = _both_cases({name: e for name, e in {**KEYSPACE, **_PING}.items() if name not in SUBCOMMANDS})
+_DISPATCH3 = _both_cases({name: e for name, e in {**KEYSPACE3, **_PING}.items() if name not in SUBCOMMANDS})
 _NOTHING: dict[bytes, Any] = {}  # a subscribed RESP2 session: every command takes the checked way
 
+
+MAX_QUEUED = 100_000
+"""The most commands a MULTI block queues by default (Redis has no limit; each queued command is held until EXEC)."""
 
 STEP = 32
 """Commands a throttled :meth:`RespSession.serve` runs between two looks at how much it has replied."""
@@ -98,6 +102,7 @@ class RespSession:
         "kill",
         "laddr",
         "last_command",
+        "max_queued",
         "name",
         "patterns",
         "proto",
@@ -116,9 +121,12 @@ class RespSession:
         max_bulk: int = MAX_BULK,
         max_array: int = MAX_ARRAY,
         max_inline: int = MAX_INLINE,
+        max_queued: int = MAX_QUEUED,
         server: ServerState | None = None,
     ) -> None:
         self.store = store
+        self.max_queued = max_queued
+        """The most commands MULTI queues: one more is refused, and EXEC then aborts."""
         self.server = ServerState() if server is None else server
         self.client_id = self.server.register(self)
         self.proto = 2
@@ -260,6 +268,11 @@ class RespSession:
                 b"ERR Can't execute '%b': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in"
                 b" this context" % name.lower()
             )
+        if name in SUBCOMMANDS:
+            refused = subcommand_error(name, args)
+            if refused is not None:
+                self._dirty = self._in_multi
+                return refused
         session_entry = SESSION_COMMANDS.get(name)
         entry = self._commands.get(name) if session_entry is None else None
         if entry is not None:
@@ -283,6 +296,9 @@ class RespSession:
             self._dirty = self._in_multi
             return arity_error(name)
         if entry is not None or session_entry is not None:
+            if len(self._queue) >= self.max_queued:
+                self._dirty = True
+                return error(b"ERR MULTI holds %d queued commands already (max-queued-commands)" % self.max_queued)
             self._queue.append(args)
             return b"+QUEUED\r\n"
         if name == b"QUIT":
