@@ -18,8 +18,8 @@ import threading
 import netloop
 from examples.certs import add_tls_flags, tls_context
 from resp_server.server_state import PUBSUB_LIMIT, ServerState, local_name
-from resp_server.session import RespSession
-from resp_server.store import KeyValueStore
+from resp_server.session import MAX_QUEUED, RespSession
+from resp_server.store import MAX_REPLY_ITEMS, KeyValueStore
 
 EXPIRE_INTERVAL = 0.1
 """Seconds between active-expiry passes (Redis's default hz of 10)."""
@@ -35,8 +35,8 @@ class Session(RespSession):
 
     __slots__ = ("ended",)
 
-    def __init__(self, store: KeyValueStore, server: ServerState | None = None) -> None:
-        super().__init__(store, server=server)
+    def __init__(self, store: KeyValueStore, server: ServerState | None = None, max_queued: int = MAX_QUEUED) -> None:
+        super().__init__(store, server=server, max_queued=max_queued)
         self.ended = False
 
 
@@ -52,9 +52,11 @@ class RespHandler(netloop.EventHandler):
     session) until ``on_drain``, so a client that sends without reading costs the server a bounded amount.
     """
 
-    def __init__(self, store: KeyValueStore | None = None) -> None:
-        """Serve ``store`` (a fresh one by default); start the engine with ``ticker=True`` for active expiry."""
+    def __init__(self, store: KeyValueStore | None = None, *, max_queued: int = MAX_QUEUED) -> None:
+        """Serve ``store`` (a fresh one by default); start the engine with ``ticker=True`` for active expiry.
+        ``max_queued`` caps the commands one MULTI queues; the store's ``max_reply_items`` caps replies."""
         self.store = KeyValueStore() if store is None else store
+        self.max_queued = max_queued
         self.state = ServerState()
         self._lock: threading.Lock | None = threading.Lock()  # None once on_boot has seen a single loop
         self.high_water = netloop.Options().write_buffer_cap  # the engine's own, from on_boot
@@ -72,7 +74,7 @@ class RespHandler(netloop.EventHandler):
 
     def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
         with self._lock or contextlib.nullcontext():
-            session = Session(self.store, self.state)
+            session = Session(self.store, self.state, self.max_queued)
         session.addr = local_name(conn.remote_addr)
         session.laddr = local_name(conn.local_addr)
         session.fd = conn.fd
@@ -162,10 +164,11 @@ def start(
     loops: int = 1,
     reuse_port: bool = False,
     store: KeyValueStore | None = None,
+    max_queued: int = MAX_QUEUED,
 ) -> netloop.Engine:
     """Serve RESP in the background; the running engine tells its real port in ``engine.addrs``."""
     return netloop.start(
-        RespHandler(store),
+        RespHandler(store, max_queued=max_queued),
         address(host, port),
         num_event_loop=loops,
         reuse_port=reuse_port,
@@ -181,11 +184,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=6379)
     parser.add_argument("--loops", type=int, default=1, help="event loops (threads); they share one keyspace")
     parser.add_argument("--reuse-port", action="store_true", help="one SO_REUSEPORT listener per loop")
+    parser.add_argument(
+        "--max-queued", type=int, default=MAX_QUEUED, help="most commands one MULTI block queues (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-reply-items",
+        type=int,
+        default=MAX_REPLY_ITEMS,
+        help="most items in a reply whose size a request picks: LRANGE, SRANDMEMBER -N... (default %(default)s)",
+    )
     add_tls_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     netloop.run(
-        RespHandler(),
+        RespHandler(KeyValueStore(max_reply_items=args.max_reply_items), max_queued=args.max_queued),
         address(args.host, args.port),
         num_event_loop=args.loops,
         reuse_port=args.reuse_port,
