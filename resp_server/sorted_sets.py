@@ -49,16 +49,19 @@ def _zadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     pairs = args[i:]
     if not pairs or len(pairs) % 2:
         return SYNTAX
-    if b"NX" in flags and (b"XX" in flags or b"GT" in flags or b"LT" in flags):
+    # Redis's order of checks: the options, the INCR pair, the scores, then the key's type.
+    if b"NX" in flags and b"XX" in flags:
+        return error(b"ERR XX and NX options at the same time are not compatible")
+    if (b"NX" in flags and (b"GT" in flags or b"LT" in flags)) or (b"GT" in flags and b"LT" in flags):
         return error(b"ERR GT, LT, and/or NX options at the same time are not compatible")
+    if b"INCR" in flags and len(pairs) != 2:
+        return error(b"ERR INCR option supports a single increment-element pair")
     scores = []
     for j in range(0, len(pairs), 2):
         score = parse_float(pairs[j])
         if score is None:
             return NOT_FLOAT
         scores.append((score, pairs[j + 1]))
-    if b"INCR" in flags and len(scores) != 1:
-        return error(b"ERR INCR option supports a single increment-element pair")
     zset = _of(store, args[1], ZSet)
     if zset is None:
         if b"XX" in flags:

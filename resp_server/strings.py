@@ -140,7 +140,10 @@ def _getrange(store: KeyValueStore, args: list[bytes]) -> Reply:
     value = _of(store, args[1], bytes) or b""
     if start < 0 and end < 0 and start > end:
         return b"$0\r\n\r\n"
-    start, end = _range(start, end, len(value))
+    # Redis clamps a negative end to 0 (where LRANGE's ranges leave it empty).
+    size = len(value)
+    start, end = max(start + size if start < 0 else start, 0), max(end + size if end < 0 else end, 0)
+    end = min(end, size - 1)
     return bulk(value[start : end + 1] if start <= end else b"")
 
 
@@ -188,8 +191,10 @@ def _msetnx(store: KeyValueStore, args: list[bytes]) -> Reply:
 @per_protocol
 @_typed
 def _lcs(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    a = _of(store, args[1], bytes) or b""
-    b = _of(store, args[2], bytes) or b""
+    values = [store.get(key) for key in args[1:3]]
+    if any(value is not None and type(value) is not bytes for value in values):
+        return error(b"ERR The specified keys must contain string values")
+    a, b = (value or b"" for value in values)
     want_len = want_idx = with_len = False
     min_len = 0
     i = 3
