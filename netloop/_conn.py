@@ -142,6 +142,8 @@ class Conn(_ConnBase):
         "_handler",
         "_local",
         "_mask",
+        "_message",
+        "_message_timer",
         "_pause",
         "_proxy",
         "_remote",
@@ -177,6 +179,9 @@ class Conn(_ConnBase):
         # Loop time of the last byte either way (idle_timeout, read_timeout): reads, buffered and async sends.
         self._seen = loop.now
         self._deadlines: dict[str, Timer] | None = None
+        # start_message: loop time the message in progress began (None: none), and the one timer that checks it.
+        self._message: float | None = None
+        self._message_timer: Timer | None = None
         # Who ended the connection first when it closes without an error (``BY_PEER``, else the handler's side).
         self._closer = BY_HANDLER
         self._proxy: ProxyInfo | None = None
@@ -762,6 +767,9 @@ class Conn(_ConnBase):
             for timer in self._deadlines.values():
                 timer.cancel()
             self._deadlines = None
+        if self._message_timer is not None:
+            self._message_timer.cancel()
+            self._message_timer = None
         loop = self._loop
         loop.detach_conn(self)
         if err is None:
@@ -866,6 +874,39 @@ class Conn(_ConnBase):
             old.cancel()
         if seconds is not None and self._state != CLOSED:
             deadlines[kind] = self._loop.call_later(seconds, self._deadline_passed, kind, seconds)
+
+    def start_message(self) -> None:
+        """*loop* A message is in progress: with ``read_timeout`` it must end within that many seconds of this call.
+
+        A message not ended (``end_message``) in time closes the connection with ``ConnTimeoutError`` (kind
+        ``read_timeout``), however many bytes keep trickling in. Calling it again while a message is in progress
+        does not move the deadline. Without ``read_timeout`` it does nothing.
+        """
+        limit = self._loop.message_timeout
+        if limit is None or self._message is not None or self._state == CLOSED:
+            return
+        self._message = self._loop.now
+        if self._message_timer is None:
+            self._message_timer = self._loop.call_later(limit, self._message_due)
+
+    def end_message(self) -> None:
+        """*loop* The message in progress is complete: its ``read_timeout`` deadline is cleared."""
+        self._message = None
+
+    def _message_due(self) -> None:
+        # One timer per connection, kept across messages: a message that ended lets it lapse, a later one moves it.
+        self._message_timer = None
+        started = self._message
+        if started is None or self._state == CLOSED:
+            return
+        loop = self._loop
+        limit = loop.message_timeout
+        assert limit is not None
+        due = started + limit
+        if loop.now < due:
+            self._message_timer = loop.call_later(due - loop.now, self._message_due)
+        elif READS[self._state] == DELIVER:
+            self._close(ConnTimeoutError("read_timeout", f"{self!r}: a message not complete in read_timeout={limit}s"))
 
     def _deadline_passed(self, kind: str, seconds: float) -> None:
         if self._deadlines is not None:

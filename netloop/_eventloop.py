@@ -91,6 +91,8 @@ class EventLoop:
         # The loop's clock as of this iteration (read once per iteration while timers exist).
         self.now = time.monotonic()
         self.timeouts: TimeoutWheel | None = None
+        # How long a message begun with Conn.start_message may take (read_timeout); None: no deadline.
+        self.message_timeout = options.read_timeout
         if options.idle_timeout is not None or options.read_timeout is not None:
             self.timeouts = TimeoutWheel(self, options.idle_timeout, options.read_timeout)
         self._conn_class = conn_class(options.edge_triggered, options.pre_write)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import time
 
 import pytest
 from loopback import connect, recv_exact, recv_until_closed, serving, wait_until
@@ -170,3 +171,76 @@ def test_writes_alone_keep_a_connection_from_the_idle_timeout() -> None:
         # 1 s of ticks written straight to the socket, nothing read: every tick arrives, none cut by the timeout.
         assert recv_exact(sock, 50) == b"tick\n" * 10
         assert recv_until_closed(sock) == b""  # then silence both ways: the idle timeout closes it
+
+
+class Parser(netloop.EventHandler):
+    """Consumes every byte into its own state, as the HTTP and RESP parsers do: nothing is ever left unconsumed.
+
+    Each line is one message: ``start_message`` on every chunk (a call while one is in progress must not move the
+    deadline), ``end_message`` and an answer once its newline came.
+    """
+
+    def __init__(self) -> None:
+        self.closed: queue.Queue[BaseException | None] = queue.Queue()
+
+    def on_open(self, conn: netloop.Conn) -> Action | None:
+        conn.context = b""
+        return None
+
+    def on_traffic(self, conn: netloop.Conn) -> Action | None:
+        conn.context += conn.next()
+        while b"\n" in conn.context:
+            line, _, conn.context = conn.context.partition(b"\n")
+            conn.end_message()
+            conn.write(line.upper() + b"\n")
+        if conn.context:
+            conn.start_message()
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: BaseException | None) -> Action | None:
+        self.closed.put(err)
+        return None
+
+
+def test_start_message_evicts_a_trickle_that_never_completes_a_message() -> None:
+    handler = Parser()
+    with serving(handler, "tcp://127.0.0.1:0", read_timeout=0.3) as engine, connect(engine.addrs[0]) as sock:
+        pace = threading.Event()
+        started = time.monotonic()
+        sock.sendall(b"GET")
+        # A byte every 20 ms: every byte is consumed, so only the message's deadline can end it.
+        while handler.closed.empty() and time.monotonic() - started < TIMEOUT:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break
+            pace.wait(0.02)
+        err = handler.closed.get(timeout=TIMEOUT)
+        assert isinstance(err, netloop.ConnTimeoutError) and err.kind == "read_timeout", err
+        assert time.monotonic() - started < 0.3 + 2.0  # from the message's start, not moved by the trickle
+
+
+def test_messages_that_each_complete_in_time_are_never_evicted() -> None:
+    handler = Parser()
+    with serving(handler, "tcp://127.0.0.1:0", read_timeout=0.2) as engine, connect(engine.addrs[0]) as sock:
+        pace = threading.Event()
+        for i in range(4):  # 0.4 s in all, twice the timeout: each message takes 0.05 s, then an idle gap
+            sock.sendall(b"pi")
+            pace.wait(0.05)
+            sock.sendall(b"ng%d\n" % i)
+            assert recv_exact(sock, 6) == b"PING%d\n" % i
+            pace.wait(0.05)
+        pace.wait(0.25)  # idle between messages, past the timeout: no message is in progress
+        sock.sendall(b"last\n")
+        assert recv_exact(sock, 5) == b"LAST\n"
+        assert handler.closed.empty()
+
+
+def test_start_message_without_read_timeout_does_nothing() -> None:
+    handler = Parser()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"part")
+        with pytest.raises(queue.Empty):
+            handler.closed.get(timeout=0.3)
+        sock.sendall(b"ial\n")
+        assert recv_exact(sock, 8) == b"PARTIAL\n"
