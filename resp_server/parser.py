@@ -79,6 +79,11 @@ class RespParser:
             self._arrays = {line: n for line, n in _FAST_ARRAYS.items() if n <= max_array}
         self._bulks = _FAST_BULKS[: max(max_bulk + 1, 0)]
 
+    @property
+    def in_request(self) -> bool:
+        """Whether bytes of a request not yet complete are held (its first byte has arrived, its last not yet)."""
+        return bool(self._pending) or self._args is not None
+
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Consume ``data``; return the commands it completes, in order (empty commands are skipped)."""
         if self._pending or self._args is not None or self.error is not None:

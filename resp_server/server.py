@@ -60,12 +60,14 @@ class RespHandler(netloop.EventHandler):
         self.state = ServerState()
         self._lock: threading.Lock | None = threading.Lock()  # None once on_boot has seen a single loop
         self.high_water = netloop.Options().write_buffer_cap  # the engine's own, from on_boot
+        self.deadlines = False  # whether requests have a read deadline (read_timeout), from on_boot
 
     def on_boot(self, engine: netloop.Engine) -> netloop.Action | None:
         # No connection is served before on_boot returns, so the lock can still be dropped here.
         if len(engine.loops) == 1:
             self._lock = None
         self.high_water = engine.loops[0].options.write_buffer_cap
+        self.deadlines = engine.loops[0].options.read_timeout is not None
         port = engine.addrs[0].rsplit(":", 1)[-1]
         self.state.port = int(port) if port.isdigit() else 0
         self.state.config[b"port"] = port.encode()
@@ -109,6 +111,8 @@ class RespHandler(netloop.EventHandler):
                 conn.writev(out)
         if close:
             return netloop.Action.CLOSE
+        if self.deadlines:
+            _mark_request(conn, session)
         return self._serve(conn) if session.busy else None
 
     def on_drain(self, conn: netloop.Conn) -> netloop.Action | None:
@@ -145,11 +149,22 @@ class RespHandler(netloop.EventHandler):
                     conn.writev(out)
             if close:
                 return netloop.Action.CLOSE
+            if self.deadlines and data:
+                _mark_request(conn, session)
 
     def on_tick(self) -> float:
         with self._lock or contextlib.nullcontext():
             self.store.active_expire()
         return EXPIRE_INTERVAL
+
+
+def _mark_request(conn: netloop.Conn, session: Session) -> None:
+    """Tell netloop where a request starts and ends, so that ``read_timeout`` runs from its first byte: the session
+    takes every byte into its parser, so netloop never sees a partial request left unread."""
+    if session.in_request:
+        conn.start_message()
+    else:
+        conn.end_message()
 
 
 def address(host: str, port: int) -> str:
@@ -165,8 +180,10 @@ def start(
     reuse_port: bool = False,
     store: KeyValueStore | None = None,
     max_queued: int = MAX_QUEUED,
+    read_timeout: float | None = None,
 ) -> netloop.Engine:
-    """Serve RESP in the background; the running engine tells its real port in ``engine.addrs``."""
+    """Serve RESP in the background; the running engine tells its real port in ``engine.addrs``. With
+    ``read_timeout``, a request must arrive whole within that many seconds of its first byte."""
     return netloop.start(
         RespHandler(store, max_queued=max_queued),
         address(host, port),
@@ -174,6 +191,7 @@ def start(
         reuse_port=reuse_port,
         ticker=True,
         write_buffer_limit=PUBSUB_LIMIT,
+        read_timeout=read_timeout,
     )
 
 
@@ -193,6 +211,13 @@ def main(argv: list[str] | None = None) -> None:
         default=MAX_REPLY_ITEMS,
         help="most items in a reply whose size a request picks: LRANGE, SRANDMEMBER -N... (default %(default)s)",
     )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="close a connection whose request is not whole S seconds after its first byte (slowloris)",
+    )
     add_tls_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -204,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         ticker=True,
         tls=tls_context(args),
         write_buffer_limit=PUBSUB_LIMIT,
+        read_timeout=args.read_timeout,
     )
 
 

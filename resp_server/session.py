@@ -337,6 +337,11 @@ class RespSession:
             return entry[0](self.store, args)
         return SESSION_COMMANDS[name][0](self, args)
 
+    @property
+    def in_request(self) -> bool:
+        """Whether a request has begun to arrive and is not complete yet (the transport's read deadline runs)."""
+        return self._parser.in_request
+
     # -- what the session commands (resp_server.server_state) use ----------------------------------------------------
 
     @property
