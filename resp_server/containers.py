@@ -1,7 +1,6 @@
-"""Lists, hashes and sets as real types for the RESP example, and :data:`MORE`, the table of every command beyond
-the core of :mod:`resp_server.commands` (this module's, :mod:`resp_server.strings`' and
-:mod:`resp_server.sorted_sets`'s). Every command is a ``(store, args) -> Reply`` function; replies and error texts are
-Redis 7.0's.
+"""Lists, hashes and sets as real types for the RESP server, and :data:`CONTAINERS`, their commands' table. Every
+command is a ``(store, args) -> Reply`` function (or ``(encoder, store, args)``, listed as ``PerProtocol``); replies
+and error texts are Redis 7.0's.
 
 A command against a key of another type answers WRONGTYPE; a container left empty is deleted, as in Redis; commands
 that change a value in place tell the store (``store.modified``) so that WATCH sees it. :data:`RESP3_VARIANTS` holds the
@@ -33,41 +32,7 @@ from resp_server.replies import (
     per_protocol,
     reply_too_long,
 )
-from resp_server.sorted_sets import SORTED
 from resp_server.store import KeyValueStore
-from resp_server.streams import STREAMS
-from resp_server.strings import (
-    _append,
-    _bitcount,
-    _copy,
-    _expireat,
-    _expiretime,
-    _getbit,
-    _getdel,
-    _getex,
-    _getrange,
-    _getset,
-    _incrbyfloat,
-    _lcs,
-    _msetnx,
-    _object,
-    _persist,
-    _pexpireat,
-    _pexpiretime,
-    _psetex,
-    _randomkey,
-    _rename,
-    _renamenx,
-    _scan,
-    _setbit,
-    _setex,
-    _setnx,
-    _setrange,
-    _strlen,
-    _touch,
-    _type,
-    _unlink,
-)
 from resp_server.values import (
     EMPTY,
     NO_SUCH_KEY,
@@ -559,38 +524,7 @@ def _smove(store: KeyValueStore, args: list[bytes]) -> Reply:
     return ONE
 
 
-MORE: dict[bytes, Entry] = {
-    b"SETEX": (_setex, 4, 4),
-    b"PSETEX": (_psetex, 4, 4),
-    b"SETNX": (_setnx, 3, 3),
-    b"GETEX": (_getex, 2, MANY),
-    b"GETDEL": (_getdel, 2, 2),
-    b"GETSET": (_getset, 3, 3),
-    b"STRLEN": (_strlen, 2, 2),
-    b"APPEND": (_append, 3, 3),
-    b"GETRANGE": (_getrange, 4, 4),
-    b"SUBSTR": (_getrange, 4, 4),
-    b"SETRANGE": (_setrange, 4, 4),
-    b"INCRBYFLOAT": (_incrbyfloat, 3, 3),
-    b"MSETNX": (_msetnx, 3, MANY),
-    b"LCS": (_lcs, 3, MANY),
-    b"SETBIT": (_setbit, 4, 4),
-    b"GETBIT": (_getbit, 3, 3),
-    b"BITCOUNT": (_bitcount, 2, 5),
-    b"TYPE": (_type, 2, 2),
-    b"RENAME": (_rename, 3, 3),
-    b"RENAMENX": (_renamenx, 3, 3),
-    b"COPY": (_copy, 3, MANY),
-    b"RANDOMKEY": (_randomkey, 1, 1),
-    b"PERSIST": (_persist, 2, 2),
-    b"EXPIREAT": (_expireat, 3, MANY),
-    b"PEXPIREAT": (_pexpireat, 3, MANY),
-    b"EXPIRETIME": (_expiretime, 2, 2),
-    b"PEXPIRETIME": (_pexpiretime, 2, 2),
-    b"TOUCH": (_touch, 2, MANY),
-    b"UNLINK": (_unlink, 2, MANY),
-    b"SCAN": (_scan, 2, MANY),
-    b"OBJECT": (_object, 2, MANY),
+CONTAINERS: dict[bytes, Entry] = {
     b"LPUSH": (_lpush, 3, MANY),
     b"RPUSH": (_rpush, 3, MANY),
     b"LPUSHX": (_lpushx, 3, MANY),
@@ -634,7 +568,7 @@ MORE: dict[bytes, Entry] = {
     b"SDIFFSTORE": (_set_store("diff"), 3, MANY),
     b"SMOVE": (_smove, 4, 4),
 }
-"""The commands this module adds, by upper-case name, with their arity (name included)."""
+"""Lists, hashes and sets, by upper-case name, with their arity (name included)."""
 
 RESP3_VARIANTS: dict[bytes, Command] = {
     b"HGETALL": _hgetall3,
@@ -644,5 +578,3 @@ RESP3_VARIANTS: dict[bytes, Command] = {
     b"SDIFF": _set_op("diff", True),
 }
 """Commands whose RESP3 reply differs (a map or a set where RESP2 has an array)."""
-MORE.update(SORTED)
-MORE.update(STREAMS)

@@ -15,17 +15,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from resp_server.commands import COMMANDS, GET3, SESSION_ARITY
-from resp_server.containers import MORE, RESP3_VARIANTS
+from resp_server.command_table import KEYSPACE, KEYSPACE3, PING
+from resp_server.commands import SESSION_ARITY
 from resp_server.parser import MAX_ARRAY, MAX_BULK, MAX_INLINE, RespParser
 from resp_server.replies import (
     ENCODERS,
     OK,
     RESP2,
-    RESP3,
     Reply,
     arity_error,
-    bind_table,
     chunk_replies,
     error,
     join_replies,
@@ -35,14 +33,6 @@ from resp_server.server_state import NOT_QUEUED, SESSION_COMMANDS, ServerState, 
 from resp_server.store import KeyValueStore
 from resp_server.subcommands import SUBCOMMANDS, subcommand_error
 
-# Keyspace commands by upper-case name, per protocol: RESP3 has its own variants of the commands that answer maps
-# and sets. PING and CONFIG are the session's (subscribed mode, maps).
-# Each is bound to its protocol's encoder: a session picks its table, and no module state changes with its protocol.
-_TABLE = {name: entry for name, entry in {**COMMANDS, **MORE}.items() if name not in SESSION_COMMANDS}
-_VARIANTS3 = {b"GET": GET3, **RESP3_VARIANTS}
-KEYSPACE = bind_table(_TABLE, RESP2)
-KEYSPACE3 = bind_table({**_TABLE, **{name: (run, *_TABLE[name][1:]) for name, run in _VARIANTS3.items()}}, RESP3)
-
 
 def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
     """``table`` by name as clients send it, in upper or lower case, so that the common case needs no upper()."""
@@ -51,9 +41,8 @@ def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
 
 # PING is a session command (subscribed mode answers it differently) but the busiest one: outside subscribed mode it
 # takes the fast path too.
-_PING = bind_table({b"PING": COMMANDS[b"PING"]}, RESP2)
-_DISPATCH = _both_cases({name: e for name, e in {**KEYSPACE, **_PING}.items() if name not in SUBCOMMANDS})
-_DISPATCH3 = _both_cases({name: e for name, e in {**KEYSPACE3, **_PING}.items() if name not in SUBCOMMANDS})
+_DISPATCH = _both_cases({name: e for name, e in {**KEYSPACE, **PING}.items() if name not in SUBCOMMANDS})
+_DISPATCH3 = _both_cases({name: e for name, e in {**KEYSPACE3, **PING}.items() if name not in SUBCOMMANDS})
 _NOTHING: dict[bytes, Any] = {}  # a subscribed RESP2 session: every command takes the checked way
 
 

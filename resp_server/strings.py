@@ -8,8 +8,10 @@ from typing import Any
 
 from resp_server.replies import (
     INT64_MAX,
+    MANY,
     OK,
     Encoder,
+    Entry,
     Reply,
     arity_error,
     array,
@@ -506,3 +508,39 @@ def encoding(value: Any) -> bytes:
 
 def _unlink(store: KeyValueStore, args: list[bytes]) -> Reply:
     return integer(sum(store.delete(key) for key in args[1:]))
+
+
+STRINGS: dict[bytes, Entry] = {
+    b"SETEX": (_setex, 4, 4),
+    b"PSETEX": (_psetex, 4, 4),
+    b"SETNX": (_setnx, 3, 3),
+    b"GETEX": (_getex, 2, MANY),
+    b"GETDEL": (_getdel, 2, 2),
+    b"GETSET": (_getset, 3, 3),
+    b"STRLEN": (_strlen, 2, 2),
+    b"APPEND": (_append, 3, 3),
+    b"GETRANGE": (_getrange, 4, 4),
+    b"SUBSTR": (_getrange, 4, 4),
+    b"SETRANGE": (_setrange, 4, 4),
+    b"INCRBYFLOAT": (_incrbyfloat, 3, 3),
+    b"MSETNX": (_msetnx, 3, MANY),
+    b"LCS": (_lcs, 3, MANY),
+    b"SETBIT": (_setbit, 4, 4),
+    b"GETBIT": (_getbit, 3, 3),
+    b"BITCOUNT": (_bitcount, 2, 5),
+    b"TYPE": (_type, 2, 2),
+    b"RENAME": (_rename, 3, 3),
+    b"RENAMENX": (_renamenx, 3, 3),
+    b"COPY": (_copy, 3, MANY),
+    b"RANDOMKEY": (_randomkey, 1, 1),
+    b"PERSIST": (_persist, 2, 2),
+    b"EXPIREAT": (_expireat, 3, MANY),
+    b"PEXPIREAT": (_pexpireat, 3, MANY),
+    b"EXPIRETIME": (_expiretime, 2, 2),
+    b"PEXPIRETIME": (_pexpiretime, 2, 2),
+    b"TOUCH": (_touch, 2, MANY),
+    b"UNLINK": (_unlink, 2, MANY),
+    b"SCAN": (_scan, 2, MANY),
+    b"OBJECT": (_object, 2, MANY),
+}
+"""The string and keyspace commands beyond the core, by upper-case name, with their arity (name included)."""
