@@ -177,8 +177,8 @@ UNORDERED = {
 }  # fmt: skip
 
 ALLOWED = {
-    b"OBJECT": "encodings follow Redis's thresholds on counts and sizes only roughly (no listpack bytes, no embstr "
-    "after APPEND/SETRANGE)",
+    b"OBJECT": "a string's encoding depends on how it was made (INCRBYFLOAT's embstr, APPEND's and SETRANGE's raw), "
+    "which the store does not keep",
     b"MEMORY": "sizes are this process's estimate, not the allocator's",
     b"RANDOMKEY": "a random pick: with more than one key the two servers pick their own",
 }

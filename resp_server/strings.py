@@ -481,7 +481,19 @@ def _object(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
         return encoder.nil
     if sub == b"ENCODING":
         return bulk(encoding(value))
-    return ONE if sub == b"REFCOUNT" else ZERO
+    if sub == b"FREQ":  # this server has no LFU policy, which Redis needs for FREQ
+        return _NO_LFU
+    if sub == b"REFCOUNT":
+        # Redis shares the objects of the integers 0 to 9999, with a refcount it pins at INT_MAX.
+        number = parse_int64(value) if type(value) is bytes else None
+        return b":2147483647\r\n" if number is not None and 0 <= number < 10_000 else ONE
+    return ZERO
+
+
+_NO_LFU = error(
+    b"ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching"
+    b" between policies at runtime LRU and LFU data will take some time to adjust."
+)
 
 
 def encoding(value: Any) -> bytes:

@@ -140,6 +140,14 @@ VALUES = {
     "reset inside multi": [["MULTI"], ["SET", "a", "1"], ["RESET"], ["EXEC"], ["GET", "a"]],
     "bad subcommand inside multi": [["MULTI"], ["SET", "a", "1"], ["CONFIG", "BLA"], ["EXEC"], ["GET", "a"]],
     "subcommand arity inside multi": [["MULTI"], ["CLIENT", "KILL"], ["OBJECT", "ENCODING"], ["EXEC"]],
+    "object refcount and freq": [
+        ["SET", "k", "10"],
+        ["OBJECT", "REFCOUNT", "k"],
+        ["OBJECT", "FREQ", "k"],
+        ["SET", "s", "abc"],
+        ["OBJECT", "REFCOUNT", "s"],
+        ["OBJECT", "ENCODING", "s"],
+    ],
     "bad subcommands": [["OBJECT", "BLA", "k"], ["MEMORY", "BLA"], ["XINFO", "BLA"], ["CLIENT", "BLA"]],
 }
 
