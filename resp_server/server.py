@@ -2,6 +2,7 @@
 with it.
 
     python -m resp_server --port 6379 [--host 127.0.0.1] [--loops N] [--reuse-port]
+        [--max-queued N] [--max-reply-items N] [--read-timeout S]
         [--tls-cert FILE --tls-key FILE]   (redis-cli --tls --cacert ...; see python -m examples.certs)
 
 The protocol lives in :mod:`resp_server.session` (sans-I/O); this module only moves bytes between sockets and
@@ -197,7 +198,9 @@ def start(
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m resp_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6379)
     parser.add_argument("--loops", type=int, default=1, help="event loops (threads); they share one keyspace")
