@@ -4,7 +4,7 @@ RESP3's table. PING and the commands on the session or the server are :mod:`resp
 
 from __future__ import annotations
 
-from resp_server.commands import COMMANDS, GET3
+from resp_server.commands import COMMANDS, GET3, SET3
 from resp_server.containers import CONTAINERS, RESP3_VARIANTS
 from resp_server.replies import RESP2, RESP3, Command, bind_table
 from resp_server.server_state import SESSION_COMMANDS
@@ -17,7 +17,7 @@ _TABLE = {
     for name, entry in {**COMMANDS, **STRINGS, **CONTAINERS, **SORTED, **STREAMS}.items()
     if name not in SESSION_COMMANDS
 }
-_VARIANTS3 = {b"GET": GET3, **RESP3_VARIANTS}
+_VARIANTS3 = {b"GET": GET3, b"SET": SET3, **RESP3_VARIANTS}
 
 KEYSPACE: dict[bytes, tuple[Command, int, int]] = bind_table(_TABLE, RESP2)
 """Keyspace commands by upper-case name, with their arity (name included), for a RESP2 session."""

@@ -84,11 +84,19 @@ GET3 = _getter(RESP3)
 _SET_EXPIRY = {b"EX": (1000, True), b"PX": (1, True), b"EXAT": (1000, False), b"PXAT": (1, False)}
 
 
-@per_protocol
-def _set(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    if len(args) == 3:
-        store.set(args[1], args[2])
-        return OK
+def _setter(encoder: Encoder) -> Command:
+    """SET for one protocol, a closure as GET's is: a plain SET (the busy case) pays no protocol's binding."""
+
+    def _set(store: KeyValueStore, args: list[bytes]) -> Reply:
+        if len(args) == 3:
+            store.set(args[1], args[2])
+            return OK
+        return _set_with_options(encoder, store, args)
+
+    return _set
+
+
+def _set_with_options(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     nx = xx = get = keep_ttl = False
     expiry: bytes | None = None
     amount = b""
@@ -129,6 +137,11 @@ def _set(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
         return reply if get else encoder.nil
     store.set(args[1], args[2], deadline, keep_ttl)
     return reply
+
+
+_set = _setter(RESP2)
+SET3 = _setter(RESP3)
+"""SET in a RESP3 session."""
 
 
 def _delete(store: KeyValueStore, args: list[bytes]) -> bytes:
