@@ -40,7 +40,8 @@ def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
 
 
 # PING is a session command (subscribed mode answers it differently) but the busiest one: outside subscribed mode it
-# takes the fast path too.
+# takes the fast path too. Container commands (CONFIG, OBJECT...) take the checked way, where their subcommand is
+# looked up first, as Redis does.
 _DISPATCH = _both_cases({name: e for name, e in {**KEYSPACE, **PING}.items() if name not in SUBCOMMANDS})
 _DISPATCH3 = _both_cases({name: e for name, e in {**KEYSPACE3, **PING}.items() if name not in SUBCOMMANDS})
 _NOTHING: dict[bytes, Any] = {}  # a subscribed RESP2 session: every command takes the checked way

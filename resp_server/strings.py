@@ -220,6 +220,8 @@ def _lcs(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     if want_len and want_idx:  # Redis 7.0 checks this after reading both keys
         return error(b"ERR If you want both the length and indexes, please just use IDX.")
     n, m = len(a), len(b)
+    if (n + 1) * (m + 1) * 4 > MAX_STRING:  # Redis's table of uint32 may not outgrow proto-max-bulk-len
+        return error(b"ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
     table = [[0] * (m + 1) for _ in range(n + 1)]
     for x in range(1, n + 1):
         row, prev = table[x], table[x - 1]

@@ -148,6 +148,7 @@ VALUES = {
         ["OBJECT", "REFCOUNT", "s"],
         ["OBJECT", "ENCODING", "s"],
     ],
+    "lcs too big": [["SET", "a", "x" * 12000], ["SET", "b", "y" * 12000], ["LCS", "a", "b", "LEN"]],
     "bad subcommands": [["OBJECT", "BLA", "k"], ["MEMORY", "BLA"], ["XINFO", "BLA"], ["CLIENT", "BLA"]],
 }
 
