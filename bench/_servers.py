@@ -32,16 +32,17 @@ _NETLOOPS = ("netloop", "netloop-pure")
 _AIO_LOOPS = ("asyncio", "uvloop", "aiofastnet")
 """The contenders ``bench.servers.aio`` serves, each with its ``--loop``."""
 
-_NETLOOP_SERVERS = {"echo": "examples.echo", "http": "bench.servers.netloop_http", "resp": "examples.resp_server"}
+_NETLOOP_SERVERS = {"echo": "examples.echo", "http": "bench.servers.netloop_http", "resp": "resp_server"}
 _SESSIONS = {
     "echo": (),
     "http": ("bench.http_proto",),
-    "resp": ("examples.resp_proto", "examples.resp_commands", "examples.kvstore"),
+    "resp": ("resp_server.session", "resp_server.commands", "resp_server.store"),
 }
 
 
 def _module_file(module: str) -> Path:
-    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    path = ROOT.joinpath(*module.split("."))
+    return path / "__main__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def server_argv(contender: str, proto: str, port: int, tls: TlsFiles | None = None) -> list[str]:

@@ -19,7 +19,7 @@ when the same bytes arrive in other segments (a property of the protocol code, n
 codecs, ``decode_bytes``, ``decoder().feed`` and ``decode(conn)`` all promise the same frames, so a disagreement
 between them counts as wrong.
 
-The RESP server (``python -m bench.fuzz --serve resp``) is ``examples.resp_server.RespHandler`` with one keyspace
+The RESP server (``python -m bench.fuzz --serve resp``) is ``resp_server.RespHandler`` with one keyspace
 per connection on a frozen clock, so that replies are a function of the input alone. The exit status is 1 when a
 failure was counted; tests/test_faults.py runs a few hundred cases.
 """
@@ -46,9 +46,6 @@ import netloop
 from bench._servers import HOST, Server
 from bench.http_proto import HttpSession
 from bench.soak import example_server, logged_errors
-from examples.kvstore import KeyValueStore
-from examples.resp_proto import RespSession, encode_request
-from examples.resp_server import RespHandler, address
 from netloop.codec import (
     DelimiterBasedFrameCodec,
     FixedLengthFrameCodec,
@@ -130,18 +127,24 @@ class CodecEcho(netloop.EventHandler):
         return None
 
 
-class IsolatedResp(RespHandler):
-    """The RESP example's handler with a keyspace of its own per connection, on the frozen clock."""
+def isolated_resp() -> netloop.EventHandler:
+    """The RESP server's handler with a keyspace of its own per connection, on the frozen clock (imported here: only
+    the RESP target needs the resp_server package)."""
+    from resp_server import KeyValueStore, RespHandler, RespSession
 
-    def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
-        conn.context = RespSession(KeyValueStore(clock=lambda: FROZEN_MS))
-        return None
+    class IsolatedResp(RespHandler):
+        def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+            conn.context = RespSession(KeyValueStore(clock=lambda: FROZEN_MS))
+            return None
+
+    return IsolatedResp()
 
 
 def serve(kind: str, port: int) -> None:
     """``python -m bench.fuzz --serve resp|codec --port P``: one of the fuzz servers, until SIGTERM."""
-    handler: netloop.EventHandler = IsolatedResp() if kind == "resp" else CodecEcho()
-    netloop.run(handler, address(HOST, port), ticker=kind == "resp")
+    handler: netloop.EventHandler = isolated_resp() if kind == "resp" else CodecEcho()
+    host = f"[{HOST}]" if ":" in HOST else HOST
+    netloop.run(handler, f"tcp://{host}:{port}", ticker=kind == "resp")
 
 
 # -- one exchange ----------------------------------------------------------------------------------------------
@@ -408,6 +411,8 @@ class RespTarget(Target):
         return b"".join(resp_request(rng) for _ in range(rng.choice((1, 1, 2, 3, 8))))
 
     def reference(self, segments: Sequence[bytes]) -> bytes:
+        from resp_server import KeyValueStore, RespSession
+
         session = RespSession(KeyValueStore(clock=lambda: FROZEN_MS))
         return b"".join(session.receive(segment)[0] for segment in segments)
 
@@ -478,6 +483,8 @@ def resp_request(rng: random.Random) -> bytes:
     """One RESP request: a multibulk array, or now and then an inline command (with the odd quoting)."""
     args = resp_command(rng)
     if rng.random() < 0.85:
+        from resp_server import encode_request
+
         return encode_request(args)
     words = [arg if rng.random() < 0.8 else b'"' + arg.replace(b'"', b'\\"') + b'"' for arg in args]
     return b" ".join(words) + rng.choice((b"\r\n", b"\n"))

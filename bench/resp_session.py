@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 import time
 
-from examples.kvstore import KeyValueStore
-from examples.resp_proto import RespSession
+from resp_server.session import RespSession
+from resp_server.store import KeyValueStore
 
 REQUESTS = {
     "ping_inline": b"PING\r\n",

@@ -347,8 +347,8 @@ def test_hotpath_benchmark_runs_the_real_loop(capsys: pytest.CaptureFixture[str]
 
 def test_resp_session_benchmark_times_real_replies() -> None:
     from bench import resp_session
-    from examples.kvstore import KeyValueStore
-    from examples.resp_proto import RespSession
+    from resp_server.session import RespSession
+    from resp_server.store import KeyValueStore
 
     session = RespSession(KeyValueStore())
     for request in resp_session.REQUESTS.values():

@@ -450,7 +450,7 @@ def https_port(example_cert: tuple[Path, Path]) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def resp_tls_port(example_cert: tuple[Path, Path]) -> Iterator[int]:
     cert, key = example_cert
-    with example("examples.resp_server", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)) as port:
+    with example("resp_server", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)) as port:
         yield port
 
 

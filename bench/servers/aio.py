@@ -89,8 +89,8 @@ def protocol_factory(proto: str, loop: asyncio.AbstractEventLoop) -> Callable[[]
         _every(loop, DATE_REFRESH_S, http_proto.DATE_CACHE.refresh)
         return lambda: SessionProtocol(http_proto.HttpSession())
     if proto == "resp":
-        from examples.kvstore import KeyValueStore
-        from examples.resp_proto import RespSession
+        from resp_server.session import RespSession
+        from resp_server.store import KeyValueStore
 
         store = KeyValueStore()
         loop.call_later(EXPIRE_INTERVAL_S, _every, loop, EXPIRE_INTERVAL_S, store.active_expire)

@@ -1,29 +1,27 @@
-"""Lists, hashes and sets as real types for the RESP example, and :data:`MORE`, the table of every command beyond
-the core of :mod:`examples.resp_commands` (this module's, :mod:`examples.resp_strings`' and
-:mod:`examples.resp_sorted`'s). Every command is a ``(store, args) -> Reply`` function; replies and error texts are
-Redis 7.0's.
+"""Lists, hashes and sets as real types for the RESP server, and :data:`CONTAINERS`, their commands' table. Every
+command is a ``(store, args) -> Reply`` function (or ``(encoder, store, args)``, listed as ``PerProtocol``); replies
+and error texts are Redis 7.0's.
 
 A command against a key of another type answers WRONGTYPE; a container left empty is deleted, as in Redis; commands
-that change a value in place tell the store (``store.modified``) so that WATCH sees it. :data:`RESP3` holds the
+that change a value in place tell the store (``store.modified``) so that WATCH sees it. :data:`RESP3_VARIANTS` holds the
 variants whose reply is a map, a set or a double in RESP3.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 import random
 from collections import deque
 from typing import Any
 
-from examples.kvstore import KeyValueStore
-from examples.resp_commands import (
-    _ANY,
+from resp_server.replies import (
     INT64_MAX,
     INT64_MIN,
-    NIL,
-    NIL_ARRAY,
+    MANY,
     OK,
     Command,
+    Encoder,
+    Entry,
     Reply,
     arity_error,
     array,
@@ -31,41 +29,11 @@ from examples.resp_commands import (
     error,
     join_replies,
     parse_int64,
+    per_protocol,
+    reply_too_long,
 )
-from examples.resp_sorted import SORTED, SORTED_RESP3
-from examples.resp_strings import (
-    _append,
-    _bitcount,
-    _copy,
-    _expireat,
-    _expiretime,
-    _getbit,
-    _getdel,
-    _getex,
-    _getrange,
-    _getset,
-    _incrbyfloat,
-    _lcs,
-    _msetnx,
-    _object,
-    _persist,
-    _pexpireat,
-    _pexpiretime,
-    _psetex,
-    _randomkey,
-    _rename,
-    _renamenx,
-    _scan,
-    _setbit,
-    _setex,
-    _setnx,
-    _setrange,
-    _strlen,
-    _touch,
-    _type,
-    _unlink,
-)
-from examples.resp_values import (
+from resp_server.store import KeyValueStore
+from resp_server.values import (
     EMPTY,
     NO_SUCH_KEY,
     NOT_FLOAT,
@@ -78,9 +46,9 @@ from examples.resp_values import (
     _pop_entries,
     _range,
     _typed,
-    format_float,
+    add_long_double,
     integer,
-    parse_float,
+    parse_long_double,
 )
 
 # -- lists -------------------------------------------------------------------------------------------------------
@@ -122,7 +90,7 @@ def _rpushx(store: KeyValueStore, args: list[bytes]) -> Reply:
     return _push(store, args, False, only_existing=True)
 
 
-def _pop(store: KeyValueStore, args: list[bytes], left: bool) -> Reply:
+def _pop(encoder: Encoder, store: KeyValueStore, args: list[bytes], left: bool) -> Reply:
     if len(args) > 3:
         return arity_error(args[0])
     count: int | None = None
@@ -132,21 +100,23 @@ def _pop(store: KeyValueStore, args: list[bytes], left: bool) -> Reply:
             return error(b"ERR value is out of range, must be positive")
     items = _of(store, args[1], deque)
     if items is None:
-        return NIL if count is None else NIL_ARRAY
+        return encoder.nil if count is None else encoder.nil_array
     take = items.popleft if left else items.pop
     popped = [take() for _ in range(min(len(items), 1 if count is None else count))]
     _kept(store, args[1], items)
     return bulk(popped[0]) if count is None else array(popped)
 
 
+@per_protocol
 @_typed
-def _lpop(store: KeyValueStore, args: list[bytes]) -> Reply:
-    return _pop(store, args, True)
+def _lpop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _pop(encoder, store, args, True)
 
 
+@per_protocol
 @_typed
-def _rpop(store: KeyValueStore, args: list[bytes]) -> Reply:
-    return _pop(store, args, False)
+def _rpop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
+    return _pop(encoder, store, args, False)
 
 
 @_typed
@@ -166,20 +136,24 @@ def _lrange(store: KeyValueStore, args: list[bytes]) -> Reply:
     start, end = _range(start, end, len(items))
     if start > end:
         return EMPTY
-    return array([items[i] for i in range(start, end + 1)])
+    if end - start >= store.max_reply_items:
+        return reply_too_long(store)
+    # islice walks the deque once; indexing it walks from the nearer end for every item (quadratic).
+    return array(list(itertools.islice(items, start, end + 1)))
 
 
+@per_protocol
 @_typed
-def _lindex(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _lindex(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     index = parse_int64(args[2])
     if index is None:
         return NOT_INTEGER
     items = _of(store, args[1], deque)
     if items is None:
-        return NIL
+        return encoder.nil
     if index < 0:
         index += len(items)
-    return bulk(items[index]) if 0 <= index < len(items) else NIL
+    return bulk(items[index]) if 0 <= index < len(items) else encoder.nil
 
 
 @_typed
@@ -292,16 +266,18 @@ def _hsetnx(store: KeyValueStore, args: list[bytes]) -> Reply:
     return ONE
 
 
+@per_protocol
 @_typed
-def _hget(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _hget(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     fields = _of(store, args[1], dict)
-    return bulk(None if fields is None else fields.get(args[2]))
+    return encoder.bulk(None if fields is None else fields.get(args[2]))
 
 
+@per_protocol
 @_typed
-def _hmget(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _hmget(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     fields = _of(store, args[1], dict) or {}
-    return array([fields.get(name) for name in args[2:]])
+    return encoder.array([fields.get(name) for name in args[2:]])
 
 
 def _pairs(items: Any, resp3: bool) -> Reply:
@@ -379,18 +355,16 @@ def _hincrby(store: KeyValueStore, args: list[bytes]) -> Reply:
 
 @_typed
 def _hincrbyfloat(store: KeyValueStore, args: list[bytes]) -> Reply:
-    by = parse_float(args[3])
-    if by is None:
+    increment = parse_long_double(args[3])
+    if increment is None:
         return NOT_FLOAT
+    if isinstance(increment, float):  # an infinity
+        return error(b"ERR value is NaN or Infinity")
     fields = _of(store, args[1], dict)
     old = b"0" if fields is None else fields.get(args[2], b"0")
-    value = parse_float(old)
-    if value is None:
-        return error(b"ERR hash value is not a float")
-    result = value + by
-    if math.isinf(result):
-        return error(b"ERR increment would produce NaN or Infinity")
-    text = format_float(result)
+    text = add_long_double(old, args[3], old_error=b"hash value is not a float")
+    if isinstance(text, Exception):
+        return error(str(text).encode())
     if fields is None:
         store.set(args[1], {args[2]: text})
     else:
@@ -463,24 +437,30 @@ def _smismember(store: KeyValueStore, args: list[bytes]) -> Reply:
     return b"*%d\r\n" % (len(args) - 2) + b"".join(ONE if m in members else ZERO for m in args[2:])
 
 
+@per_protocol
 @_typed
-def _srandmember(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _srandmember(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     members = _of(store, args[1], set)
     if len(args) == 2:
-        return bulk(random.choice(sorted(members)) if members else None)
+        return encoder.bulk(random.choice(sorted(members)) if members else None)
     count = parse_int64(args[2])
     if count is None:
         return NOT_INTEGER
+    if count < -INT64_MAX:  # Redis negates the count as a C long
+        return error(b"ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
     pool = sorted(members or ())
     if not pool:
         return EMPTY
+    if -count > store.max_reply_items:
+        return reply_too_long(store)
     if count >= 0:
         return array(random.sample(pool, min(count, len(pool))))
     return array([random.choice(pool) for _ in range(-count)])
 
 
+@per_protocol
 @_typed
-def _spop(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _spop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     members = _of(store, args[1], set)
     count: int | None = None
     if len(args) == 3:
@@ -488,7 +468,7 @@ def _spop(store: KeyValueStore, args: list[bytes]) -> Reply:
         if count is None or count < 0:
             return error(b"ERR value is out of range, must be positive")
     if not members:
-        return NIL if count is None else EMPTY
+        return encoder.nil if count is None else encoder.empty_set
     picked = random.sample(sorted(members), min(1 if count is None else count, len(members)))
     members.difference_update(picked)
     _kept(store, args[1], members)
@@ -544,42 +524,11 @@ def _smove(store: KeyValueStore, args: list[bytes]) -> Reply:
     return ONE
 
 
-MORE: dict[bytes, tuple[Command, int, int]] = {
-    b"SETEX": (_setex, 4, 4),
-    b"PSETEX": (_psetex, 4, 4),
-    b"SETNX": (_setnx, 3, 3),
-    b"GETEX": (_getex, 2, _ANY),
-    b"GETDEL": (_getdel, 2, 2),
-    b"GETSET": (_getset, 3, 3),
-    b"STRLEN": (_strlen, 2, 2),
-    b"APPEND": (_append, 3, 3),
-    b"GETRANGE": (_getrange, 4, 4),
-    b"SUBSTR": (_getrange, 4, 4),
-    b"SETRANGE": (_setrange, 4, 4),
-    b"INCRBYFLOAT": (_incrbyfloat, 3, 3),
-    b"MSETNX": (_msetnx, 3, _ANY),
-    b"LCS": (_lcs, 3, _ANY),
-    b"SETBIT": (_setbit, 4, 4),
-    b"GETBIT": (_getbit, 3, 3),
-    b"BITCOUNT": (_bitcount, 2, 5),
-    b"TYPE": (_type, 2, 2),
-    b"RENAME": (_rename, 3, 3),
-    b"RENAMENX": (_renamenx, 3, 3),
-    b"COPY": (_copy, 3, _ANY),
-    b"RANDOMKEY": (_randomkey, 1, 1),
-    b"PERSIST": (_persist, 2, 2),
-    b"EXPIREAT": (_expireat, 3, _ANY),
-    b"PEXPIREAT": (_pexpireat, 3, _ANY),
-    b"EXPIRETIME": (_expiretime, 2, 2),
-    b"PEXPIRETIME": (_pexpiretime, 2, 2),
-    b"TOUCH": (_touch, 2, _ANY),
-    b"UNLINK": (_unlink, 2, _ANY),
-    b"SCAN": (_scan, 2, _ANY),
-    b"OBJECT": (_object, 2, _ANY),
-    b"LPUSH": (_lpush, 3, _ANY),
-    b"RPUSH": (_rpush, 3, _ANY),
-    b"LPUSHX": (_lpushx, 3, _ANY),
-    b"RPUSHX": (_rpushx, 3, _ANY),
+CONTAINERS: dict[bytes, Entry] = {
+    b"LPUSH": (_lpush, 3, MANY),
+    b"RPUSH": (_rpush, 3, MANY),
+    b"LPUSHX": (_lpushx, 3, MANY),
+    b"RPUSHX": (_rpushx, 3, MANY),
     b"LPOP": (_lpop, 2, 3),
     b"RPOP": (_rpop, 2, 3),
     b"LLEN": (_llen, 2, 2),
@@ -589,13 +538,13 @@ MORE: dict[bytes, tuple[Command, int, int]] = {
     b"LREM": (_lrem, 4, 4),
     b"LTRIM": (_ltrim, 4, 4),
     b"LINSERT": (_linsert, 5, 5),
-    b"HSET": (_hset, 4, _ANY),
-    b"HMSET": (_hset, 4, _ANY),
+    b"HSET": (_hset, 4, MANY),
+    b"HMSET": (_hset, 4, MANY),
     b"HSETNX": (_hsetnx, 4, 4),
     b"HGET": (_hget, 3, 3),
-    b"HMGET": (_hmget, 3, _ANY),
+    b"HMGET": (_hmget, 3, MANY),
     b"HGETALL": (_hgetall, 2, 2),
-    b"HDEL": (_hdel, 3, _ANY),
+    b"HDEL": (_hdel, 3, MANY),
     b"HLEN": (_hlen, 2, 2),
     b"HEXISTS": (_hexists, 3, 3),
     b"HKEYS": (_hkeys, 2, 2),
@@ -603,25 +552,25 @@ MORE: dict[bytes, tuple[Command, int, int]] = {
     b"HSTRLEN": (_hstrlen, 3, 3),
     b"HINCRBY": (_hincrby, 4, 4),
     b"HINCRBYFLOAT": (_hincrbyfloat, 4, 4),
-    b"SADD": (_sadd, 3, _ANY),
-    b"SREM": (_srem, 3, _ANY),
+    b"SADD": (_sadd, 3, MANY),
+    b"SREM": (_srem, 3, MANY),
     b"SMEMBERS": (_smembers, 2, 2),
     b"SCARD": (_scard, 2, 2),
     b"SISMEMBER": (_sismember, 3, 3),
-    b"SMISMEMBER": (_smismember, 3, _ANY),
+    b"SMISMEMBER": (_smismember, 3, MANY),
     b"SRANDMEMBER": (_srandmember, 2, 3),
     b"SPOP": (_spop, 2, 3),
-    b"SINTER": (_set_op("inter"), 2, _ANY),
-    b"SUNION": (_set_op("union"), 2, _ANY),
-    b"SDIFF": (_set_op("diff"), 2, _ANY),
-    b"SINTERSTORE": (_set_store("inter"), 3, _ANY),
-    b"SUNIONSTORE": (_set_store("union"), 3, _ANY),
-    b"SDIFFSTORE": (_set_store("diff"), 3, _ANY),
+    b"SINTER": (_set_op("inter"), 2, MANY),
+    b"SUNION": (_set_op("union"), 2, MANY),
+    b"SDIFF": (_set_op("diff"), 2, MANY),
+    b"SINTERSTORE": (_set_store("inter"), 3, MANY),
+    b"SUNIONSTORE": (_set_store("union"), 3, MANY),
+    b"SDIFFSTORE": (_set_store("diff"), 3, MANY),
     b"SMOVE": (_smove, 4, 4),
 }
-"""The commands this module adds, by upper-case name, with their arity (name included)."""
+"""Lists, hashes and sets, by upper-case name, with their arity (name included)."""
 
-RESP3: dict[bytes, Command] = {
+RESP3_VARIANTS: dict[bytes, Command] = {
     b"HGETALL": _hgetall3,
     b"SMEMBERS": _smembers3,
     b"SINTER": _set_op("inter", True),
@@ -629,5 +578,3 @@ RESP3: dict[bytes, Command] = {
     b"SDIFF": _set_op("diff", True),
 }
 """Commands whose RESP3 reply differs (a map or a set where RESP2 has an array)."""
-MORE.update(SORTED)
-RESP3.update(SORTED_RESP3)

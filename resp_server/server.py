@@ -1,10 +1,12 @@
-"""A Redis-compatible (RESP2) key-value server on netloop; redis-cli, redis-benchmark and redis-py work with it.
+"""A Redis-compatible (RESP2 and RESP3) key-value server on netloop; redis-cli, redis-benchmark and redis-py work
+with it.
 
-    python -m examples.resp_server --port 6379 [--host 127.0.0.1] [--loops N] [--reuse-port]
+    python -m resp_server --port 6379 [--host 127.0.0.1] [--loops N] [--reuse-port]
+        [--max-queued N] [--max-reply-items N] [--read-timeout S]
         [--tls-cert FILE --tls-key FILE]   (redis-cli --tls --cacert ...; see python -m examples.certs)
 
-The protocol lives in ``examples.resp_proto`` (sans-I/O); this module only moves bytes between sockets and
-one :class:`~examples.resp_proto.RespSession` per connection.
+The protocol lives in :mod:`resp_server.session` (sans-I/O); this module only moves bytes between sockets and
+one :class:`~resp_server.session.RespSession` per connection.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import threading
 
 import netloop
 from examples.certs import add_tls_flags, tls_context
-from examples.kvstore import KeyValueStore
-from examples.resp_proto import RespSession
-from examples.resp_state import PUBSUB_LIMIT, ServerState, local_name
+from resp_server.server_state import PUBSUB_LIMIT, ServerState, local_name
+from resp_server.session import MAX_QUEUED, RespSession
+from resp_server.store import MAX_REPLY_ITEMS, KeyValueStore
 
 EXPIRE_INTERVAL = 0.1
 """Seconds between active-expiry passes (Redis's default hz of 10)."""
@@ -30,12 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class Session(RespSession):
-    """A connection's :class:`~examples.resp_proto.RespSession`, and whether its peer has sent all it will."""
+    """A connection's :class:`~resp_server.session.RespSession`, and whether its peer has sent all it will."""
 
     __slots__ = ("ended",)
 
-    def __init__(self, store: KeyValueStore, server: ServerState | None = None) -> None:
-        super().__init__(store, server=server)
+    def __init__(self, store: KeyValueStore, server: ServerState | None = None, max_queued: int = MAX_QUEUED) -> None:
+        super().__init__(store, server=server, max_queued=max_queued)
         self.ended = False
 
 
@@ -51,18 +53,22 @@ class RespHandler(netloop.EventHandler):
     session) until ``on_drain``, so a client that sends without reading costs the server a bounded amount.
     """
 
-    def __init__(self, store: KeyValueStore | None = None) -> None:
-        """Serve ``store`` (a fresh one by default); start the engine with ``ticker=True`` for active expiry."""
+    def __init__(self, store: KeyValueStore | None = None, *, max_queued: int = MAX_QUEUED) -> None:
+        """Serve ``store`` (a fresh one by default); start the engine with ``ticker=True`` for active expiry.
+        ``max_queued`` caps the commands one MULTI queues; the store's ``max_reply_items`` caps replies."""
         self.store = KeyValueStore() if store is None else store
+        self.max_queued = max_queued
         self.state = ServerState()
         self._lock: threading.Lock | None = threading.Lock()  # None once on_boot has seen a single loop
         self.high_water = netloop.Options().write_buffer_cap  # the engine's own, from on_boot
+        self.deadlines = False  # whether requests have a read deadline (read_timeout), from on_boot
 
     def on_boot(self, engine: netloop.Engine) -> netloop.Action | None:
         # No connection is served before on_boot returns, so the lock can still be dropped here.
         if len(engine.loops) == 1:
             self._lock = None
         self.high_water = engine.loops[0].options.write_buffer_cap
+        self.deadlines = engine.loops[0].options.read_timeout is not None
         port = engine.addrs[0].rsplit(":", 1)[-1]
         self.state.port = int(port) if port.isdigit() else 0
         self.state.config[b"port"] = port.encode()
@@ -71,7 +77,7 @@ class RespHandler(netloop.EventHandler):
 
     def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
         with self._lock or contextlib.nullcontext():
-            session = Session(self.store, self.state)
+            session = Session(self.store, self.state, self.max_queued)
         session.addr = local_name(conn.remote_addr)
         session.laddr = local_name(conn.local_addr)
         session.fd = conn.fd
@@ -106,6 +112,8 @@ class RespHandler(netloop.EventHandler):
                 conn.writev(out)
         if close:
             return netloop.Action.CLOSE
+        if self.deadlines:
+            _mark_request(conn, session)
         return self._serve(conn) if session.busy else None
 
     def on_drain(self, conn: netloop.Conn) -> netloop.Action | None:
@@ -142,11 +150,22 @@ class RespHandler(netloop.EventHandler):
                     conn.writev(out)
             if close:
                 return netloop.Action.CLOSE
+            if self.deadlines and data:
+                _mark_request(conn, session)
 
     def on_tick(self) -> float:
         with self._lock or contextlib.nullcontext():
             self.store.active_expire()
         return EXPIRE_INTERVAL
+
+
+def _mark_request(conn: netloop.Conn, session: Session) -> None:
+    """Tell netloop where a request starts and ends, so that ``read_timeout`` runs from its first byte: the session
+    takes every byte into its parser, so netloop never sees a partial request left unread."""
+    if session.in_request:
+        conn.start_message()
+    else:
+        conn.end_message()
 
 
 def address(host: str, port: int) -> str:
@@ -161,36 +180,59 @@ def start(
     loops: int = 1,
     reuse_port: bool = False,
     store: KeyValueStore | None = None,
+    max_queued: int = MAX_QUEUED,
+    read_timeout: float | None = None,
 ) -> netloop.Engine:
-    """Serve RESP in the background; the running engine tells its real port in ``engine.addrs``."""
+    """Serve RESP in the background; the running engine tells its real port in ``engine.addrs``. With
+    ``read_timeout``, a request must arrive whole within that many seconds of its first byte."""
     return netloop.start(
-        RespHandler(store),
+        RespHandler(store, max_queued=max_queued),
         address(host, port),
         num_event_loop=loops,
         reuse_port=reuse_port,
         ticker=True,
         write_buffer_limit=PUBSUB_LIMIT,
+        read_timeout=read_timeout,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m resp_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6379)
     parser.add_argument("--loops", type=int, default=1, help="event loops (threads); they share one keyspace")
     parser.add_argument("--reuse-port", action="store_true", help="one SO_REUSEPORT listener per loop")
+    parser.add_argument(
+        "--max-queued", type=int, default=MAX_QUEUED, help="most commands one MULTI block queues (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-reply-items",
+        type=int,
+        default=MAX_REPLY_ITEMS,
+        help="most items in a reply whose size a request picks: LRANGE, SRANDMEMBER -N... (default %(default)s)",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="close a connection whose request is not whole S seconds after its first byte (slowloris)",
+    )
     add_tls_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     netloop.run(
-        RespHandler(),
+        RespHandler(KeyValueStore(max_reply_items=args.max_reply_items), max_queued=args.max_queued),
         address(args.host, args.port),
         num_event_loop=args.loops,
         reuse_port=args.reuse_port,
         ticker=True,
         tls=tls_context(args),
         write_buffer_limit=PUBSUB_LIMIT,
+        read_timeout=args.read_timeout,
     )
 
 

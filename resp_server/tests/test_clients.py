@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from loopback import TIMEOUT, connect, recv_until_closed, wait_until
 
 import netloop
-from examples import resp_server
-from examples.resp_proto import encode_request
+from resp_server import server as resp_server
+from resp_server.parser import encode_request
+from tests.loopback import TIMEOUT, connect, recv_until_closed, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

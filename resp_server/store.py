@@ -14,6 +14,10 @@ from typing import Any
 SAMPLE_SIZE = 20
 """Keys with a deadline examined per active-expiry round (Redis's ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP)."""
 
+MAX_REPLY_ITEMS = 1 << 20
+"""The most items a reply the server builds beyond what the keyspace holds may have by default (SRANDMEMBER with a
+negative count, LRANGE...): a request of a few bytes cannot make the server build an unbounded reply."""
+
 STALE_PERCENT = 25
 """Another round runs while more than this share of a sample had expired."""
 
@@ -28,10 +32,12 @@ class KeyValueStore:
 
     ``clock`` returns the current time in milliseconds; tests pass a fake one to move time without waiting.
     Every read hides keys whose deadline has passed (``now > deadline``) and deletes them on the way.
+    ``max_reply_items`` caps the items of one reply that the commands build (see :data:`MAX_REPLY_ITEMS`).
     """
 
-    def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
+    def __init__(self, clock: Callable[[], int] = wall_clock_ms, *, max_reply_items: int = MAX_REPLY_ITEMS) -> None:
         self.clock = clock
+        self.max_reply_items = max_reply_items
         self._data: dict[bytes, Any] = {}  # bytes (a string), or a deque, dict or set (list, hash, set)
         # WATCH: the sessions watching each key; each gets ``watch_dirty`` set when its key is modified.
         self.watchers: dict[bytes, set[Any]] = {}

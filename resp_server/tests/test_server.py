@@ -11,20 +11,21 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from loopback import TIMEOUT, connect, recv_exact, recv_until_closed
-from test_kvstore import FakeClock
 
 import netloop
-from examples import resp_server
-from examples.kvstore import KeyValueStore
-from examples.resp_proto import encode_request
+from resp_server import server as resp_server
+from resp_server.parser import encode_request
+from resp_server.store import KeyValueStore
+from resp_server.tests.test_store import FakeClock
+from tests.loopback import TIMEOUT, connect, recv_exact, recv_until_closed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class WatchedStore(KeyValueStore):
@@ -339,7 +340,7 @@ def test_redis_benchmark(engine: netloop.Engine) -> None:
 
 def test_command_line_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.resp_server", "--port", "0", "--loops", "2"],
+        [sys.executable, "-m", "resp_server", "--port", "0", "--loops", "2"],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -450,7 +451,7 @@ def _push_until_blocked(sock: socket.socket, data: bytes) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS from /proc")
 def test_clients_that_pipeline_without_reading_cost_bounded_memory() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.resp_server", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "resp_server", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
     try:
         assert process.stderr is not None
@@ -486,3 +487,64 @@ def test_clients_that_pipeline_without_reading_cost_bounded_memory() -> None:
         process.wait(TIMEOUT)
         if process.stderr is not None:
             process.stderr.close()
+
+
+# -- a request's read deadline (read_timeout, from its first byte) ------------------------------------------------
+
+
+def _trickle(port: int, request: bytes, pace: float, budget: float) -> tuple[float, bool]:
+    """Send ``request`` a byte every ``pace`` seconds for up to ``budget`` seconds; (seconds until the server closed
+    the connection or the budget ran out, whether it closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        start = time.monotonic()
+        for byte in request:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # reset: the server closed it
+                return time.monotonic() - start, True
+            # Wait out the pace on the socket itself, so that the server's close ends the wait at once.
+            readable, _, _ = select.select([sock], [], [], pace)
+            if readable:
+                try:
+                    if sock.recv(4096) == b"":
+                        return time.monotonic() - start, True
+                except OSError:
+                    return time.monotonic() - start, True
+            if time.monotonic() - start > budget:
+                break
+        return time.monotonic() - start, False
+
+
+def test_a_client_trickling_one_request_is_evicted_after_read_timeout() -> None:
+    # The session takes every byte into its parser, so netloop's own read_timeout (bytes left unconsumed) never
+    # saw this client: the server marks where a request starts and ends (Conn.start_message/end_message).
+    engine = resp_server.start(port=0, read_timeout=0.3)
+    port = int(engine.addrs[0].rsplit(":", 1)[1])
+    try:
+        request = encode_request([b"SET", b"k", b"v" * 200])
+        took, closed = _trickle(port, request, pace=0.02, budget=3.0)
+        assert closed, f"still open after {took:.2f} s of trickling"
+        assert 0.25 < took < 2.0
+        with connect(engine.addrs[0]) as sock:
+            sock.sendall(b"PING\r\n")
+            assert recv_exact(sock, 7) == b"+PONG\r\n"
+    finally:
+        engine.stop()
+
+
+def test_requests_that_each_complete_in_time_are_never_evicted() -> None:
+    engine = resp_server.start(port=0, read_timeout=0.3)
+    port = int(engine.addrs[0].rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            start = time.monotonic()
+            answered = 0
+            while time.monotonic() - start < 0.9:  # three read_timeouts, one short request at a time
+                sock.sendall(b"PING\r\n")
+                assert recv_exact(sock, 7) == b"+PONG\r\n"
+                answered += 1
+                readable, _, _ = select.select([sock], [], [], 0.05)
+                assert not readable, "the server closed (or sent) between requests"
+            assert answered > 5
+    finally:
+        engine.stop()

@@ -1,143 +1,40 @@
-"""The RESP example's commands: what each one does to a :class:`~examples.kvstore.KeyValueStore` and replies.
+"""The RESP example's commands: what each one does to a :class:`~resp_server.store.KeyValueStore` and replies.
 
-A command is a function ``(store, args) -> Reply``, where ``args`` is the request with the command name first;
-:data:`COMMANDS` maps upper-case names to them with their arity. Replies and error messages are Redis 7's, byte for
-byte. Framing and the session (MULTI/EXEC, QUIT) live in :mod:`examples.resp_proto`.
-
-A reply is one ``bytes`` object, except a reply that carries a stored value of :data:`BIG_VALUE` bytes or more: that
-one is a list of chunks holding the value itself, so that the value is written without being copied and a reply of
-many big values (MGET) is never joined into one giant string. ``b"".join`` of a list of replies raises TypeError
-when one of them is such a list, which keeps the check off the common path: :func:`join_replies` does the rest.
+A command is a function ``(store, args) -> Reply``, where ``args`` is the request with the command name first
+(or ``(encoder, store, args)`` for one listed as :class:`~resp_server.replies.PerProtocol`); :data:`COMMANDS` maps
+upper-case names to them with their arity. Replies and error messages are Redis 7.0's, byte for byte. Reply encoding
+lives in :mod:`resp_server.replies`; framing and the session (MULTI/EXEC, QUIT) in :mod:`resp_server.session`.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterable
-from typing import TypeAlias
-
-from examples.kvstore import KeyValueStore, glob_match
-
-BIG_VALUE = 16 * 1024
-"""A bulk reply of a value at least this long is a list of chunks (the value not copied); shorter, one bytes."""
-
-Reply: TypeAlias = "bytes | list[bytes]"
-
-INT64_MAX = 2**63 - 1
-INT64_MIN = -(2**63)
-
-
-def parse_int64(text: bytes) -> int | None:
-    """``text`` as a signed 64-bit integer under Redis's strict rules (no sign '+', spaces, or leading
-    zeros), or None when it is not one."""
-    if len(text) > 20:
-        return None
-    if text.isdigit():
-        if text[0] == 48 and len(text) > 1:  # leading zero
-            return None
-    elif not (len(text) > 1 and text[0] == 45 and text[1:].isdigit() and text[1] != 48):  # '-'
-        return None
-    value = int(text)
-    return value if INT64_MIN <= value <= INT64_MAX else None
-
-
-OK = b"+OK\r\n"
-NIL = b"$-1\r\n"
-NIL_ARRAY = b"*-1\r\n"
-NULLS = {2: (b"$-1\r\n", b"*-1\r\n"), 3: (b"_\r\n", b"_\r\n")}
-"""The null bulk string and null array of each protocol (RESP3 has one null for both)."""
-PROTOCOL = [2]
-"""The protocol whose nulls ``NIL`` and ``NIL_ARRAY`` are now (see :func:`use_protocol`)."""
-
-
-def use_protocol(proto: int) -> None:
-    """Make the commands' null replies RESP2's or RESP3's.
-
-    Commands run one batch at a time (on one loop, or under the server's lock), so one switch serves every session:
-    a session flips it before its batch when its protocol differs from the last one's, which with clients of one
-    protocol happens once.
-    """
-    PROTOCOL[0] = proto
-    nil, nil_array = NULLS[proto]
-    for name in ("examples.resp_commands", "examples.resp_types", "examples.resp_state"):
-        module = sys.modules.get(name)
-        if module is not None:
-            module.NIL = nil  # type: ignore[attr-defined]
-            if hasattr(module, "NIL_ARRAY"):
-                module.NIL_ARRAY = nil_array  # type: ignore[attr-defined]
-
+from resp_server.replies import (
+    BIG_VALUE,
+    INT64_MAX,
+    INT64_MIN,
+    MANY,
+    OK,
+    RESP2,
+    RESP3,
+    WRONGTYPE,
+    Command,
+    Encoder,
+    Entry,
+    Reply,
+    arity_error,
+    array,
+    bulk,
+    error,
+    parse_int64,
+    per_protocol,
+)
+from resp_server.store import KeyValueStore, glob_match
 
 _ZERO = b":0\r\n"
 _ONE = b":1\r\n"
 _NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
 _SYNTAX = b"-ERR syntax error\r\n"
 _OVERFLOW = b"-ERR increment or decrement would overflow\r\n"
-WRONGTYPE = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
-
-
-def error(message: bytes) -> bytes:
-    """An error reply; CR and LF inside ``message`` become spaces so the reply stays one line."""
-    return b"-%b\r\n" % message.strip(b"\r\n").replace(b"\r", b" ").replace(b"\n", b" ")
-
-
-def bulk(value: bytes | None) -> Reply:
-    """A bulk string reply, or the nil reply for None; chunks around the value itself when it is big."""
-    if value is None:
-        return NIL
-    size = len(value)
-    if size < BIG_VALUE:
-        return b"$%d\r\n%b\r\n" % (size, value)
-    return [b"$%d\r\n" % size, value, b"\r\n"]
-
-
-def array(items: Iterable[bytes | None]) -> Reply:
-    """An array reply of bulk strings (None items become nil); chunks when it is long or holds a big value."""
-    parts = [bulk(item) for item in items]
-    parts.insert(0, b"*%d\r\n" % (len(parts)))
-    return join_replies(parts) if len(parts) <= _JOINED_ARRAY else chunk_replies(parts)
-
-
-# The most items an array reply joins into one bytes object; a longer one (KEYS, a big MGET) goes out in chunks.
-_JOINED_ARRAY = 256
-
-
-def join_replies(replies: list[Reply]) -> Reply:
-    """``replies`` as one reply: one bytes object, or the chunks of :func:`chunk_replies` if one holds a big value."""
-    try:
-        return b"".join(replies)  # type: ignore[arg-type]  # a list among them raises TypeError
-    except TypeError:
-        return chunk_replies(replies)
-
-
-def chunk_replies(replies: list[Reply]) -> list[bytes]:
-    """``replies`` as chunks: big values as they are, the small pieces between them joined, a chunk at a time of
-    about :data:`BIG_VALUE` bytes, so that no reply is ever copied into one giant string."""
-    chunks: list[bytes] = []
-    small: list[bytes] = []
-    size = 0
-    for reply in replies:
-        pieces: list[bytes] | tuple[bytes] = reply if isinstance(reply, list) else (reply,)
-        for piece in pieces:
-            big = len(piece) >= BIG_VALUE
-            if not big:
-                small.append(piece)
-                size += len(piece)
-                if size < BIG_VALUE:
-                    continue
-            if small:
-                chunks.append(b"".join(small))
-                small = []
-                size = 0
-            if big:
-                chunks.append(piece)
-    if small:
-        chunks.append(b"".join(small))
-    return chunks
-
-
-def arity_error(name: bytes) -> bytes:
-    """The reply to a command given too few or too many arguments (``name`` in any case)."""
-    return error(b"ERR wrong number of arguments for '%b' command" % name.lower())
 
 
 def _expire_time_error(name: bytes) -> bytes:
@@ -148,19 +45,6 @@ def _subcommand_error(name: bytes, sub: bytes) -> bytes:
     return error(b"ERR unknown subcommand '%b'. Try %b HELP." % (sub[:128], name))
 
 
-def unknown_command(args: list[bytes]) -> bytes:
-    """The reply to a command name nobody knows, quoting the start of its arguments as Redis does."""
-    shown = b""
-    for arg in args[1:]:
-        if len(shown) >= 128:
-            break
-        shown += b"'%b' " % arg[: 128 - len(shown)]
-    return error(b"ERR unknown command '%b', with args beginning with: %b" % (args[0][:128], shown))
-
-
-Command = Callable[[KeyValueStore, list[bytes]], Reply]
-
-
 def _ping(store: KeyValueStore, args: list[bytes]) -> Reply:
     return b"+PONG\r\n" if len(args) == 1 else bulk(args[1])
 
@@ -169,30 +53,50 @@ def _echo(store: KeyValueStore, args: list[bytes]) -> Reply:
     return bulk(args[1])
 
 
-def _get(store: KeyValueStore, args: list[bytes]) -> Reply:
-    value = store.get(args[1])
-    # bulk() spelled out: GET is the busiest command, and the call would add a quarter to its cost.
-    if value is None:
-        return NIL
-    size = len(value)
-    if size < BIG_VALUE:
-        try:
-            return b"$%d\r\n%b\r\n" % (size, value)
-        except TypeError:  # a list, hash or set: no type check on the common path
+def _getter(encoder: Encoder) -> Command:
+    """GET for one protocol: its null bound in a closure, as GET is the busiest command (a bound partial would add
+    to its cost what bulk() spelled out below saves)."""
+    nil = encoder.nil
+
+    def _get(store: KeyValueStore, args: list[bytes]) -> Reply:
+        value = store.get(args[1])
+        if value is None:
+            return nil
+        size = len(value)
+        if size < BIG_VALUE:
+            try:
+                return b"$%d\r\n%b\r\n" % (size, value)
+            except TypeError:  # a list, hash or set: no type check on the common path
+                return WRONGTYPE
+        if type(value) is not bytes:
             return WRONGTYPE
-    if type(value) is not bytes:
-        return WRONGTYPE
-    return [b"$%d\r\n" % size, value, b"\r\n"]
+        return [b"$%d\r\n" % size, value, b"\r\n"]
+
+    return _get
+
+
+_get = _getter(RESP2)
+GET3 = _getter(RESP3)
+"""GET in a RESP3 session (the session's table lists it in place of RESP2's)."""
 
 
 # SET's expiry options: milliseconds per unit, and whether the amount is relative to now.
 _SET_EXPIRY = {b"EX": (1000, True), b"PX": (1, True), b"EXAT": (1000, False), b"PXAT": (1, False)}
 
 
-def _set(store: KeyValueStore, args: list[bytes]) -> Reply:
-    if len(args) == 3:
-        store.set(args[1], args[2])
-        return OK
+def _setter(encoder: Encoder) -> Command:
+    """SET for one protocol, a closure as GET's is: a plain SET (the busy case) pays no protocol's binding."""
+
+    def _set(store: KeyValueStore, args: list[bytes]) -> Reply:
+        if len(args) == 3:
+            store.set(args[1], args[2])
+            return OK
+        return _set_with_options(encoder, store, args)
+
+    return _set
+
+
+def _set_with_options(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     nx = xx = get = keep_ttl = False
     expiry: bytes | None = None
     amount = b""
@@ -228,11 +132,16 @@ def _set(store: KeyValueStore, args: list[bytes]) -> Reply:
     old = store.get(args[1])
     if get and old is not None and type(old) is not bytes:
         return WRONGTYPE
-    reply = bulk(old) if get else OK
+    reply = encoder.bulk(old) if get else OK
     if (nx and old is not None) or (xx and old is None):
-        return reply if get else NIL
+        return reply if get else encoder.nil
     store.set(args[1], args[2], deadline, keep_ttl)
     return reply
+
+
+_set = _setter(RESP2)
+SET3 = _setter(RESP3)
+"""SET in a RESP3 session."""
 
 
 def _delete(store: KeyValueStore, args: list[bytes]) -> bytes:
@@ -279,9 +188,10 @@ def _decrby(store: KeyValueStore, args: list[bytes]) -> bytes:
     return _add(store, args[1], -by)
 
 
-def _mget(store: KeyValueStore, args: list[bytes]) -> Reply:
+@per_protocol
+def _mget(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     values = [store.get(key) for key in args[1:]]
-    return array([v if type(v) is bytes else None for v in values])
+    return encoder.array([v if type(v) is bytes else None for v in values])
 
 
 def _mset(store: KeyValueStore, args: list[bytes]) -> bytes:
@@ -403,7 +313,8 @@ def _config(store: KeyValueStore, args: list[bytes]) -> Reply:
     return array([item for pair in found.items() for item in pair])
 
 
-def _command(store: KeyValueStore, args: list[bytes]) -> Reply:
+@per_protocol
+def _command(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     if len(args) == 1:
         return b"*0\r\n"
     sub = args[1].upper()
@@ -412,7 +323,7 @@ def _command(store: KeyValueStore, args: list[bytes]) -> Reply:
     if sub == b"DOCS":
         return b"*0\r\n"
     if sub == b"INFO":
-        return array([None] * (len(args) - 2))
+        return encoder.array([None] * (len(args) - 2))
     return _subcommand_error(b"COMMAND", args[1])
 
 
@@ -437,35 +348,33 @@ def _hello(store: KeyValueStore, args: list[bytes]) -> bytes:
     return _HELLO
 
 
-_ANY = 2**31
-
-COMMANDS: dict[bytes, tuple[Command, int, int]] = {
+COMMANDS: dict[bytes, Entry] = {
     b"PING": (_ping, 1, 2),
     b"ECHO": (_echo, 2, 2),
     b"GET": (_get, 2, 2),
-    b"SET": (_set, 3, _ANY),
-    b"DEL": (_delete, 2, _ANY),
-    b"EXISTS": (_exists, 2, _ANY),
+    b"SET": (_set, 3, MANY),
+    b"DEL": (_delete, 2, MANY),
+    b"EXISTS": (_exists, 2, MANY),
     b"INCR": (_incr, 2, 2),
     b"DECR": (_decr, 2, 2),
     b"INCRBY": (_incrby, 3, 3),
     b"DECRBY": (_decrby, 3, 3),
-    b"MGET": (_mget, 2, _ANY),
-    b"MSET": (_mset, 3, _ANY),
-    b"EXPIRE": (_expire, 3, _ANY),
-    b"PEXPIRE": (_pexpire, 3, _ANY),
+    b"MGET": (_mget, 2, MANY),
+    b"MSET": (_mset, 3, MANY),
+    b"EXPIRE": (_expire, 3, MANY),
+    b"PEXPIRE": (_pexpire, 3, MANY),
     b"TTL": (_ttl, 2, 2),
     b"PTTL": (_pttl, 2, 2),
     b"KEYS": (_keys, 2, 2),
     b"DBSIZE": (_dbsize, 1, 1),
-    b"FLUSHDB": (_flush, 1, _ANY),
-    b"FLUSHALL": (_flush, 1, _ANY),
+    b"FLUSHDB": (_flush, 1, MANY),
+    b"FLUSHALL": (_flush, 1, MANY),
     b"SELECT": (_select, 2, 2),
-    b"CONFIG": (_config, 2, _ANY),
-    b"COMMAND": (_command, 1, _ANY),
-    b"HELLO": (_hello, 1, _ANY),
+    b"CONFIG": (_config, 2, MANY),
+    b"COMMAND": (_command, 1, MANY),
+    b"HELLO": (_hello, 1, MANY),
 }
 """Keyspace commands by upper-case name: the function and the allowed argument count, name included."""
 
-SESSION_ARITY = {b"QUIT": (1, _ANY), b"MULTI": (1, 1), b"EXEC": (1, 1), b"DISCARD": (1, 1)}
-"""Commands that act on the session itself (run by :class:`~examples.resp_proto.RespSession`), with their arity."""
+SESSION_ARITY = {b"QUIT": (1, MANY), b"MULTI": (1, 1), b"EXEC": (1, 1), b"DISCARD": (1, 1)}
+"""Commands that act on the session itself (run by :class:`~resp_server.session.RespSession`), with their arity."""

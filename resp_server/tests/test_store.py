@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from examples.kvstore import SAMPLE_SIZE, KeyValueStore, glob_match
+from resp_server.store import SAMPLE_SIZE, KeyValueStore, glob_match
 
 
 class FakeClock:

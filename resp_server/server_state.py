@@ -10,17 +10,12 @@ subscriber on another event loop gets it on its own loop.
 from __future__ import annotations
 
 import itertools
-import os
-import platform
-import resource
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from examples.kvstore import glob_match
-from examples.resp_commands import (
-    _ANY,
-    NIL,
+from resp_server.replies import (
+    MANY,
     OK,
     Reply,
     arity_error,
@@ -29,12 +24,19 @@ from examples.resp_commands import (
     error,
     parse_int64,
 )
+from resp_server.server_info import (
+    VERSION,
+    config_command,
+    function_command,
+    info_command,
+    lolwut_command,
+    map_reply,
+    time_command,
+)
+from resp_server.store import glob_match
 
 if TYPE_CHECKING:
-    from examples.resp_proto import RespSession
-
-VERSION = b"7.0.15"
-"""The Redis version this server says it is compatible with (HELLO, INFO)."""
+    from resp_server.session import RespSession
 
 PUBSUB_LIMIT = 32 * 1024 * 1024
 """A subscriber that stops reading is cut off once this much output waits for it (Redis's client-output-buffer-limit
@@ -136,7 +138,10 @@ def _push_header(session: RespSession, size: int) -> bytes:
 
 
 def _subscription_reply(session: RespSession, kind: bytes, name: bytes | None, count: int) -> bytes:
-    return _push_header(session, 3) + bulk(kind) + bulk(name) + b":%d\r\n" % count  # type: ignore[operator]
+    header = _push_header(session, 3) + b"$%d\r\n%b\r\n" % (len(kind), kind)
+    if name is None:
+        return header + session.encoder.nil + b":%d\r\n" % count
+    return header + b"$%d\r\n%b\r\n:%d\r\n" % (len(name), name, count)
 
 
 # -- pub/sub -----------------------------------------------------------------------------------------------------
@@ -208,11 +213,6 @@ def _ping(session: RespSession, args: list[bytes]) -> Reply:
 # -- the connection: HELLO, AUTH, CLIENT, RESET ------------------------------------------------------------------
 
 
-def _map(session: RespSession, pairs: list[tuple[bytes, Reply]]) -> Reply:
-    head = b"%%%d\r\n" % len(pairs) if session.proto == 3 else b"*%d\r\n" % (2 * len(pairs))
-    return head + b"".join(bulk(name) + value for name, value in pairs)  # type: ignore[operator]
-
-
 def _hello(session: RespSession, args: list[bytes]) -> Reply:
     proto = session.proto
     i = 1
@@ -241,15 +241,15 @@ def _hello(session: RespSession, args: list[bytes]) -> Reply:
     session.set_protocol(proto)
     if name is not None:
         session.name = name
-    return _map(
+    return map_reply(
         session,
         [
-            (b"server", bulk(b"redis")),  # type: ignore[list-item]
-            (b"version", bulk(VERSION)),  # type: ignore[list-item]
+            (b"server", bulk(b"redis")),
+            (b"version", bulk(VERSION)),
             (b"proto", b":%d\r\n" % proto),
             (b"id", b":%d\r\n" % session.client_id),
-            (b"mode", bulk(b"standalone")),  # type: ignore[list-item]
-            (b"role", bulk(b"master")),  # type: ignore[list-item]
+            (b"mode", bulk(b"standalone")),
+            (b"role", bulk(b"master")),
             (b"modules", b"*0\r\n"),
         ],
     )
@@ -306,7 +306,7 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
         session.name = args[2] or None
         return OK
     if sub == b"GETNAME" and len(args) == 2:
-        return bulk(session.name)
+        return session.encoder.bulk(session.name)
     if sub == b"INFO" and len(args) == 2:
         return bulk(client_line(session, time.time()) + b"\n")
     if sub == b"LIST":
@@ -358,6 +358,8 @@ def _client_list(session: RespSession, args: list[bytes]) -> Reply:
 
 def _client_kill(session: RespSession, args: list[bytes]) -> Reply:
     server = session.server
+    if len(args) == 2:  # a bare CLIENT KILL is an error, not a filter that matches every client
+        return arity_error(b"client|kill")
     if len(args) == 3:  # the old form: CLIENT KILL ip:port
         victims = [s for s in server.clients.values() if s.addr == args[2]]
         if not victims:
@@ -403,155 +405,6 @@ def _reset(session: RespSession, args: list[bytes]) -> Reply:
     return b"+RESET\r\n"
 
 
-# -- the server: INFO, CONFIG, TIME, FUNCTION, SELECT ------------------------------------------------------------
-
-_DEFAULT_SECTIONS = (
-    "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "errorstats", "cluster",
-    "keyspace",
-)  # fmt: skip
-_ALL_SECTIONS = (*_DEFAULT_SECTIONS, "commandstats", "latencystats")
-
-
-def _info(session: RespSession, args: list[bytes]) -> Reply:
-    server = session.server
-    server.info_calls += 1
-    wanted: list[str] = []
-    for arg in args[1:] or [b"default"]:
-        name = arg.decode("latin-1").lower()
-        if name == "default":
-            wanted += _DEFAULT_SECTIONS
-        elif name in ("all", "everything"):
-            wanted += _ALL_SECTIONS
-        else:
-            wanted.append(name)
-    seen: set[str] = set()
-    blocks = []
-    for name in wanted:
-        if name in seen:
-            continue
-        seen.add(name)
-        fields = _section(session, name)
-        if fields is not None:
-            title = "Keyspace" if name == "keyspace" else name.capitalize() if name != "cpu" else "CPU"
-            blocks.append(f"# {title}\r\n" + "".join(f"{k}:{v}\r\n" for k, v in fields))
-    return bulk("\r\n".join(blocks).encode())
-
-
-def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
-    server = session.server
-    store = session.store
-    if name == "server":
-        uptime = int(time.time() - server.started)
-        return [
-            ("redis_version", VERSION.decode()),
-            ("redis_git_sha1", "00000000"),
-            ("redis_mode", "standalone"),
-            ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
-            ("arch_bits", 64),
-            ("multiplexing_api", "epoll" if hasattr(__import__("select"), "epoll") else "poll"),
-            ("process_id", os.getpid()),
-            ("tcp_port", server.port),
-            ("server_time_usec", time.time_ns() // 1000),
-            ("uptime_in_seconds", uptime),
-            ("mem_allocator", "libc"),
-            ("uptime_in_days", uptime // 86400),
-            ("hz", 10),
-            ("executable", "netloop examples.resp_server"),
-        ]
-    if name == "clients":
-        pubsub = sum(1 for s in server.clients.values() if s.channels or s.patterns)
-        return [
-            ("connected_clients", len(server.clients)),
-            ("maxclients", 10000),
-            ("blocked_clients", 0),
-            ("pubsub_clients", pubsub),
-        ]
-    if name == "memory":
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return [
-            ("used_memory", rss),
-            ("used_memory_human", f"{rss / 1048576:.2f}M"),
-            ("used_memory_rss", rss),
-            ("maxmemory", 0),
-            ("maxmemory_policy", "noeviction"),
-        ]
-    if name == "persistence":
-        return [("loading", 0), ("rdb_changes_since_last_save", 0), ("aof_enabled", 0)]
-    if name == "stats":
-        return [
-            ("total_connections_received", server.connections),
-            ("expired_keys", 0),
-            ("keyspace_hits", 0),
-            ("keyspace_misses", 0),
-            ("pubsub_channels", len(server.channels)),
-            ("pubsub_patterns", len(server.patterns)),
-        ]
-    if name == "replication":
-        return [("role", "master"), ("connected_slaves", 0), ("master_repl_offset", 0)]
-    if name == "cpu":
-        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return [
-            ("used_cpu_sys", f"{own.ru_stime:.6f}"),
-            ("used_cpu_user", f"{own.ru_utime:.6f}"),
-            ("used_cpu_sys_children", f"{children.ru_stime:.6f}"),
-            ("used_cpu_user_children", f"{children.ru_utime:.6f}"),
-        ]
-    if name in ("modules", "errorstats", "latencystats"):
-        return []
-    if name == "cluster":
-        return [("cluster_enabled", 0)]
-    if name == "commandstats":
-        # Only INFO's own calls are counted: the other commands run on the hot path, uncounted.
-        return [
-            ("cmdstat_info", f"calls={server.info_calls},usec=0,usec_per_call=0.00,rejected_calls=0,failed_calls=0")
-        ]
-    if name == "keyspace":
-        keys = len(store)
-        return [("db0", f"keys={keys},expires={store.volatile_count()},avg_ttl=0")] if keys else []
-    return None
-
-
-def _config(session: RespSession, args: list[bytes]) -> Reply:
-    sub = args[1].upper()
-    config = session.server.config
-    if sub == b"GET" and len(args) >= 3:
-        found: dict[bytes, bytes] = {}
-        for pattern in args[2:]:
-            lowered = pattern.lower()
-            found.update((name, value) for name, value in config.items() if glob_match(lowered, name))
-        pairs = [(name, bulk(value)) for name, value in found.items()]
-        return _map(session, pairs)  # type: ignore[arg-type]
-    if sub == b"SET" and len(args) >= 4 and len(args) % 2 == 0:
-        for i in range(2, len(args), 2):
-            name = args[i].lower()
-            if name not in config:
-                return error(b"ERR Unknown option or number of arguments for CONFIG SET - '%b'" % args[i])
-        for i in range(2, len(args), 2):
-            config[args[i].lower()] = args[i + 1]
-        return OK
-    if sub == b"RESETSTAT" and len(args) == 2:
-        return OK
-    if sub in (b"GET", b"SET"):
-        return arity_error(b"config|" + sub.lower())
-    return error(b"ERR unknown subcommand '%b'. Try CONFIG HELP." % args[1][:128])
-
-
-def _time(session: RespSession, args: list[bytes]) -> Reply:
-    now = time.time_ns() // 1000
-    return array([b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)])
-
-
-def _function(session: RespSession, args: list[bytes]) -> Reply:
-    sub = args[1].upper()
-    if sub == b"FLUSH" and (len(args) == 2 or (len(args) == 3 and args[2].upper() in (b"ASYNC", b"SYNC"))):
-        return OK  # no function was ever loaded
-    if sub == b"LIST":
-        return b"*0\r\n"
-    if sub == b"STATS":
-        return _map(session, [(b"running_script", NIL), (b"engines", b"*0\r\n")])
-    return error(b"ERR this server has no scripting: FUNCTION %b is not supported" % args[1][:32])
-
-
 def _watch(session: RespSession, args: list[bytes]) -> Reply:
     if session.in_multi:
         return error(b"ERR WATCH inside MULTI is not allowed")
@@ -568,33 +421,29 @@ def _unwatch(session: RespSession, args: list[bytes]) -> Reply:
     return OK
 
 
-def _lolwut(session: RespSession, args: list[bytes]) -> Reply:
-    return bulk(b"netloop RESP example, Redis " + VERSION + b" compatible\n")
-
-
 SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
-    b"PING": (_ping, 1, _ANY),
-    b"HELLO": (_hello, 1, _ANY),
+    b"PING": (_ping, 1, MANY),
+    b"HELLO": (_hello, 1, MANY),
     b"AUTH": (_auth, 2, 3),
-    b"CLIENT": (_client, 2, _ANY),
+    b"CLIENT": (_client, 2, MANY),
     b"RESET": (_reset, 1, 1),
-    b"SUBSCRIBE": (_subscribe, 2, _ANY),
-    b"PSUBSCRIBE": (_subscribe, 2, _ANY),
-    b"UNSUBSCRIBE": (_unsubscribe, 1, _ANY),
-    b"PUNSUBSCRIBE": (_unsubscribe, 1, _ANY),
+    b"SUBSCRIBE": (_subscribe, 2, MANY),
+    b"PSUBSCRIBE": (_subscribe, 2, MANY),
+    b"UNSUBSCRIBE": (_unsubscribe, 1, MANY),
+    b"PUNSUBSCRIBE": (_unsubscribe, 1, MANY),
     b"PUBLISH": (_publish, 3, 3),
-    b"PUBSUB": (_pubsub, 2, _ANY),
-    b"INFO": (_info, 1, _ANY),
-    b"CONFIG": (_config, 2, _ANY),
-    b"TIME": (_time, 1, 1),
-    b"FUNCTION": (_function, 2, _ANY),
-    b"WATCH": (_watch, 2, _ANY),
+    b"PUBSUB": (_pubsub, 2, MANY),
+    b"INFO": (info_command, 1, MANY),
+    b"CONFIG": (config_command, 2, MANY),
+    b"TIME": (time_command, 1, 1),
+    b"FUNCTION": (function_command, 2, MANY),
+    b"WATCH": (_watch, 2, MANY),
     b"UNWATCH": (_unwatch, 1, 1),
-    b"LOLWUT": (_lolwut, 1, _ANY),
+    b"LOLWUT": (lolwut_command, 1, MANY),
 }
 """Commands on the session or the server, by name, with their arity (name included)."""
 
-NOT_QUEUED = frozenset((b"WATCH",))
+NOT_QUEUED = frozenset((b"WATCH", b"RESET"))
 """Session commands that MULTI does not queue (they answer at once)."""
 
 

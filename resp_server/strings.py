@@ -1,40 +1,42 @@
-"""The RESP example's string and keyspace families beyond the core of :mod:`examples.resp_commands`."""
+"""The RESP example's string and keyspace families beyond the core of :mod:`resp_server.commands`."""
 
 from __future__ import annotations
 
-import math
 import random
 from collections import deque
 from typing import Any
 
-from examples.kvstore import KeyValueStore, glob_match
-from examples.resp_commands import (
+from resp_server.replies import (
     INT64_MAX,
-    NIL,
+    MANY,
     OK,
+    Encoder,
+    Entry,
     Reply,
     arity_error,
     array,
     bulk,
     error,
+    join_replies,
     parse_int64,
+    per_protocol,
 )
-from examples.resp_values import (
+from resp_server.store import KeyValueStore, glob_match
+from resp_server.values import (
     MAX_STRING,
     NO_SUCH_KEY,
-    NOT_FLOAT,
     NOT_INTEGER,
     ONE,
     SYNTAX,
     TYPES,
     ZERO,
+    Stream,
     ZSet,
     _of,
     _range,
     _typed,
-    format_float,
+    add_long_double,
     integer,
-    parse_float,
 )
 
 # -- strings -----------------------------------------------------------------------------------------------------
@@ -44,9 +46,10 @@ def _set_with_ttl(store: KeyValueStore, args: list[bytes], scale: int) -> Reply:
     amount = parse_int64(args[2])
     if amount is None:
         return NOT_INTEGER
-    if amount <= 0 or amount > INT64_MAX // scale:
+    deadline = store.clock() + amount * scale
+    if amount <= 0 or amount > INT64_MAX // scale or deadline > INT64_MAX:  # Redis checks the sum for overflow
         return error(b"ERR invalid expire time in '%b' command" % args[0].lower())
-    store.set(args[1], args[3], store.clock() + amount * scale)
+    store.set(args[1], args[3], deadline)
     return OK
 
 
@@ -65,8 +68,9 @@ def _setnx(store: KeyValueStore, args: list[bytes]) -> Reply:
     return ONE
 
 
+@per_protocol
 @_typed
-def _getex(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _getex(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     value = _of(store, args[1], bytes)
     deadline: int | None = None
     persist = False
@@ -80,13 +84,13 @@ def _getex(store: KeyValueStore, args: list[bytes]) -> Reply:
             if amount is None:
                 return NOT_INTEGER
             scale, relative = scales[option]
-            if amount <= 0 or amount > INT64_MAX // scale:
-                return error(b"ERR invalid expire time in 'getex' command")
             deadline = amount * scale + (store.clock() if relative else 0)
+            if amount <= 0 or amount > INT64_MAX // scale or deadline > INT64_MAX:
+                return error(b"ERR invalid expire time in 'getex' command")
         else:
             return SYNTAX
     if value is None:
-        return NIL
+        return encoder.nil
     if deadline is not None:
         if deadline <= store.clock():
             store.delete(args[1])
@@ -97,19 +101,21 @@ def _getex(store: KeyValueStore, args: list[bytes]) -> Reply:
     return bulk(value)
 
 
+@per_protocol
 @_typed
-def _getdel(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _getdel(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     value = _of(store, args[1], bytes)
     if value is not None:
         store.delete(args[1])
-    return bulk(value)
+    return encoder.bulk(value)
 
 
+@per_protocol
 @_typed
-def _getset(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _getset(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     value = _of(store, args[1], bytes)
     store.set(args[1], args[2])
-    return bulk(value)
+    return encoder.bulk(value)
 
 
 @_typed
@@ -136,7 +142,10 @@ def _getrange(store: KeyValueStore, args: list[bytes]) -> Reply:
     value = _of(store, args[1], bytes) or b""
     if start < 0 and end < 0 and start > end:
         return b"$0\r\n\r\n"
-    start, end = _range(start, end, len(value))
+    # Redis clamps a negative end to 0 (where LRANGE's ranges leave it empty).
+    size = len(value)
+    start, end = max(start + size if start < 0 else start, 0), max(end + size if end < 0 else end, 0)
+    end = min(end, size - 1)
     return bulk(value[start : end + 1] if start <= end else b"")
 
 
@@ -164,14 +173,9 @@ def _setrange(store: KeyValueStore, args: list[bytes]) -> Reply:
 @_typed
 def _incrbyfloat(store: KeyValueStore, args: list[bytes]) -> Reply:
     old = _of(store, args[1], bytes)
-    base = 0.0 if old is None else parse_float(old)
-    by = parse_float(args[2])
-    if base is None or by is None:
-        return NOT_FLOAT
-    result = base + by
-    if math.isinf(result) or math.isnan(result):
-        return error(b"ERR increment would produce NaN or Infinity")
-    text = format_float(result)
+    text = add_long_double(b"0" if old is None else old, args[2])
+    if isinstance(text, Exception):
+        return error(str(text).encode())
     store.set(args[1], text, keep_ttl=True)
     return bulk(text)
 
@@ -186,10 +190,13 @@ def _msetnx(store: KeyValueStore, args: list[bytes]) -> Reply:
     return ONE
 
 
+@per_protocol
 @_typed
-def _lcs(store: KeyValueStore, args: list[bytes]) -> Reply:
-    a = _of(store, args[1], bytes) or b""
-    b = _of(store, args[2], bytes) or b""
+def _lcs(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
+    values = [store.get(key) for key in args[1:3]]
+    if any(value is not None and type(value) is not bytes for value in values):
+        return error(b"ERR The specified keys must contain string values")
+    a, b = (value or b"" for value in values)
     want_len = want_idx = with_len = False
     min_len = 0
     i = 3
@@ -210,9 +217,11 @@ def _lcs(store: KeyValueStore, args: list[bytes]) -> Reply:
         else:
             return SYNTAX
         i += 1
-    if want_len and want_idx:
+    if want_len and want_idx:  # Redis 7.0 checks this after reading both keys
         return error(b"ERR If you want both the length and indexes, please just use IDX.")
     n, m = len(a), len(b)
+    if (n + 1) * (m + 1) * 4 > MAX_STRING:  # Redis's table of uint32 may not outgrow proto-max-bulk-len
+        return error(b"ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
     table = [[0] * (m + 1) for _ in range(n + 1)]
     for x in range(1, n + 1):
         row, prev = table[x], table[x - 1]
@@ -246,7 +255,7 @@ def _lcs(store: KeyValueStore, args: list[bytes]) -> Reply:
         _emit(matches, current, min_len)
     if not want_idx:
         return bulk(bytes(reversed(out)))
-    parts = [b"*4\r\n$7\r\nmatches\r\n*%d\r\n" % len(matches)]
+    parts = [encoder.map_header(2) + b"$7\r\nmatches\r\n*%d\r\n" % len(matches)]
     for (a0, a1), (b0, b1), length in matches:
         item = b"*%d\r\n*2\r\n:%d\r\n:%d\r\n*2\r\n:%d\r\n:%d\r\n" % (3 if with_len else 2, a0, a1, b0, b1)
         parts.append(item + (b":%d\r\n" % length if with_len else b""))
@@ -370,20 +379,21 @@ def _copy(store: KeyValueStore, args: list[bytes]) -> Reply:
         else:
             return SYNTAX
         i += 1
+    if args[1] == args[2]:  # before the lookup, as Redis
+        return error(b"ERR source and destination objects are the same")
     value = store.get(args[1])
     if value is None:
         return ZERO
-    if args[1] == args[2]:
-        return error(b"ERR source and destination objects are the same")
     if store.get(args[2]) is not None and not replace:
         return ZERO
     store.set(args[2], _copy_of(value), store.deadline(args[1]))
     return ONE
 
 
-def _randomkey(store: KeyValueStore, args: list[bytes]) -> Reply:
+@per_protocol
+def _randomkey(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     keys = store.keys()
-    return bulk(random.choice(keys)) if keys else NIL
+    return bulk(random.choice(keys)) if keys else encoder.nil
 
 
 def _persist(store: KeyValueStore, args: list[bytes]) -> Reply:
@@ -391,7 +401,7 @@ def _persist(store: KeyValueStore, args: list[bytes]) -> Reply:
 
 
 def _expire_at(store: KeyValueStore, args: list[bytes], scale: int) -> Reply:
-    from examples.resp_commands import _set_expiry
+    from resp_server.commands import _set_expiry
 
     return _set_expiry(store, args, scale, absolute=True)
 
@@ -457,10 +467,12 @@ def _scan(store: KeyValueStore, args: list[bytes]) -> Reply:
         for key in chunk
         if (pattern is None or glob_match(pattern, key)) and (kind is None or TYPES[type(store.get(key))] == kind)
     ]
-    return b"*2\r\n" + bulk(b"%d" % following) + array(found)  # type: ignore[operator]
+    # join_replies: a long listing is chunks, not one bytes object.
+    return join_replies([b"*2\r\n", bulk(b"%d" % following), array(found)])
 
 
-def _object(store: KeyValueStore, args: list[bytes]) -> Reply:
+@per_protocol
+def _object(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     sub = args[1].upper()
     if sub == b"HELP":
         return array([b"OBJECT <subcommand>", b"ENCODING <key>", b"FREQ <key>", b"IDLETIME <key>", b"REFCOUNT <key>"])
@@ -468,10 +480,22 @@ def _object(store: KeyValueStore, args: list[bytes]) -> Reply:
         return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try OBJECT HELP." % args[1])
     value = store.get(args[2])
     if value is None:
-        return NIL
+        return encoder.nil
     if sub == b"ENCODING":
         return bulk(encoding(value))
-    return ONE if sub == b"REFCOUNT" else ZERO
+    if sub == b"FREQ":  # this server has no LFU policy, which Redis needs for FREQ
+        return _NO_LFU
+    if sub == b"REFCOUNT":
+        # Redis shares the objects of the integers 0 to 9999, with a refcount it pins at INT_MAX.
+        number = parse_int64(value) if type(value) is bytes else None
+        return b":2147483647\r\n" if number is not None and 0 <= number < 10_000 else ONE
+    return ZERO
+
+
+_NO_LFU = error(
+    b"ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching"
+    b" between policies at runtime LRU and LFU data will take some time to adjust."
+)
 
 
 def encoding(value: Any) -> bytes:
@@ -482,12 +506,55 @@ def encoding(value: Any) -> bytes:
         return b"embstr" if len(value) <= 44 else b"raw"
     if isinstance(value, deque):
         return b"quicklist"
+    if isinstance(value, Stream):
+        return b"stream"
+    if isinstance(value, ZSet):
+        small = len(value) <= 128 and all(len(member) <= 64 for member in value)
+        return b"listpack" if small else b"skiplist"
     if isinstance(value, dict):
-        return b"listpack" if len(value) <= 128 else b"hashtable"
-    if all(parse_int64(m) is not None for m in value) and len(value) <= 512:
+        small = len(value) <= 128 and all(len(k) <= 64 and len(v) <= 64 for k, v in value.items())
+        return b"listpack" if small else b"hashtable"
+    # Redis 7.0 has no listpack sets: an intset or a hash table.
+    if len(value) <= 512 and all(parse_int64(m) is not None for m in value):
         return b"intset"
-    return b"listpack" if len(value) <= 128 else b"hashtable"
+    return b"hashtable"
 
 
 def _unlink(store: KeyValueStore, args: list[bytes]) -> Reply:
     return integer(sum(store.delete(key) for key in args[1:]))
+
+
+STRINGS: dict[bytes, Entry] = {
+    b"SETEX": (_setex, 4, 4),
+    b"PSETEX": (_psetex, 4, 4),
+    b"SETNX": (_setnx, 3, 3),
+    b"GETEX": (_getex, 2, MANY),
+    b"GETDEL": (_getdel, 2, 2),
+    b"GETSET": (_getset, 3, 3),
+    b"STRLEN": (_strlen, 2, 2),
+    b"APPEND": (_append, 3, 3),
+    b"GETRANGE": (_getrange, 4, 4),
+    b"SUBSTR": (_getrange, 4, 4),
+    b"SETRANGE": (_setrange, 4, 4),
+    b"INCRBYFLOAT": (_incrbyfloat, 3, 3),
+    b"MSETNX": (_msetnx, 3, MANY),
+    b"LCS": (_lcs, 3, MANY),
+    b"SETBIT": (_setbit, 4, 4),
+    b"GETBIT": (_getbit, 3, 3),
+    b"BITCOUNT": (_bitcount, 2, 5),
+    b"TYPE": (_type, 2, 2),
+    b"RENAME": (_rename, 3, 3),
+    b"RENAMENX": (_renamenx, 3, 3),
+    b"COPY": (_copy, 3, MANY),
+    b"RANDOMKEY": (_randomkey, 1, 1),
+    b"PERSIST": (_persist, 2, 2),
+    b"EXPIREAT": (_expireat, 3, MANY),
+    b"PEXPIREAT": (_pexpireat, 3, MANY),
+    b"EXPIRETIME": (_expiretime, 2, 2),
+    b"PEXPIRETIME": (_pexpiretime, 2, 2),
+    b"TOUCH": (_touch, 2, MANY),
+    b"UNLINK": (_unlink, 2, MANY),
+    b"SCAN": (_scan, 2, MANY),
+    b"OBJECT": (_object, 2, MANY),
+}
+"""The string and keyspace commands beyond the core, by upper-case name, with their arity (name included)."""

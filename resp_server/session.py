@@ -1,0 +1,397 @@
+"""Sans-I/O RESP2/RESP3 session: one client's conversation, request bytes in, reply bytes out.
+
+:class:`RespSession` frames requests with :class:`~resp_server.parser.RespParser`, runs the commands
+(:mod:`resp_server.commands` and the modules of its table) against a :class:`~resp_server.store.KeyValueStore` and
+hands back the replies of a whole batch at once, so a transport writes once per read. The same session class serves
+the netloop server and any other transport wrapped around it; only the bytes in and out matter. The session's
+protocol (RESP2 or RESP3, chosen by HELLO) picks the command table it dispatches to: each table is bound to that
+protocol's :class:`~resp_server.replies.Encoder`, so no two sessions ever share a protocol switch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+from resp_server.command_table import KEYSPACE, KEYSPACE3, PING
+from resp_server.commands import SESSION_ARITY
+from resp_server.parser import MAX_ARRAY, MAX_BULK, MAX_INLINE, RespParser
+from resp_server.replies import (
+    ENCODERS,
+    OK,
+    RESP2,
+    Reply,
+    arity_error,
+    chunk_replies,
+    error,
+    join_replies,
+    unknown_command,
+)
+from resp_server.server_state import NOT_QUEUED, SESSION_COMMANDS, ServerState, SubscribedOK
+from resp_server.store import KeyValueStore
+from resp_server.subcommands import SUBCOMMANDS, subcommand_error
+
+
+def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
+    """``table`` by name as clients send it, in upper or lower case, so that the common case needs no upper()."""
+    return {**table, **{name.lower(): entry for name, entry in table.items()}}
+
+
+# PING is a session command (subscribed mode answers it differently) but the busiest one: outside subscribed mode it
+# takes the fast path too. Container commands (CONFIG, OBJECT...) take the checked way, where their subcommand is
+# looked up first, as Redis does.
+_DISPATCH = _both_cases({name: e for name, e in {**KEYSPACE, **PING}.items() if name not in SUBCOMMANDS})
+_DISPATCH3 = _both_cases({name: e for name, e in {**KEYSPACE3, **PING}.items() if name not in SUBCOMMANDS})
+_NOTHING: dict[bytes, Any] = {}  # a subscribed RESP2 session: every command takes the checked way
+
+
+MAX_QUEUED = 100_000
+"""The most commands a MULTI block queues by default (Redis has no limit; each queued command is held until EXEC)."""
+
+STEP = 32
+"""Commands a throttled :meth:`RespSession.serve` runs between two looks at how much it has replied."""
+
+Output: TypeAlias = "bytes | list[bytes | memoryview]"
+"""What :meth:`RespSession.serve` returns to write: one bytes object, or chunks to write in order."""
+
+
+class RespSession:
+    """One client's conversation: request bytes in, reply bytes out, against a shared keyspace.
+
+    :meth:`receive` answers every command completed by the bytes given, in order, as one byte string,
+    and says whether the transport should close the connection once those bytes are written. After a
+    close has been asked for, the session answers nothing more. MULTI/EXEC/DISCARD queue commands and run
+    them together.
+
+    :meth:`serve` is the same conversation with backpressure: it stops once it has replied about as many bytes
+    as the transport can take, keeping the commands not yet run and the reply bytes not yet handed out, and goes
+    on at the next call. Replies come as chunks, a big stored value being one chunk of its own (not copied).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_backlog",
+        "_closing",
+        "_commands",
+        "_dirty",
+        "_dispatch",
+        "_in_multi",
+        "_next",
+        "_output",
+        "_parser",
+        "_queue",
+        "addr",
+        "busy",
+        "channels",
+        "client_id",
+        "created",
+        "encoder",
+        "fd",
+        "kill",
+        "laddr",
+        "last_command",
+        "max_queued",
+        "name",
+        "patterns",
+        "proto",
+        "push",
+        "pushed",
+        "server",
+        "store",
+        "watch_dirty",
+        "watching",
+    )
+
+    def __init__(
+        self,
+        store: KeyValueStore,
+        *,
+        max_bulk: int = MAX_BULK,
+        max_array: int = MAX_ARRAY,
+        max_inline: int = MAX_INLINE,
+        max_queued: int = MAX_QUEUED,
+        server: ServerState | None = None,
+    ) -> None:
+        self.store = store
+        self.max_queued = max_queued
+        """The most commands MULTI queues: one more is refused, and EXEC then aborts."""
+        self.server = ServerState() if server is None else server
+        self.client_id = self.server.register(self)
+        self.proto = 2
+        self.encoder = RESP2
+        """How this session's replies spell what RESP2 and RESP3 spell differently (HELLO changes it)."""
+        self._dispatch = _DISPATCH
+        self._commands = KEYSPACE
+        self.name: bytes | None = None
+        self.addr = b"unknown"
+        self.laddr = b"unknown"
+        self.fd = -1
+        self.created = time.time()
+        self.last_command = b"NULL"
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        self.watching: set[bytes] = set()
+        self.watch_dirty = False
+        self.pushed: list[bytes] = []
+        self.push: Callable[[bytes], object] = self.pushed.append
+        """How pub/sub messages leave: the transport sets a thread-safe write (``conn.async_write``)."""
+        self.kill: Callable[[], object] = self._kill_self
+        """How CLIENT KILL ends this client: the transport sets ``conn.close``."""
+        self._parser = RespParser(max_bulk, max_array, max_inline)
+        self._closing = False
+        self._in_multi = False
+        self._queue: list[list[bytes]] = []  # commands queued since MULTI
+        self._dirty = False  # a command was rejected since MULTI, so EXEC must abort
+        self._backlog: list[list[bytes]] = []  # commands parsed and not run yet, from _next on
+        self._next = 0
+        self._output: deque[bytes | memoryview] = deque()  # reply chunks not handed out yet
+        self.busy = False
+        """Commands or reply bytes are held back: call :meth:`serve` again (with no new bytes) to go on."""
+
+    def receive(self, data: bytes) -> tuple[bytes, bool]:
+        """Feed request bytes; return the replies to the commands they complete and whether to close.
+
+        QUIT replies ``+OK`` and asks to close, ignoring what follows it. A malformed request gets
+        ``-ERR Protocol error: ...`` after the replies to the commands before it, and asks to close.
+        """
+        out, close = self.serve(data)
+        return (out if isinstance(out, bytes) else b"".join(out)), close
+
+    def serve(self, data: bytes = b"", limit: int | None = None) -> tuple[Output, bool]:
+        """Feed request bytes (or none), run commands; return their replies, and whether to close after them.
+
+        The replies are one bytes object, or a list of chunks to write in order (a big stored value being a chunk
+        of its own, not copied) once a reply holds such a value or anything was held back. With a ``limit``,
+        commands run :data:`STEP` at a time until their replies come to more than ``limit`` bytes, and no more
+        than ``limit`` bytes of them are handed out (a chunk longer than that in slices), unless one step's
+        small replies alone are more; the rest waits, and :attr:`busy` says so: the transport calls again,
+        without new bytes, once it can take more. Without a limit every command is answered at once.
+        """
+        if self.busy or self._closing:
+            if data and not self._closing:
+                self._backlog = self._backlog[self._next :] + self._parser.feed(data)
+                self._next = 0
+            return self._serve_held(limit)
+        commands = self._parser.feed(data)
+        if len(commands) > STEP and limit is not None:
+            self._backlog = commands
+            return self._serve_held(limit)
+        replies = self._run(commands)
+        error_ = self._parser.error
+        if error_ is not None and not self._closing:
+            replies.append(error(b"ERR " + error_.encode("latin-1")))
+            self._closing = True
+        try:
+            return b"".join(replies), self._closing  # type: ignore[arg-type]  # a chunked reply raises TypeError
+        except TypeError:
+            self._output.extend(chunk_replies(replies))
+            return self._serve_held(limit)
+
+    def _serve_held(self, limit: int | None) -> tuple[Output, bool]:
+        """:meth:`serve` once something is held back: hand out what was replied, run the next steps, within limit."""
+        handed: list[bytes | memoryview] = []
+        room = limit
+        output = self._output
+        while True:
+            while output and (room is None or room > 0):
+                chunk = output.popleft()
+                if limit is not None and len(chunk) > limit:  # a big value goes out a slice at a time
+                    view = memoryview(chunk)
+                    output.appendleft(view[limit:])
+                    chunk = view[:limit]
+                handed.append(chunk)
+                if room is not None:
+                    room -= len(chunk)
+            if output or self._closing or (room is not None and room <= 0):
+                break
+            backlog = self._backlog
+            start = self._next
+            if start >= len(backlog):
+                break
+            stop = len(backlog) if limit is None else start + STEP
+            replies = self._run(backlog[start:stop])
+            if self._closing or stop >= len(backlog):
+                self._backlog = []
+                self._next = 0
+                error_ = self._parser.error
+                if error_ is not None and not self._closing:
+                    replies.append(error(b"ERR " + error_.encode("latin-1")))
+                    self._closing = True
+            else:
+                self._next = stop
+            reply = join_replies(replies)
+            if type(reply) is list:
+                output.extend(reply)
+            elif reply:
+                output.append(reply)  # type: ignore[arg-type]
+        self.busy = bool(self._backlog or output)
+        return handed, self._closing and not output
+
+    def _run(self, commands: list[list[bytes]]) -> list[Reply]:
+        """Run ``commands`` in order; their replies (cut short after a QUIT, which asks to close)."""
+        replies = []
+        store = self.store
+        in_multi = self._in_multi
+        dispatch = self._dispatch
+        for args in commands:
+            entry = dispatch.get(args[0])
+            if entry is None or in_multi:
+                replies.append(self._special(args))
+                if self._closing:
+                    return replies
+                in_multi = self._in_multi
+                dispatch = self._dispatch  # a SUBSCRIBE or HELLO may have changed it
+                continue
+            run, low, high = entry
+            replies.append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
+        return replies
+
+    def _special(self, args: list[bytes]) -> Reply:
+        """Session and server commands, unknown commands, keyspace commands inside MULTI, in subscribed mode or in
+        mixed case."""
+        name = args[0].upper()
+        self.last_command = name.lower()
+        if (self.channels or self.patterns) and self.proto == 2 and name not in SubscribedOK:
+            return error(
+                b"ERR Can't execute '%b': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in"
+                b" this context" % name.lower()
+            )
+        if name in SUBCOMMANDS:
+            refused = subcommand_error(name, args)
+            if refused is not None:
+                self._dirty = self._in_multi
+                return refused
+        session_entry = SESSION_COMMANDS.get(name)
+        entry = self._commands.get(name) if session_entry is None else None
+        if entry is not None:
+            run, low, high = entry
+            if not self._in_multi:
+                return run(self.store, args) if low <= len(args) <= high else arity_error(name)
+        elif session_entry is not None:
+            handler, low, high = session_entry
+            if not self._in_multi or name in NOT_QUEUED:
+                return handler(self, args) if low <= len(args) <= high else arity_error(name)
+        elif name in SESSION_ARITY:
+            low, high = SESSION_ARITY[name]
+        else:
+            self._dirty = self._in_multi
+            return unknown_command(args)
+        if not low <= len(args) <= high:
+            if name == b"EXEC" and self._in_multi:
+                self._in_multi = False
+                self._queue = []
+                return error(b"EXECABORT Transaction discarded because of: " + arity_error(name)[5:])
+            self._dirty = self._in_multi
+            return arity_error(name)
+        if entry is not None or session_entry is not None:
+            if len(self._queue) >= self.max_queued:
+                self._dirty = True
+                return error(b"ERR MULTI holds %d queued commands already (max-queued-commands)" % self.max_queued)
+            self._queue.append(args)
+            return b"+QUEUED\r\n"
+        if name == b"QUIT":
+            self._closing = True
+            return OK
+        if name == b"MULTI":
+            if self._in_multi:
+                return error(b"ERR MULTI calls can not be nested")
+            self._in_multi = True
+            self._dirty = False
+            return OK
+        if not self._in_multi:
+            return error(b"ERR %b without MULTI" % name)
+        queue = self._queue
+        self._queue = []
+        self._in_multi = False
+        if name == b"DISCARD":
+            self.unwatch()
+            return OK
+        if self._dirty:
+            self.unwatch()
+            return b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+        if self.watch_dirty:
+            self.unwatch()
+            return self.encoder.nil_array
+        self.unwatch()
+        replies = [self._execute(args) for args in queue]
+        replies.insert(0, b"*%d\r\n" % len(queue))
+        return join_replies(replies)
+
+    def _execute(self, args: list[bytes]) -> Reply:
+        """Run one queued command (EXEC): a keyspace command or a session one."""
+        name = args[0].upper()
+        entry = self._commands.get(name)
+        if entry is not None:
+            return entry[0](self.store, args)
+        return SESSION_COMMANDS[name][0](self, args)
+
+    @property
+    def in_request(self) -> bool:
+        """Whether a request has begun to arrive and is not complete yet (the transport's read deadline runs)."""
+        return self._parser.in_request
+
+    # -- what the session commands (resp_server.server_state) use ----------------------------------------------------
+
+    @property
+    def in_multi(self) -> bool:
+        return self._in_multi
+
+    @property
+    def queued(self) -> list[list[bytes]]:
+        return self._queue
+
+    def set_protocol(self, proto: int) -> None:
+        """Speak RESP2 or RESP3 from the next reply on (HELLO)."""
+        self.proto = proto
+        self._commands = KEYSPACE3 if proto == 3 else KEYSPACE
+        self.encoder = ENCODERS[proto]
+        self.subscriptions_changed()
+
+    def subscriptions_changed(self) -> None:
+        """A subscribed RESP2 session takes the checked way for every command (only a few are allowed)."""
+        subscribed = self.proto == 2 and bool(self.channels or self.patterns)
+        self._dispatch = _NOTHING if subscribed else _DISPATCH3 if self.proto == 3 else _DISPATCH
+
+    def deliver(self, kind: bytes, pattern: bytes | None, channel: bytes, message: bytes) -> None:
+        """A published message for this subscriber: encoded for its protocol, handed to ``push`` (any thread)."""
+        head = b">" if self.proto == 3 else b"*"
+        if pattern is None:
+            data = b"%b3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                head, len(kind), kind, len(channel), channel, len(message), message,
+            )  # fmt: skip
+        else:
+            data = b"%b4\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                head, len(kind), kind, len(pattern), pattern, len(channel), channel, len(message), message,
+            )  # fmt: skip
+        self.push(data)
+
+    def unwatch(self) -> None:
+        watchers = self.store.watchers
+        for key in self.watching:
+            sessions = watchers.get(key)
+            if sessions is not None:
+                sessions.discard(self)
+                if not sessions:
+                    del watchers[key]
+        self.watching.clear()
+        self.watch_dirty = False
+
+    def reset(self) -> None:
+        """RESET: leave MULTI, WATCH and every subscription, back to RESP2 without a name."""
+        self._in_multi = False
+        self._queue = []
+        self.unwatch()
+        self.server.unregister(self)
+        self.server.clients[self.client_id] = self
+        self.name = None
+        self.set_protocol(2)
+
+    def close(self) -> None:
+        """The connection ended: forget its subscriptions, watches and registration."""
+        self.unwatch()
+        self.server.unregister(self)
+
+    def _kill_self(self) -> None:
+        self._closing = True

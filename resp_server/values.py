@@ -1,0 +1,216 @@
+"""What the RESP example's typed commands share: WRONGTYPE, the type checks, numbers as Redis prints them, ranges,
+and the value types beyond strings (a ``deque`` list, a ``dict`` hash, a ``set``, and :class:`ZSet`, :class:`Stream`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any, ParamSpec
+
+from resp_server.replies import (
+    Reply,
+)
+from resp_server.store import KeyValueStore
+
+WRONGTYPE = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
+NOT_FLOAT = b"-ERR value is not a valid float\r\n"
+SYNTAX = b"-ERR syntax error\r\n"
+ZERO = b":0\r\n"
+ONE = b":1\r\n"
+EMPTY = b"*0\r\n"
+NO_SUCH_KEY = b"-ERR no such key\r\n"
+MAX_STRING = 512 * 1024 * 1024
+P = ParamSpec("P")
+TYPES: dict[type, bytes] = {bytes: b"string", deque: b"list", dict: b"hash", set: b"set"}
+
+
+def integer(n: int) -> bytes:
+    return b":%d\r\n" % n
+
+
+def _of(store: KeyValueStore, key: bytes, kind: type) -> Any:
+    """The value at ``key`` if it is a ``kind`` (None when missing); raises _Wrong otherwise."""
+    value = store.get(key)
+    if value is not None and type(value) is not kind:
+        raise _Wrong
+    return value
+
+
+class _Wrong(Exception):
+    """A key holds another type: the command answers WRONGTYPE."""
+
+
+def _typed(fn: Callable[P, Reply]) -> Callable[P, Reply]:
+    """``fn`` answering WRONGTYPE where it meets a key of another type (:func:`_of` raises _Wrong)."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> Reply:
+        try:
+            return fn(*args, **kwargs)
+        except _Wrong:
+            return WRONGTYPE
+
+    run.__name__ = fn.__name__
+    return run
+
+
+def format_float(value: float) -> bytes:
+    """A double as Redis prints it for INCRBYFLOAT (``%.17Lg``, trailing zeros trimmed)."""
+    if value == int(value) and abs(value) < 1e17:
+        return b"%d" % int(value)
+    text = b"%.17g" % value
+    if b"e" not in text and b"." in text:
+        text = text.rstrip(b"0").rstrip(b".")
+    return text
+
+
+# strtold's decimal syntax (hex floats and "nan" aside, which INCRBYFLOAT never keeps), and its infinities.
+_DECIMAL = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INFINITY = re.compile(rb"[+-]?inf(?:inity)?", re.IGNORECASE)
+_LD_DIGITS = 64  # the x87 long double's significand: the precision of Redis's INCRBYFLOAT on x86-64
+_LD_MAX_EXP = 16384
+
+
+def _round_long_double(value: Fraction) -> Fraction | float:
+    """``value`` rounded to the nearest long double (ties to even); an infinity when it overflows."""
+    if value == 0:
+        return value
+    sign = -1 if value < 0 else 1
+    value = abs(value)
+    exp = value.numerator.bit_length() - value.denominator.bit_length()
+    if Fraction(2) ** exp > value:
+        exp -= 1
+    if exp >= _LD_MAX_EXP:
+        return sign * math.inf
+    scale = Fraction(2) ** (_LD_DIGITS - 1 - exp)
+    scaled = value * scale
+    whole, rest = divmod(scaled.numerator, scaled.denominator)
+    if 2 * rest > scaled.denominator or (2 * rest == scaled.denominator and whole % 2):
+        whole += 1
+    rounded = Fraction(whole) / scale
+    return sign * math.inf if rounded >= Fraction(2) ** _LD_MAX_EXP else sign * rounded
+
+
+def parse_long_double(text: bytes) -> Fraction | float | None:
+    """``text`` as Redis's ``string2ld`` reads it (``strtold``, no spaces, no NaN, no overflow), or None."""
+    if not text or len(text) >= 5 * 1024 or text[:1].isspace():
+        return None
+    if _INFINITY.fullmatch(text):
+        return -math.inf if text[:1] == b"-" else math.inf
+    if not _DECIMAL.fullmatch(text):
+        return None
+    exact = Fraction(text.decode())
+    value = _round_long_double(exact)
+    if isinstance(value, float) or (value == 0 and exact != 0):
+        return None  # strtold's ERANGE: Redis refuses an overflow and an underflow to zero
+    return value
+
+
+def format_long_double(value: Fraction) -> bytes:
+    """``value`` as Redis's ``ld2string`` prints it for INCRBYFLOAT (``%.17Lf``, trailing zeros trimmed)."""
+    scaled = abs(value) * 10**17
+    whole, rest = divmod(scaled.numerator, scaled.denominator)
+    if 2 * rest > scaled.denominator or (2 * rest == scaled.denominator and whole % 2):
+        whole += 1
+    digits = b"%018d" % whole
+    text = (digits[:-17] + b"." + digits[-17:]).rstrip(b"0").rstrip(b".")
+    return text if value >= 0 or text == b"0" else b"-" + text
+
+
+def add_long_double(old: bytes, by: bytes, *, old_error: bytes = b"value is not a valid float") -> bytes | Exception:
+    """INCRBYFLOAT's and HINCRBYFLOAT's sum of ``old`` and ``by`` as Redis 7.0 computes and prints it (in long
+    double precision), or the error to reply (an Exception holding its text)."""
+    base = parse_long_double(old)
+    if base is None:
+        return ValueError("ERR " + old_error.decode())
+    increment = parse_long_double(by)
+    if increment is None:
+        return ValueError("ERR value is not a valid float")
+    if isinstance(base, float) or isinstance(increment, float):
+        return ValueError("ERR increment would produce NaN or Infinity")
+    result = _round_long_double(base + increment)
+    if isinstance(result, float):
+        return ValueError("ERR increment would produce NaN or Infinity")
+    return format_long_double(result)
+
+
+def parse_float(text: bytes) -> float | None:
+    if not text or text != text.strip() or len(text) > 5000:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def _range(start: int, end: int, size: int) -> tuple[int, int]:
+    if start < 0:
+        start = max(size + start, 0)
+    if end < 0:
+        end = size + end
+    return start, min(end, size - 1)
+
+
+def _kept(store: KeyValueStore, key: bytes, container: Any) -> None:
+    """A container changed in place: deleted when empty (as Redis does), else marked modified."""
+    if not container:
+        store.delete(key)
+    else:
+        store.modified(key)
+
+
+def _pop_entries(store: KeyValueStore, key: bytes, kind: type, names: list[bytes]) -> int:
+    """HDEL, ZREM: remove ``names`` from the mapping of ``kind`` at ``key``; how many were there (_Wrong otherwise)."""
+    entries = _of(store, key, kind)
+    if entries is None:
+        return 0
+    removed = sum(entries.pop(name, None) is not None for name in names)
+    if removed:
+        _kept(store, key, entries)
+    return removed
+
+
+class ZSet(dict):  # type: ignore[type-arg]
+    """A sorted set: member -> score (ordered by score, then member, when read)."""
+
+    def ordered(self) -> list[tuple[bytes, float]]:
+        return sorted(self.items(), key=lambda item: (item[1], item[0]))
+
+
+TYPES[ZSet] = b"zset"
+
+
+class Stream:
+    """A stream: entries by id, and consumer groups with their pending entries (the core the tests touch)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[int, int], list[bytes]] = {}
+        self.last = (0, 0)
+        self.added = 0  # entries ever added (XINFO's entries-added)
+        self.max_deleted = (0, 0)  # the highest id XDEL removed (XINFO's max-deleted-entry-id)
+        self.groups: dict[bytes, dict[str, Any]] = {}
+
+    def copy(self) -> Stream:
+        other = Stream()
+        other.entries = {k: list(v) for k, v in self.entries.items()}
+        other.last = self.last
+        other.added = self.added
+        other.max_deleted = self.max_deleted
+        other.added = self.added
+        other.max_deleted = self.max_deleted
+        other.groups = {
+            name: {"last": g["last"], "pending": dict(g["pending"]), "consumers": set(g["consumers"])}
+            for name, g in self.groups.items()
+        }
+        return other
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+TYPES[Stream] = b"stream"
