@@ -217,9 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--read-timeout",
         type=float,
-        default=None,
+        default=30.0,
         metavar="S",
-        help="close a connection whose request is not whole S seconds after its first byte (slowloris)",
+        help="close a connection whose request is not whole S seconds after its first byte (slowloris; 0: never;"
+        " default %(default)s)",
     )
     add_tls_flags(parser)
     args = parser.parse_args(argv)
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         ticker=True,
         tls=tls_context(args),
         write_buffer_limit=PUBSUB_LIMIT,
-        read_timeout=args.read_timeout,
+        read_timeout=args.read_timeout or None,
     )
 
 
