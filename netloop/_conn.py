@@ -88,8 +88,13 @@ READS = (DELIVER, NO_READ, DISCARD, NO_READ, DELIVER, DELIVER, DISCARD, NO_READ)
 PAUSED_BY_USER = 1
 PAUSED_BY_PRESSURE = 2
 ABOVE_CAP = 4
-READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE
+# netloop.aio: an async handler's task is running; the connection's next events wait for it.
+PAUSED_BY_TASK = 8
+READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE | PAUSED_BY_TASK
 PRESSURE = PAUSED_BY_PRESSURE | ABOVE_CAP
+
+# netloop.aio: the connections whose coroutines wait in ``drain(conn)``, and what wakes them once drained.
+DRAIN_WAITERS: dict[Conn, Callable[[], None]] = {}
 
 # ``_mask`` of a connection taken off the poller: its peer hung up while the user held reading.
 PARKED = -1
@@ -329,6 +334,10 @@ class Conn(_ConnBase):
             self._close_request(None)
         elif action == Action.SHUTDOWN:
             self._loop.engine_stop()
+        elif hasattr(action, "__await__"):  # netloop.aio: an async handler's coroutine runs as a task on this loop
+            from netloop.aio._handler_tasks import adopt
+
+            adopt(self, action)
 
     def _peer_eof(self) -> None:
         """The peer sent FIN (a read returned no bytes)."""
@@ -587,6 +596,10 @@ class Conn(_ConnBase):
         """Outbound fell to the low-water mark after passing the high-water mark: read again, tell the handler."""
         self._pause = pause & ~PRESSURE
         self._resume()
+        if DRAIN_WAITERS:  # netloop.aio: wake the coroutines waiting in drain(conn)
+            waiter = DRAIN_WAITERS.pop(self, None)
+            if waiter is not None:
+                waiter()
         self._loop.heap_released()
         self._loop.call_soon(self._fire_drain)
 
