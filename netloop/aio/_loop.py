@@ -46,14 +46,14 @@ _faces: dict[EventLoop, Loop] = {}
 
 
 def _run(handle: asyncio.Handle) -> None:
-    if not handle._cancelled:  # type: ignore[attr-defined]
-        handle._run()  # type: ignore[attr-defined]
+    if not handle._cancelled:
+        handle._run()
 
 
 def _fire(timer: _TimerHandle) -> None:
-    timer._scheduled = False  # type: ignore[attr-defined]
-    if not timer._cancelled:  # type: ignore[attr-defined]
-        timer._run()  # type: ignore[attr-defined]
+    timer._scheduled = False
+    if not timer._cancelled:
+        timer._run()
 
 
 class _TimerHandle(asyncio.TimerHandle):
@@ -61,6 +61,7 @@ class _TimerHandle(asyncio.TimerHandle):
 
     __slots__ = ("_timer",)
     _timer: Timer
+    _scheduled: bool  # asyncio's (typeshed leaves it out)
 
 
 def _standalone_owner() -> EventLoop:
@@ -102,16 +103,18 @@ class Loop(asyncio.SelectorEventLoop):
 
     def _close_self_pipe(self) -> None:
         if self._ssock is not None:
-            super()._close_self_pipe()  # type: ignore[misc]
+            super()._close_self_pipe()
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:  # type: ignore[override]
         if self._ssock is None and not self._closed:  # type: ignore[attr-defined]
             super()._make_self_pipe()  # type: ignore[misc]
         super().add_signal_handler(sig, callback, *args)
 
     # -- callbacks and timers ------------------------------------------------------------------------------
 
-    def call_soon(self, callback: Callable[..., object], *args: Any, context: Context | None = None) -> asyncio.Handle:
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, context: Context | None = None
+    ) -> asyncio.Handle:
         if self._closed:  # type: ignore[attr-defined]
             raise RuntimeError("Event loop is closed")
         if self._debug:  # type: ignore[attr-defined]
@@ -128,7 +131,7 @@ class Loop(asyncio.SelectorEventLoop):
         self._queue.append((_run, (handle,)))
         return handle
 
-    def call_soon_threadsafe(
+    def call_soon_threadsafe(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: Context | None = None
     ) -> asyncio.Handle:
         if self._closed:  # type: ignore[attr-defined]
@@ -146,10 +149,10 @@ class Loop(asyncio.SelectorEventLoop):
 
     def _add_callback(self, handle: asyncio.Handle) -> None:
         # A signal's handler (the self-pipe's reader), or a ready handle from asyncio's own code.
-        if not handle._cancelled:  # type: ignore[attr-defined]
+        if not handle._cancelled:
             self._queue.append((_run, (handle,)))
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: Context | None = None
     ) -> asyncio.TimerHandle:
         if self._closed:  # type: ignore[attr-defined]
@@ -199,7 +202,7 @@ class Loop(asyncio.SelectorEventLoop):
         finally:
             owner._running = False
             self._stopping = False
-            self._thread_id = None
+            self._thread_id = None  # type: ignore[assignment]
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
             sys.set_asyncgen_hooks(*hooks)
@@ -213,7 +216,7 @@ class Loop(asyncio.SelectorEventLoop):
             self._owner._running = False
 
     def is_running(self) -> bool:
-        return self._thread_id is not None  # type: ignore[attr-defined]
+        return self._thread_id is not None
 
     def close(self) -> None:
         if self.is_running():
@@ -272,7 +275,7 @@ def leave(running: Running) -> None:
         owner._tasks.clear()
     finally:
         _faces.pop(owner, None)
-        loop._thread_id = None
+        loop._thread_id = None  # type: ignore[assignment]
         events._set_running_loop(running.previous)
         sys.set_asyncgen_hooks(*running.hooks)
         loop.close()
