@@ -54,7 +54,7 @@ def test_every_callback_runs_inside_the_loops_asyncio_loop() -> None:
     assert isinstance(loop, netloop.aio.Loop) and loop is face
     assert seen["traffic"] == (loop, True, True)
     assert seen["close"] is loop
-    assert loop.is_closed()  # the engine's stop closed it
+    wait_until(loop.is_closed, what="the engine's stop to close the loop's asyncio face")
 
 
 class AsyncEcho(netloop.EventHandler):
