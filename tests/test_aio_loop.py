@@ -344,6 +344,20 @@ def test_stop_before_run_forever_runs_one_round() -> None:
         loop.call_soon(print)
 
 
+def test_stop_from_a_timer_returns_without_waiting_for_an_event() -> None:
+    loop = netloop.aio.new_event_loop()
+    rescue = threading.Timer(2.0, loop.call_soon_threadsafe, (loop.stop,))  # a bound on a regression's hang
+    try:
+        loop.call_later(0.01, loop.stop)
+        start = time.monotonic()
+        rescue.start()
+        loop.run_forever()
+        assert time.monotonic() - start < 1.0
+    finally:
+        rescue.cancel()
+        loop.close()
+
+
 def test_policy_and_loop_factory() -> None:
     async def kind() -> type:
         return type(asyncio.get_running_loop())

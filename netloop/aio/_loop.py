@@ -212,8 +212,14 @@ class Loop(asyncio.SelectorEventLoop):
             raise RuntimeError("this asyncio loop belongs to a netloop engine: stop the engine instead")
         self._stopping = True
         if self._thread_id is not None:
-            # The netloop loop finishes this round (the callbacks queued before now), then returns.
-            self._owner._running = False
+            # The netloop loop finishes this round (the callbacks queued before now), then returns; the queued no-op
+            # keeps it from sleeping in the poller first (a timer's callback runs just before it polls).
+            owner = self._owner
+            owner._running = False
+            try:
+                owner.submit(_noop)
+            except EngineStoppedError:
+                pass
 
     def is_running(self) -> bool:
         return self._thread_id is not None
@@ -229,6 +235,10 @@ class Loop(asyncio.SelectorEventLoop):
             owner._tasks.clear()  # as asyncio drops its ready callbacks on close
             owner._timers.clear()
             owner._teardown()
+
+
+def _noop() -> None:
+    pass
 
 
 def _halt(owner: EventLoop) -> None:
