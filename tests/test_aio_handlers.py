@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from loopback import TIMEOUT, connect, datagram_socket, recv_exact, recv_until_closed, serving, wait_until
+from tls_certs import Authority
 
 import netloop
 import netloop.aio
@@ -70,18 +73,30 @@ class AsyncEcho(netloop.EventHandler):
             conn.write(b"re:" + line)
 
 
-@pytest.mark.parametrize("addr", ["tcp://127.0.0.1:0", "unix"])
-def test_async_on_traffic_keeps_pipelined_replies_in_order(addr: str, tmp_path: Any) -> None:
-    if addr == "unix":
-        addr = f"unix://{tmp_path}/s.sock"
+@pytest.mark.parametrize("kind", ["tcp", "unix", "edge", "tls"])
+def test_async_on_traffic_keeps_pipelined_replies_in_order(kind: str, tmp_path: Path) -> None:
+    addr = f"unix://{tmp_path}/s.sock" if kind == "unix" else "tcp://127.0.0.1:0"
+    options: dict[str, Any] = {"edge_triggered": True} if kind == "edge" else {}
+    client_ctx = None
+    if kind == "tls":
+        ca = Authority(tmp_path)
+        leaf = ca.issue("localhost", hosts=["127.0.0.1"])
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(leaf.cert, leaf.key)
+        options["tls"] = server_ctx
+        client_ctx = ssl.create_default_context(cafile=str(ca.cert))
     handler = AsyncEcho()
-    with serving(handler, addr) as engine, connect(engine.addrs[0]) as sock:
+    with serving(handler, addr, **options) as engine, connect(engine.addrs[0]) as raw:
+        sock = raw if client_ctx is None else client_ctx.wrap_socket(raw, server_hostname="127.0.0.1")
         sock.sendall(b"slow 1\n")
         wait_until(lambda: len(handler.taken) == 1, what="the first task")
         sock.sendall(b"fast 2\nfast 3\n")  # while the first request's task still sleeps
         sock.sendall(b"slow 4\nfast 5\n")
         expected = b"re:slow 1\nre:fast 2\nre:fast 3\nre:slow 4\nre:fast 5\n"
-        assert recv_exact(sock, len(expected)) == expected
+        try:
+            assert recv_exact(sock, len(expected)) == expected  # type: ignore[arg-type]
+        finally:
+            sock.close()  # the TLS socket took the descriptor over from the raw one
 
 
 def test_async_handler_awaits_an_asyncio_client_and_a_queue() -> None:
