@@ -7,6 +7,8 @@ import logging
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -327,3 +329,33 @@ def test_run_coroutine_threadsafe_onto_an_engine_loop() -> None:
         assert ident == owner.thread_id  # type: ignore[attr-defined]
         with pytest.raises(RuntimeError, match="engine"):
             loop.stop()
+
+
+SIGNAL_SCRIPT = """
+import asyncio, os, signal, socket, threading, netloop
+
+class Handler(netloop.EventHandler):
+    def on_boot(self, engine):
+        def client():
+            port = int(engine.addrs[0].rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                assert sock.recv(5) == b"ready"
+                os.kill(os.getpid(), signal.SIGUSR1)
+                print(sock.recv(3).decode(), flush=True)
+            engine.stop()
+        threading.Thread(target=client, daemon=True).start()
+
+    def on_open(self, conn):
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, conn.write, b"sig")
+        conn.write(b"ready")
+
+netloop.run(Handler(), "tcp://127.0.0.1:0")  # one loop: it runs on the main thread
+print("stopped", flush=True)
+"""
+
+
+def test_signal_handler_on_an_engine_loop_on_the_main_thread() -> None:
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_SCRIPT], capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["sig", "stopped"]
