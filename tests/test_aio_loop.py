@@ -141,6 +141,23 @@ def test_reader_and_writer_on_one_descriptor() -> None:
     assert run(main) == (b"ping", False)
 
 
+def test_callbacks_queued_before_a_poll_run_before_its_readiness_callbacks() -> None:
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        a, b = socket.socketpair()
+        with a, b:
+            done = loop.create_future()
+            loop.add_reader(a.fileno(), lambda: done.done() or (order.append("readable"), done.set_result(None)))
+            b.sendall(b"x")  # readable before the loop polls again
+            loop.call_soon(order.append, "queued")
+            await done
+            loop.remove_reader(a.fileno())
+        return order
+
+    assert run(main) == ["queued", "readable"]
+
+
 def test_a_descriptor_netloop_serves_is_refused() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()

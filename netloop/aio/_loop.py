@@ -27,7 +27,7 @@ from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from netloop._errors import EngineStoppedError
-from netloop.aio._selector import LoopSelector
+from netloop.aio._selector import LoopSelector, run_handle
 
 if TYPE_CHECKING:
     from netloop._conn import Conn
@@ -43,11 +43,6 @@ _LEAVE_ROUNDS = 100
 
 # The asyncio loop of each running netloop loop (any thread may read it).
 _faces: dict[EventLoop, Loop] = {}
-
-
-def _run(handle: asyncio.Handle) -> None:
-    if not handle._cancelled:
-        handle._run()
 
 
 def _fire(timer: _TimerHandle) -> None:
@@ -123,12 +118,12 @@ class Loop(asyncio.SelectorEventLoop):
         handle = asyncio.Handle(callback, args, self, context)
         if handle._source_traceback:  # type: ignore[attr-defined]
             del handle._source_traceback[-1]  # type: ignore[attr-defined]
-        self._queue.append((_run, (handle,)))
+        self._queue.append((run_handle, (handle,)))
         return handle
 
     def _call_soon(self, callback: Callable[..., object], args: Any, context: Context | None) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
-        self._queue.append((_run, (handle,)))
+        self._queue.append((run_handle, (handle,)))
         return handle
 
     def call_soon_threadsafe(  # type: ignore[override]
@@ -142,7 +137,7 @@ class Loop(asyncio.SelectorEventLoop):
         if handle._source_traceback:  # type: ignore[attr-defined]
             del handle._source_traceback[-1]  # type: ignore[attr-defined]
         try:
-            self._owner.submit(_run, handle)
+            self._owner.submit(run_handle, handle)
         except EngineStoppedError:
             raise RuntimeError("Event loop is closed") from None
         return handle
@@ -150,7 +145,7 @@ class Loop(asyncio.SelectorEventLoop):
     def _add_callback(self, handle: asyncio.Handle) -> None:
         # A signal's handler (the self-pipe's reader), or a ready handle from asyncio's own code.
         if not handle._cancelled:
-            self._queue.append((_run, (handle,)))
+            self._queue.append((run_handle, (handle,)))
 
     def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: Context | None = None

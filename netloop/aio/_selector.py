@@ -3,7 +3,7 @@
 asyncio's ``_add_reader``/``_remove_reader``/``_add_writer``/``_remove_writer`` keep a ``(reader, writer)`` pair of
 handles per descriptor in their selector; this selector keeps those keys and watches each descriptor on the netloop
 loop's own poller (``EventLoop.attach``/``detach``, ``poller.modify``), one mask for both directions. A readiness
-event runs the handles at once, in the netloop loop's dispatch, as libuv-based loops do; nothing calls ``select``.
+event queues the handles on the netloop loop's task queue, as asyncio queues them; nothing calls ``select``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ def _fd_of(fileobj: Any) -> int:
     return fd
 
 
+def run_handle(handle: Any) -> None:
+    """Run an asyncio handle from the netloop loop's task queue, unless it was cancelled since it was queued."""
+    if not handle._cancelled:
+        handle._run()
+
+
 def _mask(events: int) -> int:
     return (IN if events & selectors.EVENT_READ else 0) | (OUT if events & selectors.EVENT_WRITE else 0)
 
@@ -35,6 +41,7 @@ class LoopSelector(selectors.BaseSelector):
 
     def __init__(self, owner: EventLoop) -> None:
         self._owner = owner
+        self._queue = owner._tasks
         self._keys: dict[int, selectors.SelectorKey] = {}
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -93,18 +100,16 @@ class LoopSelector(selectors.BaseSelector):
         self._keys.clear()
 
     def _ready(self, fd: int, ev: int) -> None:
-        """Readiness of ``fd``: run its reader, then its writer (ERR and HUP run both, as selectors report them)."""
+        """Readiness of ``fd``: queue its reader, then its writer (ERR and HUP queue both, as selectors report them).
+
+        Queued behind the callbacks already waiting, as asyncio's loop runs them: a callback scheduled before the
+        poll (a task's first step that sets up the future a protocol's ``datagram_received`` completes) runs first.
+        """
         key = self._keys.get(fd)
         if key is None:
             return
-        if ev & ~OUT:
-            reader = key.data[0]
-            if reader is not None and not reader._cancelled:
-                reader._run()
-            key = self._keys.get(fd)  # the reader may have removed the writer, or the descriptor
-            if key is None:
-                return
-        if ev & ~IN:
-            writer = key.data[1]
-            if writer is not None and not writer._cancelled:
-                writer._run()
+        reader, writer = key.data
+        if ev & ~OUT and reader is not None:
+            self._queue.append((run_handle, (reader,)))
+        if ev & ~IN and writer is not None:
+            self._queue.append((run_handle, (writer,)))
