@@ -76,6 +76,20 @@ def test_timers_fire_in_time_order_and_cancelled_ones_do_not() -> None:
     assert elapsed >= 0.04
 
 
+def test_a_due_timer_runs_after_the_callbacks_already_queued() -> None:
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        done = loop.create_future()
+        loop.call_at(loop.time() - 1, order.append, "timer")  # due at once
+        loop.call_soon(order.append, "queued")
+        loop.call_later(0.01, done.set_result, None)
+        await done
+        return order
+
+    assert run(main) == ["queued", "timer"]
+
+
 def test_cancelled_timers_do_not_pile_up_in_the_heap() -> None:
     async def main() -> tuple[int, int]:
         loop = asyncio.get_running_loop()

@@ -46,9 +46,10 @@ _faces: dict[EventLoop, Loop] = {}
 
 
 def _fire(timer: _TimerHandle) -> None:
+    """A timer is due: its callback runs after the callbacks already queued, as asyncio's loop orders them."""
     timer._scheduled = False
     if not timer._cancelled:
-        timer._run()
+        timer._loop._queue.append((run_handle, (timer,)))
 
 
 class _TimerHandle(asyncio.TimerHandle):
@@ -56,7 +57,8 @@ class _TimerHandle(asyncio.TimerHandle):
 
     __slots__ = ("_timer",)
     _timer: Timer
-    _scheduled: bool  # asyncio's (typeshed leaves it out)
+    _scheduled: bool  # asyncio's (typeshed leaves these two out)
+    _loop: Loop
 
 
 def _standalone_owner() -> EventLoop:
