@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["test_queues", "test_waitfor", "test_locks"])
+@pytest.mark.parametrize("module", ["test_streams", "test_sock_lowlevel", "test_locks"])
 def test_cpython_asyncio_module_passes_on_netloop(module: str) -> None:
     row = run_isolated(module, "netloop", timeout=120)
     assert "missing" not in row, row
