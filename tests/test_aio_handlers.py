@@ -327,6 +327,11 @@ def test_run_coroutine_threadsafe_onto_an_engine_loop() -> None:
         loop = netloop.aio.loop_of(owner)
         ident = asyncio.run_coroutine_threadsafe(where(), loop).result(TIMEOUT)
         assert ident == owner.thread_id  # type: ignore[attr-defined]
+        submitted: list[asyncio.AbstractEventLoop] = []
+        ran = threading.Event()
+        owner.submit(lambda: (submitted.append(asyncio.get_running_loop()), ran.set()))
+        assert ran.wait(TIMEOUT)
+        assert submitted == [loop]
         with pytest.raises(RuntimeError, match="engine"):
             loop.stop()
 
