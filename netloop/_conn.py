@@ -104,8 +104,13 @@ PAUSED_BY_USER = 1
 PAUSED_BY_PRESSURE = 2
 ABOVE_CAP = 4
 PAUSED_BY_INBOUND = 8
-READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE | PAUSED_BY_INBOUND
+# netloop.aio: an async handler's task is running; the connection's next events wait for it.
+PAUSED_BY_TASK = 16
+READ_HELD = PAUSED_BY_USER | PAUSED_BY_PRESSURE | PAUSED_BY_INBOUND | PAUSED_BY_TASK
 PRESSURE = PAUSED_BY_PRESSURE | ABOVE_CAP
+
+# netloop.aio: the connections whose coroutines wait in ``drain(conn)``, and what wakes them once drained.
+DRAIN_WAITERS: dict[Conn, Callable[[], None]] = {}
 
 # ``_mask`` of a connection taken off the poller: its peer hung up while the user held reading.
 PARKED = -1
@@ -423,6 +428,10 @@ class Conn(_ConnBase):
             self._close_request(None)
         elif action == Action.SHUTDOWN:
             self._loop.engine_stop()
+        elif hasattr(action, "__await__"):  # netloop.aio: an async handler's coroutine runs as a task on this loop
+            from netloop.aio._handler_tasks import adopt
+
+            adopt(self, action)
 
     def _peer_eof(self) -> None:
         """The peer sent FIN (a read returned no bytes)."""
@@ -696,6 +705,10 @@ class Conn(_ConnBase):
         self._resume()
         if pause & PAUSED_BY_INBOUND:
             self._loop.call_soon(self._deliver_held)
+        if DRAIN_WAITERS:  # netloop.aio: wake the coroutines waiting in drain(conn)
+            waiter = DRAIN_WAITERS.pop(self, None)
+            if waiter is not None:
+                waiter()
         self._loop.heap_released()
         self._loop.call_soon(self._fire_drain)
 

@@ -185,6 +185,9 @@ class EventLoop:
         """
         self.thread_id = threading.get_ident()
         self._running = True
+        from netloop.aio._loop import enter, leave  # netloop.aio: this loop is asyncio's running loop on its thread
+
+        running = enter(self)
         signals = _SignalWake.on_main_thread(self)
         try:
             self._serve()
@@ -197,6 +200,7 @@ class EventLoop:
             if signals is not None:
                 signals.close()
             self._teardown()
+            leave(running)  # netloop.aio: cancel its tasks, close it, restore the thread's running loop
 
     def _serve(self) -> None:
         monotonic = time.monotonic
@@ -533,6 +537,10 @@ class EventLoop:
             action = None
         if action == Action.SHUTDOWN:
             self.engine_stop()
+        elif action:  # netloop.aio: an async on_close runs as a task once the connection's others are cancelled
+            from netloop.aio._handler_tasks import adopt_close
+
+            adopt_close(conn, action)
         self.conn_dropped()
 
     def drop_unopened(self, sock: socket.SocketType, cause: int) -> None:
