@@ -29,6 +29,9 @@ from netloop._pool import WorkerPool
 from netloop._tls import TlsInfo
 from netloop.proxy_protocol import ProxyInfo, ProxyProtocolError
 
+# Last: netloop.aio plugs asyncio into the loops (every loop an asyncio loop, async def events).
+from netloop import aio  # isort: skip
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "WorkerBalancing",
     "WorkerPool",
     "__version__",
+    "aio",
     "available_pollers",
     "compiled",
     "run",

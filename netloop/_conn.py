@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from netloop import _async_hooks
 from netloop._buffer import flat
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
@@ -429,9 +430,7 @@ class Conn(_ConnBase):
         elif action == Action.SHUTDOWN:
             self._loop.engine_stop()
         elif hasattr(action, "__await__"):  # netloop.aio: an async handler's coroutine runs as a task on this loop
-            from netloop.aio._handler_tasks import adopt
-
-            adopt(self, action)
+            _async_hooks.adopt(self, action)
 
     def _peer_eof(self) -> None:
         """The peer sent FIN (a read returned no bytes)."""

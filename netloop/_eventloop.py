@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from netloop import _compiled
+from netloop import _async_hooks, _compiled
 from netloop._compiled import speedups
 from netloop._conn import (
     ABOVE_CAP,
@@ -185,9 +185,7 @@ class EventLoop:
         """
         self.thread_id = threading.get_ident()
         self._running = True
-        from netloop.aio._loop import enter, leave  # netloop.aio: this loop is asyncio's running loop on its thread
-
-        running = enter(self)
+        running = _async_hooks.enter(self)  # netloop.aio: this loop is asyncio's running loop on its thread
         signals = _SignalWake.on_main_thread(self)
         try:
             self._serve()
@@ -200,7 +198,7 @@ class EventLoop:
             if signals is not None:
                 signals.close()
             self._teardown()
-            leave(running)  # netloop.aio: cancel its tasks, close it, restore the thread's running loop
+            _async_hooks.leave(running)  # netloop.aio: cancel its tasks, close it, restore the thread's running loop
 
     def _serve(self) -> None:
         monotonic = time.monotonic
@@ -538,9 +536,7 @@ class EventLoop:
         if action == Action.SHUTDOWN:
             self.engine_stop()
         elif action:  # netloop.aio: an async on_close runs as a task once the connection's others are cancelled
-            from netloop.aio._handler_tasks import adopt_close
-
-            adopt_close(conn, action)
+            _async_hooks.adopt_close(conn, action)
         self.conn_dropped()
 
     def drop_unopened(self, sock: socket.SocketType, cause: int) -> None:

@@ -2,9 +2,10 @@
 
 Each fenced ``python`` block is saved to a file of its own in a temporary directory and run there with this checkout
 on the path. A snippet that serves (``netloop.run(..., "tcp://HOST:PORT", ...)``) is run until it accepts a
-connection on that port, then stopped with SIGTERM, which must end it cleanly; any other snippet must exit 0 by
-itself. Either way nothing may be written to stderr but log lines. The files a snippet names as its own setup
-(``cert.pem`` and ``key.pem`` for a TLS server, ``ca.pem`` for a client) are made in that directory first.
+connection on that port (a UDP one until it answers a datagram), then stopped with SIGTERM, which must end it
+cleanly; any other snippet must exit 0 by itself. Either way nothing may be written to stderr but log lines. The
+files a snippet names as its own setup (``cert.pem`` and ``key.pem`` for a TLS server, ``ca.pem`` for a client) are
+made in that directory first.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -24,8 +26,8 @@ from tests.tls_certs import Authority
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-SERVES = re.compile(r"netloop\.run\([^\n]*?\"tcp://([^:\"]+|\[[^\]]+\]):(\d+)\"")
+FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
+SERVES = re.compile(r"netloop\.run\([^\n]*?\"(tcp|udp)://([^:\"]+|\[[^\]]+\]):(\d+)\"")
 
 
 def _snippets() -> list[tuple[str, str]]:
@@ -34,7 +36,8 @@ def _snippets() -> list[tuple[str, str]]:
         text = path.read_text()
         for match in FENCE.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
-            found.append((f"{path.relative_to(ROOT)}:{line}", match.group(1)))
+            code = textwrap.dedent(match.group(2)) if match.group(1) else match.group(2)  # a fence inside a list
+            found.append((f"{path.relative_to(ROOT)}:{line}", code))
     return found
 
 
@@ -51,6 +54,18 @@ def _connectable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _answers_datagrams(host: str, port: int) -> bool:
+    """A UDP server is serving once a datagram sent to it gets one back (the documented UDP servers answer)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.sendto(b"ping", (host, port))
+            sock.recv(65536)
+            return True
+        except OSError:
+            return False
 
 
 def _write_setup_files(tmp: Path, code: str) -> None:
@@ -86,11 +101,12 @@ def test_snippet_runs_as_written(where: str, code: str, tmp_path: Path) -> None:
     )
     try:
         if serves is not None:
-            host = serves.group(1).strip("[]")
+            kind, host = serves.group(1), serves.group(2).strip("[]")
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-            port = int(serves.group(2))
+            port = int(serves.group(3))
+            ready = _connectable if kind == "tcp" else _answers_datagrams
             deadline = time.monotonic() + 20
-            while not _connectable(host, port):
+            while not ready(host, port):
                 assert proc.poll() is None, f"{where} exited before serving: {proc.communicate()}"
                 assert time.monotonic() < deadline, f"{where} never accepted a connection on {host}:{port}"
                 time.sleep(0.05)  # polling a port another process opens: no event to wait on
