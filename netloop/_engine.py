@@ -15,10 +15,11 @@ from netloop._address import Address
 from netloop._balancer import new_balancer
 from netloop._datagram import DatagramEndpoint
 from netloop._errors import EngineStoppedError, NetloopError
-from netloop._eventloop import EventLoop, SourceLimit
+from netloop._eventloop import EventLoop
 from netloop._handler import Action, EventHandler
 from netloop._loop_api import EventLoop as EventLoopProtocol
 from netloop._options import Options
+from netloop._sources import SourceLimit
 from netloop._tls import prepare_context
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import errno
-import functools
 import heapq
 import itertools
 import logging
 import os
-import signal
 import socket
 import ssl
 import sys
@@ -34,19 +32,21 @@ from netloop._conn import (
     PAUSED_BY_PRESSURE,
     PEER_EOF,
     Conn,
-    set_keep_alive,
 )
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._dial import dial_on_loop, enroll_on_loop
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
+from netloop._heap import fit_allocator, release_soon
 from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
 from netloop._poller.epoll import EpollPoller
 from netloop._proxy_parse import Mode, ProxyInfo
 from netloop._proxy_reader import ProxyHeaderReader
+from netloop._sockopts import socket_configurator
 from netloop._timeouts import TimeoutWheel
+from netloop._wakeup import SignalWake, wake_pair, wake_write
 
 if TYPE_CHECKING:
     from netloop._engine import EngineCore
@@ -100,12 +100,12 @@ class EventLoop:
         try:
             if options.edge_triggered and not self.poller.supports_edge:
                 raise ValueError(f"edge_triggered needs epoll or kqueue; the {self.poller.name} poller can't")
-            self._wake_r, self._wake_w = _wake_pair()
+            self._wake_r, self._wake_w = wake_pair()
         except BaseException:
             self.poller.close()
             raise
         self.read_size = options.read_buffer_cap
-        _fit_allocator(self.read_size)
+        fit_allocator(self.read_size)
         self.high_water = options.write_buffer_cap
         self.low_water = options.write_buffer_cap // 2
         self.write_limit = options.write_buffer_limit
@@ -125,7 +125,7 @@ class EventLoop:
             self.timeouts = TimeoutWheel(self, options.idle_timeout, options.read_timeout)
         self._conn_class = conn_class(options.edge_triggered, options.pre_write)
         self._conn_mask = conn_mask(options.edge_triggered)
-        self.configure = _socket_configurator(options)
+        self.configure = socket_configurator(options)
         """Apply the connection socket options to a new connection's socket (decided once per loop)."""
         self._handlers: dict[int, Callable[[int], None]] = {}
         self.conns: dict[int, Conn] = {}
@@ -186,7 +186,7 @@ class EventLoop:
         self.thread_id = threading.get_ident()
         self._running = True
         running = _async_hooks.enter(self)  # netloop.aio: this loop is asyncio's running loop on its thread
-        signals = _SignalWake.on_main_thread(self)
+        signals = SignalWake.on_main_thread(self)
         try:
             self._serve()
         except BaseException as exc:
@@ -348,7 +348,7 @@ class EventLoop:
             self._tasks.append((fn, args))
             if self._sleeping and not self._wake_pending:
                 self._wake_pending = True
-                _wake_write(self._wake_w)
+                wake_write(self._wake_w)
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` after the current events are dispatched (loop thread only)."""
@@ -609,18 +609,9 @@ class EventLoop:
         conn._close_request(exc)
 
     def heap_released(self) -> None:
-        """An outbound buffer past the high-water mark was let go: give the C heap's free pages back soon.
-
-        glibc returns a thread arena's memory only from the top of its heaps, so a large buffer freed under a few
-        live blocks stays resident until ``malloc_trim``. At most one trim per ``_TRIM_INTERVAL`` in the process;
-        one asked for sooner is deferred, never dropped (loop thread).
-        """
-        global _trim_at
-        now = time.monotonic()
-        if _trim_at >= now or _malloc_trim() is None:
-            return  # a trim is already scheduled: it will take this release too
-        _trim_at = max(now, _trimmed + _TRIM_INTERVAL)
-        self.call_later(_trim_at - now, _trim_heap)
+        """An outbound buffer past the high-water mark was let go: give the C heap's free pages back soon
+        (``netloop._heap``)."""
+        release_soon(self.call_later)
 
     def run_callback(self, callback: Callable[..., object], *args: Any) -> None:
         try:
@@ -741,165 +732,13 @@ _LINGER_IDLE = 0.05
 _TEARDOWN_ROUNDS = 1000
 
 
-# A trim walks every arena's free pages (about 0.1 s per GB retained): once a second at most, process-wide.
-_TRIM_INTERVAL = 1.0
 # The heap size at which cancelled timers are first dropped from it (``EventLoop._purge_cancelled``).
 _PURGE_MIN = 64
-_trim_at = 0.0  # when the scheduled trim runs (in the past when none is)
-_trimmed = float("-inf")  # when the last one ran
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None).malloc_trim
-    except (ImportError, OSError, AttributeError, TypeError):
-        return None
-
-
-def _trim_heap() -> None:
-    global _trimmed
-    _trimmed = time.monotonic()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)  # ctypes releases the GIL: other loops run on (briefly waiting for an arena it holds)
-
-
-@functools.cache
-def _fit_allocator(read_size: int) -> None:
-    """Let the C allocator serve read-sized blocks from its heap rather than mapping and trimming for each read.
-
-    Each read allocates ``read_size`` bytes and shrinks the block to what arrived. glibc maps blocks above its
-    threshold (128 KiB at first) from the kernel one by one, and a mapped block that is shrunk before it is freed
-    never raises that threshold: every short read would cost three more system calls and a page fault. Freeing
-    one mapped block raises the threshold to its size, and the heap's trim threshold to twice that, so the heap
-    keeps the memory reads reuse instead of returning it between reads. Elsewhere this is one harmless allocation.
-    Once per process and read size: the thresholds are the process's.
-    """
-    bytes(max(read_size, 1 << 20) + 4096)
 
 
 def _gil_enabled() -> bool:
     check = getattr(sys, "_is_gil_enabled", None)
     return True if check is None else bool(check())
-
-
-class SourceLimit:
-    """``max_connections_per_source``: the open connections of each client address, shared by an engine's loops."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.counts: dict[str, int] = {}
-        self.lock = threading.Lock()  # the loops are threads
-
-    def take(self, host: str) -> bool:
-        """Count one more connection from ``host``; False (nothing counted) when it already has ``limit``."""
-        with self.lock:
-            n = self.counts.get(host, 0)
-            if n >= self.limit:
-                return False
-            self.counts[host] = n + 1
-            return True
-
-    def give(self, host: str) -> None:
-        with self.lock:
-            n = self.counts[host] - 1
-            if n:
-                self.counts[host] = n
-            else:
-                del self.counts[host]  # an address with no connection holds no entry
-
-
-class _SignalWake:
-    """Wake a loop that runs on the main thread when a signal comes in, so Python's handler runs at once.
-
-    Only the main thread runs Python's signal handlers, but the kernel may take the signal on any thread, or on
-    the main thread just before it goes to sleep in the poller: either way the handler (SIGTERM's graceful stop)
-    would wait for the next event. ``signal.set_wakeup_fd`` has the C handler write to a pipe the loop watches.
-    """
-
-    def __init__(self, loop: EventLoop, r: int, w: int, previous: int) -> None:
-        self.loop = loop
-        self.r = r
-        self.w = w
-        self.previous = previous
-        loop.attach(r, self._drain, IN)
-
-    @classmethod
-    def on_main_thread(cls, loop: EventLoop) -> _SignalWake | None:
-        """Watch for signals when ``loop`` runs on the main thread (None elsewhere, or where Python refuses)."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        r, w = os.pipe()
-        try:
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        except ValueError:  # not the main interpreter
-            os.close(r)
-            os.close(w)
-            return None
-        return cls(loop, r, w, previous)
-
-    def _drain(self, ev: int) -> None:
-        try:
-            while os.read(self.r, 4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-
-    def close(self) -> None:
-        current = signal.set_wakeup_fd(self.previous)
-        if current != self.w:
-            signal.set_wakeup_fd(current)  # replaced while the loop ran: the replacement stays
-        self.loop.detach(self.r)
-        os.close(self.r)
-        os.close(self.w)
-
-
-def _wake_pair() -> tuple[int, int]:
-    if hasattr(os, "eventfd"):
-        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        return fd, fd
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    os.set_blocking(w, False)
-    return r, w
-
-
-def _wake_write(fd: int) -> None:
-    try:
-        os.write(fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except (BlockingIOError, InterruptedError):
-        pass  # already readable: the loop will wake
-    except OSError:
-        pass  # closed during shutdown
-
-
-def _socket_configurator(options: Options) -> Callable[[socket.SocketType], None]:
-    """Apply the per-connection socket options, decided once for the loop."""
-    nodelay = options.tcp_nodelay
-    keepalive = options.tcp_keepalive
-    rcvbuf = options.socket_recv_buffer
-    sndbuf = options.socket_send_buffer
-
-    def configure(sock: socket.SocketType) -> None:
-        if sock.family != socket.AF_UNIX:
-            if nodelay:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if keepalive is not None:
-                set_keep_alive(sock, True, keepalive, keepalive, 3)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if sndbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-
-    if not nodelay and keepalive is None and rcvbuf is None and sndbuf is None:
-        return lambda sock: None
-    return configure
 
 
 # The compiled core serves only Python code that has every name it looks up: checked here, where the last class it
