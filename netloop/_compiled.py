@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from types import GetSetDescriptorType, MemberDescriptorType, ModuleType
 from typing import Any
 
+from netloop import _lifecycle
+
 HOT_FIELDS = ("_data", "_fd", "_inbound", "_loop", "_outbound", "_pos", "_recv", "_seen", "_send", "_state")
 """The fields the hot path touches: slots of ``Conn`` in the pure-Python core, members of ``_speedups.ConnCore``."""
 
@@ -85,6 +87,20 @@ def module_problems(module: ModuleType) -> list[str]:
     return problems
 
 
+def table_problems(module: ModuleType) -> list[str]:
+    """Where the compiled ``module``'s copy of the lifecycle table (after ``configure``) differs from
+    ``netloop._lifecycle``'s: the write in each state must be decided by the same table in both cores."""
+    if not callable(getattr(module, "lifecycle", None)):
+        return ["it has no lifecycle(): it does not take the state table from netloop/_lifecycle.py"]
+    sends, closed = module.lifecycle()
+    problems = []
+    if tuple(sends) != _lifecycle.SENDS:
+        problems.append(f"its SENDS {tuple(sends)} are not netloop._lifecycle.SENDS {_lifecycle.SENDS}")
+    if closed != _lifecycle.CLOSED:
+        problems.append(f"its CLOSED {closed} is not netloop._lifecycle.CLOSED {_lifecycle.CLOSED}")
+    return problems
+
+
 def class_problems(owners: Mapping[str, type]) -> list[str]:
     """What the classes (by the names ``LOOKUPS`` gives them) lack of what the compiled code looks up on them."""
     problems: list[str] = []
@@ -139,8 +155,9 @@ def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
     """Switch the compiled core on for ``conn`` (``Conn``) and ``loop`` (``EventLoop``) once the classes it looks
     names up on are known to have them; False (with the one warning) where they don't, or where it is not in use.
 
-    ``shared`` is what the connection module shares with C: ``NO_INBOUND``, ``NO_OUTBOUND``, ``PEER_EOF``,
-    ``CLOSED`` (passed in, so this module imports nothing of the core's and no import goes round in a circle).
+    ``shared`` is what the connection module shares with C: ``NO_INBOUND``, ``NO_OUTBOUND`` (passed in, so this
+    module imports nothing of the core's and no import goes round in a circle); the states' table comes from
+    ``netloop._lifecycle``, which imports nothing either.
     Called once, when ``netloop._eventloop`` has defined the last of the classes.
     """
     if speedups is None:
@@ -172,9 +189,13 @@ def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
         reference["next"],
         reference["write"],
         _socket.socket,
-        shared["PEER_EOF"],
-        shared["CLOSED"],
+        _lifecycle.SENDS,
+        _lifecycle.CLOSED,
     )
+    problems = table_problems(speedups)
+    if problems:
+        _fall_back(problems)
+        return False
     for name in COMPILED_METHODS:
         delattr(conn, name)
     return True

@@ -27,12 +27,9 @@ from netloop._conn import (
     BY_LIMIT,
     BY_SHUTDOWN,
     CAUSES,
-    CLOSED,
-    LINGERING,
     NO_INBOUND,
     NO_OUTBOUND,
     PAUSED_BY_PRESSURE,
-    PEER_EOF,
     Conn,
     set_keep_alive,
 )
@@ -40,6 +37,7 @@ from netloop._conn_variants import conn_class, conn_mask
 from netloop._dial import dial_on_loop, enroll_on_loop
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
+from netloop._lifecycle import CLOSED, LINGERING, PEER_EOF
 from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
