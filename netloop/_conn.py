@@ -548,7 +548,8 @@ class Conn(_ConnBase):
         """*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.
 
         Returns ``len(data)``. Raises ``ConnClosedError`` on a closed connection (or after ``shutdown_write``).
-        A send error, or passing ``write_buffer_limit``, closes the connection after this callback with that error.
+        A send error, or passing ``write_buffer_limit``, closes the connection after this callback with that error;
+        until then writes are dropped and return 0 (the connection is ``failing``: docs/lifecycle.md).
         Any buffer is taken; what is counted and returned is always bytes (a memoryview of 4-byte items counts 4).
         """
         if type(data) is not bytes and type(data) is not bytearray:
@@ -582,9 +583,10 @@ class Conn(_ConnBase):
         for chunk in chunks:
             total += len(chunk)
         if self._outbound._size or not SENDS[self._state]:
+            taken = 0
             for chunk in chunks:
-                self._enqueue(chunk)
-            return total
+                taken += self._enqueue(chunk)  # 0 for each once the connection is failing
+            return taken
         try:
             # One gather write takes at most IOV_MAX buffers; the rest is buffered for the next one.
             sent = self._sock.sendmsg(chunks if len(chunks) <= IOV_MAX else chunks[:IOV_MAX])

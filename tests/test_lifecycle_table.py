@@ -335,3 +335,36 @@ def test_the_scripted_paths_reach_every_closing_state(cores: tuple[Core, Core]) 
         answer = same(cores, {"steps": steps, "eof_closes": False, "limit": limit})
         states |= {state for state, _ in answer["asked"]} | {step[2] for step in answer["answers"][:-1]}
     assert states >= {"open", "peer-eof", "closing", "finishing", "shutting", "half-shut", "lingering", "failing"}
+
+
+# -- a pending error ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["write", "writev"])
+def test_a_write_after_the_limit_was_passed_in_the_same_callback_is_dropped(how: str) -> None:
+    """Passing write_buffer_limit drops what was buffered and closes after the callback: a later write there is
+    dropped too (0, nothing buffered), never buffered behind the bytes already thrown away."""
+    from loopback import connect, serving
+
+    seen: list[object] = []
+    closed = threading.Event()
+
+    class Flood(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+            conn.next()
+            conn.write(b"f" * (4 << 20))
+            sent = conn.write(b"tail") if how == "write" else conn.writev([b"ta", b"il"])
+            seen.extend([sent, conn.outbound_buffered(), conn.closed])
+            return None
+
+        def on_close(self, conn: netloop.Conn, err: BaseException | None) -> netloop.Action | None:
+            seen.append(type(err).__name__)
+            closed.set()
+            return None
+
+    options = {"write_buffer_cap": 64 * 1024, "write_buffer_limit": 256 * 1024}
+    with serving(Flood(), "tcp://127.0.0.1:0", **options) as engine, connect(engine.addrs[0]) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"go")  # and never read
+        assert closed.wait(10)
+    assert seen == [0, 0, False, "OutboundLimitError"]
