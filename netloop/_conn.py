@@ -452,6 +452,8 @@ class Conn(_ConnBase):
                 return
             self._fire_eof()
             state = self._state
+            if state == CLOSED:
+                return
         # Both ends said all they will (or are about to): flush what is left, then close.
         after = next_state(state, PEER_FIN)
         if after == CLOSED:
