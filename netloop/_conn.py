@@ -462,14 +462,24 @@ class Conn(_ConnBase):
             self._to(PEER_FIN)
             self._update_interest()
 
-    def _fire_eof(self) -> None:
+    def _fire(self, event: str) -> Exception | None:
+        """Call the handler's ``event`` (``on_eof``, ``on_drain``, ``on_open``) and apply the action it returns.
+
+        A handler that raises closes this connection only (``handler_failed``); returns what it raised. The one
+        copy of this idiom besides ``_deliver`` (which also keeps what ``on_traffic`` left unconsumed) and the
+        inlined read paths.
+        """
         try:
-            action = self._handler.on_eof(self)
+            action = getattr(self._handler, event)(self)
         except Exception as exc:
-            self._loop.handler_failed(self, "on_eof", exc)
-            return
+            self._loop.handler_failed(self, event, exc)
+            return exc
         if action:
             self._act(action)
+        return None
+
+    def _fire_eof(self) -> None:
+        self._fire("on_eof")
 
     # -- reading (loop) -----------------------------------------------------------------------------------
 
@@ -718,15 +728,8 @@ class Conn(_ConnBase):
         self._loop.call_soon(self._fire_drain)
 
     def _fire_drain(self) -> None:
-        if not SENDS[self._state]:
-            return  # closing, shut or failed: the handler writes no more
-        try:
-            action = self._handler.on_drain(self)
-        except Exception as exc:
-            self._loop.handler_failed(self, "on_drain", exc)
-            return
-        if action:
-            self._act(action)
+        if SENDS[self._state]:  # else closing, shut or failed: the handler writes no more
+            self._fire("on_drain")
 
     def _flushed(self) -> None:
         """Outbound is flushed in CLOSING, SHUTTING or FINISHING: our FIN goes out, or the descriptor closes."""

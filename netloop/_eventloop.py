@@ -468,13 +468,7 @@ class EventLoop:
         if self.timeouts is not None:
             conn._seen = self.now
             self.timeouts.add(conn, self.now)
-        try:
-            action = self.handler.on_open(conn)
-        except Exception as exc:
-            self.handler_failed(conn, "on_open", exc)
-            return
-        if action:
-            conn._act(action)
+        conn._fire("on_open")
 
     def set_handler(self, fd: int, handler: Callable[[int], None]) -> None:
         """Route a watched descriptor's events to another handler."""

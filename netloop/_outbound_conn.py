@@ -286,9 +286,5 @@ class DatagramClientConn(Conn):
 
 
 def datagram_conn(loop: EventLoop, sock: socket.socket, remote: Any) -> DatagramClientConn:
-    options = loop.options
-    if options.socket_recv_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
-    if options.socket_send_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
+    configure(loop, sock)
     return DatagramClientConn(loop, sock, remote)
