@@ -368,3 +368,46 @@ def test_a_write_after_the_limit_was_passed_in_the_same_callback_is_dropped(how:
         sock.sendall(b"go")  # and never read
         assert closed.wait(10)
     assert seen == [0, 0, False, "OutboundLimitError"]
+
+
+# -- closed before it opened ----------------------------------------------------------------------------------------
+
+
+def test_a_tls_connection_closed_during_its_handshake_closes_at_once() -> None:
+    """close() on a TLS connection dialled from a handler, before its handshake completed: the handler hears
+    ``on_close`` with ``ConnectionAbortedError`` at once, never ``on_open``, and no FIN or close_notify is tried on
+    a connection that never opened."""
+    import ssl
+
+    from loopback import connect, serving
+
+    events: list[tuple[str, str]] = []
+    closed = threading.Event()
+
+    class Dialer(netloop.EventHandler):
+        def __init__(self, target: str) -> None:
+            self.target = target
+
+        def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+            if conn.context == "upstream":
+                events.append(("open", ""))
+                return None
+            upstream = conn.event_loop.dial(self.target, tls=ssl.create_default_context(), server_hostname="localhost")
+            upstream.context = "upstream"
+            upstream.close()
+            return None
+
+        def on_close(self, conn: netloop.Conn, err: BaseException | None) -> netloop.Action | None:
+            if conn.context == "upstream":
+                events.append(("close", type(err).__name__))
+                closed.set()
+            return None
+
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # accepts (in its backlog), never answers the handshake
+        target = f"tcp://127.0.0.1:{mute.getsockname()[1]}"
+        with (
+            serving(Dialer(target), "tcp://127.0.0.1:0", tls_handshake_timeout=60) as front,
+            connect(front.addrs[0]),
+        ):
+            assert closed.wait(5), "on_close did not come before the handshake timeout"
+            assert events == [("close", "ConnectionAbortedError")]
