@@ -37,7 +37,7 @@ from netloop._conn_variants import conn_class, conn_mask
 from netloop._dial import dial_on_loop, enroll_on_loop
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
-from netloop._lifecycle import CLOSED, LINGERING, PEER_EOF
+from netloop._lifecycle import LINGERING
 from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
@@ -892,7 +892,5 @@ def _socket_configurator(options: Options) -> Callable[[socket.SocketType], None
 
 # The compiled core serves only Python code that has every name it looks up: checked here, where the last class it
 # names exists (netloop/_compiled.py); where it doesn't, the pure-Python core serves, with a warning.
-if not _compiled.adopt(
-    Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND, "PEER_EOF": PEER_EOF, "CLOSED": CLOSED}
-):
+if not _compiled.adopt(Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND}):
     _SERVE = _COUNTED = None
