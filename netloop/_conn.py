@@ -31,6 +31,7 @@ from netloop._lifecycle import (
     DEADLINE,
     DELIVER,
     DISCARD,
+    DROP,
     ERROR,
     FINISHED,
     FINISHING,
@@ -628,7 +629,7 @@ class Conn(_ConnBase):
         if writes == REFUSE:
             what = "connection" if state == CLOSED else f"{STATE_NAMES[state]} connection"
             raise ConnClosedError(f"write on {what} {self!r}")
-        if self._err is not None:
+        if writes == DROP:
             return 0  # a send already failed; the connection is closing with that error
         if not self._outbound._size and writes == SEND:
             return Conn.write(self, data) if len(data) else 0
@@ -987,7 +988,7 @@ class Conn(_ConnBase):
         else:
             self.writev(chunks)
             self._seen = self._loop.now  # a push from another thread is activity (idle_timeout)
-            err = self._err
+            err = self._err if WRITES[self._state] == DROP else None  # dropped: why
         if callback is not None:
             self._loop.run_callback(callback, self, err)
 

@@ -315,6 +315,7 @@ LINGER_RUNS_OUT = [["peer_send", "61"], ["ready", None], ["close", None], ["peer
 OVER_THE_LIMIT = [["write_big", 40000], ["write_big", 40000], ["write_big", 5], ["ready", None]]
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=CASES)
 @example(case={"steps": HALF_CLOSE_THEN_PEER, "eof_closes": False, "limit": 0})
@@ -411,3 +412,34 @@ def test_a_tls_connection_closed_during_its_handshake_closes_at_once() -> None:
         ):
             assert closed.wait(5), "on_close did not come before the handshake timeout"
             assert events == [("close", "ConnectionAbortedError")]
+
+
+def test_a_write_queued_while_a_failed_handler_closes_the_connection_is_flushed_before_the_fin() -> None:
+    """A handler that raised closes its connection gracefully (``closing``: writes are queued, flushed, then our
+    FIN): a write that comes meanwhile goes out in order, as the table says, and its callback hears no error."""
+    from loopback import connect, recv_until_closed, serving
+
+    results: list[object] = []
+    done = threading.Event()
+
+    class Raises(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+            conn.next()
+            conn.write(b"x" * (1 << 20))  # more than the socket takes: the close has bytes to flush
+            conn.async_write(b"after", lambda c, err: results.append(err))  # runs once this callback is over
+            raise RuntimeError("the handler failed")
+
+        def on_close(self, conn: netloop.Conn, err: BaseException | None) -> netloop.Action | None:
+            results.append(type(err).__name__)
+            done.set()
+            return None
+
+    with (
+        serving(Raises(), "tcp://127.0.0.1:0", socket_send_buffer=64 * 1024) as engine,
+        connect(engine.addrs[0]) as sock,
+    ):
+        sock.sendall(b"go")
+        got = recv_until_closed(sock)
+        assert done.wait(10)
+    assert len(got) == (1 << 20) + 5 and got.endswith(b"after")
+    assert results == [None, "RuntimeError"]
