@@ -56,6 +56,7 @@ set them, and no class attribute may be a descriptor (a property or slot the dic
 
 
 _MISSING = object()
+_NO_TABLE = "it has no lifecycle(): it does not take the state table from netloop/_lifecycle.py"
 
 
 def module_problems(module: ModuleType) -> list[str]:
@@ -91,7 +92,7 @@ def table_problems(module: ModuleType) -> list[str]:
     """Where the compiled ``module``'s copy of the lifecycle table (after ``configure``) differs from
     ``netloop._lifecycle``'s: the write in each state must be decided by the same table in both cores."""
     if not callable(getattr(module, "lifecycle", None)):
-        return ["it has no lifecycle(): it does not take the state table from netloop/_lifecycle.py"]
+        return [_NO_TABLE]
     sends, closed = module.lifecycle()
     problems = []
     if tuple(sends) != _lifecycle.SENDS:
@@ -145,6 +146,9 @@ def _load() -> ModuleType | None:
     except ImportError:
         return None
     problems = module_problems(module)
+    if not callable(getattr(module, "lifecycle", None)):
+        # A build from before the lifecycle table: its configure() would refuse what adopt() hands it.
+        problems.append(_NO_TABLE)
     if problems:
         _fall_back(problems)
         return None

@@ -192,6 +192,37 @@ def test_a_compiled_table_that_differs_is_refused() -> None:
     ]
 
 
+@needs_compiled
+def test_a_compiled_build_from_before_the_table_falls_back_to_the_pure_core_with_one_warning() -> None:
+    # The child offers netloop a copy of the real extension as a build from before the table: no lifecycle(), and
+    # a configure() that takes the states as numbers.
+    assert _compiled.speedups is not None
+    code = f"""
+        import importlib.util, sys, types, warnings
+        spec = importlib.util.spec_from_file_location("netloop._speedups", {_compiled.speedups.__file__!r})
+        real = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(real)
+        stale = types.ModuleType("netloop._speedups")
+        stale.__dict__.update({{k: v for k, v in vars(real).items() if k != "lifecycle"}})
+        def configure(*args):  # the old signature took PEER_EOF and CLOSED as numbers
+            if not all(isinstance(a, int) for a in args[6:]):
+                raise TypeError("configure() argument 7 must be int, not tuple")
+        stale.configure = configure
+        sys.modules["netloop._speedups"] = stale
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import netloop
+        print(netloop.compiled, len(caught), caught[0].message)
+        """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=_env(pure=False), timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    compiled, warned, message = out.stdout.strip().split(" ", 2)
+    assert (compiled, warned) == ("False", "1")
+    assert "it has no lifecycle()" in message
+
+
 # -- both cores on the same lifecycle steps -----------------------------------------------------------------------
 
 
