@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from types import GetSetDescriptorType, MemberDescriptorType, ModuleType
 from typing import Any
 
+from netloop import _lifecycle
+
 HOT_FIELDS = ("_data", "_fd", "_inbound", "_loop", "_outbound", "_pos", "_recv", "_seen", "_send", "_state")
 """The fields the hot path touches: slots of ``Conn`` in the pure-Python core, members of ``_speedups.ConnCore``."""
 
@@ -54,6 +56,7 @@ set them, and no class attribute may be a descriptor (a property or slot the dic
 
 
 _MISSING = object()
+_NO_TABLE = "it has no lifecycle(): it does not take the state table from netloop/_lifecycle.py"
 
 
 def module_problems(module: ModuleType) -> list[str]:
@@ -82,6 +85,20 @@ def module_problems(module: ModuleType) -> list[str]:
     if fields != set(HOT_FIELDS):
         problems.append(f"ConnCore's fields {sorted(fields)} are not HOT_FIELDS {sorted(HOT_FIELDS)}")
     problems += [f"ConnCore has no compiled {name!r}" for name in COMPILED_METHODS if name not in vars(core)]
+    return problems
+
+
+def table_problems(module: ModuleType) -> list[str]:
+    """Where the compiled ``module``'s copy of the lifecycle table (after ``configure``) differs from
+    ``netloop._lifecycle``'s: the write in each state must be decided by the same table in both cores."""
+    if not callable(getattr(module, "lifecycle", None)):
+        return [_NO_TABLE]
+    sends, closed = module.lifecycle()
+    problems = []
+    if tuple(sends) != _lifecycle.SENDS:
+        problems.append(f"its SENDS {tuple(sends)} are not netloop._lifecycle.SENDS {_lifecycle.SENDS}")
+    if closed != _lifecycle.CLOSED:
+        problems.append(f"its CLOSED {closed} is not netloop._lifecycle.CLOSED {_lifecycle.CLOSED}")
     return problems
 
 
@@ -129,6 +146,9 @@ def _load() -> ModuleType | None:
     except ImportError:
         return None
     problems = module_problems(module)
+    if not callable(getattr(module, "lifecycle", None)):
+        # A build from before the lifecycle table: its configure() would refuse what adopt() hands it.
+        problems.append(_NO_TABLE)
     if problems:
         _fall_back(problems)
         return None
@@ -139,8 +159,9 @@ def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
     """Switch the compiled core on for ``conn`` (``Conn``) and ``loop`` (``EventLoop``) once the classes it looks
     names up on are known to have them; False (with the one warning) where they don't, or where it is not in use.
 
-    ``shared`` is what the connection module shares with C: ``NO_INBOUND``, ``NO_OUTBOUND``, ``PEER_EOF``,
-    ``CLOSED`` (passed in, so this module imports nothing of the core's and no import goes round in a circle).
+    ``shared`` is what the connection module shares with C: ``NO_INBOUND``, ``NO_OUTBOUND`` (passed in, so this
+    module imports nothing of the core's and no import goes round in a circle); the states' table comes from
+    ``netloop._lifecycle``, which imports nothing either.
     Called once, when ``netloop._eventloop`` has defined the last of the classes.
     """
     if speedups is None:
@@ -172,9 +193,13 @@ def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
         reference["next"],
         reference["write"],
         _socket.socket,
-        shared["PEER_EOF"],
-        shared["CLOSED"],
+        _lifecycle.SENDS,
+        _lifecycle.CLOSED,
     )
+    problems = table_problems(speedups)
+    if problems:
+        _fall_back(problems)
+        return False
     for name in COMPILED_METHODS:
         delattr(conn, name)
     return True

@@ -24,6 +24,36 @@ from netloop._errors import (
     ShortBufferError,
 )
 from netloop._handler import Action
+from netloop._lifecycle import (
+    CLOSE,
+    CLOSE_NOW,
+    CLOSED,
+    CLOSING,
+    DEADLINE,
+    DELIVER,
+    DISCARD,
+    DROP,
+    ERROR,
+    FINISHED,
+    FINISHING,
+    FLUSHED,
+    LINGER_TIMEOUT,
+    LINGERING,
+    OPEN,
+    PEER_FIN,
+    READ_DEADLINE,
+    READ_TIMEOUT,
+    READS,
+    REFUSE,
+    SEND,
+    SENDS,
+    SHUT_WR,
+    SHUTTING,
+    STATE_NAMES,
+    WRITE_DEADLINE,
+    WRITES,
+    next_state,
+)
 from netloop._poller import ERR, HUP, IN, OUT, READABLE
 
 if TYPE_CHECKING:
@@ -62,41 +92,16 @@ def _frozen(data: Buffer) -> bytes | memoryview:
     return data if type(data) is bytes else bytes(data)
 
 
-# -- the connection's state: one variable, and the table of what each state does -----------------------------
+# -- the connection's state: one variable, its table in netloop._lifecycle ----------------------------------------
 #
-# state        reads                       writes                          next
-# OPEN         shown to on_traffic         sent                            PEER_EOF, CLOSING, SHUTTING, LINGERING
-# PEER_EOF     none (the peer sent FIN)    sent                            FINISHING, CLOSED
-# CLOSING      discarded                   queued, flushed, then our FIN   LINGERING, FINISHING, CLOSED
-# FINISHING    none (the peer sent FIN)    queued, flushed, then closed    CLOSED
-# SHUTTING     shown to on_traffic         refused; flushed, then our FIN  HALF_SHUT, CLOSING, FINISHING
-# HALF_SHUT    shown to on_traffic         refused (our FIN is sent)       LINGERING, CLOSED
-# LINGERING    discarded until the EOF     refused (our FIN is sent)       CLOSED
-# CLOSED       -                           refused                         -
-#
+# ``_state`` changes only through ``next_state`` (``Conn._to``); what a read or a write does in a state is read from
+# the table's permission tuples (``READS``, ``WRITES``, ``FINISHED``), never from the order of the numbers.
 # ``on_close`` fires when a connection enters LINGERING (it is finished for the handler: ``closed`` is true, every
 # byte and our FIN are sent), else when it enters CLOSED; LINGERING's end only closes the descriptor.
 #
 # Reading is also held by the pause bits (the user's, backpressure's, the inbound cap's) in the states that show reads;
 # a closing connection reads and discards whatever the pauses, so the peer is never blocked on it. Every closing
-# state has a deadline (``linger_timeout``). The order of the numbers is used: ``<= PEER_EOF`` sends at once,
-# ``<= FINISHING`` takes writes.
-OPEN = 0
-PEER_EOF = 1
-CLOSING = 2
-FINISHING = 3
-SHUTTING = 4
-HALF_SHUT = 5
-LINGERING = 6
-CLOSED = 7
-
-STATE_NAMES = ("open", "peer-eof", "closing", "finishing", "shutting", "half-shut", "lingering", "closed")
-
-# What a readable socket means in each state.
-NO_READ = 0
-DELIVER = 1
-DISCARD = 2
-READS = (DELIVER, NO_READ, DISCARD, NO_READ, DELIVER, DELIVER, DISCARD, NO_READ)
+# state has a deadline (``linger_timeout``).
 
 # Pause bits: the user's pause_reading(), backpressure (outbound at the high-water mark), and the inbound cap
 # (unconsumed inbound at ``inbound_cap``). ABOVE_CAP marks the outbound crossing without holding reading
@@ -177,6 +182,8 @@ class Conn(_ConnBase):
 
     # Whether the loop may run this connection's plain readable events through its inlined stream read path.
     _inline: bool = True
+    # The state a new connection of this class begins in (dialing and TLS connections begin before they open).
+    _initial: int = OPEN
 
     def __init__(self, loop: EventLoop, sock: socket.SocketType, remote: Any) -> None:
         self.context: Any = None
@@ -190,7 +197,7 @@ class Conn(_ConnBase):
         self._pos = 0
         self._inbound = NO_INBOUND
         self._outbound = NO_OUTBOUND
-        self._state = OPEN
+        self._state = self._initial
         self._pause = 0
         self._mask = 0
         self._timer: Timer | None = None
@@ -211,12 +218,20 @@ class Conn(_ConnBase):
     def __repr__(self) -> str:
         return f"<netloop.Conn fd={self._fd} remote={self._remote!r} {STATE_NAMES[self._state]}>"
 
+    def _to(self, event: str) -> int:
+        """Make the transition the lifecycle table lists for ``event`` in the current state; returns the new state.
+
+        ``LifecycleError`` for one it does not list. A transition to CLOSED goes through ``_close`` instead.
+        """
+        self._state = state = next_state(self._state, event)
+        return state
+
     # -- identity and state ------------------------------------------------------------------------------
 
     @property
     def fd(self) -> int:
         """The socket's file descriptor (-1 once closed)."""
-        return -1 if self._state >= LINGERING else self._fd
+        return -1 if FINISHED[self._state] else self._fd
 
     @property
     def event_loop(self) -> EventLoopProtocol:
@@ -230,7 +245,7 @@ class Conn(_ConnBase):
         A connection this side closed is finished once its outbound bytes and our FIN are sent; the core may keep
         its descriptor a while longer for the peer's EOF (``linger_timeout``), discarding what it still sends.
         """
-        return self._state >= LINGERING
+        return FINISHED[self._state]
 
     @property
     def tls(self) -> TlsInfo | None:
@@ -435,31 +450,45 @@ class Conn(_ConnBase):
     def _peer_eof(self) -> None:
         """The peer sent FIN (a read returned no bytes)."""
         state = self._state
-        if state in (OPEN, SHUTTING, HALF_SHUT):
+        if READS[state] == DELIVER:
+            # The handler still reads: the peer ended first, and the handler hears of it (its Action.CLOSE
+            # moves us on to the closing twin of the state).
             self._closer = BY_PEER
-        if state == OPEN:
-            self._state = PEER_EOF
-            self._update_interest()
-            self._fire_eof()
-        else:
-            if state in (SHUTTING, HALF_SHUT):
-                self._fire_eof()  # the handler hears of it (its Action.CLOSE moves us to the closing twin state)
-                state = self._state
-            # Both ends said all they will: flush what is left, then close.
-            if state in (SHUTTING, CLOSING):
-                self._state = FINISHING
+            if state == OPEN:
+                self._to(PEER_FIN)
                 self._update_interest()
-            elif state in (HALF_SHUT, LINGERING):
-                self._close(self._err)
+                self._fire_eof()
+                return
+            self._fire_eof()
+            state = self._state
+            if state == CLOSED:
+                return
+        # Both ends said all they will (or are about to): flush what is left, then close.
+        after = next_state(state, PEER_FIN)
+        if after == CLOSED:
+            self._close(self._err)
+        elif after != state:
+            self._to(PEER_FIN)
+            self._update_interest()
 
-    def _fire_eof(self) -> None:
+    def _fire(self, event: str) -> Exception | None:
+        """Call the handler's ``event`` (``on_eof``, ``on_drain``, ``on_open``) and apply the action it returns.
+
+        A handler that raises closes this connection only (``handler_failed``); returns what it raised. The one
+        copy of this idiom besides ``_deliver`` (which also keeps what ``on_traffic`` left unconsumed) and the
+        inlined read paths.
+        """
         try:
-            action = self._handler.on_eof(self)
+            action = getattr(self._handler, event)(self)
         except Exception as exc:
-            self._loop.handler_failed(self, "on_eof", exc)
-            return
+            self._loop.handler_failed(self, event, exc)
+            return exc
         if action:
             self._act(action)
+        return None
+
+    def _fire_eof(self) -> None:
+        self._fire("on_eof")
 
     # -- reading (loop) -----------------------------------------------------------------------------------
 
@@ -540,12 +569,13 @@ class Conn(_ConnBase):
         """*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.
 
         Returns ``len(data)``. Raises ``ConnClosedError`` on a closed connection (or after ``shutdown_write``).
-        A send error, or passing ``write_buffer_limit``, closes the connection after this callback with that error.
+        A send error, or passing ``write_buffer_limit``, closes the connection after this callback with that error;
+        until then writes are dropped and return 0 (the connection is ``failing``: docs/lifecycle.md).
         Any buffer is taken; what is counted and returned is always bytes (a memoryview of 4-byte items counts 4).
         """
         if type(data) is not bytes and type(data) is not bytearray:
             data = flat(data)
-        if self._outbound._size or self._state > PEER_EOF:
+        if self._outbound._size or not SENDS[self._state]:
             return self._enqueue(data)
         try:
             sent = self._send(data)
@@ -573,10 +603,11 @@ class Conn(_ConnBase):
         total = 0
         for chunk in chunks:
             total += len(chunk)
-        if self._outbound._size or self._state > PEER_EOF:
+        if self._outbound._size or not SENDS[self._state]:
+            taken = 0
             for chunk in chunks:
-                self._enqueue(chunk)
-            return total
+                taken += self._enqueue(chunk)  # 0 for each once the connection is failing
+            return taken
         try:
             # One gather write takes at most IOV_MAX buffers; the rest is buffered for the next one.
             sent = self._sock.sendmsg(chunks if len(chunks) <= IOV_MAX else chunks[:IOV_MAX])
@@ -602,12 +633,13 @@ class Conn(_ConnBase):
         if type(data) is memoryview:
             data = flat(data)  # from the compiled write
         state = self._state
-        if state > FINISHING:
+        writes = WRITES[state]
+        if writes == REFUSE:
             what = "connection" if state == CLOSED else f"{STATE_NAMES[state]} connection"
             raise ConnClosedError(f"write on {what} {self!r}")
-        if self._err is not None:
+        if writes == DROP:
             return 0  # a send already failed; the connection is closing with that error
-        if not self._outbound._size and state == PEER_EOF:
+        if not self._outbound._size and writes == SEND:
             return Conn.write(self, data) if len(data) else 0
         self._buffer_rest(data, 0)
         return len(data)
@@ -688,11 +720,8 @@ class Conn(_ConnBase):
                 self._drained(pause)
             return
         self._outbound = NO_OUTBOUND  # drained: an idle connection holds no buffer
-        state = self._state
-        if state in (CLOSING, SHUTTING):
-            self._send_fin()
-        elif state == FINISHING:
-            self._close(self._err)
+        if self._state in (CLOSING, SHUTTING, FINISHING):
+            self._flushed()
         elif pause & PRESSURE:
             self._drained(pause)
         else:
@@ -712,36 +741,32 @@ class Conn(_ConnBase):
         self._loop.call_soon(self._fire_drain)
 
     def _fire_drain(self) -> None:
-        if self._state > PEER_EOF:
-            return
-        try:
-            action = self._handler.on_drain(self)
-        except Exception as exc:
-            self._loop.handler_failed(self, "on_drain", exc)
-            return
-        if action:
-            self._act(action)
+        if SENDS[self._state]:  # else closing, shut or failed: the handler writes no more
+            self._fire("on_drain")
 
-    def _send_fin(self) -> None:
-        """Outbound is flushed in CLOSING or SHUTTING: send our FIN."""
+    def _flushed(self) -> None:
+        """Outbound is flushed in CLOSING, SHUTTING or FINISHING: our FIN goes out, or the descriptor closes."""
+        if next_state(self._state, FLUSHED) == CLOSED:
+            self._close(self._err)
+            return
         try:
             self._shut_wr()
         except OSError as exc:
             self._close(exc if self._err is None else self._err)
             return
         if self._state == SHUTTING:
-            self._state = HALF_SHUT
+            self._to(FLUSHED)
             self._update_interest()
         else:
-            self._linger()
+            self._linger(FLUSHED)
 
-    def _linger(self) -> None:
+    def _linger(self, event: str) -> None:
         """Our FIN is sent and the handler is done: tell it now (``on_close``), then wait for the peer's EOF.
 
         Until the EOF or ``linger_timeout`` the descriptor stays open and what the peer sends is discarded, so
         it reads what we sent before it learns of the close (never a reset under its unread bytes).
         """
-        self._state = LINGERING
+        self._to(event)
         self._loop.lingering += 1
         self._cancel_deadlines()  # the user's: from here only linger_timeout (or the peer) ends it
         self._update_interest()
@@ -778,14 +803,15 @@ class Conn(_ConnBase):
         Later writes raise ``ConnClosedError``. When the peer's EOF comes too, the connection closes.
         """
         state = self._state
-        if state == OPEN:
-            self._state = SHUTTING
-            if not self._outbound._size:
-                self._send_fin()
-        elif state == PEER_EOF:
-            self._close_request(None)
-        elif state >= LINGERING:
+        if FINISHED[state]:
             raise ConnClosedError(f"shutdown_write on closed connection {self!r}")
+        after = next_state(state, SHUT_WR)
+        if after == FINISHING:
+            self._close_request(None)  # the peer's FIN came already: as a close
+        elif after != state:
+            self._to(SHUT_WR)
+            if not self._outbound._size:
+                self._flushed()
 
     # -- readiness interest: level-triggered here, EdgeConn overrides --------------------------------------
 
@@ -843,23 +869,20 @@ class Conn(_ConnBase):
         if err is not None and self._err is None:
             self._err = err
         state = self._state
-        if state in (OPEN, SHUTTING):
-            self._state = CLOSING
-            if not self._outbound._size:
-                self._send_fin()
-                return
-        elif state == HALF_SHUT:
-            self._linger()
-            return
-        elif state == PEER_EOF:
-            if not self._outbound._size:
-                self._close(self._err)
-                return
-            self._state = FINISHING
-        else:
+        after = next_state(state, CLOSE)
+        if after == state:
             return  # closing already
-        self._update_interest()
-        self._arm_deadline()
+        if after == CLOSED:
+            self._close(self._err)
+        elif after == LINGERING:
+            self._linger(CLOSE)  # our FIN is sent already
+        else:
+            self._to(CLOSE)
+            if not self._outbound._size:
+                self._flushed()
+                return
+            self._update_interest()
+            self._arm_deadline()
 
     def _finish(self) -> None:
         """Graceful stop: show ``on_traffic`` what the kernel already holds, then close gracefully."""
@@ -876,9 +899,11 @@ class Conn(_ConnBase):
     def _deadline(self, outbound_then: int) -> None:
         self._timer = None
         state = self._state
+        if next_state(state, LINGER_TIMEOUT) != CLOSED:
+            return  # the pending error closes it
         if state == LINGERING:
             self._close(self._err)  # all we had was sent; the peer did not end in time
-        elif state in (CLOSING, FINISHING):
+        else:
             if self._outbound._size < outbound_then:
                 self._arm_deadline()  # still draining
                 return
@@ -897,6 +922,7 @@ class Conn(_ConnBase):
             if self._outbound._size > self._loop.high_water:
                 self._loop.heap_released()
             self._outbound = NO_OUTBOUND
+            self._to(ERROR)  # reads stop and writes are dropped until the close
             self._loop.call_soon(self._close, exc)
 
     def _close(self, err: BaseException | None) -> None:
@@ -904,7 +930,7 @@ class Conn(_ConnBase):
         state = self._state
         if state == CLOSED:
             return
-        self._state = CLOSED
+        self._to(CLOSE_NOW)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -969,12 +995,12 @@ class Conn(_ConnBase):
 
     def _write_task(self, chunks: tuple[bytes, ...], callback: Callback | None) -> None:
         err: BaseException | None = None
-        if self._state > FINISHING:
+        if WRITES[self._state] == REFUSE:
             err = ConnClosedError(f"write on {STATE_NAMES[self._state]} connection {self!r}")
         else:
             self.writev(chunks)
             self._seen = self._loop.now  # a push from another thread is activity (idle_timeout)
-            err = self._err
+            err = self._err if WRITES[self._state] == DROP else None  # dropped: why
         if callback is not None:
             self._loop.run_callback(callback, self, err)
 
@@ -984,7 +1010,7 @@ class Conn(_ConnBase):
 
     def _wake_task(self, callback: Callback | None) -> None:
         err: BaseException | None = None
-        if self._state >= LINGERING:
+        if FINISHED[self._state]:
             err = ConnClosedError(f"wake on closed connection {self!r}")
         elif self._pause & READ_HELD == PAUSED_BY_INBOUND:
             err = self._deliver_held()  # and again while it consumes: no read comes until it is down to half
@@ -999,7 +1025,7 @@ class Conn(_ConnBase):
 
     def _close_task(self, callback: Callback | None) -> None:
         if callback is not None:
-            if self._state >= LINGERING:
+            if FINISHED[self._state]:
                 self._loop.run_callback(callback, self, None)
                 return
             if self._close_callbacks is None:
@@ -1030,13 +1056,13 @@ class Conn(_ConnBase):
     def _set_deadline(self, kind: str, seconds: float | None) -> None:
         deadlines = self._deadlines
         if deadlines is None:
-            if seconds is None or self._state >= LINGERING:
+            if seconds is None or FINISHED[self._state]:
                 return
             self._deadlines = deadlines = {}
         old = deadlines.pop(kind, None)
         if old is not None:
             old.cancel()
-        if seconds is not None and self._state < LINGERING:
+        if seconds is not None and not FINISHED[self._state]:
             deadlines[kind] = self._loop.call_later(seconds, self._deadline_passed, kind, seconds)
 
     def start_message(self) -> None:
@@ -1069,7 +1095,7 @@ class Conn(_ConnBase):
         due = started + limit
         if loop.now < due:
             self._message_timer = loop.call_later(due - loop.now, self._message_due)
-        elif READS[self._state] == DELIVER:
+        elif next_state(self._state, READ_TIMEOUT) == CLOSED:
             self._close(ConnTimeoutError("read_timeout", f"{self!r}: a message not complete in read_timeout={limit}s"))
 
     def _deadline_passed(self, kind: str, seconds: float) -> None:
@@ -1078,10 +1104,10 @@ class Conn(_ConnBase):
         state = self._state
         if state == CLOSED:
             return
-        if kind == "read_deadline" and READS[state] != DELIVER:
-            return  # no longer reading
-        if kind == "write_deadline" and not self._outbound._size:
+        if kind == WRITE_DEADLINE and not self._outbound._size:
             return  # everything was sent
+        if next_state(state, _DEADLINE_EVENTS[kind]) != CLOSED:
+            return  # e.g. a read deadline once no longer reading
         self._close(ConnTimeoutError(kind, f"{self!r}: {kind} of {seconds}s passed"))  # at once, not lingering
 
     # -- socket options -----------------------------------------------------------------------------------
@@ -1107,6 +1133,9 @@ class Conn(_ConnBase):
         on = seconds is not None and seconds >= 0
         value = struct.pack("ii", int(on), int(seconds) if on and seconds is not None else 0)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, value)
+
+
+_DEADLINE_EVENTS = {"deadline": DEADLINE, "read_deadline": READ_DEADLINE, "write_deadline": WRITE_DEADLINE}
 
 
 def set_keep_alive(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from netloop._conn import CLOSED, DELIVER, DISCARD, READS, Buffer, Conn
+from netloop._conn import Buffer, Conn
+from netloop._lifecycle import CLOSED, DELIVER, DISCARD, READS
 from netloop._poller import EDGE, ERR, HUP, IN, OUT, READABLE
 
 

@@ -6,8 +6,9 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from netloop._conn import CLOSED, Buffer, Callback, Conn
+from netloop._conn import Buffer, Callback, Conn
 from netloop._errors import ConnClosedError
+from netloop._lifecycle import CLOSE_NOW, CLOSED, DATAGRAM_TRANSITIONS, next_state
 from netloop._networks import allowed
 from netloop._poller import EDGE, IN
 from netloop._proxy_parse import ProxyInfo, ProxyProtocolError, parse_v2_datagram
@@ -60,7 +61,8 @@ class DatagramConn(Conn):
 
     def _close(self, err: BaseException | None) -> None:
         # The one way a datagram's Conn closes: marked closed, the shared socket untouched.
-        self._state = CLOSED
+        if self._state != CLOSED:
+            self._state = next_state(self._state, CLOSE_NOW, DATAGRAM_TRANSITIONS)
 
     def _refused(self) -> None:
         if self._state == CLOSED:

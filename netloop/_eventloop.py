@@ -25,12 +25,9 @@ from netloop._conn import (
     BY_LIMIT,
     BY_SHUTDOWN,
     CAUSES,
-    CLOSED,
-    LINGERING,
     NO_INBOUND,
     NO_OUTBOUND,
     PAUSED_BY_PRESSURE,
-    PEER_EOF,
     Conn,
 )
 from netloop._conn_variants import conn_class, conn_mask
@@ -38,6 +35,7 @@ from netloop._dial import dial_on_loop, enroll_on_loop
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
 from netloop._heap import fit_allocator, release_soon
+from netloop._lifecycle import LINGERING
 from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
@@ -472,13 +470,7 @@ class EventLoop:
         if self.timeouts is not None:
             conn._seen = self.now
             self.timeouts.add(conn, self.now)
-        try:
-            action = self.handler.on_open(conn)
-        except Exception as exc:
-            self.handler_failed(conn, "on_open", exc)
-            return
-        if action:
-            conn._act(action)
+        conn._fire("on_open")
 
     def set_handler(self, fd: int, handler: Callable[[int], None]) -> None:
         """Route a watched descriptor's events to another handler."""
@@ -743,7 +735,5 @@ def _gil_enabled() -> bool:
 
 # The compiled core serves only Python code that has every name it looks up: checked here, where the last class it
 # names exists (netloop/_compiled.py); where it doesn't, the pure-Python core serves, with a warning.
-if not _compiled.adopt(
-    Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND, "PEER_EOF": PEER_EOF, "CLOSED": CLOSED}
-):
+if not _compiled.adopt(Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND}):
     _SERVE = _COUNTED = None

@@ -18,6 +18,7 @@ from netloop._conn import Buffer, Conn
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._datagram import DATAGRAMS_PER_ROUND
 from netloop._errors import ConnClosedError, EngineStoppedError
+from netloop._lifecycle import CLOSED, DIAL_TIMEOUT, DIALING, DROP, OPENED, REFUSE, STATE_NAMES, WRITES, next_state
 from netloop._poller import ERR, HUP, IN, OUT
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _connect_error(code: int, address: Address) -> OSError:
 def expire(conn: Conn, text: str, timeout: float, lookup: Lookup | None = None) -> None:
     # Still connecting: its name is being looked up, or it is a stream connection that has not opened yet.
     connecting = isinstance(conn, DialingConn) or (lookup is not None and lookup.pending)
-    if connecting and not conn.closed:
+    if connecting and not conn.closed and next_state(conn._state, DIAL_TIMEOUT) == CLOSED:
         conn._close(TimeoutError(errno.ETIMEDOUT, f"dial {text}: timed out after {timeout}s"))
 
 
@@ -141,6 +142,7 @@ class DialingConn(Conn):
 
     __slots__ = ()
     opened: ClassVar[type[Conn]] = Conn
+    _initial = DIALING
 
     def _on_io(self, ev: int) -> None:
         code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -156,6 +158,7 @@ class DialingConn(Conn):
         # From here on it is an ordinary connection: the hot paths carry no "still connecting" check.
         conn: Conn = self
         conn.__class__ = self.opened
+        self._to(OPENED)
         self._send = self._sock.send
         mask = conn_mask(loop.options.edge_triggered)
         loop.detach(fd)
@@ -262,8 +265,12 @@ class DatagramClientConn(Conn):
 
     def write(self, data: Buffer) -> int:
         """*loop* Send ``data`` as one datagram; returns ``len(data)``, or 0 when the kernel dropped it."""
-        if self.closed:
-            raise ConnClosedError(f"write on closed connection {self!r}")
+        writes = WRITES[self._state]
+        if writes == REFUSE:
+            what = "connection" if self.closed else f"{STATE_NAMES[self._state]} connection"
+            raise ConnClosedError(f"write on {what} {self!r}")
+        if writes == DROP:
+            return 0  # a send already failed; the connection is closing with that error
         try:
             self._send(data)
         except (BlockingIOError, InterruptedError):
@@ -279,9 +286,5 @@ class DatagramClientConn(Conn):
 
 
 def datagram_conn(loop: EventLoop, sock: socket.socket, remote: Any) -> DatagramClientConn:
-    options = loop.options
-    if options.socket_recv_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
-    if options.socket_send_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
+    configure(loop, sock)
     return DatagramClientConn(loop, sock, remote)

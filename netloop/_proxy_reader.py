@@ -17,6 +17,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from netloop._conn import BY_ERROR, BY_PEER, BY_TIMEOUT
+from netloop._lifecycle import CLOSE_NOW, HEADER_TIMEOUT, OPENED, PEER_FIN, PROXY_HEADER, START_TLS, next_state
 from netloop._poller import IN
 from netloop._proxy_parse import (
     DEFAULT_MAX_SIZE,
@@ -48,6 +49,8 @@ class ProxyHeaderReader:
         self.mode: Mode = mode
         self.head = b""
         self.timer: Timer | None = None
+        self.state = PROXY_HEADER  # a connection's first state (netloop._lifecycle), where the header is read
+        self.closed_early = False  # the peer closed inside the header
 
     def start(self, timeout: float) -> None:
         loop = self.loop
@@ -59,7 +62,7 @@ class ProxyHeaderReader:
         try:
             self._read()
         except ProxyProtocolError as exc:
-            self.fail(exc, BY_ERROR)
+            self.fail(exc, BY_ERROR, PEER_FIN if self.closed_early else CLOSE_NOW)
         except OSError as exc:
             self.fail(exc, BY_ERROR)
 
@@ -69,6 +72,7 @@ class ProxyHeaderReader:
         except (BlockingIOError, InterruptedError):
             return
         if not peeked:
+            self.closed_early = True
             raise ProxyProtocolError(f"the peer closed after {len(self.head)} bytes, before a complete PROXY header")
         result = parse_header(self.head + peeked, self.mode)
         if isinstance(result, HeaderComplete):
@@ -84,6 +88,7 @@ class ProxyHeaderReader:
         while n:
             got = self.sock.recv(n)  # bytes already there (peeked): this does not block
             if not got:
+                self.closed_early = True
                 raise ProxyProtocolError("the peer closed inside the PROXY header")
             n -= len(got)
 
@@ -98,7 +103,7 @@ class ProxyHeaderReader:
 
     def _expired(self, timeout: float) -> None:
         self.timer = None
-        self.fail(TimeoutError(errno.ETIMEDOUT, f"no complete PROXY header in {timeout}s"), BY_TIMEOUT)
+        self.fail(TimeoutError(errno.ETIMEDOUT, f"no complete PROXY header in {timeout}s"), BY_TIMEOUT, HEADER_TIMEOUT)
 
     def _forget(self) -> None:
         loop = self.loop
@@ -108,9 +113,10 @@ class ProxyHeaderReader:
         loop.pending.pop(self.fd, None)
         loop.detach(self.fd)
 
-    def fail(self, exc: BaseException, cause: int) -> None:
+    def fail(self, exc: BaseException, cause: int, event: str = CLOSE_NOW) -> None:
         """Close the connection before the handler knew of it: logged at debug, counted."""
         loop = self.loop
+        self.state = next_state(self.state, event)
         self._forget()
         loop.proxy_failures += 1
         loop.log.debug("netloop: PROXY header from %r refused: %s", self.remote, exc)
@@ -125,9 +131,11 @@ class ProxyHeaderReader:
         self._forget()
         if self.tls is not None and self._closed_after_header():
             self.loop.log.debug("netloop: %r closed after its PROXY header, before TLS began", self.remote)
+            self.state = next_state(self.state, PEER_FIN)
             self.loop.drop_unopened(self.sock, BY_PEER)
             return
         remote = self.remote
         if info.source is not None:
             remote = info.source  # LOCAL and UNKNOWN headers keep the real peer (the spec's rule)
+        self.state = next_state(self.state, OPENED if self.tls is None else START_TLS)
         self.loop.open_accepted(self.sock, remote, self.tls, info)

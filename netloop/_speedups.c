@@ -46,8 +46,12 @@ static PyObject *short_buffer_error; /* netloop.ShortBufferError */
 static PyObject *py_next;            /* the reference Conn.next, for the cases handled in Python */
 static PyObject *py_write;           /* the reference Conn.write */
 static PyTypeObject *socket_type;    /* _socket.socket */
-static int peer_eof = 1;             /* netloop._conn.PEER_EOF */
-static int closed_state = 7;         /* netloop._conn.CLOSED */
+static int closed_state = 7;         /* netloop._lifecycle.CLOSED */
+/* netloop._lifecycle.SENDS: whether a write in each state goes to the socket at once (else Conn._enqueue decides:
+ * queued, refused or dropped). A state outside the table sends nothing here. */
+#define MAX_STATES 64
+static unsigned char state_sends[MAX_STATES];
+static Py_ssize_t state_count = 0;
 static PyObject *empty;              /* b"" */
 
 static PyObject *s_size, *s_read, *s_enqueue, *s_buffer_rest, *s_fail_soon, *s_bytes_out, *s_bytes_in, *s_now,
@@ -526,7 +530,7 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
 static PyObject *
 write_flat(ConnCore *self, PyObject *data)
 {
-    if (self->state > peer_eof) {
+    if (self->state < 0 || self->state >= state_count || !state_sends[self->state]) {
         return PyObject_CallMethodOneArg((PyObject *)self, s_enqueue, data);
     }
     Py_ssize_t waiting = buffered(self->outbound, no_outbound);
@@ -1140,18 +1144,32 @@ counted(PyObject *module, PyObject *loop)
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(no_inbound, no_outbound, short_buffer_error, next, write, socket_type, peer_eof, closed)\n\n"
+"configure(no_inbound, no_outbound, short_buffer_error, next, write, socket_type, sends, closed)\n\n"
 "Hand over what the compiled code shares with netloop._conn: its buffer stand-ins, the error, the reference\n"
-"methods it falls back to, the socket type whose methods it may replace, and the PEER_EOF and CLOSED states.");
+"methods it falls back to, the socket type whose methods it may replace, and from netloop._lifecycle the SENDS\n"
+"table (a tuple of bools indexed by state) and the CLOSED state.");
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *inbound, *outbound, *error, *next, *write, *sock_type;
-    int eof, closed;
-    if (!PyArg_ParseTuple(args, "OOOOOO!ii:configure", &inbound, &outbound, &error, &next, &write, &PyType_Type,
-                          &sock_type, &eof, &closed)) {
+    PyObject *inbound, *outbound, *error, *next, *write, *sock_type, *sends;
+    int closed;
+    if (!PyArg_ParseTuple(args, "OOOOOO!O!i:configure", &inbound, &outbound, &error, &next, &write, &PyType_Type,
+                          &sock_type, &PyTuple_Type, &sends, &closed)) {
         return NULL;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(sends);
+    if (count > MAX_STATES || closed < 0 || closed >= count) {
+        PyErr_Format(PyExc_ValueError, "configure: %zd states (at most %d), CLOSED=%d", count, MAX_STATES, closed);
+        return NULL;
+    }
+    unsigned char table[MAX_STATES];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int yes = PyObject_IsTrue(PyTuple_GET_ITEM(sends, i));
+        if (yes < 0) {
+            return NULL;
+        }
+        table[i] = (unsigned char)yes;
     }
     Py_XSETREF(no_inbound, Py_NewRef(inbound));
     Py_XSETREF(no_outbound, Py_NewRef(outbound));
@@ -1159,13 +1177,32 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(py_next, Py_NewRef(next));
     Py_XSETREF(py_write, Py_NewRef(write));
     Py_XSETREF(socket_type, (PyTypeObject *)Py_NewRef(sock_type));
-    peer_eof = eof;
+    memcpy(state_sends, table, (size_t)count);
+    state_count = count;
     closed_state = closed;
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(lifecycle_doc,
+"lifecycle() -> (sends, closed)\n\n"
+"The lifecycle table as the compiled code holds it since configure(): SENDS as a tuple of bools, and CLOSED.");
+
+static PyObject *
+lifecycle(PyObject *module, PyObject *unused)
+{
+    PyObject *sends = PyTuple_New(state_count);
+    if (sends == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < state_count; i++) {
+        PyTuple_SET_ITEM(sends, i, PyBool_FromLong(state_sends[i]));
+    }
+    return Py_BuildValue("(Ni)", sends, closed_state);
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
+    {"lifecycle", lifecycle, METH_NOARGS, lifecycle_doc},
     {"counted", counted, METH_O, counted_doc},
 #if HAVE_SERVE
     {"serve", serve, METH_VARARGS, serve_doc},

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from netloop._conn import CLOSED, DELIVER, READS
 from netloop._errors import ConnTimeoutError
+from netloop._lifecycle import CLOSED, IDLE_TIMEOUT, READ_TIMEOUT, next_state
 
 if TYPE_CHECKING:
     from netloop._conn import Conn
@@ -72,12 +72,15 @@ class TimeoutWheel:
         if idle is not None:
             deadline = conn._seen + idle
             kind = "idle_timeout"
-        if read is not None and READS[conn._state] == DELIVER and conn._inbound._size:
+        if read is not None and conn._inbound._size and next_state(conn._state, READ_TIMEOUT) == CLOSED:
             # A partial message lingers: the handler left bytes unconsumed and no more came.
             partial = conn._seen + read
             if partial < deadline:
                 deadline, kind = partial, "read_timeout"
-        if now >= deadline:
+        if (
+            now >= deadline
+            and next_state(conn._state, IDLE_TIMEOUT if kind == "idle_timeout" else READ_TIMEOUT) == CLOSED
+        ):
             limit = idle if kind == "idle_timeout" else read
             # At once, not lingering: a peer that went quiet (or is trickling) gets no more of our time.
             conn._close(ConnTimeoutError(kind, f"{conn!r}: {kind}={limit}s passed"))

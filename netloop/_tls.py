@@ -25,20 +25,28 @@ from netloop._buffer.ring import RingBuffer
 from netloop._conn import (
     BY_PEER,
     BY_SHUTDOWN,
-    CLOSED,
-    DELIVER,
     NO_INBOUND,
-    NO_READ,
-    PEER_EOF,
     READ_HELD,
-    READS,
     READS_PER_ROUND,
-    SHUTTING,
     Buffer,
     Conn,
     cause_of,
 )
 from netloop._errors import EngineStoppedError
+from netloop._lifecycle import (
+    CLOSE_NOW,
+    CLOSED,
+    DELIVER,
+    FIN_SENT,
+    HANDSHAKE_TIMEOUT,
+    HANDSHAKING,
+    NO_READ,
+    OPENED,
+    READS,
+    SENDS,
+    SHUTTING,
+    next_state,
+)
 from netloop._poller import IN, OUT
 
 if TYPE_CHECKING:
@@ -91,6 +99,7 @@ class TlsConn(Conn):
 
     __slots__ = ("_ctx", "_info", "_ready", "_retry", "_server_name", "_server_side", "_ssl")
     _inline = False
+    _initial = HANDSHAKING
 
     def __init__(
         self,
@@ -191,7 +200,7 @@ class TlsConn(Conn):
 
     def _handshake_expired(self, timeout: float) -> None:
         self._timer = None
-        if self._info is None and self._state != CLOSED:
+        if self._info is None and self._state != CLOSED and next_state(self._state, HANDSHAKE_TIMEOUT) == CLOSED:
             self._drop(TimeoutError(errno.ETIMEDOUT, f"TLS handshake did not complete in {timeout}s"))
 
     def _drop(self, exc: BaseException, cause: int | None = None) -> None:
@@ -214,7 +223,7 @@ class TlsConn(Conn):
             self._err = exc
             Conn._close(self, exc)
             return
-        self._state = CLOSED
+        self._to(CLOSE_NOW)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -234,6 +243,7 @@ class TlsConn(Conn):
             self._ready.set()
 
     def _handshaken(self) -> None:
+        self._to(OPENED)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -295,6 +305,11 @@ class TlsConn(Conn):
         if self._ssl.pending():
             self._loop.call_soon(self._read_on)
 
+    def _update_interest(self) -> None:
+        # The handshake watches the socket for what OpenSSL wants (``_want``) until it completes.
+        if self._info is not None:
+            super()._update_interest()
+
     def _resume(self) -> None:
         self._update_interest()
         if self._ssl.pending():
@@ -305,7 +320,7 @@ class TlsConn(Conn):
     def write(self, data: Buffer) -> int:
         if type(data) is memoryview:
             data = flat(data)  # what follows counts bytes: len() of a wide view counts its items
-        if self._outbound._size or self._state > PEER_EOF:
+        if self._outbound._size or not SENDS[self._state]:
             return self._enqueue(data)
         n = len(data)
         if not n:
@@ -410,7 +425,7 @@ class TlsConn(Conn):
             # Still shaking hands (a stop, or a dial closed early): the handler never knew of it.
             self._drop(err or ConnectionAbortedError(errno.ECONNABORTED, "closed during the TLS handshake"))
             return
-        if err is None and self._state <= SHUTTING and self._info is not _NOT_OPENED:
+        if err is None and not FIN_SENT[self._state] and self._info is not _NOT_OPENED:
             # Closing without our FIN sent yet (the peer ended first): still say close_notify, best effort.
             try:
                 self._ssl.shutdown()

@@ -2,6 +2,7 @@
 
 Reads, partial consumes, writes (on the loop and from other threads), pauses, half-closes and closes from both sides:
 the handler sees exactly the bytes sent, the client reads exactly the bytes written, on_eof and on_close fire once.
+Every transition the connections make on the way is one the lifecycle table (netloop/_lifecycle.py) lists.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 from loopback import connect, serving, wait_until
 
 import netloop
+from netloop import _lifecycle
 
 QUICK = 5.0  # for what should happen at once: only a failing test waits this long
 
@@ -340,7 +342,7 @@ class ConnModel(RuleBasedStateMachine):
 @pytest.mark.slow
 def test_a_connection_behaves_like_its_model() -> None:
     puppet = Puppet()
-    with serving(puppet, "tcp://127.0.0.1:0") as engine:
+    with _lifecycle.recording() as performed, serving(puppet, "tcp://127.0.0.1:0") as engine:
         ConnModel.server = (puppet, engine.addrs[0])
         run_state_machine_as_test(
             ConnModel,
@@ -355,3 +357,8 @@ def test_a_connection_behaves_like_its_model() -> None:
                 database=None,
             ),
         )
+    asked = {(_lifecycle.STATE_NAMES[state], event) for state, event in performed}
+    unlisted = {(_lifecycle.STATE_NAMES[s], e) for s, e in performed if (s, e) not in _lifecycle.TRANSITIONS}
+    assert unlisted == set(), f"transitions the lifecycle table does not list: {sorted(unlisted)}"
+    # The run went through the table, closing states included.
+    assert {("open", "close"), ("open", "peer_fin"), ("closing", "flushed"), ("open", "shutdown_write")} <= asked
