@@ -289,16 +289,24 @@ class EventLoop:
                         conn._keep_rest()
                     if action:
                         conn._act(action)
-                except Exception:
-                    self.log.exception("netloop: internal error in event loop %d", self.index)
+                except Exception as exc:
+                    self._internal_error(exc, fd)
             if received:
                 self.bytes_in += received
             if tasks:
                 self._run_tasks()
 
-    def _internal_error(self, exc: Exception) -> None:
-        """An exception escaped an event's handling in the compiled loop (the Python loop logs it in place)."""
+    def _internal_error(self, exc: Exception, fd: int = -1) -> None:
+        """An exception escaped the handling of an event on ``fd``: log it, and close the connection on ``fd`` with
+        it, so that a readiness it can no longer handle does not come back on every poll (the loop serves on)."""
         self.log.error("netloop: internal error in event loop %d", self.index, exc_info=exc)
+        conn = self.conns.get(fd)
+        if conn is not None:
+            try:
+                conn._close(exc)
+            except Exception:
+                self.log.exception("netloop: closing %r after an internal error failed", conn)
+                self.detach(fd)
 
     def _run_tasks(self) -> None:
         tasks = self._tasks

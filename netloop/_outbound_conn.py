@@ -18,7 +18,20 @@ from netloop._conn import Buffer, Conn
 from netloop._conn_variants import conn_class, conn_mask
 from netloop._datagram import DATAGRAMS_PER_ROUND
 from netloop._errors import ConnClosedError, EngineStoppedError
-from netloop._lifecycle import CLOSED, DIAL_TIMEOUT, DIALING, DROP, OPENED, REFUSE, STATE_NAMES, WRITES, next_state
+from netloop._lifecycle import (
+    CLOSED,
+    DIAL_TIMEOUT,
+    DIALING,
+    DROP,
+    FINISHED,
+    OPENED,
+    REFUSE,
+    SHUT_WR,
+    SHUTTING,
+    STATE_NAMES,
+    WRITES,
+    next_state,
+)
 from netloop._poller import ERR, HUP, IN, OUT
 
 if TYPE_CHECKING:
@@ -167,6 +180,16 @@ class DialingConn(Conn):
         fire_open(self)
         self._update_interest()
         self.flush()
+        if self._state == SHUTTING and not self._outbound._size:
+            self._flushed()  # shutdown_write while connecting: our FIN waited for the connect, and nothing precedes it
+
+    def shutdown_write(self) -> None:
+        # Our FIN waits for the connect, as bytes written meanwhile do (a FIN now would leave a connecting socket
+        # half-shut before it opened): the state says it is asked for, and _open sends it.
+        if FINISHED[self._state]:
+            raise ConnClosedError(f"shutdown_write on closed connection {self!r}")
+        if next_state(self._state, SHUT_WR) != self._state:
+            self._to(SHUT_WR)
 
     def writev(self, chunks: Sequence[Buffer]) -> int:
         # One write per chunk keeps on_pre_write and the buffering of write; no gather write before connecting.

@@ -780,3 +780,50 @@ def test_graceful_stop_while_connecting_aborts_the_connect(full_backlog_port: in
     closes = {id(conn): err for kind, conn, err in (handler.events.get(timeout=TIMEOUT) for _ in range(2))}
     assert isinstance(closes.pop(id(outbound)), ConnectionAbortedError)
     assert list(closes.values()) == [None]
+
+
+def test_shutdown_write_while_the_dial_connects_sends_the_fin_once_connected(caplog: pytest.LogCaptureFixture) -> None:
+    """A handler that shuts its writing down before the outbound connect completed (a proxy whose client half-closed
+    at once): the FIN waits for the connect and goes out after it, and nothing goes wrong inside the loop."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    dialled: queue.Queue[netloop.Conn] = queue.Queue()
+
+    class Dialler(netloop.EventHandler):
+        def on_open(self, conn: netloop.Conn) -> None:
+            upstream = conn.event_loop.dial(f"tcp://127.0.0.1:{port}")
+            upstream.write(b"before the fin")
+            upstream.shutdown_write()
+            dialled.put(upstream)
+
+    with listener, serving(Dialler(), "tcp://127.0.0.1:0") as engine:
+        client = connect(engine.addrs[0])
+        upstream = dialled.get(timeout=5)
+        peer, _ = listener.accept()
+        with client, peer:
+            peer.settimeout(5)
+            received = b""
+            while chunk := peer.recv(4096):
+                received += chunk
+            assert received == b"before the fin"  # then our FIN: recv returned b""
+            assert not upstream.closed or upstream.fd == -1
+    internal = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert not internal, internal
+
+
+def test_shutdown_write_alone_while_the_dial_connects(caplog: pytest.LogCaptureFixture) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    class Dialler(netloop.EventHandler):
+        def on_open(self, conn: netloop.Conn) -> None:
+            conn.event_loop.dial(f"tcp://127.0.0.1:{port}").shutdown_write()
+
+    with listener, serving(Dialler(), "tcp://127.0.0.1:0") as engine:
+        client = connect(engine.addrs[0])
+        peer, _ = listener.accept()
+        with client, peer:
+            peer.settimeout(5)
+            assert peer.recv(4096) == b""  # the FIN, sent once the connect completed
+    internal = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert not internal, internal
