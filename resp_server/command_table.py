@@ -11,10 +11,12 @@ from resp_server.server_state import SESSION_COMMANDS
 from resp_server.sorted_sets import SORTED
 from resp_server.streams import STREAMS
 from resp_server.strings import STRINGS
+from resp_server.zset_ops import ZSET_OPS
+from resp_server.zset_ranges import ZSET_RANGES
 
 _TABLE = {
     name: entry
-    for name, entry in {**COMMANDS, **STRINGS, **CONTAINERS, **SORTED, **STREAMS}.items()
+    for name, entry in {**COMMANDS, **STRINGS, **CONTAINERS, **SORTED, **ZSET_RANGES, **ZSET_OPS, **STREAMS}.items()
     if name not in SESSION_COMMANDS
 }
 _VARIANTS3 = {b"GET": GET3, b"SET": SET3, **RESP3_VARIANTS}
