@@ -4,6 +4,7 @@ RESP3's table. PING and the commands on the session or the server are :mod:`resp
 
 from __future__ import annotations
 
+from resp_server.bitops import BITOPS
 from resp_server.commands import COMMANDS, GET3, SET3
 from resp_server.container_ops import CONTAINER_OPS
 from resp_server.containers import CONTAINERS, RESP3_VARIANTS
@@ -26,6 +27,7 @@ _TABLE = {
         **ZSET_RANGES,
         **ZSET_OPS,
         **STREAMS,
+        **BITOPS,
     }.items()
     if name not in SESSION_COMMANDS
 }
