@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from resp_server.blocking import BLOCKING
 from resp_server.replies import (
     MANY,
     OK,
@@ -43,6 +44,9 @@ PUBSUB_LIMIT = 32 * 1024 * 1024
 for pubsub, hard limit 32 MB): the RESP server runs with ``write_buffer_limit`` at this value."""
 
 SubscribedOK = frozenset((b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUBSCRIBE", b"PING", b"QUIT", b"RESET"))
+
+REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT, REPLY_SKIP = 0, 1, 2, 3
+"""CLIENT REPLY's modes: every reply; none; none for this command and the next; none for this one."""
 
 _CONFIG_DEFAULTS = {
     b"save": b"",
@@ -96,6 +100,8 @@ class ServerState:
         self.ids = itertools.count(1)
         self.clients: dict[int, RespSession] = {}
         self.channels: dict[bytes, set[RespSession]] = {}
+        self.blocked: set[RespSession] = set()
+        """Sessions waiting on a blocking command (the ticker answers those whose timeout passed)."""
         self.patterns: dict[bytes, set[RespSession]] = {}
         self.config = dict(_CONFIG_DEFAULTS)
         self.config[b"port"] = b"%d" % port
@@ -330,7 +336,13 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(args) == 3:
         return OK if args[2].upper() in (b"ON", b"OFF") else error(b"ERR syntax error")
     if sub == b"REPLY" and len(args) == 3:
-        return OK if args[2].upper() == b"ON" else error(b"ERR this server answers every command (CLIENT REPLY ON)")
+        modes = {b"ON": REPLY_ON, b"OFF": REPLY_OFF, b"SKIP": REPLY_SKIP_NEXT}
+        mode = modes.get(args[2].upper())
+        if mode is None:
+            return error(b"ERR syntax error")
+        session.reply_mode = mode
+        session.subscriptions_changed()
+        return OK
     if sub == b"HELP":
         lines = [b"CLIENT <subcommand>", b"ID", b"INFO", b"LIST", b"KILL", b"SETNAME", b"GETNAME", b"SETINFO"]
         return array(lines)
@@ -431,6 +443,10 @@ def _unwatch(session: RespSession, args: list[bytes]) -> Reply:
     return OK
 
 
+def _block(session: RespSession, args: list[bytes]) -> Reply:
+    return session.block(args)
+
+
 SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
     b"PING": (_ping, 1, MANY),
     b"HELLO": (_hello, 1, MANY),
@@ -450,6 +466,7 @@ SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
     b"WATCH": (_watch, 2, MANY),
     b"UNWATCH": (_unwatch, 1, 1),
     b"LOLWUT": (lolwut_command, 1, MANY),
+    **{name: (_block, low, high) for name, (_, low, high) in BLOCKING.items()},
 }
 """Commands on the session or the server, by name, with their arity (name included)."""
 

@@ -41,6 +41,10 @@ class KeyValueStore:
         self._data: dict[bytes, Any] = {}  # bytes (a string), or a deque, dict or set (list, hash, set)
         # WATCH: the sessions watching each key; each gets ``watch_dirty`` set when its key is modified.
         self.watchers: dict[bytes, set[Any]] = {}
+        # Blocking pops: the sessions waiting on each key, oldest first, and the keys written since they were
+        # last retried (resp_server.blocking.serve_blocked).
+        self.blocked: dict[bytes, list[Any]] = {}
+        self.ready: list[bytes] = []
         self._deadlines: dict[bytes, int] = {}
         # Keys with a deadline, in a list so active expiry can walk them in O(1) per key without copying.
         self._volatile: list[bytes] = []
@@ -67,7 +71,7 @@ class KeyValueStore:
     def set(self, key: bytes, value: Any, deadline: int | None = None, keep_ttl: bool = False) -> None:
         """Store ``value``; the key gets ``deadline`` if given, else keeps its deadline only if ``keep_ttl``."""
         self._data[key] = value
-        if self.watchers:
+        if self.watchers or self.blocked:
             self.modified(key)
         if deadline is not None:
             self.set_deadline(key, deadline)
@@ -94,6 +98,8 @@ class KeyValueStore:
         if watching:
             for session in watching:
                 session.watch_dirty = True
+        if key in self.blocked and key not in self.ready:
+            self.ready.append(key)
 
     def persist(self, key: bytes) -> bool:
         """Remove ``key``'s deadline; True if it had one."""
