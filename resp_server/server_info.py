@@ -89,7 +89,7 @@ def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
         return [
             ("connected_clients", len(server.clients)),
             ("maxclients", 10000),
-            ("blocked_clients", 0),
+            ("blocked_clients", len(server.blocked)),
             ("pubsub_clients", pubsub),
         ]
     if name == "memory":

@@ -358,6 +358,24 @@ def test_a_blocking_pop_times_out_with_a_null_and_goes_on(ports: tuple[int, int]
         client.close()
 
 
+def test_info_counts_the_blocked_clients(ports: tuple[int, int]) -> None:
+    waiter, other = RawClient(ports[1]), RawClient(ports[1])
+    try:
+        other.call("DEL", "l")
+        assert b"blocked_clients:0\r\n" in other.call("INFO", "clients")
+        waiter.send("BLPOP", "l", "0")
+        deadline = time.monotonic() + 5
+        while b"blocked_clients:1\r\n" not in other.call("INFO", "clients") and time.monotonic() < deadline:
+            pass
+        assert b"blocked_clients:1\r\n" in other.call("INFO", "clients")
+        other.call("RPUSH", "l", "a")
+        assert waiter.read_reply() == b"*2\r\n$1\r\nl\r\n$1\r\na\r\n"
+        assert b"blocked_clients:0\r\n" in other.call("INFO", "clients")
+    finally:
+        waiter.close()
+        other.close()
+
+
 def test_a_closed_waiter_is_forgotten(ports: tuple[int, int]) -> None:
     waiter, other = RawClient(ports[1]), RawClient(ports[1])
     try:
