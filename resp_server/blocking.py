@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from resp_server.container_ops import lmpop_from, parse_lmpop
 from resp_server.replies import MANY, Encoder, Reply, array, bulk, error, join_replies
 from resp_server.store import KeyValueStore
-from resp_server.values import SYNTAX, ZSet, _kept, _Wrong
+from resp_server.values import SYNTAX, WRONGTYPE, ZSet, _kept, _Wrong
 from resp_server.zset_ops import mpop_reply, parse_mpop
 
 if TYPE_CHECKING:
@@ -211,8 +211,8 @@ def serve_blocked(store: KeyValueStore) -> None:
                 continue
             try:
                 reply = blocker.attempt(False)
-            except _Wrong:
-                reply = None
+            except _Wrong:  # BLMOVE's destination holds another type: the waiter gets the error, as in Redis
+                reply = WRONGTYPE
             if reply is not None:
                 session.unblock(reply)
 

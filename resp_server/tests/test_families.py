@@ -345,6 +345,23 @@ def test_a_blocked_client_is_served_by_the_write_that_feeds_it(
     assert _waiting_then_fed(ports[1], wait, feed) == _waiting_then_fed(ports[0], wait, feed)
 
 
+def test_a_waiter_whose_destination_holds_another_type_gets_wrongtype(ports: tuple[int, int]) -> None:
+    for port in ports:
+        waiter, feeder = RawClient(port), RawClient(port)
+        try:
+            feeder.run([["DEL", "l"], ["SET", "target", "nolist"]])
+            waiter.send("BRPOPLPUSH", "l", "target", "0")
+            deadline = time.monotonic() + 5
+            while b"blocked_clients:1\r\n" not in feeder.call("INFO", "clients") and time.monotonic() < deadline:
+                pass
+            assert feeder.call("RPUSH", "l", "a", "b") == b":2\r\n"
+            assert waiter.read_reply().startswith(b"-WRONGTYPE")
+            assert feeder.call("LRANGE", "l", "0", "-1") == b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        finally:
+            waiter.close()
+            feeder.close()
+
+
 def test_a_blocking_pop_times_out_with_a_null_and_goes_on(ports: tuple[int, int]) -> None:
     client = RawClient(ports[1])
     try:
