@@ -102,7 +102,6 @@ def _move(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Blocker 
             return None
         dest = _of_kind(store, target, deque, True)
         value = items.popleft() if left_from else items.pop()
-        _kept(store, source, items)
         if dest is None:
             dest = deque()
             store.set(target, dest)
@@ -112,6 +111,7 @@ def _move(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Blocker 
             dest.appendleft(value)
         else:
             dest.append(value)
+        _kept(store, source, items)  # after the push: the source may be the destination
         return bulk(value)
 
     return Blocker([source], deadline, attempt)

@@ -98,7 +98,6 @@ def _move(
         return encoder.nil
     dest = _of(store, target, deque)
     value = items.popleft() if left_from else items.pop()
-    _kept(store, source, items)
     if dest is None:
         dest = deque()
         store.set(target, dest)
@@ -108,6 +107,7 @@ def _move(
         dest.appendleft(value)
     else:
         dest.append(value)
+    _kept(store, source, items)  # after the push: the source may be the destination
     return bulk(value)
 
 

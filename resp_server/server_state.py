@@ -335,6 +335,8 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
         return OK
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(args) == 3:
         return OK if args[2].upper() in (b"ON", b"OFF") else error(b"ERR syntax error")
+    if sub == b"UNBLOCK" and len(args) in (3, 4):
+        return _client_unblock(session, args)
     if sub == b"REPLY" and len(args) == 3:
         modes = {b"ON": REPLY_ON, b"OFF": REPLY_OFF, b"SKIP": REPLY_SKIP_NEXT}
         mode = modes.get(args[2].upper())
@@ -347,6 +349,24 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
         lines = [b"CLIENT <subcommand>", b"ID", b"INFO", b"LIST", b"KILL", b"SETNAME", b"GETNAME", b"SETINFO"]
         return array(lines)
     return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try CLIENT HELP." % args[1])
+
+
+def _client_unblock(session: RespSession, args: list[bytes]) -> Reply:
+    """CLIENT UNBLOCK id [TIMEOUT|ERROR]: end a client's blocking command with a null, or with an error."""
+    client_id = parse_int64(args[2])
+    if client_id is None:
+        return error(b"ERR value is not an integer or out of range")
+    how = args[3].upper() if len(args) == 4 else b"TIMEOUT"
+    if how not in (b"TIMEOUT", b"ERROR"):
+        return error(b"ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    target = session.server.clients.get(client_id)
+    if target is None or target.blocker is None:
+        return b":0\r\n"
+    if how == b"ERROR":
+        target.unblock(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n")
+    else:
+        target.unblock(target.encoder.nil_array)
+    return b":1\r\n"
 
 
 def _client_list(session: RespSession, args: list[bytes]) -> Reply:

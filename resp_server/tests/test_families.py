@@ -180,6 +180,10 @@ CASES = {
         LMPOP 1 nosuch LEFT
         LMPOP 1 str LEFT
         LMPOP 5 l LEFT
+        RPUSH one x
+        RPOPLPUSH one one
+        LMOVE one one LEFT RIGHT
+        LRANGE one 0 -1
     """),
     "hashes sets scans": _split("""
         HSET h a 1
@@ -337,6 +341,7 @@ def _waiting_then_fed(port: int, wait: list[str], feed: list[str]) -> tuple[byte
         (["BLMPOP", "0", "1", "l", "LEFT", "COUNT", "3"], ["RPUSH", "l", "a", "b"]),
         (["BZPOPMIN", "z", "0"], ["ZADD", "z", "2", "b", "1", "a"]),
         (["BZMPOP", "0", "1", "z", "MAX", "COUNT", "5"], ["ZADD", "z", "2", "b", "1", "a"]),
+        (["BRPOPLPUSH", "l", "l", "0"], ["RPUSH", "l", "a"]),
     ],
 )
 def test_a_blocked_client_is_served_by_the_write_that_feeds_it(
@@ -360,6 +365,50 @@ def test_a_waiter_whose_destination_holds_another_type_gets_wrongtype(ports: tup
         finally:
             waiter.close()
             feeder.close()
+
+
+def test_self_referential_blocking_move_keeps_the_item(ports: tuple[int, int]) -> None:
+    for port in ports:
+        client = RawClient(port)
+        try:
+            assert client.run([["DEL", "l"], ["LRANGE", "l", "0", "-1"]])[1] == b"*0\r\n"
+            waiter = RawClient(port)
+            try:
+                waiter.send("BLMOVE", "l", "l", "RIGHT", "LEFT", "0")
+                deadline = time.monotonic() + 5
+                while b"blocked_clients:1\r\n" not in client.call("INFO", "clients") and time.monotonic() < deadline:
+                    pass
+                client.call("RPUSH", "l", "foo")
+                assert waiter.read_reply() == b"$3\r\nfoo\r\n"
+            finally:
+                waiter.close()
+            assert client.call("LRANGE", "l", "0", "-1") == b"*1\r\n$3\r\nfoo\r\n"
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("how", [[], ["TIMEOUT"], ["ERROR"]])
+def test_client_unblock(ports: tuple[int, int], how: list[str]) -> None:
+    answers = []
+    for port in ports:
+        waiter, other = RawClient(port), RawClient(port)
+        try:
+            client_id = waiter.call("CLIENT", "ID")[1:-2].decode()
+            other.call("DEL", "l")
+            waiter.send("BLPOP", "l", "0")
+            deadline = time.monotonic() + 5
+            while b"blocked_clients:1\r\n" not in other.call("INFO", "clients") and time.monotonic() < deadline:
+                pass
+            unblocked = other.call("CLIENT", "UNBLOCK", client_id, *how)
+            answers.append(
+                (unblocked, waiter.read_reply(), waiter.call("PING"), other.call("CLIENT", "UNBLOCK", client_id))
+            )
+            answers.append((other.call("CLIENT", "UNBLOCK", "asd"), other.call("CLIENT", "UNBLOCK", client_id, "NO")))
+        finally:
+            waiter.close()
+            other.close()
+    assert answers[2:] == answers[:2]
+    assert answers[0][0] == b":1\r\n"
 
 
 def test_a_blocking_pop_times_out_with_a_null_and_goes_on(ports: tuple[int, int]) -> None:
