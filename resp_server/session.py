@@ -217,7 +217,8 @@ class RespSession:
         replies = self._run(commands)
         if self.blocker is not None:
             self._backlog, self._next, self._held = self._held, 0, []
-            return b"".join(replies), False  # type: ignore[arg-type]  # a blocked command's batch: small replies
+            self._output.extend(chunk_replies(replies))
+            return self._serve_held(limit)
         error_ = self._parser.error
         if error_ is not None and not self._closing:
             replies.append(error(b"ERR " + error_.encode("latin-1")))

@@ -389,7 +389,7 @@ def test_self_referential_blocking_move_keeps_the_item(ports: tuple[int, int]) -
 
 @pytest.mark.parametrize("how", [[], ["TIMEOUT"], ["ERROR"]])
 def test_client_unblock(ports: tuple[int, int], how: list[str]) -> None:
-    answers = []
+    answers: list[tuple[bytes, ...]] = []
     for port in ports:
         waiter, other = RawClient(port), RawClient(port)
         try:
@@ -486,3 +486,19 @@ def test_subscriptions_still_answer_with_replies_off(ports: tuple[int, int]) -> 
     finally:
         subscriber.close()
         publisher.close()
+
+
+def test_a_session_blocked_after_a_big_reply_hands_it_out_and_waits() -> None:
+    store = resp_server.KeyValueStore()
+    waiter = resp_server.RespSession(store)
+    encode = resp_server.encode_request
+    waiter.receive(encode([b"RPUSH", b"big", *[b"x" * 10] * 2000]))
+    out, close = waiter.receive(
+        encode([b"LRANGE", b"big", b"0", b"-1"]) + encode([b"BLPOP", b"empty", b"0"]) + encode([b"PING"])
+    )
+    assert out.startswith(b"*2000\r\n") and out.endswith(b"$10\r\nxxxxxxxxxx\r\n") and not close
+    assert waiter.blocker is not None and waiter.receive(encode([b"ECHO", b"later"])) == (b"", False)
+    feeder = resp_server.RespSession(store, server=waiter.server)
+    assert feeder.receive(encode([b"RPUSH", b"empty", b"v"])) == (b":1\r\n", False)
+    assert waiter.pushed == [b"*2\r\n$5\r\nempty\r\n$1\r\nv\r\n"]
+    assert waiter.receive(b"") == (b"+PONG\r\n$5\r\nlater\r\n", False)
