@@ -256,6 +256,30 @@ CASES = {
         BITOP AND d s l
     """),
     ],
+    "bitfield": _split("""
+        BITFIELD bf SET i5 0 0
+        BITFIELD bf SET i5 0 1 GET u4 0 INCRBY i5 0 100 OVERFLOW SAT INCRBY i5 0 100 OVERFLOW FAIL INCRBY u2 100 5
+        GET bf
+        BITFIELD bf SET u63 #1 12345678901 GET u63 #1 GET i64 1
+        BITFIELD bf INCRBY i64 0 9223372036854775807 OVERFLOW WRAP INCRBY i64 0 9223372036854775807
+        BITFIELD bf GET u64 0
+        BITFIELD bf GET i65 0
+        BITFIELD bf GET x5 0
+        BITFIELD bf GET i5 -1
+        BITFIELD bf GET i5 #-1
+        BITFIELD bf OVERFLOW foo GET i5 0
+        BITFIELD bf foo
+        BITFIELD bf SET i5 0 x
+        BITFIELD_RO bf GET i8 0 GET u3 2
+        BITFIELD_RO bf SET i8 0 1
+        BITFIELD nosuch GET i8 0
+        BITFIELD nosuch
+        EXISTS nosuch
+        BITFIELD bf SET u8 4294967296 1
+        BITFIELD bf SET i5 10 -17 OVERFLOW SAT SET i5 20 -17 OVERFLOW FAIL SET i5 30 40 GET i5 10 GET i5 20
+        LPUSH l a
+        BITFIELD l GET i8 0
+    """),
     "blocking pops that need not wait": _split("""
         RPUSH l a b
         ZADD z 1 m 2 n
