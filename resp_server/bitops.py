@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from resp_server.replies import MANY, Entry, Reply, error, parse_int64
+from resp_server.replies import MANY, Encoder, Entry, Reply, error, parse_int64, per_protocol
 from resp_server.store import KeyValueStore
 from resp_server.values import NOT_INTEGER, SYNTAX, ZERO, _of, _typed, _Wrong, integer
 
@@ -195,8 +195,9 @@ def _bitfield_ops(args: list[bytes]) -> list[tuple[bytes, bool, int, int, int, b
     return ops
 
 
+@per_protocol
 @_typed
-def _bitfield(store: KeyValueStore, args: list[bytes]) -> Reply:
+def _bitfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     ops = _bitfield_ops(args)
     if isinstance(ops, bytes):
         return ops
@@ -218,7 +219,7 @@ def _bitfield(store: KeyValueStore, args: list[bytes]) -> Reply:
             continue
         new = _fit(old + number if op == b"INCRBY" else number, signed, bits, overflow)
         if new is None:
-            results.append(b"$-1\r\n")
+            results.append(encoder.nil)
             continue
         _write_field(data, offset, bits, new)
         results.append(integer(old if op == b"SET" else new))
