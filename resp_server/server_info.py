@@ -10,6 +10,7 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
+from resp_server.notifications import flags_text, parse_flags
 from resp_server.replies import OK, Reply, arity_error, array, bulk, error, join_replies, parse_int64
 from resp_server.store import glob_match
 
@@ -195,6 +196,16 @@ def config_command(session: RespSession, args: list[bytes]) -> Reply:
             if isinstance(value, str):
                 return error(b"ERR CONFIG SET failed (possibly related to argument '%b') - %b" % (name, value.encode()))
             values[name] = value
+        if b"notify-keyspace-events" in values:
+            classes = parse_flags(values[b"notify-keyspace-events"])
+            if classes is None:
+                return error(
+                    b"ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event"
+                    b" class character. Use 'Ag$lshzxeKEtmdn'."
+                )
+            values[b"notify-keyspace-events"] = flags_text(classes)
+            session.server.notify_classes = classes
+            session.store.notifying = "K" in classes or "E" in classes
         config.update(values)
         return OK
     if sub == b"RESETSTAT" and len(args) == 2:

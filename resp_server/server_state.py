@@ -80,6 +80,7 @@ _CONFIG_DEFAULTS = {
     b"rdb-key-save-delay": b"0",
     b"min-replicas-to-write": b"0",
     b"replica-serve-stale-data": b"yes",
+    b"notify-keyspace-events": b"",
     b"proto-max-bulk-len": b"536870912",
     b"client-output-buffer-limit": b"normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
     b"appendfsync": b"everysec",
@@ -100,6 +101,8 @@ class ServerState:
         self.ids = itertools.count(1)
         self.clients: dict[int, RespSession] = {}
         self.channels: dict[bytes, set[RespSession]] = {}
+        self.notify_classes = ""
+        """The keyspace notifications' classes (notify-keyspace-events, parsed): none by default."""
         self.blocked: set[RespSession] = set()
         """Sessions waiting on a blocking command (the ticker answers those whose timeout passed)."""
         self.patterns: dict[bytes, set[RespSession]] = {}

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 from resp_server.blocking import BLOCKING, Blocker, serve_blocked
 from resp_server.command_table import KEYSPACE, KEYSPACE3, PING
 from resp_server.commands import SESSION_ARITY
+from resp_server.notifications import publish_events
 from resp_server.parser import MAX_ARRAY, MAX_BULK, MAX_INLINE, RespParser
 from resp_server.replies import (
     ENCODERS,
@@ -290,15 +291,15 @@ class RespSession:
                     at = next(i for i, command in enumerate(commands) if command is args)
                     self._held = commands[at + 1 :]
                     return replies
-                if store.ready:
-                    serve_blocked(store)
+                if store.ready or store.events:
+                    self._after(args)
                 in_multi = self._in_multi
                 dispatch = self._dispatch  # a SUBSCRIBE or HELLO may have changed it
                 continue
             run, low, high = entry
             replies.append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
-            if store.ready:
-                serve_blocked(store)
+            if store.ready or store.events:
+                self._after(args)
         return replies
 
     def _special(self, args: list[bytes]) -> Reply:
@@ -376,6 +377,14 @@ class RespSession:
         replies.insert(0, b"*%d\r\n" % len(queue))
         return join_replies(replies)
 
+    def _after(self, args: list[bytes]) -> None:
+        """After a command: publish the keyspace events it caused, serve the clients its writes unblock."""
+        store = self.store
+        if store.events:
+            publish_events(self.server, store, args[0])
+        if store.ready:
+            serve_blocked(store)
+
     def block(self, args: list[bytes]) -> Reply:
         """A blocking command: its reply if it pops now (or a null inside EXEC), else wait (reply nothing yet)."""
         blocker = BLOCKING[args[0].upper()][0](self.encoder, self.store, args)
@@ -430,9 +439,10 @@ class RespSession:
         """Run one queued command (EXEC): a keyspace command or a session one."""
         name = args[0].upper()
         entry = self._commands.get(name)
-        if entry is not None:
-            return entry[0](self.store, args)
-        return SESSION_COMMANDS[name][0](self, args)
+        reply = entry[0](self.store, args) if entry is not None else SESSION_COMMANDS[name][0](self, args)
+        if self.store.events:
+            publish_events(self.server, self.store, name)
+        return reply
 
     @property
     def in_request(self) -> bool:

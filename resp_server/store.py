@@ -45,6 +45,10 @@ class KeyValueStore:
         # last retried (resp_server.blocking.serve_blocked).
         self.blocked: dict[bytes, list[Any]] = {}
         self.ready: list[bytes] = []
+        # Keyspace notifications (notify-keyspace-events): while on, what each command did to which key, as
+        # (b"changed" | b"new" | b"deleted" | b"expired", key), for resp_server.notifications to publish.
+        self.notifying = False
+        self.events: list[tuple[bytes, bytes]] = []
         self._deadlines: dict[bytes, int] = {}
         # Keys with a deadline, in a list so active expiry can walk them in O(1) per key without copying.
         self._volatile: list[bytes] = []
@@ -59,6 +63,8 @@ class KeyValueStore:
         """The live value of ``key``, or None if it is missing or expired."""
         if self._deadlines and key in self._deadlines and self.clock() > self._deadlines[key]:
             self._remove(key)
+            if self.notifying:
+                self.events.append((b"expired", key))
             if self.watchers:
                 self.modified(key)  # an expired watched key counts as touched, as in Redis
             return None
@@ -70,8 +76,10 @@ class KeyValueStore:
 
     def set(self, key: bytes, value: Any, deadline: int | None = None, keep_ttl: bool = False) -> None:
         """Store ``value``; the key gets ``deadline`` if given, else keeps its deadline only if ``keep_ttl``."""
+        if self.notifying and key not in self._data:
+            self.events.append((b"new", key))
         self._data[key] = value
-        if self.watchers or self.blocked:
+        if self.watchers or self.blocked or self.notifying:
             self.modified(key)
         if deadline is not None:
             self.set_deadline(key, deadline)
@@ -84,6 +92,8 @@ class KeyValueStore:
         if not self.exists(key):
             return False
         self._remove(key)
+        if self.notifying:
+            self.events.append((b"deleted", key))
         if self.watchers:
             self.modified(key)
         return True
@@ -100,13 +110,15 @@ class KeyValueStore:
                 session.watch_dirty = True
         if key in self.blocked and key not in self.ready:
             self.ready.append(key)
+        if self.notifying:
+            self.events.append((b"changed", key))
 
     def persist(self, key: bytes) -> bool:
         """Remove ``key``'s deadline; True if it had one."""
         if not self.exists(key) or key not in self._deadlines:
             return False
         self._forget_deadline(key)
-        if self.watchers:
+        if self.watchers or self.notifying:
             self.modified(key)
         return True
 
@@ -120,7 +132,7 @@ class KeyValueStore:
             self._slot[key] = len(self._volatile)
             self._volatile.append(key)
         self._deadlines[key] = deadline
-        if self.watchers:
+        if self.watchers or self.notifying:
             self.modified(key)
 
     def keys(self) -> list[bytes]:
@@ -171,6 +183,8 @@ class KeyValueStore:
             if now > deadlines[key]:
                 # The last key moves into slot i, so i is examined again rather than advanced.
                 self._remove(key)
+                if self.notifying:
+                    self.events.append((b"expired", key))
                 if self.watchers:
                     self.modified(key)
                 expired += 1

@@ -526,3 +526,55 @@ def test_a_session_blocked_after_a_big_reply_hands_it_out_and_waits() -> None:
     assert feeder.receive(encode([b"RPUSH", b"empty", b"v"])) == (b":1\r\n", False)
     assert waiter.pushed == [b"*2\r\n$5\r\nempty\r\n$1\r\nv\r\n"]
     assert waiter.receive(b"") == (b"+PONG\r\n$5\r\nlater\r\n", False)
+
+
+@pytest.mark.parametrize(
+    ("flags", "commands"),
+    [
+        ("KEA", [["SET", "foo", "bar"], ["LPUSH", "l", "a"], ["RPOP", "l"], ["HMSET", "h", "f", "1"]]),
+        ("KEl", [["SET", "foo", "bar"], ["RPUSH", "l", "a", "b"], ["LPOP", "l", "2"]]),
+        ("KEg", [["SET", "foo", "bar"], ["EXPIRE", "foo", "100"], ["DEL", "foo"]]),
+        ("Ks", [["SADD", "s", "a", "b"], ["SREM", "s", "x"], ["SREM", "s", "a"]]),
+        ("Kz", [["ZADD", "z", "1", "a"], ["ZREM", "z", "x"], ["ZINCRBY", "z", "2", "a"]]),
+        ("Kh", [["HSET", "h", "f", "1"], ["HINCRBY", "h", "f", "10"], ["HDEL", "h", "f"]]),
+        ("E$", [["SET", "n", "1"], ["INCR", "n"], ["APPEND", "n", "0"], ["MULTI"], ["INCRBY", "n", "5"], ["EXEC"]]),
+        ("En", [["SET", "foo", "bar"], ["SET", "foo", "baz"], ["SET", "bar", "x"]]),
+    ],
+)
+def test_keyspace_notifications_as_redis(ports: tuple[int, int], flags: str, commands: Case) -> None:
+    heard = []
+    for port in ports:
+        listener, client = RawClient(port), RawClient(port)
+        try:
+            client.call("FLUSHALL")
+            assert client.call("CONFIG", "SET", "notify-keyspace-events", flags) == b"+OK\r\n"
+            listener.call("PSUBSCRIBE", "__key*")
+            client.run(commands)
+            client.call("PUBLISH", "__keyend", "done")  # the listener's last message: everything before it came
+            messages = []
+            while (
+                message := listener.read_reply()
+            ) != b"*4\r\n$8\r\npmessage\r\n$6\r\n__key*\r\n$8\r\n__keyend\r\n$4\r\ndone\r\n":
+                messages.append(message)
+            heard.append(messages)
+        finally:
+            client.call("CONFIG", "SET", "notify-keyspace-events", "")
+            listener.close()
+            client.close()
+    assert heard[1] == heard[0]
+    assert heard[0]
+
+
+def test_notify_keyspace_events_flags_as_redis(ports: tuple[int, int]) -> None:
+    answers = []
+    for port in ports:
+        client = RawClient(port)
+        try:
+            got = []
+            for flags in ("gKE", "$lshzxeKE", "KA", "EA", "Kx", "Q", ""):
+                got.append(client.call("CONFIG", "SET", "notify-keyspace-events", flags))
+                got.append(client.call("CONFIG", "GET", "notify-keyspace-events"))
+            answers.append(got)
+        finally:
+            client.close()
+    assert answers[1] == answers[0]
