@@ -528,6 +528,24 @@ def test_a_session_blocked_after_a_big_reply_hands_it_out_and_waits() -> None:
     assert waiter.receive(b"") == (b"+PONG\r\n$5\r\nlater\r\n", False)
 
 
+def test_smove_of_a_member_the_target_holds_leaves_its_watchers_alone(ports: tuple[int, int]) -> None:
+    answers = []
+    for port in ports:
+        client, other = RawClient(port), RawClient(port)
+        try:
+            client.run([["FLUSHALL"], ["SADD", "src", "a", "b"], ["SADD", "dst", "a"], ["WATCH", "dst"], ["MULTI"]])
+            client.call("SADD", "dst", "c")
+            moved = other.run(
+                [["SMOVE", "src", "dst", "a"], ["SMOVE", "dst", "dst", "a"], ["SMOVE", "dst", "dst", "z"]]
+            )
+            answers.append([*moved, client.call("EXEC"), client.call("SCARD", "dst"), client.call("SCARD", "src")])
+        finally:
+            client.close()
+            other.close()
+    assert answers[1] == answers[0]
+    assert answers[1][3] == b"*1\r\n:1\r\n"  # EXEC ran: the watched set did not change
+
+
 @pytest.mark.parametrize(
     ("flags", "commands"),
     [
