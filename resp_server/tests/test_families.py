@@ -596,3 +596,28 @@ def test_notify_keyspace_events_flags_as_redis(ports: tuple[int, int]) -> None:
         finally:
             client.close()
     assert answers[1] == answers[0]
+
+
+def test_xinfo_stream_full_describes_a_copy_as_its_original(ports: tuple[int, int]) -> None:
+    client = RawClient(ports[1])
+    try:
+        client.run([["FLUSHALL"], ["XADD", "x", "100", "a", "1"], ["XADD", "x", "101", "b", "1"]])
+        client.run(
+            [
+                ["XGROUP", "CREATE", "x", "g1", "0"],
+                ["XREADGROUP", "GROUP", "g1", "Alice", "COUNT", "1", "STREAMS", "x", ">"],
+            ]
+        )
+        assert client.call("COPY", "x", "y") == b":1\r\n"
+        full = client.call("XINFO", "STREAM", "x", "FULL")
+        assert full.startswith(b"*18\r\n$6\r\nlength\r\n:2\r\n")
+        assert b"$4\r\nname\r\n$5\r\nAlice\r\n" in full and b"$9\r\npel-count\r\n:1\r\n" in full
+        assert client.call("XINFO", "STREAM", "y", "FULL") == full
+        assert client.call("XINFO", "STREAM", "x", "FULL", "COUNT", "1").count(b"-0\r\n*2\r\n") == 1
+        assert (
+            client.call("XINFO", "STREAM", "x", "FULL", "COUNT", "x")
+            == b"-ERR value is not an integer or out of range\r\n"
+        )
+        assert client.call("XINFO", "STREAM", "x", "BLA") == b"-ERR syntax error\r\n"
+    finally:
+        client.close()
