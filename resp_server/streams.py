@@ -268,7 +268,7 @@ def _xinfo_full(encoder: Encoder, stream: Stream, entries: list[tuple[tuple[int,
             encoder.nil,
             b"$9\r\npel-count\r\n:%d\r\n" % len(pending),
             b"$7\r\npending\r\n*%d\r\n" % len(pending),
-            *[b"*4\r\n%b%b:0\r\n:1\r\n" % (bulk(_id_text(eid)), bulk(owner)) for eid, owner in pending],
+            *[join_replies([b"*4\r\n", bulk(_id_text(eid)), bulk(owner), b":0\r\n:1\r\n"]) for eid, owner in pending],
             b"$9\r\nconsumers\r\n*%d\r\n" % len(group["consumers"]),
         ]
         for consumer in sorted(group["consumers"]):
@@ -280,7 +280,7 @@ def _xinfo_full(encoder: Encoder, stream: Stream, entries: list[tuple[tuple[int,
                 b"$9\r\nseen-time\r\n:0\r\n",
                 b"$9\r\npel-count\r\n:%d\r\n" % len(owned),
                 b"$7\r\npending\r\n*%d\r\n" % len(owned),
-                *[b"*3\r\n%b:0\r\n:1\r\n" % bulk(_id_text(eid)) for eid in owned],
+                *[join_replies([b"*3\r\n", bulk(_id_text(eid)), b":0\r\n:1\r\n"]) for eid in owned],
             ]
     return join_replies(parts)
 
