@@ -262,6 +262,16 @@ def _command(rng: random.Random) -> list[bytes]:
         [b"ZREM", k, member],
         [b"ZRANGE", k, i, j],
         [b"ZRANGE", k, i, j, b"WITHSCORES"],
+        *_sorted_set_shapes(rng, k, k2, member, f, i, j, n),
+        [b"LPOS", k, v, *rng.choice(([], [b"RANK", rng.choice((b"1", b"-1", b"2", b"0"))], [b"COUNT", n]))],
+        [b"LMOVE", k, k2, rng.choice((b"LEFT", b"RIGHT")), rng.choice((b"LEFT", b"RIGHT", b"UP"))],
+        [b"RPOPLPUSH", k, k2],
+        [b"LMPOP", b"2", k, k2, rng.choice((b"LEFT", b"RIGHT")), *rng.choice(([], [b"COUNT", n]))],
+        [b"SINTERCARD", b"2", k, k2, *rng.choice(([], [b"LIMIT", n]))],
+        [b"SETBIT", k, rng.choice((b"0", b"7", b"12", b"-1")), rng.choice((b"0", b"1"))],
+        [b"BITCOUNT", k, *rng.choice(([], [i, j], [i, j, rng.choice((b"BIT", b"BYTE"))]))],
+        [b"BITPOS", k, rng.choice((b"0", b"1")), *rng.choice(([], [i], [i, j], [i, j, b"BIT"]))],
+        [b"BITOP", rng.choice((b"AND", b"OR", b"XOR")), b"c", k, k2],
         [b"EXPIRE", k, rng.choice((b"100", b"0", b"-1", b"x"))],
         [b"TTL", k],
         [b"PERSIST", k],
@@ -273,6 +283,51 @@ def _command(rng: random.Random) -> list[bytes]:
         [b"CONFIG", b"SET", b"maxmemory", rng.choice((b"0", b"bla", b"1gb"))],
     )
     return list(rng.choice(shapes))
+
+
+_LEX = (b"-", b"+", b"[m1", b"(m2", b"[m3", b"(m4", b"m2")
+
+
+def _sorted_set_shapes(
+    rng: random.Random, k: bytes, k2: bytes, member: bytes, f: bytes, i: bytes, j: bytes, n: bytes
+) -> tuple[list[bytes], ...]:
+    """The sorted-set commands beyond the core: ranges of every kind, pops, and the algebra of sets."""
+    low, high = rng.choice((b"", b"(")) + f, rng.choice((b"", b"(")) + rng.choice(_FLOATS)
+    lex_low, lex_high = rng.choice(_LEX), rng.choice(_LEX)
+    limit = rng.choice(([], [b"LIMIT", rng.choice(_INDEXES), rng.choice(_INDEXES)]))
+    return (
+        [b"ZRANGE", k, i, j, *rng.choice(([b"REV"], [b"REV", b"WITHSCORES"], limit))],
+        [b"ZRANGE", k, low, high, b"BYSCORE", *rng.choice(([], [b"REV"])), *limit, b"WITHSCORES"],
+        [b"ZRANGE", k, lex_low, lex_high, b"BYLEX", *rng.choice(([], [b"REV"])), *limit],
+        [rng.choice((b"ZRANGEBYSCORE", b"ZREVRANGEBYSCORE")), k, low, high, *rng.choice(([], [b"WITHSCORES"]))],
+        [rng.choice((b"ZRANGEBYLEX", b"ZREVRANGEBYLEX")), k, lex_low, lex_high, *limit],
+        [b"ZREVRANGE", k, i, j, b"WITHSCORES"],
+        [b"ZRANGESTORE", b"c", k, low, high, b"BYSCORE"],
+        [b"ZCOUNT", k, low, high],
+        [b"ZLEXCOUNT", k, lex_low, lex_high],
+        [rng.choice((b"ZRANK", b"ZREVRANK")), k, member],
+        [b"ZINCRBY", k, f, member],
+        [b"ZMSCORE", k, member, b"m9"],
+        [rng.choice((b"ZPOPMIN", b"ZPOPMAX")), k, *rng.choice(([], [n]))],
+        [b"ZMPOP", b"2", k, k2, rng.choice((b"MIN", b"MAX")), *rng.choice(([], [b"COUNT", n]))],
+        [rng.choice((b"ZREMRANGEBYRANK", b"ZREMRANGEBYSCORE")), k, *((i, j) if rng.random() < 0.5 else (low, high))],
+        [b"ZREMRANGEBYLEX", k, lex_low, lex_high],
+        [rng.choice((b"ZUNION", b"ZINTER", b"ZDIFF")), b"2", k, k2, *rng.choice(([], [b"WITHSCORES"]))],
+        [
+            b"ZUNION",
+            b"2",
+            k,
+            k2,
+            b"WEIGHTS",
+            f,
+            b"2",
+            b"AGGREGATE",
+            rng.choice((b"SUM", b"MIN", b"MAX")),
+            b"WITHSCORES",
+        ],
+        [rng.choice((b"ZUNIONSTORE", b"ZINTERSTORE", b"ZDIFFSTORE")), b"c", b"2", k, k2],
+        [b"ZINTERCARD", b"2", k, k2, *rng.choice(([], [b"LIMIT", n]))],
+    )
 
 
 def sequence(rng: random.Random) -> list[list[bytes]]:

@@ -4,17 +4,31 @@ RESP3's table. PING and the commands on the session or the server are :mod:`resp
 
 from __future__ import annotations
 
+from resp_server.bitops import BITOPS
 from resp_server.commands import COMMANDS, GET3, SET3
+from resp_server.container_ops import CONTAINER_OPS
 from resp_server.containers import CONTAINERS, RESP3_VARIANTS
 from resp_server.replies import RESP2, RESP3, Command, bind_table
 from resp_server.server_state import SESSION_COMMANDS
 from resp_server.sorted_sets import SORTED
 from resp_server.streams import STREAMS
 from resp_server.strings import STRINGS
+from resp_server.zset_ops import ZSET_OPS
+from resp_server.zset_ranges import ZSET_RANGES
 
 _TABLE = {
     name: entry
-    for name, entry in {**COMMANDS, **STRINGS, **CONTAINERS, **SORTED, **STREAMS}.items()
+    for name, entry in {
+        **COMMANDS,
+        **STRINGS,
+        **CONTAINERS,
+        **CONTAINER_OPS,
+        **SORTED,
+        **ZSET_RANGES,
+        **ZSET_OPS,
+        **STREAMS,
+        **BITOPS,
+    }.items()
     if name not in SESSION_COMMANDS
 }
 _VARIANTS3 = {b"GET": GET3, b"SET": SET3, **RESP3_VARIANTS}

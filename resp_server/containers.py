@@ -514,11 +514,13 @@ def _smove(store: KeyValueStore, args: list[bytes]) -> Reply:
     target = _of(store, args[2], set)
     if source is None or args[3] not in source:
         return ZERO
+    if source is target:
+        return ONE  # Redis: moving within one set changes nothing
     source.discard(args[3])
     _kept(store, args[1], source)
     if target is None:
         store.set(args[2], {args[3]})
-    else:
+    elif args[3] not in target:  # a member already there leaves the target unchanged (its watchers too)
         target.add(args[3])
         store.modified(args[2])
     return ONE

@@ -18,6 +18,8 @@ import threading
 
 import netloop
 from examples.certs import add_tls_flags, tls_context
+from resp_server.blocking import expire_blocked
+from resp_server.notifications import publish_events
 from resp_server.server_state import PUBSUB_LIMIT, ServerState, local_name
 from resp_server.session import MAX_QUEUED, RespSession
 from resp_server.store import MAX_REPLY_ITEMS, KeyValueStore
@@ -83,6 +85,7 @@ class RespHandler(netloop.EventHandler):
         session.fd = conn.fd
         session.push = conn.async_write  # pub/sub messages, from whichever loop publishes
         session.kill = conn.close  # CLIENT KILL, from whichever loop asks
+        session.wake = conn.wake  # a blocking command was answered: serve what the client sent meanwhile
         conn.context = session
         return None
 
@@ -156,6 +159,10 @@ class RespHandler(netloop.EventHandler):
     def on_tick(self) -> float:
         with self._lock or contextlib.nullcontext():
             self.store.active_expire()
+            if self.store.events:
+                publish_events(self.state, self.store, None)
+            if self.state.blocked:
+                expire_blocked(list(self.state.blocked), self.store.clock())
         return EXPIRE_INTERVAL
 
 

@@ -10,6 +10,7 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
+from resp_server.notifications import flags_text, parse_flags
 from resp_server.replies import OK, Reply, arity_error, array, bulk, error, join_replies, parse_int64
 from resp_server.store import glob_match
 
@@ -89,7 +90,7 @@ def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
         return [
             ("connected_clients", len(server.clients)),
             ("maxclients", 10000),
-            ("blocked_clients", 0),
+            ("blocked_clients", len(server.blocked)),
             ("pubsub_clients", pubsub),
         ]
     if name == "memory":
@@ -138,16 +139,19 @@ def _section(session: RespSession, name: str) -> list[tuple[str, Any]] | None:
 
 
 # How CONFIG SET checks a value (Redis's config types), by name; a name not listed takes any value.
-_MEMORY_CONFIGS = frozenset((b"maxmemory", b"proto-max-bulk-len"))
+_MEMORY_CONFIGS = frozenset(
+    (b"maxmemory", b"proto-max-bulk-len", b"client-query-buffer-limit", b"stream-node-max-bytes")
+)
 _YES_NO_CONFIGS = frozenset(
     (b"appendonly", b"lazyfree-lazy-user-del", b"lazyfree-lazy-user-flush", b"replica-read-only", b"activedefrag",
-     b"latency-tracking")
+     b"latency-tracking", b"replica-serve-stale-data")
 )  # fmt: skip
 _INTEGER_CONFIGS = frozenset(
     (b"timeout", b"hz", b"maxclients", b"lua-time-limit", b"busy-reply-threshold", b"list-max-ziplist-size",
      b"list-max-listpack-size", b"hash-max-ziplist-entries", b"hash-max-listpack-entries", b"hash-max-ziplist-value",
      b"hash-max-listpack-value", b"set-max-intset-entries", b"zset-max-ziplist-entries", b"zset-max-listpack-entries",
-     b"port")
+     b"port", b"zset-max-ziplist-value", b"zset-max-listpack-value", b"list-compress-depth", b"stream-node-max-entries",
+     b"rdb-key-save-delay", b"min-replicas-to-write")
 )  # fmt: skip
 _IMMUTABLE_CONFIGS = frozenset((b"databases", b"io-threads"))
 _MEMORY_UNITS = {b"": 1, b"b": 1, b"k": 1000, b"kb": 1024, b"m": 1000**2, b"mb": 1024**2, b"g": 1000**3, b"gb": 1024**3}
@@ -192,6 +196,16 @@ def config_command(session: RespSession, args: list[bytes]) -> Reply:
             if isinstance(value, str):
                 return error(b"ERR CONFIG SET failed (possibly related to argument '%b') - %b" % (name, value.encode()))
             values[name] = value
+        if b"notify-keyspace-events" in values:
+            classes = parse_flags(values[b"notify-keyspace-events"])
+            if classes is None:
+                return error(
+                    b"ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event"
+                    b" class character. Use 'Ag$lshzxeKEtmdn'."
+                )
+            values[b"notify-keyspace-events"] = flags_text(classes)
+            session.server.notify_classes = classes
+            session.store.notifying = "K" in classes or "E" in classes
         config.update(values)
         return OK
     if sub == b"RESETSTAT" and len(args) == 2:

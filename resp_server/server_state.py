@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from resp_server.blocking import BLOCKING
 from resp_server.replies import (
     MANY,
     OK,
@@ -44,6 +45,9 @@ for pubsub, hard limit 32 MB): the RESP server runs with ``write_buffer_limit`` 
 
 SubscribedOK = frozenset((b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUBSCRIBE", b"PING", b"QUIT", b"RESET"))
 
+REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT, REPLY_SKIP = 0, 1, 2, 3
+"""CLIENT REPLY's modes: every reply; none; none for this command and the next; none for this one."""
+
 _CONFIG_DEFAULTS = {
     b"save": b"",
     b"appendonly": b"no",
@@ -66,6 +70,17 @@ _CONFIG_DEFAULTS = {
     b"set-max-intset-entries": b"512",
     b"zset-max-ziplist-entries": b"128",
     b"zset-max-listpack-entries": b"128",
+    b"zset-max-ziplist-value": b"64",
+    b"zset-max-listpack-value": b"64",
+    b"list-compress-depth": b"0",
+    b"stream-node-max-entries": b"100",
+    b"stream-node-max-bytes": b"4096",
+    b"client-query-buffer-limit": b"1073741824",
+    b"sanitize-dump-payload": b"no",
+    b"rdb-key-save-delay": b"0",
+    b"min-replicas-to-write": b"0",
+    b"replica-serve-stale-data": b"yes",
+    b"notify-keyspace-events": b"",
     b"proto-max-bulk-len": b"536870912",
     b"client-output-buffer-limit": b"normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
     b"appendfsync": b"everysec",
@@ -86,6 +101,10 @@ class ServerState:
         self.ids = itertools.count(1)
         self.clients: dict[int, RespSession] = {}
         self.channels: dict[bytes, set[RespSession]] = {}
+        self.notify_classes = ""
+        """The keyspace notifications' classes (notify-keyspace-events, parsed): none by default."""
+        self.blocked: set[RespSession] = set()
+        """Sessions waiting on a blocking command (the ticker answers those whose timeout passed)."""
         self.patterns: dict[bytes, set[RespSession]] = {}
         self.config = dict(_CONFIG_DEFAULTS)
         self.config[b"port"] = b"%d" % port
@@ -319,12 +338,38 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
         return OK
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(args) == 3:
         return OK if args[2].upper() in (b"ON", b"OFF") else error(b"ERR syntax error")
+    if sub == b"UNBLOCK" and len(args) in (3, 4):
+        return _client_unblock(session, args)
     if sub == b"REPLY" and len(args) == 3:
-        return OK if args[2].upper() == b"ON" else error(b"ERR this server answers every command (CLIENT REPLY ON)")
+        modes = {b"ON": REPLY_ON, b"OFF": REPLY_OFF, b"SKIP": REPLY_SKIP_NEXT}
+        mode = modes.get(args[2].upper())
+        if mode is None:
+            return error(b"ERR syntax error")
+        session.reply_mode = mode
+        session.subscriptions_changed()
+        return OK
     if sub == b"HELP":
         lines = [b"CLIENT <subcommand>", b"ID", b"INFO", b"LIST", b"KILL", b"SETNAME", b"GETNAME", b"SETINFO"]
         return array(lines)
     return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try CLIENT HELP." % args[1])
+
+
+def _client_unblock(session: RespSession, args: list[bytes]) -> Reply:
+    """CLIENT UNBLOCK id [TIMEOUT|ERROR]: end a client's blocking command with a null, or with an error."""
+    client_id = parse_int64(args[2])
+    if client_id is None:
+        return error(b"ERR value is not an integer or out of range")
+    how = args[3].upper() if len(args) == 4 else b"TIMEOUT"
+    if how not in (b"TIMEOUT", b"ERROR"):
+        return error(b"ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    target = session.server.clients.get(client_id)
+    if target is None or target.blocker is None:
+        return b":0\r\n"
+    if how == b"ERROR":
+        target.unblock(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n")
+    else:
+        target.unblock(target.encoder.nil_array)
+    return b":1\r\n"
 
 
 def _client_list(session: RespSession, args: list[bytes]) -> Reply:
@@ -421,6 +466,10 @@ def _unwatch(session: RespSession, args: list[bytes]) -> Reply:
     return OK
 
 
+def _block(session: RespSession, args: list[bytes]) -> Reply:
+    return session.block(args)
+
+
 SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
     b"PING": (_ping, 1, MANY),
     b"HELLO": (_hello, 1, MANY),
@@ -440,6 +489,7 @@ SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
     b"WATCH": (_watch, 2, MANY),
     b"UNWATCH": (_unwatch, 1, 1),
     b"LOLWUT": (lolwut_command, 1, MANY),
+    **{name: (_block, low, high) for name, (_, low, high) in BLOCKING.items()},
 }
 """Commands on the session or the server, by name, with their arity (name included)."""
 

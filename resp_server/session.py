@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
+from resp_server.blocking import BLOCKING, Blocker, serve_blocked
 from resp_server.command_table import KEYSPACE, KEYSPACE3, PING
 from resp_server.commands import SESSION_ARITY
+from resp_server.notifications import publish_events
 from resp_server.parser import MAX_ARRAY, MAX_BULK, MAX_INLINE, RespParser
 from resp_server.replies import (
     ENCODERS,
@@ -29,9 +31,22 @@ from resp_server.replies import (
     join_replies,
     unknown_command,
 )
-from resp_server.server_state import NOT_QUEUED, SESSION_COMMANDS, ServerState, SubscribedOK
+from resp_server.server_state import (
+    NOT_QUEUED,
+    REPLY_ON,
+    REPLY_SKIP,
+    REPLY_SKIP_NEXT,
+    SESSION_COMMANDS,
+    ServerState,
+    SubscribedOK,
+)
 from resp_server.store import KeyValueStore
 from resp_server.subcommands import SUBCOMMANDS, subcommand_error
+from resp_server.values import WRONGTYPE, _Wrong
+
+
+def _nothing() -> None:
+    pass
 
 
 def _both_cases(table: dict[bytes, Any]) -> dict[bytes, Any]:
@@ -57,6 +72,10 @@ Output: TypeAlias = "bytes | list[bytes | memoryview]"
 """What :meth:`RespSession.serve` returns to write: one bytes object, or chunks to write in order."""
 
 
+_PUSHED = frozenset((b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"PUNSUBSCRIBE"))
+"""Commands whose replies are pushes, which CLIENT REPLY OFF does not silence (as in Redis 7.0)."""
+
+
 class RespSession:
     """One client's conversation: request bytes in, reply bytes out, against a shared keyspace.
 
@@ -77,12 +96,15 @@ class RespSession:
         "_commands",
         "_dirty",
         "_dispatch",
+        "_executing",
+        "_held",
         "_in_multi",
         "_next",
         "_output",
         "_parser",
         "_queue",
         "addr",
+        "blocker",
         "busy",
         "channels",
         "client_id",
@@ -98,8 +120,10 @@ class RespSession:
         "proto",
         "push",
         "pushed",
+        "reply_mode",
         "server",
         "store",
+        "wake",
         "watch_dirty",
         "watching",
     )
@@ -122,6 +146,8 @@ class RespSession:
         self.proto = 2
         self.encoder = RESP2
         """How this session's replies spell what RESP2 and RESP3 spell differently (HELLO changes it)."""
+        self.reply_mode = REPLY_ON
+        """CLIENT REPLY: :data:`REPLY_ON`, :data:`REPLY_OFF`, :data:`REPLY_SKIP_NEXT` or :data:`REPLY_SKIP`."""
         self._dispatch = _DISPATCH
         self._commands = KEYSPACE
         self.name: bytes | None = None
@@ -149,6 +175,12 @@ class RespSession:
         self._output: deque[bytes | memoryview] = deque()  # reply chunks not handed out yet
         self.busy = False
         """Commands or reply bytes are held back: call :meth:`serve` again (with no new bytes) to go on."""
+        self.blocker: Blocker | None = None
+        """The blocking command this session waits on (BLPOP...): it runs nothing else meanwhile."""
+        self._held: list[list[bytes]] = []  # the commands after the one that blocked, in the batch that ran it
+        self._executing = False  # EXEC runs its queue: a blocking command answers a null rather than wait
+        self.wake: Callable[[], object] = _nothing
+        """How a session that waited asks to be served again once unblocked: the transport sets ``conn.wake``."""
 
     def receive(self, data: bytes) -> tuple[bytes, bool]:
         """Feed request bytes; return the replies to the commands they complete and whether to close.
@@ -169,6 +201,11 @@ class RespSession:
         small replies alone are more; the rest waits, and :attr:`busy` says so: the transport calls again,
         without new bytes, once it can take more. Without a limit every command is answered at once.
         """
+        if self.blocker is not None:
+            if data:
+                self._backlog = self._backlog[self._next :] + self._parser.feed(data)
+                self._next = 0
+            return b"", False
         if self.busy or self._closing:
             if data and not self._closing:
                 self._backlog = self._backlog[self._next :] + self._parser.feed(data)
@@ -179,6 +216,10 @@ class RespSession:
             self._backlog = commands
             return self._serve_held(limit)
         replies = self._run(commands)
+        if self.blocker is not None:
+            self._backlog, self._next, self._held = self._held, 0, []
+            self._output.extend(chunk_replies(replies))
+            return self._serve_held(limit)
         error_ = self._parser.error
         if error_ is not None and not self._closing:
             replies.append(error(b"ERR " + error_.encode("latin-1")))
@@ -208,10 +249,14 @@ class RespSession:
                 break
             backlog = self._backlog
             start = self._next
-            if start >= len(backlog):
+            if start >= len(backlog) or self.blocker is not None:
                 break
             stop = len(backlog) if limit is None else start + STEP
             replies = self._run(backlog[start:stop])
+            if self.blocker is not None:
+                self._backlog, self._next, self._held = self._held + backlog[stop:], 0, []
+                output.extend(chunk_replies(replies))
+                continue
             if self._closing or stop >= len(backlog):
                 self._backlog = []
                 self._next = 0
@@ -226,7 +271,7 @@ class RespSession:
                 output.extend(reply)
             elif reply:
                 output.append(reply)  # type: ignore[arg-type]
-        self.busy = bool(self._backlog or output)
+        self.busy = bool(output) or (bool(self._backlog) and self.blocker is None)
         return handed, self._closing and not output
 
     def _run(self, commands: list[list[bytes]]) -> list[Reply]:
@@ -238,14 +283,23 @@ class RespSession:
         for args in commands:
             entry = dispatch.get(args[0])
             if entry is None or in_multi:
-                replies.append(self._special(args))
+                reply = self._special(args)
+                replies.append(self._silenced(args, reply) if self.reply_mode else reply)
                 if self._closing:
                     return replies
+                if self.blocker is not None:  # the rest waits until it is served
+                    at = next(i for i, command in enumerate(commands) if command is args)
+                    self._held = commands[at + 1 :]
+                    return replies
+                if store.ready or store.events:
+                    self._after(args)
                 in_multi = self._in_multi
                 dispatch = self._dispatch  # a SUBSCRIBE or HELLO may have changed it
                 continue
             run, low, high = entry
             replies.append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
+            if store.ready or store.events:
+                self._after(args)
         return replies
 
     def _special(self, args: list[bytes]) -> Reply:
@@ -315,17 +369,80 @@ class RespSession:
             self.unwatch()
             return self.encoder.nil_array
         self.unwatch()
-        replies = [self._execute(args) for args in queue]
+        self._executing = True
+        try:
+            replies = [self._execute(args) for args in queue]
+        finally:
+            self._executing = False
         replies.insert(0, b"*%d\r\n" % len(queue))
         return join_replies(replies)
+
+    def _after(self, args: list[bytes]) -> None:
+        """After a command: publish the keyspace events it caused, serve the clients its writes unblock."""
+        store = self.store
+        if store.events:
+            publish_events(self.server, store, args[0])
+        if store.ready:
+            serve_blocked(store)
+
+    def block(self, args: list[bytes]) -> Reply:
+        """A blocking command: its reply if it pops now (or a null inside EXEC), else wait (reply nothing yet)."""
+        blocker = BLOCKING[args[0].upper()][0](self.encoder, self.store, args)
+        if isinstance(blocker, bytes):
+            return blocker
+        try:
+            reply = blocker.attempt(True)
+        except _Wrong:
+            return WRONGTYPE
+        if reply is not None:
+            return reply
+        if self._executing:
+            return self.encoder.nil_array
+        self.blocker = blocker
+        for key in blocker.keys:
+            self.store.blocked.setdefault(key, []).append(self)
+        self.server.blocked.add(self)
+        return b""
+
+    def unblock(self, reply: Reply) -> None:
+        """The blocking command this session waited on is answered: send ``reply``, then serve what waited."""
+        self._forget_blocker()
+        self.push(reply if isinstance(reply, bytes) else b"".join(reply))
+        if self._backlog:
+            self.busy = True
+        self.wake()
+
+    def _forget_blocker(self) -> None:
+        blocker, self.blocker = self.blocker, None
+        if blocker is None:
+            return
+        self.server.blocked.discard(self)
+        for key in blocker.keys:
+            waiting = self.store.blocked.get(key)
+            if waiting is not None and self in waiting:
+                waiting.remove(self)
+                if not waiting:
+                    del self.store.blocked[key]
+
+    def _silenced(self, args: list[bytes], reply: Reply) -> Reply:
+        """``reply`` as CLIENT REPLY OFF or SKIP lets it out: not at all, except (un)subscribing's pushes."""
+        mode = self.reply_mode
+        if mode == REPLY_SKIP_NEXT:  # CLIENT REPLY SKIP itself
+            self.reply_mode = REPLY_SKIP
+            return b""
+        if mode == REPLY_SKIP:
+            self.reply_mode = REPLY_ON
+            self.subscriptions_changed()
+        return reply if args[0].upper() in _PUSHED else b""
 
     def _execute(self, args: list[bytes]) -> Reply:
         """Run one queued command (EXEC): a keyspace command or a session one."""
         name = args[0].upper()
         entry = self._commands.get(name)
-        if entry is not None:
-            return entry[0](self.store, args)
-        return SESSION_COMMANDS[name][0](self, args)
+        reply = entry[0](self.store, args) if entry is not None else SESSION_COMMANDS[name][0](self, args)
+        if self.store.events:
+            publish_events(self.server, self.store, name)
+        return reply
 
     @property
     def in_request(self) -> bool:
@@ -352,7 +469,8 @@ class RespSession:
     def subscriptions_changed(self) -> None:
         """A subscribed RESP2 session takes the checked way for every command (only a few are allowed)."""
         subscribed = self.proto == 2 and bool(self.channels or self.patterns)
-        self._dispatch = _NOTHING if subscribed else _DISPATCH3 if self.proto == 3 else _DISPATCH
+        # CLIENT REPLY OFF or SKIP takes the checked way too, which drops the replies.
+        self._dispatch = _NOTHING if subscribed or self.reply_mode else _DISPATCH3 if self.proto == 3 else _DISPATCH
 
     def deliver(self, kind: bytes, pattern: bytes | None, channel: bytes, message: bytes) -> None:
         """A published message for this subscriber: encoded for its protocol, handed to ``push`` (any thread)."""
@@ -386,10 +504,12 @@ class RespSession:
         self.server.unregister(self)
         self.server.clients[self.client_id] = self
         self.name = None
+        self.reply_mode = REPLY_ON
         self.set_protocol(2)
 
     def close(self) -> None:
-        """The connection ended: forget its subscriptions, watches and registration."""
+        """The connection ended: forget its subscriptions, watches, registration and any blocking command."""
+        self._forget_blocker()
         self.unwatch()
         self.server.unregister(self)
 

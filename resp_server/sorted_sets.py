@@ -12,10 +12,7 @@ from resp_server.replies import (
     Entry,
     Reply,
     array,
-    bulk,
     error,
-    format_double,
-    join_replies,
     parse_int64,
     per_protocol,
 )
@@ -28,7 +25,6 @@ from resp_server.values import (
     ZSet,
     _of,
     _pop_entries,
-    _range,
     _typed,
     _Wrong,
     integer,
@@ -112,31 +108,6 @@ def _zrem(store: KeyValueStore, args: list[bytes]) -> Reply:
     return integer(_pop_entries(store, args[1], ZSet, args[2:]))
 
 
-@per_protocol
-@_typed
-def _zrange(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    start, end = parse_int64(args[2]), parse_int64(args[3])
-    if start is None or end is None:
-        return NOT_INTEGER
-    scores = len(args) > 4 and args[4].upper() == b"WITHSCORES"
-    if len(args) > 5 or (len(args) == 5 and not scores):
-        return SYNTAX
-    ordered = (_of(store, args[1], ZSet) or ZSet()).ordered()
-    start, end = _range(start, end, len(ordered))
-    items = ordered[start : end + 1] if start <= end else []
-    if not scores:
-        return array([member for member, _ in items])
-    if encoder.proto == 2:
-        return array([text for member, score in items for text in (member, format_double(score))])
-    # RESP3: an array of [member, score] pairs, the score a double.
-    parts: list[Reply] = [b"*%d\r\n" % len(items)]
-    for member, score in items:
-        parts.append(b"*2\r\n")
-        parts.append(bulk(member))
-        parts.append(encoder.double(score))
-    return join_replies(parts)
-
-
 @_typed
 def _sort(store: KeyValueStore, args: list[bytes]) -> Reply:
     """SORT key [LIMIT offset count] [ASC|DESC] [ALPHA] [STORE destination] (no BY/GET patterns)."""
@@ -210,6 +181,5 @@ SORTED: dict[bytes, Entry] = {
     b"ZCARD": (_zcard, 2, 2),
     b"ZSCORE": (_zscore, 3, 3),
     b"ZREM": (_zrem, 3, MANY),
-    b"ZRANGE": (_zrange, 4, 5),
     b"SORT": (_sort, 2, MANY),
 }

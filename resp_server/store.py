@@ -41,6 +41,14 @@ class KeyValueStore:
         self._data: dict[bytes, Any] = {}  # bytes (a string), or a deque, dict or set (list, hash, set)
         # WATCH: the sessions watching each key; each gets ``watch_dirty`` set when its key is modified.
         self.watchers: dict[bytes, set[Any]] = {}
+        # Blocking pops: the sessions waiting on each key, oldest first, and the keys written since they were
+        # last retried (resp_server.blocking.serve_blocked).
+        self.blocked: dict[bytes, list[Any]] = {}
+        self.ready: list[bytes] = []
+        # Keyspace notifications (notify-keyspace-events): while on, what each command did to which key, as
+        # (b"changed" | b"new" | b"deleted" | b"expired", key), for resp_server.notifications to publish.
+        self.notifying = False
+        self.events: list[tuple[bytes, bytes]] = []
         self._deadlines: dict[bytes, int] = {}
         # Keys with a deadline, in a list so active expiry can walk them in O(1) per key without copying.
         self._volatile: list[bytes] = []
@@ -55,6 +63,8 @@ class KeyValueStore:
         """The live value of ``key``, or None if it is missing or expired."""
         if self._deadlines and key in self._deadlines and self.clock() > self._deadlines[key]:
             self._remove(key)
+            if self.notifying:
+                self.events.append((b"expired", key))
             if self.watchers:
                 self.modified(key)  # an expired watched key counts as touched, as in Redis
             return None
@@ -66,8 +76,10 @@ class KeyValueStore:
 
     def set(self, key: bytes, value: Any, deadline: int | None = None, keep_ttl: bool = False) -> None:
         """Store ``value``; the key gets ``deadline`` if given, else keeps its deadline only if ``keep_ttl``."""
+        if self.notifying and key not in self._data:
+            self.events.append((b"new", key))
         self._data[key] = value
-        if self.watchers:
+        if self.watchers or self.blocked or self.notifying:
             self.modified(key)
         if deadline is not None:
             self.set_deadline(key, deadline)
@@ -80,6 +92,8 @@ class KeyValueStore:
         if not self.exists(key):
             return False
         self._remove(key)
+        if self.notifying:
+            self.events.append((b"deleted", key))
         if self.watchers:
             self.modified(key)
         return True
@@ -94,13 +108,17 @@ class KeyValueStore:
         if watching:
             for session in watching:
                 session.watch_dirty = True
+        if key in self.blocked and key not in self.ready:
+            self.ready.append(key)
+        if self.notifying:
+            self.events.append((b"changed", key))
 
     def persist(self, key: bytes) -> bool:
         """Remove ``key``'s deadline; True if it had one."""
         if not self.exists(key) or key not in self._deadlines:
             return False
         self._forget_deadline(key)
-        if self.watchers:
+        if self.watchers or self.notifying:
             self.modified(key)
         return True
 
@@ -114,7 +132,7 @@ class KeyValueStore:
             self._slot[key] = len(self._volatile)
             self._volatile.append(key)
         self._deadlines[key] = deadline
-        if self.watchers:
+        if self.watchers or self.notifying:
             self.modified(key)
 
     def keys(self) -> list[bytes]:
@@ -165,6 +183,8 @@ class KeyValueStore:
             if now > deadlines[key]:
                 # The last key moves into slot i, so i is examined again rather than advanced.
                 self._remove(key)
+                if self.notifying:
+                    self.events.append((b"expired", key))
                 if self.watchers:
                     self.modified(key)
                 expired += 1

@@ -192,12 +192,21 @@ def _xinfo(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     """XINFO STREAM key: the fields Redis 7.0 reports, in its order (FULL and the GROUPS/CONSUMERS forms aside)."""
     if len(args) < 3 or args[1].upper() != b"STREAM":
         return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try XINFO HELP." % args[1])
-    if len(args) > 3:
+    full = len(args) > 3 and args[3].upper() == b"FULL"
+    count = 10
+    if full and len(args) == 6 and args[4].upper() == b"COUNT":
+        parsed = parse_int64(args[5])
+        if parsed is None:
+            return error(b"ERR value is not an integer or out of range")
+        count = parsed
+    elif len(args) > 3 and not (full and len(args) == 4):
         return SYNTAX
     stream = _of(store, args[2], Stream)
     if stream is None:
         return NO_SUCH_KEY
     entries = sorted(stream.entries.items())
+    if full:
+        return _xinfo_full(encoder, stream, entries, count)
     keys = -(-len(entries) // _NODE_ENTRIES)
     first: Reply = _entry(*entries[0]) if entries else encoder.nil
     last: Reply = _entry(*entries[-1]) if entries else encoder.nil
@@ -221,6 +230,59 @@ def _xinfo(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
             last,
         ]
     )
+
+
+def _xinfo_full(encoder: Encoder, stream: Stream, entries: list[tuple[tuple[int, int], list[bytes]]], count: int
+                ) -> Reply:  # fmt: skip
+    """XINFO STREAM key FULL [COUNT n]: Redis 7.0's fields, the entries (the first ``count``, 0 for all) and each
+    group with its pending entries and consumers. Delivery times and counts are not kept: they read 0 and 1."""
+    keys = -(-len(entries) // _NODE_ENTRIES)
+    shown = entries if count <= 0 else entries[:count]
+    parts: list[Reply] = [
+        encoder.map_header(9),
+        b"$6\r\nlength\r\n:%d\r\n" % len(entries),
+        b"$15\r\nradix-tree-keys\r\n:%d\r\n" % keys,
+        b"$16\r\nradix-tree-nodes\r\n:%d\r\n" % (keys + 1),
+        b"$17\r\nlast-generated-id\r\n",
+        bulk(_id_text(stream.last)),
+        b"$20\r\nmax-deleted-entry-id\r\n",
+        bulk(_id_text(stream.max_deleted)),
+        b"$13\r\nentries-added\r\n:%d\r\n" % stream.added,
+        b"$23\r\nrecorded-first-entry-id\r\n",
+        bulk(_id_text(entries[0][0] if entries else (0, 0))),
+        b"$7\r\nentries\r\n*%d\r\n" % len(shown),
+        *[_entry(*entry) for entry in shown],
+        b"$6\r\ngroups\r\n*%d\r\n" % len(stream.groups),
+    ]
+    for name, group in sorted(stream.groups.items()):
+        pending = sorted(group["pending"].items())
+        parts += [
+            encoder.map_header(7),
+            b"$4\r\nname\r\n",
+            bulk(name),
+            b"$17\r\nlast-delivered-id\r\n",
+            bulk(_id_text(group["last"])),
+            b"$12\r\nentries-read\r\n",
+            encoder.nil,
+            b"$3\r\nlag\r\n",
+            encoder.nil,
+            b"$9\r\npel-count\r\n:%d\r\n" % len(pending),
+            b"$7\r\npending\r\n*%d\r\n" % len(pending),
+            *[join_replies([b"*4\r\n", bulk(_id_text(eid)), bulk(owner), b":0\r\n:1\r\n"]) for eid, owner in pending],
+            b"$9\r\nconsumers\r\n*%d\r\n" % len(group["consumers"]),
+        ]
+        for consumer in sorted(group["consumers"]):
+            owned = [eid for eid, owner in pending if owner == consumer]
+            parts += [
+                encoder.map_header(4),
+                b"$4\r\nname\r\n",
+                bulk(consumer),
+                b"$9\r\nseen-time\r\n:0\r\n",
+                b"$9\r\npel-count\r\n:%d\r\n" % len(owned),
+                b"$7\r\npending\r\n*%d\r\n" % len(owned),
+                *[join_replies([b"*3\r\n", bulk(_id_text(eid)), b":0\r\n:1\r\n"]) for eid in owned],
+            ]
+    return join_replies(parts)
 
 
 STREAMS: dict[bytes, Entry] = {

@@ -33,7 +33,6 @@ from resp_server.values import (
     Stream,
     ZSet,
     _of,
-    _range,
     _typed,
     add_long_double,
     integer,
@@ -306,28 +305,6 @@ def _getbit(store: KeyValueStore, args: list[bytes]) -> Reply:
     return ONE if value[byte] & (1 << (7 - (offset & 7))) else ZERO
 
 
-@_typed
-def _bitcount(store: KeyValueStore, args: list[bytes]) -> Reply:
-    value = _of(store, args[1], bytes) or b""
-    if len(args) == 2:
-        return integer(sum(bin(c).count("1") for c in value))
-    if len(args) not in (4, 5):
-        return SYNTAX
-    start, end = parse_int64(args[2]), parse_int64(args[3])
-    if start is None or end is None:
-        return NOT_INTEGER
-    bits = len(args) == 5 and args[4].upper() == b"BIT"
-    if len(args) == 5 and not bits and args[4].upper() != b"BYTE":
-        return SYNTAX
-    size = len(value) * 8 if bits else len(value)
-    start, end = _range(start, end, size)
-    if start > end:
-        return ZERO
-    if bits:
-        return integer(sum(1 for i in range(start, end + 1) if value[i >> 3] & (1 << (7 - (i & 7)))))
-    return integer(sum(bin(c).count("1") for c in value[start : end + 1]))
-
-
 # -- keyspace ----------------------------------------------------------------------------------------------------
 
 
@@ -541,7 +518,6 @@ STRINGS: dict[bytes, Entry] = {
     b"LCS": (_lcs, 3, MANY),
     b"SETBIT": (_setbit, 4, 4),
     b"GETBIT": (_getbit, 3, 3),
-    b"BITCOUNT": (_bitcount, 2, 5),
     b"TYPE": (_type, 2, 2),
     b"RENAME": (_rename, 3, 3),
     b"RENAMENX": (_renamenx, 3, 3),

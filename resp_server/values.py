@@ -176,10 +176,40 @@ def _pop_entries(store: KeyValueStore, key: bytes, kind: type, names: list[bytes
 
 
 class ZSet(dict):  # type: ignore[type-arg]
-    """A sorted set: member -> score (ordered by score, then member, when read)."""
+    """A sorted set: member -> score, ordered by score, then member, when read. The order is kept until the next
+    change, so reads in a row (ranges, ranks, pops) sort once."""
+
+    _order: list[tuple[bytes, float]] | None = None
 
     def ordered(self) -> list[tuple[bytes, float]]:
-        return sorted(self.items(), key=lambda item: (item[1], item[0]))
+        """``(member, score)`` pairs in the set's order; the caller must not change the list."""
+        if self._order is None:
+            self._order = sorted(self.items(), key=_by_score)
+        return self._order
+
+    def __setitem__(self, member: bytes, score: float) -> None:
+        self._order = None
+        super().__setitem__(member, score)
+
+    def __delitem__(self, member: bytes) -> None:
+        self._order = None
+        super().__delitem__(member)
+
+    def pop(self, member: bytes, *default: Any) -> Any:
+        self._order = None
+        return super().pop(member, *default)
+
+    def clear(self) -> None:
+        self._order = None
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._order = None
+        super().update(*args, **kwargs)
+
+
+def _by_score(item: tuple[bytes, float]) -> tuple[float, bytes]:
+    return item[1], item[0]
 
 
 TYPES[ZSet] = b"zset"

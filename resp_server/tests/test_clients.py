@@ -241,3 +241,36 @@ def test_redis_benchmark_lists_hashes_sets(engine: netloop.Engine) -> None:
     rates = dict(re.findall(r"^\s*([A-Z_]+): ([\d.]+) requests per second", done.stdout.replace("\r", "\n"), re.M))
     assert set(rates) == {"LPUSH", "LPOP", "HSET", "SADD"}, done.stdout
     assert all(float(rate) > 0 for rate in rates.values())
+
+
+BENCHMARK_TESTS = (
+    "PING_INLINE", "PING_MBULK", "SET", "GET", "INCR", "LPUSH", "RPUSH", "LPOP", "RPOP", "SADD", "HSET", "SPOP",
+    "ZADD", "ZPOPMIN", "LPUSH (needed to benchmark LRANGE)", "LRANGE_100 (first 100 elements)",
+    "LRANGE_300 (first 300 elements)", "LRANGE_500 (first 500 elements)", "LRANGE_600 (first 600 elements)",
+    "MSET (10 keys)",
+)  # fmt: skip
+"""redis-benchmark 7.0's default tests, in the order it runs them."""
+
+
+@pytest.mark.slow
+def test_redis_benchmark_default_tests_complete_with_the_right_counts(engine: netloop.Engine) -> None:
+    bench = _tool("redis-benchmark")
+    done = subprocess.run(
+        [bench, "-p", str(port_of(engine)), "-n", "1000", "-c", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    out = done.stdout.replace("\r", "\n")
+    reported = re.findall(r"^====== (.+) ======\n\s+(\d+) requests completed", out, re.M)
+    assert reported == [(name, "1000") for name in BENCHMARK_TESTS], out[-2000:]
+    assert "Error" not in done.stderr + out
+    with redis.Redis(port=port_of(engine), socket_timeout=TIMEOUT) as check:
+        # Without -r every request hits the same key: INCR counted 1000, the lists' pushes and pops leave the
+        # 1000 items LRANGE was given, and the set and sorted set were emptied by their pops.
+        assert check.get("counter:__rand_int__") == b"1000"
+        assert check.llen("mylist") == 1000
+        assert [len(item) for item in check.lrange("mylist", 0, 599)] == [3] * 600  # -d's default size
+        assert check.exists("myset", "myzset") == 0
+        assert check.hlen("myhash") == 1
