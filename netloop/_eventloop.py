@@ -18,12 +18,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from netloop import _async_hooks, _compiled
+from netloop import _loop_stats as loop_stats
+from netloop import _loop_stop as loop_stop
 from netloop._compiled import speedups
 from netloop._conn import (
     ABOVE_CAP,
     BY_ERROR,
     BY_LIMIT,
-    BY_SHUTDOWN,
     CAUSES,
     NO_INBOUND,
     NO_OUTBOUND,
@@ -35,7 +36,6 @@ from netloop._dial import dial_on_loop, enroll_on_loop
 from netloop._errors import EngineStoppedError
 from netloop._handler import Action, EventHandler
 from netloop._heap import fit_allocator, release_soon
-from netloop._lifecycle import LINGERING
 from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
@@ -53,7 +53,6 @@ Task = tuple[Callable[..., object], tuple[Any, ...]]
 
 # The compiled loop, where the compiled core is in use and has one (epoll: Linux).
 _SERVE: Callable[..., None] | None = getattr(speedups, "serve", None)
-_COUNTED: Callable[[EventLoop], tuple[int, int]] | None = getattr(speedups, "counted", None)
 
 
 def _cancelled(*args: Any) -> None:
@@ -563,42 +562,10 @@ class EventLoop:
         self._running = False
         self._tasks.append((_nothing, ()))
 
-    def count_connections(self) -> int:
-        """Open connections: a closed one whose descriptor still lingers for the peer's EOF is not counted."""
-        return len(self.conns) - self.lingering
-
-    def stats(self) -> dict[str, int]:
-        """This loop's counters (read from any thread: each is one int its own thread writes)."""
-        closed = list(self.closed_by)
-        counts = {
-            "loop": self.index,
-            "connections": len(self.conns) - self.lingering,
-            "accepted": self.accepted,
-            "closed": sum(closed),
-        }
-        for cause, n in zip(CAUSES, closed, strict=True):
-            counts["closed_" + cause] = n
-        # The compiled loop keeps its byte counts aside while it runs; ``counted`` adds them (netloop/_speedups.c).
-        bytes_in, bytes_out = (self.bytes_in, self.bytes_out) if _COUNTED is None else _COUNTED(self)
-        counts.update(
-            bytes_in=bytes_in,
-            bytes_out=bytes_out,
-            backpressure_pauses=self.pauses,
-            inbound_pauses=self.inbound_pauses,
-            handler_errors=self.handler_errors,
-            tls_handshake_failures=self.tls_failures,
-            proxy_header_failures=self.proxy_failures,
-            refused_max_connections=self.refused,
-            refused_per_source=self.refused_by_source,
-        )
-        return counts
-
-    def load(self) -> int:
-        """Connections assigned and not yet closed, counting those still on their way to the loop.
-
-        A connection whose ``on_close`` fired is not counted while its descriptor lingers for the peer's EOF.
-        """
-        return self.assigned - self.released - self.lingering
+    # Defined in netloop/_loop_stats.py, one concern a module; methods of EventLoop all the same.
+    count_connections = loop_stats.count_connections
+    stats = loop_stats.stats
+    load = loop_stats.load
 
     # -- the user's code -----------------------------------------------------------------------------------
 
@@ -624,54 +591,13 @@ class EventLoop:
 
     # -- stopping ------------------------------------------------------------------------------------------
 
-    def drain(self, deadline: float) -> None:
-        """Stop: answer what each connection's kernel buffer holds, then close it gracefully (flush, FIN, lingering).
-
-        With ``drain_timeout`` the connections are first served on for that long, so that a handler told by
-        ``on_shutdown`` can close each at a message boundary (an HTTP server's ``Connection: close``). The loop
-        returns once no connection is left, or at the deadline.
-        """
-        self._draining = True
-        self._drop_pending()
-        grace = self.options.drain_timeout
-        if grace > 0 and self.conns:
-            self.call_later(grace, self._finish_all, deadline)
-        else:
-            self._finish_all(deadline)
-
-    def _finish_all(self, deadline: float) -> None:
-        for conn in list(self.conns.values()):
-            conn._finish()
-        if self.conns:
-            self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
-            self.call_later(_LINGER_IDLE / 2, self._release_lingering)
-        else:
-            self._leave()
-
-    def _release_lingering(self) -> None:
-        """Graceful stop: a lingering connection whose peer took every byte and went quiet holds the stop no longer.
-
-        The handler heard of its close already; waiting ``linger_timeout`` for the EOF of an idle client (a browser's
-        kept-alive connection, a terminal left open) would only delay the stop. A peer still sending is waited for.
-        """
-        if not self._running:
-            return
-        now = self.clock()
-        for conn in list(self.conns.values()):
-            if conn._state == LINGERING and now - conn._seen >= _LINGER_IDLE and conn._peer_has_all():
-                conn._close(None)
-        if self.conns:
-            self.call_later(_LINGER_IDLE / 2, self._release_lingering)
-
-    def _drop_pending(self) -> None:
-        """Close the connections still sending their PROXY header: the handler never knew of them."""
-        for reader in list(self.pending.values()):
-            reader.fail(EngineStoppedError("netloop: the engine stopped before the PROXY header was read"), BY_SHUTDOWN)
-
-    def _abort_all(self) -> None:
-        for conn in list(self.conns.values()):
-            conn._close(TimeoutError("netloop: shutdown timed out before the outbound bytes were flushed"))
-        self._leave()
+    # Defined in netloop/_loop_stop.py, one concern a module; methods of EventLoop all the same.
+    drain = loop_stop.drain
+    _finish_all = loop_stop._finish_all
+    _release_lingering = loop_stop._release_lingering
+    _drop_pending = loop_stop._drop_pending
+    _abort_all = loop_stop._abort_all
+    _teardown = loop_stop._teardown
 
     def stop(self) -> None:
         """Leave the loop at the end of this iteration (any thread)."""
@@ -692,44 +618,12 @@ class EventLoop:
     def wait_stopped(self, timeout: float | None) -> bool:
         return self._stopped.wait(timeout)
 
-    def _teardown(self) -> None:
-        self._running = False
-        with self._wake_lock:
-            self._stopped.set()  # from here submit() refuses: every task it took is in the queue
-        self._drop_pending()
-        for conn in list(self.conns.values()):
-            conn._close(EngineStoppedError("netloop: event loop stopped"))
-        for fd in list(self._handlers):
-            self.detach(fd)
-        # Tasks queued before the queue closed still run, so their callbacks learn the connection is closed;
-        # so do the tasks those queue with call_soon (bounded, against a task that requeues itself forever).
-        for _ in range(_TEARDOWN_ROUNDS):
-            if not self._tasks:
-                break
-            self._run_tasks()
-        if self._tasks:
-            self.log.error("netloop: %d tasks kept requeueing on stopped event loop %d", len(self._tasks), self.index)
-        self.poller.close()
-        for fd in {self._wake_r, self._wake_w}:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._timers.clear()
-
 
 _PROXY_MODES: dict[str, Mode] = {"v1": "v1", "v2": "v2", "auto": "auto"}
 
 
 def _nothing() -> None:
     pass
-
-
-# A lingering connection quiet this long (no byte either way) during a graceful stop is closed without its EOF.
-_LINGER_IDLE = 0.05
-
-# How many rounds of queued tasks a stopping loop runs before it gives up on a task that requeues itself.
-_TEARDOWN_ROUNDS = 1000
 
 
 # The heap size at which cancelled timers are first dropped from it (``EventLoop._purge_cancelled``).
@@ -744,4 +638,4 @@ def _gil_enabled() -> bool:
 # The compiled core serves only Python code that has every name it looks up: checked here, where the last class it
 # names exists (netloop/_compiled.py); where it doesn't, the pure-Python core serves, with a warning.
 if not _compiled.adopt(Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND}):
-    _SERVE = _COUNTED = None
+    _SERVE = None
