@@ -21,7 +21,16 @@ from typing import Any
 HOT_FIELDS = ("_data", "_fd", "_inbound", "_loop", "_outbound", "_pos", "_recv", "_seen", "_send", "_state")
 """The fields the hot path touches: slots of ``Conn`` in the pure-Python core, members of ``_speedups.ConnCore``."""
 
-COMPILED_METHODS = ("next", "write", "inbound_buffered", "outbound_buffered")
+COMPILED_METHODS = (
+    "next",
+    "write",
+    "inbound_buffered",
+    "outbound_buffered",
+    "peek",
+    "discard",
+    "read_into",
+    "writev",
+)
 """The ``Conn`` methods ``ConnCore`` carries compiled; the Python ones stay the reference the C code calls back."""
 
 LOOKUPS = (
@@ -175,6 +184,7 @@ def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
         shared["PEER_EOF"],
         shared["CLOSED"],
     )
+    speedups.references({name: reference[name] for name in COMPILED_METHODS})
     for name in COMPILED_METHODS:
         delattr(conn, name)
     return True

@@ -126,7 +126,8 @@ def test_a_conn_never_set_up_raises_attribute_error_from_every_method() -> None:
         import netloop
         conn = netloop.Conn.__new__(netloop.Conn)
         for call in (conn.inbound_buffered, conn.outbound_buffered, conn.next, lambda: conn.next(3),
-                     lambda: conn.write(b"x"), lambda: conn.peek(1), lambda: conn.discard()):
+                     lambda: conn.write(b"x"), lambda: conn.peek(1), lambda: conn.discard(),
+                     lambda: conn.read_into(bytearray(2)), lambda: conn.writev([b"a", b"b"])):
             try:
                 call()
             except AttributeError:
@@ -134,7 +135,7 @@ def test_a_conn_never_set_up_raises_attribute_error_from_every_method() -> None:
         """
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["AttributeError"] * 7
+    assert out.stdout.split() == ["AttributeError"] * 9
 
 
 def test_the_fields_the_compiled_core_reads_cannot_be_deleted() -> None:
@@ -202,6 +203,65 @@ def test_a_position_outside_the_read_is_never_used_as_an_offset() -> None:
         "ShortBufferError",
     ]
     assert out.stdout.strip() == f"{answers} True"
+
+
+POSITIONS = """
+    import socket, sys, types, netloop
+    from netloop._eventloop import EventLoop
+    from netloop._options import Options
+    loop = EventLoop(0, types.SimpleNamespace(sources=None), netloop.EventHandler(), Options())
+    ours, peer = socket.socketpair()
+    conn = loop.open_accepted(ours, "peer", None, None)
+    answers = []
+    for pos in (-(1 << 40), -3, 0, 4, 6, 9, 1 << 40, -sys.maxsize - 1):
+        for call in ("peek()", "peek(2)", "discard(2)", "discard()", "read_into(bytearray(3))"):
+            conn._data, conn._pos = b"abcdef", pos
+            try:
+                answers.append([call, eval("conn." + call), conn._data, conn._pos])
+            except Exception as exc:
+                answers.append([call, type(exc).__name__, conn._data, conn._pos])
+    print(netloop.compiled, answers)
+"""
+
+
+def test_peek_discard_and_read_into_with_any_position_answer_as_the_reference_does() -> None:
+    # Positions inside the read are the compiled path; outside it (set from Python) the reference slices: the two
+    # cores must give the same answers and leave the same fields either way.
+    here = run_python(POSITIONS)
+    pure = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(POSITIONS)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, NETLOOP_PURE="1"),
+    )
+    assert here.returncode == 0 and pure.returncode == 0, here.stderr + pure.stderr
+    compiled, answers = here.stdout.split(" ", 1)
+    assert pure.stdout.split(" ", 1) == ["False", answers]
+    assert compiled == str(netloop.compiled)
+    assert "['discard(2)', 2, b'abcdef', 2]" in answers  # from the start: two consumed, the rest kept
+
+
+class GatherWide(netloop.EventHandler):
+    def __init__(self) -> None:
+        self.returned: list[int] = []
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        conn.discard()
+        self.returned.append(conn.writev(wide_buffers()))
+        self.returned.append(conn.writev((b"one", bytearray(b"two"), memoryview(b"three"))))
+        return netloop.Action.CLOSE
+
+
+def test_a_gather_write_sends_every_buffer_in_order_and_counts_bytes() -> None:
+    # 4 MiB in the first buffer: the kernel takes part of the gather, and the rest is buffered from the right byte.
+    expected = [bytes(memoryview(buf)) for buf in wide_buffers()]
+    handler = GatherWide()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"go")
+        got = recv_until_closed(sock)
+    assert handler.returned == [sum(len(b) for b in expected), 11]
+    assert got == b"".join(expected) + b"onetwothree"
 
 
 @pytest.mark.skipif(getattr(speedups, "serve", None) is None, reason="the compiled loop (epoll) is not in use")
