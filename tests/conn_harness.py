@@ -2,7 +2,8 @@
 
 ``run_case`` sends each chunk of a case from the peer, lets the connection read it (``Conn._on_io``, the loop's
 own read path), and has ``on_traffic`` apply that chunk's operations (``next``, ``peek``, ``discard``,
-``read_into``, ``write``, ``writev`` of a list or a tuple, ``inbound_buffered``...), recording what each returned or the type of what it raised.
+``read_into``, ``write``, ``writev`` of a list or a tuple, ``inbound_buffered``...), recording what each returned
+or the type of what it raised.
 Run as a script it answers cases, one JSON line each, on stdin/stdout: the differential tests run it twice, once per
 core (``NETLOOP_PURE``), and compare the answers.
 """
