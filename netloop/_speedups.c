@@ -395,6 +395,29 @@ hand_exception(PyObject *obj, PyObject *name)
     return r;
 }
 
+/* A dictionary's version (PEP 509): CPython gives a dict a new one at every change, so an unchanged version means
+ * an unchanged dict and what was read from it still holds. Deprecated since 3.12 (still kept up to date there); from
+ * 3.13 an instance's attributes may be stored beside its dict, so there the compiled loop reads every time. */
+#if PY_VERSION_HEX < 0x030D0000
+#define HAVE_DICT_VERSION 1
+static inline uint64_t
+dict_version(PyObject *dict)
+{
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    return ((PyDictObject *)dict)->ma_version_tag;
+#pragma GCC diagnostic pop
+}
+#else
+#define HAVE_DICT_VERSION 0
+static inline uint64_t
+dict_version(PyObject *dict)
+{
+    (void)dict;
+    return 0;
+}
+#endif
+
 /* The loop's own attributes (``now``, ``bytes_out``...) live in its instance dict: EventLoop has no slots or
  * descriptors for them, so reading and writing that dict, when it is at hand, skips the attribute protocol. */
 static PyObject *
@@ -448,6 +471,11 @@ typedef struct Serving {
     Py_ssize_t received;
     Py_ssize_t sent;
     struct Serving *next;
+    /* ``loop.now`` and ``loop._running`` as of the dict's version ``synced`` (0: not known): while the version is
+     * the same, nobody has written the dict since but this loop itself, through loop_write. */
+    uint64_t synced;
+    double now;
+    int running;
 } Serving;
 
 static Serving *running_loops;
@@ -473,6 +501,70 @@ serving_of(PyObject *loop)
         }
     }
     return NULL;
+}
+
+/* Read ``loop.now`` and ``loop._running`` again: 0, or -1 with an exception set. */
+static int refresh_now(Serving *sv);
+
+static int
+refresh(Serving *sv)
+{
+    if (refresh_now(sv) < 0) {
+        return -1;
+    }
+    PyObject *running = loop_get(sv->dict, sv->loop, s_running);
+    if (running == NULL) {
+        return -1;
+    }
+    int go = PyObject_IsTrue(running);
+    Py_DECREF(running);
+    if (go < 0) {
+        return -1;
+    }
+    sv->running = go;
+    sv->synced = HAVE_DICT_VERSION && sv->dict != NULL ? dict_version(sv->dict) : 0;
+    return 0;
+}
+
+/* Read ``loop.now`` alone again (where dicts have no version to tell that it is unchanged). */
+static int
+refresh_now(Serving *sv)
+{
+    PyObject *now = loop_get(sv->dict, sv->loop, s_now);
+    if (now == NULL) {
+        return -1;
+    }
+    double value = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (value == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    sv->now = value;
+    return 0;
+}
+
+/* ``sv->now`` and ``sv->running`` hold what the loop's dict says (read again only when someone else wrote it). */
+static int
+synced(Serving *sv)
+{
+    if (sv->synced != 0 && dict_version(sv->dict) == sv->synced) {
+        return 0;
+    }
+    return refresh(sv);
+}
+
+/* ``loop.<name> = value`` by the loop itself: what it knew of the dict stays known. */
+static int
+loop_write(Serving *sv, PyObject *name, PyObject *value)
+{
+    int known = sv->synced != 0 && dict_version(sv->dict) == sv->synced;
+    if (loop_set(sv->dict, sv->loop, name, value) < 0) {
+        return -1;
+    }
+    if (known) {
+        sv->synced = dict_version(sv->dict);
+    }
+    return 0;
 }
 
 PyDoc_STRVAR(conn_write_doc, "write($self, data)\n--\n\n*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.");
@@ -514,7 +606,11 @@ seen_now(ConnCore *self, Py_ssize_t sent)
     Serving *sv = serving_of(self->loop);
     if (sv != NULL) {
         sv->sent += sent;
-        now = loop_get(sv->dict, sv->loop, s_now);
+        if (HAVE_DICT_VERSION ? synced(sv) < 0 : refresh_now(sv) < 0) {
+            return -1;
+        }
+        self->seen = sv->now;
+        return 0;
     } else {
         PyObject *loop = Py_NewRef(self->loop);
         now = add_to(NULL, loop, s_bytes_out, sent) < 0 ? NULL : PyObject_GetAttr(loop, s_now);
@@ -1063,6 +1159,16 @@ event_failed(PyObject *loop)
     return PyErr_ExceptionMatches(PyExc_Exception) ? hand_exception(loop, s_internal_error) : -1;
 }
 
+/* ``readers[fd]`` as the last look-up found it: a connection of the inlined read path, borrowed from ``readers``
+ * (which holds it as long as its version is ``version``). */
+typedef struct {
+    PyObject *conn;
+    uint64_t version;
+} Reader;
+
+/* Descriptors past this are looked up in ``readers`` every time. */
+#define MAX_CACHED_FD 65536
+
 typedef struct {
     PyObject *loop;
     PyObject *readers;
@@ -1072,7 +1178,33 @@ typedef struct {
     Py_ssize_t size;
     double now;
     Serving *sv;
+    Reader *cache; /* by descriptor: ``readers`` stays the truth, this only saves looking it up again */
+    int cached;    /* entries in ``cache`` */
 } Dispatch;
+
+/* Remember that ``readers[fd]`` is ``conn`` as of ``version`` (nothing when the cache cannot grow). */
+static void
+remember(Dispatch *d, int fd, PyObject *conn, uint64_t version)
+{
+    if (!HAVE_DICT_VERSION || fd < 0 || fd >= MAX_CACHED_FD) {
+        return;
+    }
+    if (fd >= d->cached) {
+        int size = d->cached ? d->cached : 64;
+        while (size <= fd) {
+            size *= 2;
+        }
+        Reader *grown = PyMem_Realloc(d->cache, (size_t)size * sizeof(Reader));
+        if (grown == NULL) {
+            return; /* no cache: the look-up serves */
+        }
+        memset(grown + d->cached, 0, (size_t)(size - d->cached) * sizeof(Reader));
+        d->cache = grown;
+        d->cached = size;
+    }
+    d->cache[fd].conn = conn;
+    d->cache[fd].version = version;
+}
 
 /* The inlined read path of EventLoop._serve for one plain "readable" event on ``c``; -1 when an exception is
  * raised (for the caller's guard). The sanctioned fast copy of ``Conn._read_on``/``_traffic``/``_deliver``
@@ -1169,6 +1301,14 @@ read_event(Dispatch *d, ConnCore *c)
 static int
 dispatch(Dispatch *d, int fd, uint32_t ev)
 {
+    uint64_t version = dict_version(d->readers);
+    if (ev == EPOLLIN && fd >= 0 && fd < d->cached && d->cache[fd].conn != NULL && d->cache[fd].version == version) {
+        /* ``readers`` has not changed since this descriptor's connection was looked up. */
+        PyObject *conn = Py_NewRef(d->cache[fd].conn);
+        int r = read_event(d, (ConnCore *)conn);
+        Py_DECREF(conn);
+        return r;
+    }
     PyObject *key = PyLong_FromLong(fd);
     if (key == NULL) {
         return -1;
@@ -1196,6 +1336,7 @@ dispatch(Dispatch *d, int fd, uint32_t ev)
         return 0;
     }
     Py_DECREF(key);
+    remember(d, fd, conn, version);
     Py_INCREF(conn);
     int r = read_event(d, (ConnCore *)conn);
     Py_DECREF(conn);
@@ -1215,15 +1356,19 @@ first_due(PyObject *timers, double *when)
     return *when == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* ``self.now = now``, by the loop itself: its cached ``now`` is that value. */
 static int
-set_float(PyObject *dict, PyObject *obj, PyObject *name, double value)
+set_now(Serving *sv, double now)
 {
-    PyObject *v = PyFloat_FromDouble(value);
+    PyObject *v = PyFloat_FromDouble(now);
     if (v == NULL) {
         return -1;
     }
-    int r = loop_set(dict, obj, name, v);
+    int r = loop_write(sv, s_now, v);
     Py_DECREF(v);
+    if (r == 0) {
+        sv->now = now;
+    }
     return r;
 }
 
@@ -1271,17 +1416,14 @@ serve(PyObject *module, PyObject *args)
     if (!PyDict_Check(dict)) {
         Py_CLEAR(dict);
     }
-    PyObject *now_obj = loop_get(dict, d.loop, s_now);
-    if (now_obj == NULL) {
+    Serving sv = {d.loop, dict, 0, 0, NULL, 0, 0.0, 0};
+    if (refresh(&sv) < 0) {
         Py_XDECREF(dict);
         return NULL;
     }
-    d.now = PyFloat_AsDouble(now_obj);
-    Py_DECREF(now_obj);
-    if (d.now == -1.0 && PyErr_Occurred()) {
-        Py_XDECREF(dict);
-        return NULL;
-    }
+    d.now = sv.now;
+    d.cache = NULL;
+    d.cached = 0;
     struct epoll_event *events = PyMem_Malloc(MAX_EVENTS * sizeof(struct epoll_event));
     d.scratch = PyMem_Malloc((size_t)d.size);
     if (events == NULL || d.scratch == NULL) {
@@ -1290,28 +1432,23 @@ serve(PyObject *module, PyObject *args)
         Py_XDECREF(dict);
         return PyErr_NoMemory();
     }
-    Serving sv = {d.loop, dict, 0, 0, running_loops};
+    sv.next = running_loops;
     running_loops = &sv;
     d.sv = &sv;
     PyObject *result = NULL;
     for (;;) {
-        PyObject *running = loop_get(dict, d.loop, s_running);
-        if (running == NULL) {
+        /* ``while self._running``: read again only when someone else wrote the loop's dict. */
+        if (synced(&sv) < 0) {
             goto done;
         }
-        int go = PyObject_IsTrue(running);
-        Py_DECREF(running);
-        if (go < 0) {
-            goto done;
-        }
-        if (!go) {
+        if (!sv.running) {
             break;
         }
         int timeout = -1;
         if (PyList_GET_SIZE(timers)) {
             double when;
             d.now = monotonic_now();
-            if (set_float(dict, d.loop, s_now, d.now) < 0 || first_due(timers, &when) < 0) {
+            if (set_now(&sv, d.now) < 0 || first_due(timers, &when) < 0) {
                 goto done;
             }
             if (when <= d.now) {
@@ -1335,7 +1472,7 @@ serve(PyObject *module, PyObject *args)
                 timeout = ms > (double)INT_MAX ? INT_MAX : (int)ms;
             }
         }
-        if (loop_set(dict, d.loop, s_sleeping, Py_True) < 0) {
+        if (loop_write(&sv, s_sleeping, Py_True) < 0) {
             goto done;
         }
         Py_ssize_t queued = PyObject_Length(tasks);
@@ -1355,7 +1492,7 @@ serve(PyObject *module, PyObject *args)
             n = epoll_wait(epfd, events, MAX_EVENTS, 0);
             err = errno;
         }
-        if (loop_set(dict, d.loop, s_sleeping, Py_False) < 0) {
+        if (loop_write(&sv, s_sleeping, Py_False) < 0) {
             goto done;
         }
         if (n < 0) {
@@ -1412,6 +1549,7 @@ done:
     Py_XDECREF(dict);
     PyMem_Free(events);
     PyMem_Free(d.scratch);
+    PyMem_Free(d.cache);
     return result;
 }
 

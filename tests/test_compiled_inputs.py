@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -350,3 +351,80 @@ def test_a_signal_handler_that_raises_inside_a_callback_fails_that_callback_only
         out, _ = proc.communicate(timeout=20)
     assert done.is_set()
     assert out.split() == ["shutdown", "returned"]
+
+
+# -- what the compiled loop remembers between events: never more than the Python state says ----------------------
+
+
+class Numbered(netloop.EventHandler):
+    """Answers each read with the connection's number (in order of opening), its descriptor and the bytes."""
+
+    def __init__(self) -> None:
+        self.opened: list[netloop.Conn] = []  # kept alive: a closed one's memory is never the next one's
+        self.closed = threading.Event()
+
+    def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+        self.opened.append(conn)
+        conn.context = len(self.opened)
+        return None
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        conn.write(b"%d %d %s;" % (conn.context, conn.fd, conn.next()))
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: Exception | None) -> netloop.Action | None:
+        self.closed.set()
+        return None
+
+
+def test_a_descriptor_reused_by_a_new_connection_reaches_the_new_connection() -> None:
+    # The compiled loop keeps each descriptor's connection between events while the readers table is unchanged:
+    # a connection closed and a new one accepted on the same descriptor must get the new one's bytes.
+    handler = Numbered()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.addrs[0]) as first:
+            for _ in range(3):
+                first.sendall(b"a")
+                answer = recv_answer(first)
+        number, fd, _ = answer.split(b" ")
+        assert number == b"1"
+        assert handler.closed.wait(5.0), "the first connection did not close"
+        with connect(engine.addrs[0]) as second:
+            second.sendall(b"b")
+            assert recv_answer(second) == b"2 %s b;" % fd  # the same descriptor, the new connection
+
+
+def recv_answer(sock: socket.socket) -> bytes:
+    """One ``Numbered`` answer: up to its ``;``."""
+    got = b""
+    while not got.endswith(b";"):
+        part = sock.recv(1)
+        assert part, "the server closed the connection"
+        got += part
+    return got
+
+
+class Clocked(netloop.EventHandler):
+    """Moves the loop's clock forward inside the callback, then writes: the write sees the new ``now``."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        loop: Any = conn.event_loop
+        conn.discard()
+        loop.now += 1000.0  # as a Python callback may set it (EventLoop.clock)
+        conn.write(b"x")
+        self.seen.append(conn._seen == loop.now)  # type: ignore[attr-defined]
+        conn.writev([b"y", b"z"])
+        self.seen.append(conn._seen == loop.now)  # type: ignore[attr-defined]
+        return None
+
+
+def test_a_write_takes_the_loops_now_as_python_last_set_it() -> None:
+    handler = Clocked()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        for _ in range(2):
+            sock.sendall(b"go")
+            assert recv_exact(sock, 3) == b"xyz"
+    assert handler.seen == [True] * 4
