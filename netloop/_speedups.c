@@ -4,8 +4,9 @@
  *
  *   ConnCore  the base of netloop.Conn: the fields the hot path touches (``_data``, ``_pos``, ``_fd``, ``_state``,
  *             ``_seen``, ``_inbound``, ``_outbound``, ``_loop``, ``_send``, ``_recv``) as C members, and
- *             ``next``, ``write``, ``inbound_buffered`` and ``outbound_buffered`` (netloop/_conn.py's
- *             ``Conn`` methods of those names). Anything off the common path calls the Python method.
+ *             ``next``, ``peek``, ``discard``, ``read_into``, ``inbound_buffered``, ``write``, ``writev`` and
+ *             ``outbound_buffered`` (netloop/_conn.py's ``Conn`` methods of those names). Anything off the
+ *             common path calls the Python method.
  *   serve     ``EventLoop._serve`` (netloop/_eventloop.py) on epoll: poll, the inlined read path for plain
  *             "readable" events on accepted connections, every other event to its handler, tasks, timers.
  *
