@@ -795,7 +795,7 @@ conn_outbound_buffered(ConnCore *self, PyObject *unused)
 static int
 current_read(ConnCore *self, Py_ssize_t *len, Py_ssize_t *pos)
 {
-    if (self->inbound == NULL || self->data == NULL || !PyBytes_CheckExact(self->data)) {
+    if (self->inbound == NULL) {
         return 0;
     }
     if (self->inbound != no_inbound) {
@@ -803,6 +803,10 @@ current_read(ConnCore *self, Py_ssize_t *len, Py_ssize_t *pos)
         if (kept != 0) {
             return kept < 0 ? -1 : 0;
         }
+    }
+    /* Only now: reading ``_size`` may have run Python code that set ``_data``. */
+    if (self->data == NULL || !PyBytes_CheckExact(self->data)) {
+        return 0;
     }
     *len = PyBytes_GET_SIZE(self->data);
     *pos = self->pos;
@@ -981,8 +985,11 @@ conn_writev(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         return waiting < 0 ? NULL : reference(py_writev, self, args, nargs, kwnames);
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (!PyObject_CheckBuffer(PySequence_Fast_GET_ITEM(chunks, i))) {
-            return reference(py_writev, self, args, nargs, kwnames); /* its error for what is no buffer */
+        PyObject *chunk = PySequence_Fast_GET_ITEM(chunks, i);
+        if (!PyBytes_CheckExact(chunk) && !PyByteArray_CheckExact(chunk) && !PyMemoryView_Check(chunk)) {
+            /* Another buffer type (an array, a class of the caller's, whose buffer may run its code) or no buffer:
+             * the reference flattens or refuses it. Below, no code but CPython's own runs until the send. */
+            return reference(py_writev, self, args, nargs, kwnames);
         }
     }
     PyObject *small_flat[SMALL_GATHER];
@@ -1002,7 +1009,7 @@ conn_writev(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
             return PyErr_NoMemory();
         }
     }
-    /* Hold the flat chunks (the list may change under a callback) and their buffers until the send is done. */
+    /* The flat chunks and their buffers, held until the send is done. */
     PyObject *result = NULL;
     Py_ssize_t ready = 0, viewed = 0, total = 0, sent;
     for (; ready < count; ready++) {
