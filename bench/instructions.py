@@ -2,6 +2,7 @@
 
     python -m bench.instructions                          # echo 1 KiB, HTTP depth 1 and 16; every contender
     python -m bench.instructions --only http-p1 --servers netloop,uvloop --functions 15
+    python -m bench.instructions --only peek-p1,next-p1,nothing-p1 --servers netloop,uvloop --functions 15
     python -m bench.instructions --netloop-path ../other-checkout   # measure another tree's netloop
     python -m bench.instructions --quick                  # smoke run: one workload, short runs
 
@@ -12,7 +13,10 @@ server is measured twice, with ``--short`` and ``--long`` requests (2,000 and 12
 the two instruction counts divided by the difference of the request counts is the cost of one request, with
 start-up, imports and shutdown cancelled out. The servers are the contenders of ``python -m bench`` (the netloop
 examples on the compiled core and, as ``netloop-pure``, on the pure-Python one; the same sans-I/O sessions on
-asyncio, uvloop and aiofastnet), so only the transport differs.
+asyncio, uvloop and aiofastnet), so only the transport differs. The responder workloads (``peek-p1``, ``next-p1``,
+``nothing-p1``: ``bench.servers.responder``) answer HTTP requests with a canned answer and no session, so they show
+the framework's own share: a ``peek``/``discard`` handler, a ``next`` one, and one that does nothing but ``next()``
+and one fixed ``write``; asyncio and uvloop serve the same counting on a Protocol.
 
 The per-function view (``--functions K``) takes callgrind's self cost of each C function the same way (long run minus
 short run, per request): the interpreter's eval loop, frame and object management, the socket calls' argument
@@ -42,7 +46,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 16
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 120.0
-WORKLOADS = {"echo-1k": ("echo", 1), "http-p1": ("http", 1), "http-p16": ("http", 16)}
+WORKLOADS = {
+    "echo-1k": ("echo", 1),
+    "http-p1": ("http", 1),
+    "http-p16": ("http", 16),
+    "peek-p1": ("peek", 1),
+    "next-p1": ("next", 1),
+    "nothing-p1": ("nothing", 1),
+}
+RESPONDERS = ("peek", "next", "nothing")
+"""The workloads served by ``bench.servers.responder`` (one ``--style`` each; HTTP requests, canned answers)."""
 SERVERS = ("netloop", "netloop-pure", "uvloop", "asyncio", "aiofastnet")
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 ECHO_MESSAGE = bytes(range(256)) * 4
@@ -124,10 +137,24 @@ def _valgrind() -> str:
     return path
 
 
+def responder_argv(server: str, style: str, port: int) -> list[str]:
+    """The command line of ``bench.servers.responder`` for ``server`` (a netloop core, asyncio or uvloop)."""
+    loop = "netloop" if server in ("netloop", "netloop-pure") else server
+    argv = [sys.executable, "-m", "bench.servers.responder", "--style", style, "--loop", loop]
+    return [*argv, "--host", HOST, "--port", str(port)]
+
+
+def responder_unavailable(server: str) -> str | None:
+    """Why ``server`` cannot run the responder workloads, or None."""
+    if server not in ("netloop", "netloop-pure", "asyncio", "uvloop"):
+        return f"{server} has no responder server"
+    return unavailable(server, "echo")
+
+
 def measure(server: str, proto: str, depth: int, requests: int, out: Path, netloop_path: str | None) -> int:
     """Run ``server`` under callgrind for ``requests`` requests; its total instruction count (callgrind's Ir)."""
     port = free_port()
-    argv = server_argv(server, proto, port)
+    argv = responder_argv(server, proto, port) if proto in RESPONDERS else server_argv(server, proto, port)
     env = server_env(server)
     # Fixed string hashing: with a random seed each run lays its dicts out differently, and lookups that collide
     # more or less move the count by a few percent between runs of the same code.
@@ -230,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for workload in workloads:
         proto, _ = WORKLOADS[workload]
         for server in servers:
-            why = unavailable(server, proto)
+            why = responder_unavailable(server) if proto in RESPONDERS else unavailable(server, proto)
             if why:
                 print(f"{workload}: {server} skipped: {why}", file=sys.stderr)
                 continue

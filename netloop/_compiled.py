@@ -23,7 +23,16 @@ from netloop import _lifecycle
 HOT_FIELDS = ("_data", "_fd", "_inbound", "_loop", "_outbound", "_pos", "_recv", "_seen", "_send", "_state")
 """The fields the hot path touches: slots of ``Conn`` in the pure-Python core, members of ``_speedups.ConnCore``."""
 
-COMPILED_METHODS = ("next", "write", "inbound_buffered", "outbound_buffered")
+COMPILED_METHODS = (
+    "next",
+    "write",
+    "inbound_buffered",
+    "outbound_buffered",
+    "peek",
+    "discard",
+    "read_into",
+    "writev",
+)
 """The ``Conn`` methods ``ConnCore`` carries compiled; the Python ones stay the reference the C code calls back."""
 
 LOOKUPS = (
@@ -196,6 +205,7 @@ def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
         _lifecycle.SENDS,
         _lifecycle.CLOSED,
     )
+    speedups.references({name: reference[name] for name in COMPILED_METHODS})
     problems = table_problems(speedups)
     if problems:
         _fall_back(problems)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from netloop import _async_hooks, _compiled
+from netloop import _loop_body as loop_body
 from netloop import _loop_stats as loop_stats
 from netloop import _loop_stop as loop_stop
-from netloop._compiled import speedups
 from netloop._conn import (
     ABOVE_CAP,
     BY_ERROR,
@@ -39,7 +39,6 @@ from netloop._heap import fit_allocator, release_soon
 from netloop._networks import allowed, parse_networks
 from netloop._options import Options
 from netloop._poller import IN, Poller, new_poller
-from netloop._poller.epoll import EpollPoller
 from netloop._proxy_parse import Mode, ProxyInfo
 from netloop._proxy_reader import ProxyHeaderReader
 from netloop._sockopts import socket_configurator
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 Task = tuple[Callable[..., object], tuple[Any, ...]]
 
 # The compiled loop, where the compiled core is in use and has one (epoll: Linux).
-_SERVE: Callable[..., None] | None = getattr(speedups, "serve", None)
 
 
 def _cancelled(*args: Any) -> None:
@@ -197,103 +195,8 @@ class EventLoop:
             self._teardown()
             _async_hooks.leave(running)  # netloop.aio: cancel its tasks, close it, restore the thread's running loop
 
-    def _serve(self) -> None:
-        monotonic = time.monotonic
-        now = self.now = monotonic()
-        if self.timeouts is not None:
-            self.timeouts.start(now)
-        if _SERVE is not None and isinstance(self.poller, EpollPoller) and _gil_enabled():
-            # The compiled loop (netloop/_speedups.c): the rest of this method, in C, on the epoll descriptor.
-            _SERVE(
-                self,
-                self.poller.fileno(),
-                self.readers,
-                self._handlers,
-                self._tasks,
-                self._timers,
-                self.read_size,
-                self.handler.on_traffic,
-            )
-            return
-        poll = self.poller.poll
-        tasks = self._tasks
-        timers = self._timers
-        handlers = self._handlers
-        readers = self.readers
-        size = self.read_size
-        on_traffic = self.handler.on_traffic
-        # With the GIL, "announce sleep, then look at the queue" is ordered without a lock; free-threaded
-        # builds take the lock that submit() takes, so a task queued in between is never missed.
-        lock = self._wake_lock if not _gil_enabled() else None
-        while self._running:
-            timeout = -1.0
-            if timers:
-                now = self.now = monotonic()
-                if timers[0][0] <= now:
-                    self._run_timers(now)
-                if timers:
-                    timeout = timers[0][0] - now
-                    if timeout < 0.0:
-                        timeout = 0.0
-            if lock is None:
-                self._sleeping = True
-                if tasks:
-                    timeout = 0.0
-            else:
-                with lock:
-                    self._sleeping = True
-                    if tasks:
-                        timeout = 0.0
-            events = poll(timeout)
-            self._sleeping = False
-            received = 0
-            # The sanctioned fast copy of ``Conn._read_on``/``_traffic``/``_deliver`` (one read per event; the C
-            # ``read_event`` in netloop/_speedups.c is the other): change the three together.
-            for fd, ev in events:
-                try:
-                    try:
-                        conn = readers[fd]
-                    except KeyError:
-                        continue  # detached by an earlier event of this batch
-                    if conn is None or ev != IN:
-                        handler = handlers.get(fd)
-                        if handler is not None:
-                            handler(ev)
-                        continue
-                    try:
-                        data = conn._recv(size)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as exc:
-                        conn._close(exc)
-                        continue
-                    if not data:
-                        conn._peer_eof()
-                        continue
-                    conn._seen = now
-                    received += len(data)
-                    if conn._inbound._size:
-                        if not conn._keep_read(data):
-                            continue  # closed by inbound_limit, or shown the bytes at inbound_cap
-                    else:
-                        conn._data = data
-                    try:
-                        action = on_traffic(conn)
-                    except Exception as exc:
-                        conn._data = b""
-                        conn._pos = 0
-                        self.handler_failed(conn, "on_traffic", exc)
-                        continue
-                    if conn._data:
-                        conn._keep_rest()
-                    if action:
-                        conn._act(action)
-                except Exception as exc:
-                    self._internal_error(exc, fd)
-            if received:
-                self.bytes_in += received
-            if tasks:
-                self._run_tasks()
+    # The loop's body, alone in netloop/_loop_body.py (the pure loop, and the hand-over to the compiled one).
+    _serve = loop_body.serve
 
     def _internal_error(self, exc: Exception, fd: int = -1) -> None:
         """An exception escaped the handling of an event on ``fd``: log it, and close the connection on ``fd`` with
@@ -630,12 +533,6 @@ def _nothing() -> None:
 _PURGE_MIN = 64
 
 
-def _gil_enabled() -> bool:
-    check = getattr(sys, "_is_gil_enabled", None)
-    return True if check is None else bool(check())
-
-
 # The compiled core serves only Python code that has every name it looks up: checked here, where the last class it
 # names exists (netloop/_compiled.py); where it doesn't, the pure-Python core serves, with a warning.
-if not _compiled.adopt(Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND}):
-    _SERVE = None
+_compiled.adopt(Conn, EventLoop, {"NO_INBOUND": NO_INBOUND, "NO_OUTBOUND": NO_OUTBOUND})

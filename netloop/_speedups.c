@@ -4,8 +4,9 @@
  *
  *   ConnCore  the base of netloop.Conn: the fields the hot path touches (``_data``, ``_pos``, ``_fd``, ``_state``,
  *             ``_seen``, ``_inbound``, ``_outbound``, ``_loop``, ``_send``, ``_recv``) as C members, and
- *             ``next``, ``write``, ``inbound_buffered`` and ``outbound_buffered`` (netloop/_conn.py's
- *             ``Conn`` methods of those names). Anything off the common path calls the Python method.
+ *             ``next``, ``peek``, ``discard``, ``read_into``, ``inbound_buffered``, ``write``, ``writev`` and
+ *             ``outbound_buffered`` (netloop/_conn.py's ``Conn`` methods of those names). Anything off the
+ *             common path calls the Python method.
  *   serve     ``EventLoop._serve`` (netloop/_eventloop.py) on epoll: poll, the inlined read path for plain
  *             "readable" events on accepted connections, every other event to its handler, tasks, timers.
  *
@@ -24,6 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -53,6 +55,10 @@ static int closed_state = 7;         /* netloop._lifecycle.CLOSED */
 static unsigned char state_sends[MAX_STATES];
 static Py_ssize_t state_count = 0;
 static PyObject *empty;              /* b"" */
+
+/* What references() hands over: the reference methods the compiled peek, discard, read_into and writev call for
+ * every case they do not handle themselves. */
+static PyObject *py_peek, *py_discard, *py_read_into, *py_writev;
 
 static PyObject *s_size, *s_read, *s_enqueue, *s_buffer_rest, *s_fail_soon, *s_bytes_out, *s_bytes_in, *s_now,
     *s_running, *s_sleeping, *s_run_timers, *s_run_tasks, *s_close, *s_peer_eof, *s_keep_rest, *s_act,
@@ -224,7 +230,7 @@ buffered(PyObject *buffer, PyObject *none)
 static int
 check_configured(void)
 {
-    if (py_write == NULL) {
+    if (py_write == NULL || py_writev == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "netloop._speedups is not configured (netloop._compiled.adopt)");
         return -1;
     }
@@ -394,6 +400,29 @@ hand_exception(PyObject *obj, PyObject *name)
     return r;
 }
 
+/* A dictionary's version (PEP 509): CPython gives a dict a new one at every change, so an unchanged version means
+ * an unchanged dict and what was read from it still holds. Deprecated since 3.12 (still kept up to date there); from
+ * 3.13 an instance's attributes may be stored beside its dict, so there the compiled loop reads every time. */
+#if PY_VERSION_HEX < 0x030D0000
+#define HAVE_DICT_VERSION 1
+static inline uint64_t
+dict_version(PyObject *dict)
+{
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    return ((PyDictObject *)dict)->ma_version_tag;
+#pragma GCC diagnostic pop
+}
+#else
+#define HAVE_DICT_VERSION 0
+static inline uint64_t
+dict_version(PyObject *dict)
+{
+    (void)dict;
+    return 0;
+}
+#endif
+
 /* The loop's own attributes (``now``, ``bytes_out``...) live in its instance dict: EventLoop has no slots or
  * descriptors for them, so reading and writing that dict, when it is at hand, skips the attribute protocol. */
 static PyObject *
@@ -447,6 +476,11 @@ typedef struct Serving {
     Py_ssize_t received;
     Py_ssize_t sent;
     struct Serving *next;
+    /* ``loop.now`` and ``loop._running`` as of the dict's version ``synced`` (0: not known): while the version is
+     * the same, nobody has written the dict since but this loop itself, through loop_write. */
+    uint64_t synced;
+    double now;
+    int running;
 } Serving;
 
 static Serving *running_loops;
@@ -472,6 +506,70 @@ serving_of(PyObject *loop)
         }
     }
     return NULL;
+}
+
+/* Read ``loop.now`` and ``loop._running`` again: 0, or -1 with an exception set. */
+static int refresh_now(Serving *sv);
+
+static int
+refresh(Serving *sv)
+{
+    if (refresh_now(sv) < 0) {
+        return -1;
+    }
+    PyObject *running = loop_get(sv->dict, sv->loop, s_running);
+    if (running == NULL) {
+        return -1;
+    }
+    int go = PyObject_IsTrue(running);
+    Py_DECREF(running);
+    if (go < 0) {
+        return -1;
+    }
+    sv->running = go;
+    sv->synced = HAVE_DICT_VERSION && sv->dict != NULL ? dict_version(sv->dict) : 0;
+    return 0;
+}
+
+/* Read ``loop.now`` alone again (where dicts have no version to tell that it is unchanged). */
+static int
+refresh_now(Serving *sv)
+{
+    PyObject *now = loop_get(sv->dict, sv->loop, s_now);
+    if (now == NULL) {
+        return -1;
+    }
+    double value = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (value == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    sv->now = value;
+    return 0;
+}
+
+/* ``sv->now`` and ``sv->running`` hold what the loop's dict says (read again only when someone else wrote it). */
+static int
+synced(Serving *sv)
+{
+    if (sv->synced != 0 && dict_version(sv->dict) == sv->synced) {
+        return 0;
+    }
+    return refresh(sv);
+}
+
+/* ``loop.<name> = value`` by the loop itself: what it knew of the dict stays known. */
+static int
+loop_write(Serving *sv, PyObject *name, PyObject *value)
+{
+    int known = sv->synced != 0 && dict_version(sv->dict) == sv->synced;
+    if (loop_set(sv->dict, sv->loop, name, value) < 0) {
+        return -1;
+    }
+    if (known) {
+        sv->synced = dict_version(sv->dict);
+    }
+    return 0;
 }
 
 PyDoc_STRVAR(conn_write_doc, "write($self, data)\n--\n\n*loop* Send ``data``: the socket is tried at once and only what the kernel refuses is buffered.");
@@ -502,6 +600,54 @@ flat_bytes(PyObject *data)
     PyObject *flat = PyObject_CallMethod(contiguous, "cast", "s", "B");
     Py_DECREF(contiguous);
     return flat;
+}
+
+/* After a send of ``sent`` bytes: count them, and the connection was seen at the loop's ``now`` (as ``Conn.write``
+ * does with ``loop.bytes_out += sent`` and ``self._seen = loop.now``). */
+static int
+seen_now(ConnCore *self, Py_ssize_t sent)
+{
+    PyObject *now;
+    Serving *sv = serving_of(self->loop);
+    if (sv != NULL) {
+        sv->sent += sent;
+        if (HAVE_DICT_VERSION ? synced(sv) < 0 : refresh_now(sv) < 0) {
+            return -1;
+        }
+        self->seen = sv->now;
+        return 0;
+    } else {
+        PyObject *loop = Py_NewRef(self->loop);
+        now = add_to(NULL, loop, s_bytes_out, sent) < 0 ? NULL : PyObject_GetAttr(loop, s_now);
+        Py_DECREF(loop);
+    }
+    if (now == NULL) {
+        return -1;
+    }
+    double seen = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (seen == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    self->seen = seen;
+    return 0;
+}
+
+/* ``self._buffer_rest(data, sent)``: keep what the kernel refused of ``data``. */
+static int
+buffer_rest(ConnCore *self, PyObject *data, Py_ssize_t sent)
+{
+    PyObject *done = PyLong_FromSsize_t(sent);
+    if (done == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodObjArgs((PyObject *)self, s_buffer_rest, data, done, NULL);
+    Py_DECREF(done);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
 }
 
 static PyObject *write_flat(ConnCore *self, PyObject *data);
@@ -587,36 +733,11 @@ write_flat(ConnCore *self, PyObject *data)
             }
         }
     }
-    PyObject *now;
-    Serving *sv = serving_of(self->loop);
-    if (sv != NULL) {
-        sv->sent += sent;
-        now = loop_get(sv->dict, sv->loop, s_now);
-    } else {
-        PyObject *loop = Py_NewRef(self->loop);
-        now = add_to(NULL, loop, s_bytes_out, sent) < 0 ? NULL : PyObject_GetAttr(loop, s_now);
-        Py_DECREF(loop);
-    }
-    if (now == NULL) {
+    if (seen_now(self, sent) < 0) {
         return NULL;
     }
-    double seen = PyFloat_AsDouble(now);
-    Py_DECREF(now);
-    if (seen == -1.0 && PyErr_Occurred()) {
+    if (sent < n && buffer_rest(self, data, sent) < 0) {
         return NULL;
-    }
-    self->seen = seen;
-    if (sent < n) {
-        PyObject *done = PyLong_FromSsize_t(sent);
-        if (done == NULL) {
-            return NULL;
-        }
-        PyObject *r = PyObject_CallMethodObjArgs((PyObject *)self, s_buffer_rest, data, done, NULL);
-        Py_DECREF(done);
-        if (r == NULL) {
-            return NULL;
-        }
-        Py_DECREF(r);
     }
     return PyLong_FromSsize_t(n);
 }
@@ -672,11 +793,308 @@ conn_outbound_buffered(ConnCore *self, PyObject *unused)
     return PyObject_GetAttr(self->outbound, s_size);
 }
 
+/* The current read's bytes, when the compiled methods may work on them directly: 1 with ``*len`` and ``*pos`` set
+ * (``_pos`` an offset within ``_data``, no bytes kept in ``_inbound``), 0 when the reference is to answer (kept bytes,
+ * ``_data`` not a bytes object, ``_pos`` set from Python to no offset of it, a field unset), -1 on an error. */
+static int
+current_read(ConnCore *self, Py_ssize_t *len, Py_ssize_t *pos)
+{
+    if (self->inbound == NULL) {
+        return 0;
+    }
+    if (self->inbound != no_inbound) {
+        Py_ssize_t kept = buffered(self->inbound, no_inbound);
+        if (kept != 0) {
+            return kept < 0 ? -1 : 0;
+        }
+    }
+    /* Only now: reading ``_size`` may have run Python code that set ``_data``. */
+    if (self->data == NULL || !PyBytes_CheckExact(self->data)) {
+        return 0;
+    }
+    *len = PyBytes_GET_SIZE(self->data);
+    *pos = self->pos;
+    return *pos >= 0 && *pos <= *len;
+}
+
+/* ``n`` of ``peek(n)``/``discard(n)``: 1 with ``*n`` set (-1 when none was given), 0 when the reference is to answer
+ * (keywords, several arguments, no exact int, an int past Py_ssize_t), -1 on an error. */
+static int
+count_argument(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t *n)
+{
+    *n = -1;
+    if (kwnames != NULL || nargs > 1) {
+        return 0;
+    }
+    if (nargs == 0) {
+        return 1;
+    }
+    if (!PyLong_CheckExact(args[0])) {
+        return 0;
+    }
+    *n = PyLong_AsSsize_t(args[0]);
+    if (*n == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* ``Conn._take``: the end of ``n`` bytes from ``pos`` (``n >= 0``), or -1 with ShortBufferError when fewer are there. */
+static Py_ssize_t
+take(Py_ssize_t len, Py_ssize_t pos, Py_ssize_t n)
+{
+    if (n > len - pos) { /* not ``pos + n > len``: that overflows for a huge ``n`` */
+        PyErr_Format(short_buffer_error, "asked for %zd bytes, %zd buffered", n, len - pos);
+        return -1;
+    }
+    return pos + n;
+}
+
+/* ``Conn._consumed``: the current read is consumed up to ``end``. */
+static void
+consumed(ConnCore *self, Py_ssize_t end, Py_ssize_t len)
+{
+    if (end == len) {
+        set_data(self, Py_NewRef(empty));
+        self->pos = 0;
+    } else {
+        self->pos = end;
+    }
+}
+
+/* ``data[pos:end]`` of a bytes object: the object itself when that is all of it, as slicing gives. */
+static PyObject *
+bytes_slice(PyObject *data, Py_ssize_t pos, Py_ssize_t end)
+{
+    if (pos == 0 && end == PyBytes_GET_SIZE(data)) {
+        return Py_NewRef(data);
+    }
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + pos, end - pos);
+}
+
+PyDoc_STRVAR(conn_peek_doc, "peek($self, n=-1)\n--\n\n*loop* Return ``n`` bytes (all when ``n < 0``) without consuming them.");
+
+static PyObject *
+conn_peek(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (check_configured() < 0) {
+        return NULL;
+    }
+    Py_ssize_t n, len, pos;
+    int plain = count_argument(args, nargs, kwnames, &n);
+    if (plain > 0) {
+        plain = current_read(self, &len, &pos);
+    }
+    if (plain <= 0) {
+        return plain < 0 ? NULL : reference(py_peek, self, args, nargs, kwnames);
+    }
+    Py_ssize_t end = n < 0 ? len : take(len, pos, n);
+    return end < 0 ? NULL : bytes_slice(self->data, pos, end);
+}
+
+PyDoc_STRVAR(conn_discard_doc, "discard($self, n=-1)\n--\n\n*loop* Drop ``n`` bytes (all when ``n < 0``); returns how many were dropped.");
+
+static PyObject *
+conn_discard(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (check_configured() < 0) {
+        return NULL;
+    }
+    Py_ssize_t n, len, pos;
+    int plain = count_argument(args, nargs, kwnames, &n);
+    if (plain > 0) {
+        plain = current_read(self, &len, &pos);
+    }
+    if (plain <= 0) {
+        return plain < 0 ? NULL : reference(py_discard, self, args, nargs, kwnames);
+    }
+    Py_ssize_t end = n < 0 ? len : take(len, pos, n);
+    if (end < 0) {
+        return NULL;
+    }
+    consumed(self, end, len);
+    return PyLong_FromSsize_t(end - pos);
+}
+
+PyDoc_STRVAR(conn_read_into_doc, "read_into($self, buf)\n--\n\n*loop* Move up to ``len(buf)`` buffered bytes into ``buf``; returns how many.");
+
+static PyObject *
+conn_read_into(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (check_configured() < 0) {
+        return NULL;
+    }
+    Py_ssize_t len, pos;
+    int plain = kwnames == NULL && nargs == 1
+                && (PyByteArray_CheckExact(args[0]) || PyMemoryView_Check(args[0]));
+    if (plain) {
+        plain = current_read(self, &len, &pos);
+    }
+    if (plain <= 0) {
+        return plain < 0 ? NULL : reference(py_read_into, self, args, nargs, kwnames);
+    }
+    /* A writable run of unsigned bytes, as ``buf[:n] = memoryview(data)[...]`` takes; anything else (another format,
+     * several dimensions, read-only, released) gets the reference's own error. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_ND) < 0) {
+        PyErr_Clear();
+        return reference(py_read_into, self, args, nargs, kwnames);
+    }
+    if (view.ndim != 1 || view.itemsize != 1 || (view.format != NULL && strcmp(view.format, "B") != 0)) {
+        PyBuffer_Release(&view);
+        return reference(py_read_into, self, args, nargs, kwnames);
+    }
+    Py_ssize_t n = view.len < len - pos ? view.len : len - pos;
+    memcpy(view.buf, PyBytes_AS_STRING(self->data) + pos, (size_t)n);
+    PyBuffer_Release(&view);
+    consumed(self, pos + n, len);
+    return PyLong_FromSsize_t(n);
+}
+
+/* ``Conn.writev`` sends at most this many buffers in one gather write (``netloop._conn.IOV_MAX``). */
+static Py_ssize_t iov_max = 16;
+
+#define SMALL_GATHER 16
+
+PyDoc_STRVAR(conn_writev_doc, "writev($self, chunks)\n--\n\n*loop* Send several buffers with one gather write when possible; returns the total length.");
+
+static PyObject *
+conn_writev(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (check_configured() < 0) {
+        return NULL;
+    }
+    PyObject *chunks = nargs == 1 && kwnames == NULL ? args[0] : NULL;
+    if (chunks == NULL || !(PyList_CheckExact(chunks) || PyTuple_CheckExact(chunks)) || self->loop == NULL
+        || self->outbound == NULL || !self->send_direct) {
+        /* Keywords, another sequence, another sender (TLS, a held send), a connection not set up. */
+        return reference(py_writev, self, args, nargs, kwnames);
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(chunks);
+    if (count == 1) {
+        PyObject *chunk = Py_NewRef(PySequence_Fast_GET_ITEM(chunks, 0));
+        PyObject *r = conn_write(self, &chunk, 1, NULL);
+        Py_DECREF(chunk);
+        return r;
+    }
+    if (count == 0 || count > iov_max || self->state < 0 || self->state >= state_count
+        || !state_sends[self->state]) {
+        return reference(py_writev, self, args, nargs, kwnames);
+    }
+    Py_ssize_t waiting = buffered(self->outbound, no_outbound);
+    if (waiting != 0) {
+        return waiting < 0 ? NULL : reference(py_writev, self, args, nargs, kwnames);
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *chunk = PySequence_Fast_GET_ITEM(chunks, i);
+        if (!PyBytes_CheckExact(chunk) && !PyByteArray_CheckExact(chunk) && !PyMemoryView_Check(chunk)) {
+            /* Another buffer type (an array, a class of the caller's, whose buffer may run its code) or no buffer:
+             * the reference flattens or refuses it. Below, no code but CPython's own runs until the send. */
+            return reference(py_writev, self, args, nargs, kwnames);
+        }
+    }
+    PyObject *small_flat[SMALL_GATHER];
+    struct iovec small_iov[SMALL_GATHER];
+    Py_buffer small_views[SMALL_GATHER];
+    PyObject **flat = small_flat;
+    struct iovec *iov = small_iov;
+    Py_buffer *views = small_views;
+    if (count > SMALL_GATHER) {
+        flat = PyMem_Malloc((size_t)count * sizeof(PyObject *));
+        iov = PyMem_Malloc((size_t)count * sizeof(struct iovec));
+        views = PyMem_Malloc((size_t)count * sizeof(Py_buffer));
+        if (flat == NULL || iov == NULL || views == NULL) {
+            PyMem_Free(flat);
+            PyMem_Free(iov);
+            PyMem_Free(views);
+            return PyErr_NoMemory();
+        }
+    }
+    /* The flat chunks and their buffers, held until the send is done. */
+    PyObject *result = NULL;
+    Py_ssize_t ready = 0, viewed = 0, total = 0, sent;
+    for (; ready < count; ready++) {
+        if ((flat[ready] = flat_bytes(PySequence_Fast_GET_ITEM(chunks, ready))) == NULL) {
+            goto done;
+        }
+    }
+    for (; viewed < count; viewed++) {
+        if (PyObject_GetBuffer(flat[viewed], &views[viewed], PyBUF_SIMPLE) < 0) {
+            goto done;
+        }
+        iov[viewed].iov_base = views[viewed].buf;
+        iov[viewed].iov_len = (size_t)views[viewed].len;
+        total += views[viewed].len;
+    }
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)count;
+    int err = 0;
+    do {
+        sent = sendmsg(self->fd, &msg, MSG_NOSIGNAL);
+        err = errno;
+    } while (sent < 0 && err == EINTR && PyErr_CheckSignals() == 0);
+    for (; viewed > 0; viewed--) {
+        PyBuffer_Release(&views[viewed - 1]);
+    }
+    if (sent < 0) {
+        if (PyErr_Occurred()) {
+            goto done; /* a signal handler raised */
+        }
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+            sent = 0;
+        } else {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            result = hand_exception((PyObject *)self, s_fail_soon) < 0 ? NULL : PyLong_FromLong(0);
+            goto done;
+        }
+    }
+    if (seen_now(self, sent) < 0) {
+        goto done;
+    }
+    /* What the kernel refused waits in the outbound buffer, chunk by chunk, as ``Conn.writev`` leaves it. */
+    for (Py_ssize_t i = 0; i < count && sent < total; i++) {
+        Py_ssize_t size = (Py_ssize_t)iov[i].iov_len;
+        if (sent >= size) {
+            sent -= size;
+            continue;
+        }
+        if (buffer_rest(self, flat[i], sent) < 0) {
+            goto done;
+        }
+        sent = 0;
+    }
+    result = PyLong_FromSsize_t(total);
+done:
+    for (; viewed > 0; viewed--) {
+        PyBuffer_Release(&views[viewed - 1]);
+    }
+    for (Py_ssize_t i = 0; i < ready; i++) {
+        Py_DECREF(flat[i]);
+    }
+    if (flat != small_flat) {
+        PyMem_Free(flat);
+        PyMem_Free(iov);
+        PyMem_Free(views);
+    }
+    return result;
+}
+
 static PyMethodDef conn_methods[] = {
     {"next", (PyCFunction)(void (*)(void))conn_next, METH_FASTCALL | METH_KEYWORDS, conn_next_doc},
     {"write", (PyCFunction)(void (*)(void))conn_write, METH_FASTCALL | METH_KEYWORDS, conn_write_doc},
     {"inbound_buffered", (PyCFunction)conn_inbound_buffered, METH_NOARGS, conn_inbound_buffered_doc},
     {"outbound_buffered", (PyCFunction)conn_outbound_buffered, METH_NOARGS, conn_outbound_buffered_doc},
+    {"peek", (PyCFunction)(void (*)(void))conn_peek, METH_FASTCALL | METH_KEYWORDS, conn_peek_doc},
+    {"discard", (PyCFunction)(void (*)(void))conn_discard, METH_FASTCALL | METH_KEYWORDS, conn_discard_doc},
+    {"read_into", (PyCFunction)(void (*)(void))conn_read_into, METH_FASTCALL | METH_KEYWORDS, conn_read_into_doc},
+    {"writev", (PyCFunction)(void (*)(void))conn_writev, METH_FASTCALL | METH_KEYWORDS, conn_writev_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -746,13 +1164,33 @@ monotonic_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* An exception escaped an event's handling: an ``Exception`` is logged by ``loop._internal_error`` and the loop
- * goes on (0); anything else (SystemExit, KeyboardInterrupt) ends the loop (-1, still raised). */
+/* An exception escaped the handling of an event on ``fd``: an ``Exception`` goes to ``loop._internal_error(exc, fd)``,
+ * which logs it and closes the connection on ``fd``, and the loop goes on (0); anything else (SystemExit,
+ * KeyboardInterrupt) ends the loop (-1, still raised). */
 static int
-event_failed(PyObject *loop)
+event_failed(PyObject *loop, int fd)
 {
-    return PyErr_ExceptionMatches(PyExc_Exception) ? hand_exception(loop, s_internal_error) : -1;
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *exc = take_exception();
+    PyObject *where = PyLong_FromLong(fd);
+    PyObject *r = where == NULL ? NULL : PyObject_CallMethodObjArgs(loop, s_internal_error, exc, where, NULL);
+    Py_XDECREF(where);
+    Py_XDECREF(exc);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
+
+/* ``readers[fd]`` as the last look-up found it: a connection of the inlined read path, borrowed from ``readers``
+ * (which holds it as long as its version is ``version``). */
+typedef struct {
+    PyObject *conn;
+    uint64_t version;
+} Reader;
+
+/* Descriptors past this are looked up in ``readers`` every time. */
+#define MAX_CACHED_FD 65536
 
 typedef struct {
     PyObject *loop;
@@ -763,7 +1201,33 @@ typedef struct {
     Py_ssize_t size;
     double now;
     Serving *sv;
+    Reader *cache; /* by descriptor: ``readers`` stays the truth, this only saves looking it up again */
+    int cached;    /* entries in ``cache`` */
 } Dispatch;
+
+/* Remember that ``readers[fd]`` is ``conn`` as of ``version`` (nothing when the cache cannot grow). */
+static void
+remember(Dispatch *d, int fd, PyObject *conn, uint64_t version)
+{
+    if (!HAVE_DICT_VERSION || fd < 0 || fd >= MAX_CACHED_FD) {
+        return;
+    }
+    if (fd >= d->cached) {
+        int size = d->cached ? d->cached : 64;
+        while (size <= fd) {
+            size *= 2;
+        }
+        Reader *grown = PyMem_Realloc(d->cache, (size_t)size * sizeof(Reader));
+        if (grown == NULL) {
+            return; /* no cache: the look-up serves */
+        }
+        memset(grown + d->cached, 0, (size_t)(size - d->cached) * sizeof(Reader));
+        d->cache = grown;
+        d->cached = size;
+    }
+    d->cache[fd].conn = conn;
+    d->cache[fd].version = version;
+}
 
 /* The inlined read path of EventLoop._serve for one plain "readable" event on ``c``; -1 when an exception is
  * raised (for the caller's guard). The sanctioned fast copy of ``Conn._read_on``/``_traffic``/``_deliver``
@@ -860,6 +1324,14 @@ read_event(Dispatch *d, ConnCore *c)
 static int
 dispatch(Dispatch *d, int fd, uint32_t ev)
 {
+    uint64_t version = dict_version(d->readers);
+    if (ev == EPOLLIN && fd >= 0 && fd < d->cached && d->cache[fd].conn != NULL && d->cache[fd].version == version) {
+        /* ``readers`` has not changed since this descriptor's connection was looked up. */
+        PyObject *conn = Py_NewRef(d->cache[fd].conn);
+        int r = read_event(d, (ConnCore *)conn);
+        Py_DECREF(conn);
+        return r;
+    }
     PyObject *key = PyLong_FromLong(fd);
     if (key == NULL) {
         return -1;
@@ -887,6 +1359,7 @@ dispatch(Dispatch *d, int fd, uint32_t ev)
         return 0;
     }
     Py_DECREF(key);
+    remember(d, fd, conn, version);
     Py_INCREF(conn);
     int r = read_event(d, (ConnCore *)conn);
     Py_DECREF(conn);
@@ -906,15 +1379,19 @@ first_due(PyObject *timers, double *when)
     return *when == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* ``self.now = now``, by the loop itself: its cached ``now`` is that value. */
 static int
-set_float(PyObject *dict, PyObject *obj, PyObject *name, double value)
+set_now(Serving *sv, double now)
 {
-    PyObject *v = PyFloat_FromDouble(value);
+    PyObject *v = PyFloat_FromDouble(now);
     if (v == NULL) {
         return -1;
     }
-    int r = loop_set(dict, obj, name, v);
+    int r = loop_write(sv, s_now, v);
     Py_DECREF(v);
+    if (r == 0) {
+        sv->now = now;
+    }
     return r;
 }
 
@@ -962,17 +1439,14 @@ serve(PyObject *module, PyObject *args)
     if (!PyDict_Check(dict)) {
         Py_CLEAR(dict);
     }
-    PyObject *now_obj = loop_get(dict, d.loop, s_now);
-    if (now_obj == NULL) {
+    Serving sv = {d.loop, dict, 0, 0, NULL, 0, 0.0, 0};
+    if (refresh(&sv) < 0) {
         Py_XDECREF(dict);
         return NULL;
     }
-    d.now = PyFloat_AsDouble(now_obj);
-    Py_DECREF(now_obj);
-    if (d.now == -1.0 && PyErr_Occurred()) {
-        Py_XDECREF(dict);
-        return NULL;
-    }
+    d.now = sv.now;
+    d.cache = NULL;
+    d.cached = 0;
     struct epoll_event *events = PyMem_Malloc(MAX_EVENTS * sizeof(struct epoll_event));
     d.scratch = PyMem_Malloc((size_t)d.size);
     if (events == NULL || d.scratch == NULL) {
@@ -981,28 +1455,23 @@ serve(PyObject *module, PyObject *args)
         Py_XDECREF(dict);
         return PyErr_NoMemory();
     }
-    Serving sv = {d.loop, dict, 0, 0, running_loops};
+    sv.next = running_loops;
     running_loops = &sv;
     d.sv = &sv;
     PyObject *result = NULL;
     for (;;) {
-        PyObject *running = loop_get(dict, d.loop, s_running);
-        if (running == NULL) {
+        /* ``while self._running``: read again only when someone else wrote the loop's dict. */
+        if (synced(&sv) < 0) {
             goto done;
         }
-        int go = PyObject_IsTrue(running);
-        Py_DECREF(running);
-        if (go < 0) {
-            goto done;
-        }
-        if (!go) {
+        if (!sv.running) {
             break;
         }
         int timeout = -1;
         if (PyList_GET_SIZE(timers)) {
             double when;
             d.now = monotonic_now();
-            if (set_float(dict, d.loop, s_now, d.now) < 0 || first_due(timers, &when) < 0) {
+            if (set_now(&sv, d.now) < 0 || first_due(timers, &when) < 0) {
                 goto done;
             }
             if (when <= d.now) {
@@ -1026,7 +1495,7 @@ serve(PyObject *module, PyObject *args)
                 timeout = ms > (double)INT_MAX ? INT_MAX : (int)ms;
             }
         }
-        if (loop_set(dict, d.loop, s_sleeping, Py_True) < 0) {
+        if (loop_write(&sv, s_sleeping, Py_True) < 0) {
             goto done;
         }
         Py_ssize_t queued = PyObject_Length(tasks);
@@ -1046,7 +1515,7 @@ serve(PyObject *module, PyObject *args)
             n = epoll_wait(epfd, events, MAX_EVENTS, 0);
             err = errno;
         }
-        if (loop_set(dict, d.loop, s_sleeping, Py_False) < 0) {
+        if (loop_write(&sv, s_sleeping, Py_False) < 0) {
             goto done;
         }
         if (n < 0) {
@@ -1063,7 +1532,7 @@ serve(PyObject *module, PyObject *args)
             goto done;
         }
         for (int i = 0; i < n; i++) {
-            if (dispatch(&d, events[i].data.fd, events[i].events) < 0 && event_failed(d.loop) < 0) {
+            if (dispatch(&d, events[i].data.fd, events[i].events) < 0 && event_failed(d.loop, events[i].data.fd) < 0) {
                 goto done;
             }
         }
@@ -1103,6 +1572,7 @@ done:
     Py_XDECREF(dict);
     PyMem_Free(events);
     PyMem_Free(d.scratch);
+    PyMem_Free(d.cache);
     return result;
 }
 
@@ -1200,9 +1670,38 @@ lifecycle(PyObject *module, PyObject *unused)
     return Py_BuildValue("(Ni)", sends, closed_state);
 }
 
+PyDoc_STRVAR(references_doc,
+"references(methods)\n\n"
+"Hand over the reference ``Conn`` methods (by name) that the compiled peek, discard, read_into and writev call for\n"
+"what they do not handle themselves.");
+
+static PyObject *
+references(PyObject *module, PyObject *methods)
+{
+    static const struct {
+        PyObject **var;
+        const char *name;
+    } wanted[] = {{&py_peek, "peek"}, {&py_discard, "discard"}, {&py_read_into, "read_into"}, {&py_writev, "writev"}};
+    if (!PyDict_Check(methods)) {
+        PyErr_SetString(PyExc_TypeError, "references: a dict of methods by name");
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+        PyObject *method = PyDict_GetItemString(methods, wanted[i].name);
+        if (method == NULL) {
+            return PyErr_Format(PyExc_KeyError, "references: no reference %s", wanted[i].name);
+        }
+    }
+    for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+        Py_XSETREF(*wanted[i].var, Py_NewRef(PyDict_GetItemString(methods, wanted[i].name)));
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
     {"lifecycle", lifecycle, METH_NOARGS, lifecycle_doc},
+    {"references", references, METH_O, references_doc},
     {"counted", counted, METH_O, counted_doc},
 #if HAVE_SERVE
     {"serve", serve, METH_VARARGS, serve_doc},
@@ -1279,6 +1778,8 @@ PyInit__speedups(void)
         PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
         return NULL;
     }
+    long most = sysconf(_SC_IOV_MAX); /* as netloop._conn.IOV_MAX: at least 16, at most 1024 */
+    iov_max = most < 16 ? 16 : most > 1024 ? 1024 : (Py_ssize_t)most;
     if ((empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL) {
         return NULL;
     }

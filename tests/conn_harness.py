@@ -2,7 +2,8 @@
 
 ``run_case`` sends each chunk of a case from the peer, lets the connection read it (``Conn._on_io``, the loop's
 own read path), and has ``on_traffic`` apply that chunk's operations (``next``, ``peek``, ``discard``,
-``read_into``, ``write``, ``inbound_buffered``...), recording what each returned or the type of what it raised.
+``read_into``, ``write``, ``writev`` of a list or a tuple, ``inbound_buffered``...), recording what each returned
+or the type of what it raised.
 Run as a script it answers cases, one JSON line each, on stdin/stdout: the differential tests run it twice, once per
 core (``NETLOOP_PURE``), and compare the answers.
 """
@@ -43,6 +44,21 @@ def make_buffer(spec: dict[str, Any]) -> Any:
     return view
 
 
+def read_target(kind: str, buf: bytearray) -> Any:
+    """What ``read_into`` is given for ``buf``: itself, a view of it (plain, of 2-byte items, strided), a read-only
+    view of a copy, or a released view."""
+    if kind == "bytearray":
+        return buf
+    view = memoryview(buf)
+    if kind == "wide":
+        return view.cast("H") if len(buf) % 2 == 0 else view[::2]
+    if kind == "readonly":
+        return memoryview(bytes(buf))
+    if kind == "released":
+        view.release()
+    return view
+
+
 class Steps(netloop.EventHandler):
     """Applies the operations meant for each delivery and records the answers."""
 
@@ -69,13 +85,14 @@ def apply(conn: netloop.Conn, op: list[Any]) -> Any:
         return conn.discard() if arg is None else conn.discard(arg)
     if name == "read_into":
         buf: Any = bytearray(arg["size"])
-        target = buf if arg["kind"] == "bytearray" else memoryview(buf)
-        n = conn.read_into(target)
+        n = conn.read_into(read_target(arg["kind"], buf))
         return [n, buf.hex()]
     if name == "write":
         return [conn.write(make_buffer(arg)), conn.outbound_buffered()]
     if name == "writev":
         return [conn.writev([make_buffer(spec) for spec in arg]), conn.outbound_buffered()]
+    if name == "writev-tuple":
+        return [conn.writev(tuple(make_buffer(spec) for spec in arg)), conn.outbound_buffered()]
     if name == "inbound_buffered":
         return conn.inbound_buffered()
     raise ValueError(f"no operation {name!r}")

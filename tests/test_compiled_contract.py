@@ -19,7 +19,7 @@ import netloop
 from netloop import _compiled
 from netloop._buffer.elastic import OutboundBuffer
 from netloop._buffer.ring import RingBuffer
-from netloop._compiled import HOT_FIELDS, LOOKUPS, class_problems, module_problems, speedups
+from netloop._compiled import COMPILED_METHODS, HOT_FIELDS, LOOKUPS, class_problems, module_problems, speedups
 from netloop._conn import _HOT_FIELDS, Conn
 from netloop._eventloop import EventLoop
 
@@ -106,7 +106,7 @@ def test_a_compiled_module_that_looks_up_another_name_or_has_other_fields_is_ref
     class Fields:
         __slots__ = ("_data", "_pos")
 
-    for name in ("next", "write", "inbound_buffered", "outbound_buffered"):
+    for name in COMPILED_METHODS:
         setattr(Fields, name, getattr(speedups.ConnCore, name))
     other = types.SimpleNamespace(LOOKUPS=speedups.LOOKUPS, ConnCore=Fields)
     assert module_problems(other) == [  # type: ignore[arg-type]

@@ -81,7 +81,12 @@ READS = st.one_of(
     st.tuples(st.sampled_from(["next", "peek", "discard"]), SIZES),
     st.tuples(
         st.just("read_into"),
-        st.fixed_dictionaries({"kind": st.sampled_from(["bytearray", "memoryview"]), "size": st.integers(0, 12)}),
+        st.fixed_dictionaries(
+            {
+                "kind": st.sampled_from(["bytearray", "memoryview", "wide", "readonly", "released"]),
+                "size": st.integers(0, 12),
+            }
+        ),
     ),
     st.tuples(st.just("inbound_buffered"), st.none()),
 )
@@ -97,7 +102,9 @@ WIDE = st.fixed_dictionaries(
 
 def cases(buffers: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
     op = st.one_of(
-        READS, st.tuples(st.just("write"), buffers), st.tuples(st.just("writev"), st.lists(buffers, max_size=3))
+        READS,
+        st.tuples(st.just("write"), buffers),
+        st.tuples(st.sampled_from(["writev", "writev-tuple"]), st.lists(buffers, max_size=3)),
     )
     step = st.fixed_dictionaries(
         {"chunk": st.binary(min_size=1, max_size=10).map(bytes.hex), "ops": st.lists(op, max_size=6)}
@@ -109,6 +116,31 @@ def cases(buffers: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[
 @given(case=cases(PLAIN))
 @example(case={"steps": [{"chunk": "616263", "ops": [("next", sys.maxsize), ("next", 1 << 64), ("next", -1)]}]})
 @example(case={"steps": [{"chunk": "61", "ops": [("discard", 0)]}, {"chunk": "62", "ops": [("next", 1 << 100)]}]})
+@example(
+    case={
+        "steps": [
+            {"chunk": "61626364", "ops": [("peek", 2), ("discard", 1), ("discard", 1), ("peek", None), ("discard", 9)]},
+            {"chunk": "65", "ops": [("peek", -1), ("read_into", {"kind": "memoryview", "size": 2}), ("discard", None)]},
+        ]
+    }
+)
+@example(
+    case={
+        "steps": [
+            {
+                "chunk": "6162636465",
+                "ops": [
+                    ("read_into", {"kind": "wide", "size": 4}),
+                    ("read_into", {"kind": "wide", "size": 3}),
+                    ("read_into", {"kind": "readonly", "size": 2}),
+                    ("read_into", {"kind": "released", "size": 2}),
+                    ("read_into", {"kind": "bytearray", "size": 9}),
+                    ("writev-tuple", [{"kind": "bytes", "items": 2}, {"kind": "bytearray", "items": 0}]),
+                ],
+            }
+        ]
+    }
+)
 def test_reads_and_plain_writes_answer_alike_on_both_cores(cores: tuple[Core, Core], case: dict[str, Any]) -> None:
     same(cores, case)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -126,7 +127,8 @@ def test_a_conn_never_set_up_raises_attribute_error_from_every_method() -> None:
         import netloop
         conn = netloop.Conn.__new__(netloop.Conn)
         for call in (conn.inbound_buffered, conn.outbound_buffered, conn.next, lambda: conn.next(3),
-                     lambda: conn.write(b"x"), lambda: conn.peek(1), lambda: conn.discard()):
+                     lambda: conn.write(b"x"), lambda: conn.peek(1), lambda: conn.discard(),
+                     lambda: conn.read_into(bytearray(2)), lambda: conn.writev([b"a", b"b"])):
             try:
                 call()
             except AttributeError:
@@ -134,7 +136,7 @@ def test_a_conn_never_set_up_raises_attribute_error_from_every_method() -> None:
         """
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["AttributeError"] * 7
+    assert out.stdout.split() == ["AttributeError"] * 9
 
 
 def test_the_fields_the_compiled_core_reads_cannot_be_deleted() -> None:
@@ -202,6 +204,65 @@ def test_a_position_outside_the_read_is_never_used_as_an_offset() -> None:
         "ShortBufferError",
     ]
     assert out.stdout.strip() == f"{answers} True"
+
+
+POSITIONS = """
+    import socket, sys, types, netloop
+    from netloop._eventloop import EventLoop
+    from netloop._options import Options
+    loop = EventLoop(0, types.SimpleNamespace(sources=None), netloop.EventHandler(), Options())
+    ours, peer = socket.socketpair()
+    conn = loop.open_accepted(ours, "peer", None, None)
+    answers = []
+    for pos in (-(1 << 40), -3, 0, 4, 6, 9, 1 << 40, -sys.maxsize - 1):
+        for call in ("peek()", "peek(2)", "discard(2)", "discard()", "read_into(bytearray(3))"):
+            conn._data, conn._pos = b"abcdef", pos
+            try:
+                answers.append([call, eval("conn." + call), conn._data, conn._pos])
+            except Exception as exc:
+                answers.append([call, type(exc).__name__, conn._data, conn._pos])
+    print(netloop.compiled, answers)
+"""
+
+
+def test_peek_discard_and_read_into_with_any_position_answer_as_the_reference_does() -> None:
+    # Positions inside the read are the compiled path; outside it (set from Python) the reference slices: the two
+    # cores must give the same answers and leave the same fields either way.
+    here = run_python(POSITIONS)
+    pure = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(POSITIONS)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, NETLOOP_PURE="1"),
+    )
+    assert here.returncode == 0 and pure.returncode == 0, here.stderr + pure.stderr
+    compiled, answers = here.stdout.split(" ", 1)
+    assert pure.stdout.split(" ", 1) == ["False", answers]
+    assert compiled == str(netloop.compiled)
+    assert "['discard(2)', 2, b'abcdef', 2]" in answers  # from the start: two consumed, the rest kept
+
+
+class GatherWide(netloop.EventHandler):
+    def __init__(self) -> None:
+        self.returned: list[int] = []
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        conn.discard()
+        self.returned.append(conn.writev(wide_buffers()))
+        self.returned.append(conn.writev((b"one", bytearray(b"two"), memoryview(b"three"))))
+        return netloop.Action.CLOSE
+
+
+def test_a_gather_write_sends_every_buffer_in_order_and_counts_bytes() -> None:
+    # 4 MiB in the first buffer: the kernel takes part of the gather, and the rest is buffered from the right byte.
+    expected = [bytes(memoryview(buf)) for buf in wide_buffers()]
+    handler = GatherWide()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"go")
+        got = recv_until_closed(sock)
+    assert handler.returned == [sum(len(b) for b in expected), 11]
+    assert got == b"".join(expected) + b"onetwothree"
 
 
 @pytest.mark.skipif(getattr(speedups, "serve", None) is None, reason="the compiled loop (epoll) is not in use")
@@ -290,3 +351,80 @@ def test_a_signal_handler_that_raises_inside_a_callback_fails_that_callback_only
         out, _ = proc.communicate(timeout=20)
     assert done.is_set()
     assert out.split() == ["shutdown", "returned"]
+
+
+# -- what the compiled loop remembers between events: never more than the Python state says ----------------------
+
+
+class Numbered(netloop.EventHandler):
+    """Answers each read with the connection's number (in order of opening), its descriptor and the bytes."""
+
+    def __init__(self) -> None:
+        self.opened: list[netloop.Conn] = []  # kept alive: a closed one's memory is never the next one's
+        self.closed = threading.Event()
+
+    def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+        self.opened.append(conn)
+        conn.context = len(self.opened)
+        return None
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        conn.write(b"%d %d %s;" % (conn.context, conn.fd, conn.next()))
+        return None
+
+    def on_close(self, conn: netloop.Conn, err: Exception | None) -> netloop.Action | None:
+        self.closed.set()
+        return None
+
+
+def test_a_descriptor_reused_by_a_new_connection_reaches_the_new_connection() -> None:
+    # The compiled loop keeps each descriptor's connection between events while the readers table is unchanged:
+    # a connection closed and a new one accepted on the same descriptor must get the new one's bytes.
+    handler = Numbered()
+    with serving(handler, "tcp://127.0.0.1:0") as engine:
+        with connect(engine.addrs[0]) as first:
+            for _ in range(3):
+                first.sendall(b"a")
+                answer = recv_answer(first)
+        number, fd, _ = answer.split(b" ")
+        assert number == b"1"
+        assert handler.closed.wait(5.0), "the first connection did not close"
+        with connect(engine.addrs[0]) as second:
+            second.sendall(b"b")
+            assert recv_answer(second) == b"2 %s b;" % fd  # the same descriptor, the new connection
+
+
+def recv_answer(sock: socket.socket) -> bytes:
+    """One ``Numbered`` answer: up to its ``;``."""
+    got = b""
+    while not got.endswith(b";"):
+        part = sock.recv(1)
+        assert part, "the server closed the connection"
+        got += part
+    return got
+
+
+class Clocked(netloop.EventHandler):
+    """Moves the loop's clock forward inside the callback, then writes: the write sees the new ``now``."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        loop: Any = conn.event_loop
+        conn.discard()
+        loop.now += 1000.0  # as a Python callback may set it (EventLoop.clock)
+        conn.write(b"x")
+        self.seen.append(conn._seen == loop.now)  # type: ignore[attr-defined]
+        conn.writev([b"y", b"z"])
+        self.seen.append(conn._seen == loop.now)  # type: ignore[attr-defined]
+        return None
+
+
+def test_a_write_takes_the_loops_now_as_python_last_set_it() -> None:
+    handler = Clocked()
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        for _ in range(2):
+            sock.sendall(b"go")
+            assert recv_exact(sock, 3) == b"xyz"
+    assert handler.seen == [True] * 4
