@@ -17,6 +17,7 @@ from netloop._conn import BY_LIMIT
 from netloop._errors import EngineStoppedError
 from netloop._options import Options
 from netloop._poller import IN
+from netloop._sockopts import buffer_sizes
 
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop
@@ -55,10 +56,7 @@ def bind(address: Address, options: Options, reuse_port: bool, port: int | None 
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if options.bind_to_device:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, options.bind_to_device.encode())
-        if options.socket_recv_buffer is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
-        if options.socket_send_buffer is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
+        buffer_sizes(sock, options)
         stream = address.socktype == socket.SOCK_STREAM
         try:
             sock.bind(sockaddr)

@@ -134,14 +134,7 @@ def _not_yet(data: object, flags: int = 0, /) -> int:
 
 def configure(loop: EventLoop, sock: socket.socket) -> None:
     """The socket options a new connection's socket gets from ``pending``."""
-    if sock.type == socket.SOCK_STREAM:
-        loop.configure(sock)
-        return
-    options = loop.options
-    if options.socket_recv_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
-    if options.socket_send_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
+    loop.configure(sock)  # TCP's options only to a TCP stream
 
 
 class DialingConn(Conn):

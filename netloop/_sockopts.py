@@ -14,23 +14,32 @@ if TYPE_CHECKING:
     from netloop._conn import Conn
 
 
+def buffer_sizes(sock: socket.SocketType, options: Options) -> None:
+    """``socket_recv_buffer`` and ``socket_send_buffer`` on ``sock``: a listener, a connection or a datagram socket.
+
+    The one place ``SO_RCVBUF`` and ``SO_SNDBUF`` are set from the options (``Conn.set_read_buffer`` and
+    ``set_write_buffer`` are the handler's own).
+    """
+    if options.socket_recv_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.socket_recv_buffer)
+    if options.socket_send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.socket_send_buffer)
+
+
 def socket_configurator(options: Options) -> Callable[[socket.SocketType], None]:
-    """Apply the per-connection socket options, decided once for the loop."""
+    """Apply the per-connection socket options, decided once for the loop (TCP's only to TCP streams)."""
     nodelay = options.tcp_nodelay
     keepalive = options.tcp_keepalive
     rcvbuf = options.socket_recv_buffer
     sndbuf = options.socket_send_buffer
 
     def configure(sock: socket.SocketType) -> None:
-        if sock.family != socket.AF_UNIX:
+        if sock.family != socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
             if nodelay:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if keepalive is not None:
                 keep_alive(sock, True, keepalive, keepalive, 3)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if sndbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        buffer_sizes(sock, options)
 
     if not nodelay and keepalive is None and rcvbuf is None and sndbuf is None:
         return lambda sock: None
