@@ -140,6 +140,9 @@ class Conn(_ConnBase):
         *(() if speedups is not None else _HOT_FIELDS),
     )
 
+    # Whether a read shorter than asked means the socket is empty. Level-triggered, it does: the poller reports the
+    # socket again if a FIN came with the bytes. Edge-triggered, one edge came for both: read until the socket says.
+    _short_read_empties: bool = True
     # Whether the loop may run this connection's plain readable events through its inlined stream read path.
     _inline: bool = True
     # The state a new connection of this class begins in (dialing and TLS connections begin before they open).

@@ -95,8 +95,8 @@ def _read_on(self: Conn) -> None:
         loop.bytes_in += len(data)
         if reads == DELIVER:
             self._traffic(data)
-        if len(data) < size:
-            return  # the socket is empty
+        if len(data) < size and self._short_read_empties:
+            return  # the socket is empty (edge-triggered, it may still hold the FIN: read on until it says so)
     self._more_to_read()
 
 

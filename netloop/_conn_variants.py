@@ -14,6 +14,7 @@ class EdgeConn(Conn):
 
     __slots__ = ()
     _inline = False
+    _short_read_empties = False
 
     def _on_io(self, ev: int) -> None:
         if ev & OUT and self._outbound._size:

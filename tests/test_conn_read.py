@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -162,3 +163,34 @@ def test_short_reads_map_no_memory(size: int) -> None:
             recv_exact(sock, size)
         faults = _minor_faults(proc.pid) - before
     assert faults < 300, f"{faults} page faults for 3000 echoes of {size} bytes"
+
+
+@pytest.mark.parametrize("edge", [False, True], ids=["level", "edge"])
+def test_a_fin_that_arrives_with_the_last_bytes_fires_on_eof(edge: bool) -> None:
+    """The peer's last bytes and its FIN in one arrival: edge-triggered readiness gives one edge for both, so the
+    read after the bytes must find the FIN before waiting for another edge (none comes)."""
+    import queue
+
+    events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+    class Lines(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> None:
+            events.put(("traffic", conn.next()))
+
+        def on_eof(self, conn: netloop.Conn) -> None:
+            events.put(("eof", b""))
+            conn.write(b"bye")
+            return None
+
+    with serving(Lines(), "tcp://127.0.0.1:0", edge_triggered=edge) as engine:
+        for _ in range(20):
+            with connect(engine.addrs[0]) as sock:
+                sock.sendall(b"a\nb\n")
+                sock.shutdown(socket.SHUT_WR)
+                received = b""
+                kind, data = events.get(timeout=5)
+                while kind == "traffic":
+                    received += data
+                    kind, data = events.get(timeout=5)
+                assert (kind, received) == ("eof", b"a\nb\n")
+                assert recv_exact(sock, 3) == b"bye"
