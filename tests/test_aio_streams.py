@@ -333,3 +333,34 @@ def test_echo_of_a_large_payload() -> None:
     payload = os.urandom(3_000_000)
     with started(echo) as engine, connect(engine.addrs[0]) as sock:
         assert echo_through(sock, payload) == payload
+
+
+def test_idle_timeout_ends_a_silent_client_and_its_reader_raises() -> None:
+    raised: list[BaseException] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: netloop.aio.StreamWriter) -> None:
+        try:
+            await reader.read()
+        except TimeoutError as exc:
+            raised.append(exc)
+
+    with started(handle, idle_timeout=0.1) as engine, connect(engine.addrs[0]) as sock:
+        assert recv_until_closed(sock) == b""  # closed by the server, the client having sent nothing
+        wait_until(lambda: len(raised) == 1, what="the reader to raise the timeout")
+    assert isinstance(raised[0], netloop.ConnTimeoutError), raised
+
+
+def test_max_connections_refuses_the_one_too_many() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: netloop.aio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        await reader.read()
+
+    with started(handle, max_connections=1) as engine, connect(engine.addrs[0]) as first:
+        first.sendall(b"one\n")
+        assert recv_exact(first, 4) == b"one\n"
+        with connect(engine.addrs[0]) as second:
+            assert recv_until_closed(second) == b""
+        assert engine.stats()["refused_max_connections"] == 1
+        first.sendall(b"two")  # the first connection is still served
+        first.shutdown(socket.SHUT_WR)
+        assert recv_until_closed(first) == b""
