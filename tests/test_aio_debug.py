@@ -203,3 +203,14 @@ def test_a_fast_handler_is_not_reported(caplog: pytest.LogCaptureFixture) -> Non
             sock.sendall(b"ping")
             assert recv_exact(sock, 4) == b"ping"
     assert [m for m in debug_records(caplog) if "held the event loop" in m] == []
+
+
+def test_the_checked_methods_are_the_designs_loop_only_ones() -> None:
+    """Found by their ``*loop*`` docstrings: a docstring reworded must not drop a method from the checks unseen."""
+    from netloop.aio._debug import loop_only_methods
+
+    design = {"next", "peek", "discard", "read_into", "inbound_buffered", "write", "writev", "flush"}
+    design |= {"outbound_buffered", "send_to", "shutdown_write", "pause_reading", "resume_reading"}
+    found = set(loop_only_methods(netloop.Conn))
+    assert design <= found, design - found
+    assert not found & {"async_write", "async_writev", "wake", "close"}  # the thread-safe ones stay free
