@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from loopback import connect, recv_exact, recv_until_closed, serving, wait_until
 
 import netloop
+from bench.resp_differential import free_port
 from bench.resp_differential import redis_server as _redis_server
 
 pytest.importorskip("redis.asyncio")
-from examples.db_service import MAX_LINE, DbService
+from examples.db_service import MAX_LINE, DbService  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +121,37 @@ def test_many_clients_at_once_each_get_their_own_answers(service: netloop.Engine
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_the_example_as_a_user_runs_it(redis_port: int) -> None:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "examples.db_service",
+        "--port",
+        str(port),
+        "--redis",
+        f"redis://127.0.0.1:{redis_port}/0",
+    ]
+    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _answers(port), what="the db service to listen")
+        with connect(f"tcp://127.0.0.1:{port}") as sock:
+            sock.sendall(b"SET user alice\nGET user\n")
+            assert read_lines(sock, 2) == [b"OK", b"alice"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        connect(f"tcp://127.0.0.1:{port}", timeout=1).close()
+    except OSError:
+        return False
+    return True
