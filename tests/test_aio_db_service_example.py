@@ -21,7 +21,7 @@ from bench.resp_differential import free_port
 from bench.resp_differential import redis_server as _redis_server
 
 pytest.importorskip("redis.asyncio")
-from examples.db_service import MAX_LINE, DbService  # noqa: E402
+from examples.db_service import MAX_LINE, DbService
 
 ROOT = Path(__file__).resolve().parent.parent
 
