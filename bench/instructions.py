@@ -5,6 +5,7 @@
     python -m bench.instructions --only peek-p1,next-p1,nothing-p1 --servers netloop,uvloop --functions 15
     python -m bench.instructions --netloop-path ../other-checkout   # measure another tree's netloop
     python -m bench.instructions --quick                  # smoke run: one workload, short runs
+    python -m bench.instructions --only echo-1k --servers aio-protocol-netloop,aio-protocol-uvloop   # asyncio styles
 
 Each server runs under ``valgrind --tool=callgrind``, started fresh for each run, and a deterministic client on the
 other CPU sends a fixed number of requests over 16 connections, in turn, one request (HTTP p16: sixteen pipelined)
@@ -26,6 +27,7 @@ parsing, the poller. It is what a change to the hot path should be judged by.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -57,6 +59,15 @@ WORKLOADS = {
 RESPONDERS = ("peek", "next", "nothing")
 """The workloads served by ``bench.servers.responder`` (one ``--style`` each; HTTP requests, canned answers)."""
 SERVERS = ("netloop", "netloop-pure", "uvloop", "asyncio", "aiofastnet")
+# asyncio on netloop (docs/asyncio.md): bench.servers.aio_styles's styles, each a contender named only with --servers.
+AIO_STYLES = {
+    "aio-protocol-netloop": ("protocol-netloop", ("echo", "http")),
+    "aio-protocol-uvloop": ("protocol-uvloop", ("echo", "http")),
+    "aio-streams-netloop": ("streams-netloop", ("echo",)),
+    "aio-streams-uvloop": ("streams-uvloop", ("echo",)),
+    "aio-async-handler": ("async-handler", ("http",)),
+    "aio-callback-handler": ("callback-handler", ("http",)),
+}
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 ECHO_MESSAGE = bytes(range(256)) * 4
 
@@ -127,6 +138,21 @@ def drive(port: int, proto: str, depth: int, requests: int) -> None:
             sock.close()
 
 
+def style_argv(server: str, proto: str, port: int) -> list[str]:
+    style, _ = AIO_STYLES[server]
+    module = [sys.executable, "-m", "bench.servers.aio_styles", "--style", style, "--proto", proto]
+    return [*module, "--host", HOST, "--port", str(port)]
+
+
+def style_unavailable(server: str, proto: str) -> str | None:
+    style, protos = AIO_STYLES[server]
+    if proto not in protos:
+        return f"{server} serves {', '.join(protos)} only"
+    if style.endswith("uvloop") and importlib.util.find_spec("uvloop") is None:
+        return "uvloop is not installed (pip install uvloop)"
+    return None
+
+
 # -- one measured run ----------------------------------------------------------------------------------------------
 
 
@@ -154,8 +180,13 @@ def responder_unavailable(server: str) -> str | None:
 def measure(server: str, proto: str, depth: int, requests: int, out: Path, netloop_path: str | None) -> int:
     """Run ``server`` under callgrind for ``requests`` requests; its total instruction count (callgrind's Ir)."""
     port = free_port()
-    argv = responder_argv(server, proto, port) if proto in RESPONDERS else server_argv(server, proto, port)
-    env = server_env(server)
+    if server in AIO_STYLES:
+        argv = style_argv(server, proto, port)
+    elif proto in RESPONDERS:
+        argv = responder_argv(server, proto, port)
+    else:
+        argv = server_argv(server, proto, port)
+    env = server_env("netloop" if server in AIO_STYLES else server)
     # Fixed string hashing: with a random seed each run lays its dicts out differently, and lookups that collide
     # more or less move the count by a few percent between runs of the same code.
     env["PYTHONHASHSEED"] = "0"
@@ -257,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     for workload in workloads:
         proto, _ = WORKLOADS[workload]
         for server in servers:
-            why = responder_unavailable(server) if proto in RESPONDERS else unavailable(server, proto)
+            if server in AIO_STYLES:
+                why = style_unavailable(server, proto)
+            elif proto in RESPONDERS:
+                why = responder_unavailable(server)
+            else:
+                why = unavailable(server, proto)
             if why:
                 print(f"{workload}: {server} skipped: {why}", file=sys.stderr)
                 continue
@@ -276,6 +312,7 @@ def report(results: list[Count], workloads: list[str]) -> None:
         if not rows:
             continue
         base = next((r.per_request for r in rows if r.server == "uvloop"), None)
+        base = base or next((r.per_request for r in rows if r.server.endswith("uvloop")), None)
         print(f"\n### {workload}\n")
         print("| server | instructions / request | vs uvloop |")
         print("|---|---:|---:|")

@@ -79,6 +79,7 @@ class Options:
     # that handlers end each connection at a message boundary and no request is cut; 0: as a stop does
     restart_drain_timeout: float = 2.0
     heartbeat_timeout: float | None = 30.0  # workers: one whose loop misses its heartbeat this long is replaced
+    debug: bool = False  # misuse logged or raised, slow callbacks reported (docs/asyncio.md); also NETLOOP_DEBUG=1
 
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` for a bad value, naming the option.

@@ -27,6 +27,7 @@ from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from netloop._errors import EngineStoppedError
+from netloop.aio import _debug
 from netloop.aio._selector import LoopSelector, run_handle
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ def _fire(timer: _TimerHandle) -> None:
     """A timer is due: its callback runs after the callbacks already queued, as asyncio's loop orders them."""
     timer._scheduled = False
     if not timer._cancelled:
-        timer._loop._queue.append((run_handle, (timer,)))
+        loop = timer._loop
+        loop._queue.append((loop._run_handle, (timer,)))
 
 
 class _TimerHandle(asyncio.TimerHandle):
@@ -86,7 +88,10 @@ class Loop(asyncio.SelectorEventLoop):
         self._queue = self._owner._tasks
         self._timer_cancels = 0
         self._conn_tasks: dict[Conn, ConnTasks] = {}
-        super().__init__(LoopSelector(self._owner))
+        # What runs a queued asyncio callback: timed in debug mode (set_debug).
+        self._run_handle: Callable[[Any], None] = run_handle
+        self._loop_selector = LoopSelector(self._owner)
+        super().__init__(self._loop_selector)
 
     @property
     def netloop_loop(self) -> EventLoop:
@@ -107,6 +112,11 @@ class Loop(asyncio.SelectorEventLoop):
             super()._make_self_pipe()  # type: ignore[misc]
         super().add_signal_handler(sig, callback, *args)
 
+    def set_debug(self, enabled: bool) -> None:
+        super().set_debug(enabled)
+        # Debug mode times each callback (slow_callback_duration), as asyncio's own loop does in its debug mode.
+        self._run_handle = self._loop_selector.run_handle = _debug.run_handle_timed if enabled else run_handle
+
     # -- callbacks and timers ------------------------------------------------------------------------------
 
     def call_soon(  # type: ignore[override]
@@ -120,12 +130,12 @@ class Loop(asyncio.SelectorEventLoop):
         handle = asyncio.Handle(callback, args, self, context)
         if handle._source_traceback:  # type: ignore[attr-defined]
             del handle._source_traceback[-1]  # type: ignore[attr-defined]
-        self._queue.append((run_handle, (handle,)))
+        self._queue.append((self._run_handle, (handle,)))
         return handle
 
     def _call_soon(self, callback: Callable[..., object], args: Any, context: Context | None) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
-        self._queue.append((run_handle, (handle,)))
+        self._queue.append((self._run_handle, (handle,)))
         return handle
 
     def call_soon_threadsafe(  # type: ignore[override]
@@ -139,7 +149,7 @@ class Loop(asyncio.SelectorEventLoop):
         if handle._source_traceback:  # type: ignore[attr-defined]
             del handle._source_traceback[-1]  # type: ignore[attr-defined]
         try:
-            self._owner.submit(run_handle, handle)
+            self._owner.submit(self._run_handle, handle)
         except EngineStoppedError:
             raise RuntimeError("Event loop is closed") from None
         return handle
@@ -147,7 +157,7 @@ class Loop(asyncio.SelectorEventLoop):
     def _add_callback(self, handle: asyncio.Handle) -> None:
         # A signal's handler (the self-pipe's reader), or a ready handle from asyncio's own code.
         if not handle._cancelled:
-            self._queue.append((run_handle, (handle,)))
+            self._queue.append((self._run_handle, (handle,)))
 
     def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: Context | None = None
@@ -259,6 +269,9 @@ class Running:
 def enter(owner: EventLoop) -> Running:
     """``owner`` starts on this thread: make its asyncio loop the running one here (``EventLoop.run``)."""
     loop = Loop(owner)
+    if _debug.enabled(owner.options):
+        _debug.install(owner)
+        loop.set_debug(True)
     hooks = sys.get_asyncgen_hooks()
     sys.set_asyncgen_hooks(firstiter=loop._asyncgen_firstiter_hook, finalizer=loop._asyncgen_finalizer_hook)  # type: ignore[attr-defined]
     loop._thread_id = threading.get_ident()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import selectors
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from netloop._poller import IN, OUT
@@ -43,6 +43,7 @@ class LoopSelector(selectors.BaseSelector):
         self._owner = owner
         self._queue = owner._tasks
         self._keys: dict[int, selectors.SelectorKey] = {}
+        self.run_handle: Callable[[Any], None] = run_handle  # the loop's choice (Loop.set_debug)
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
@@ -110,6 +111,6 @@ class LoopSelector(selectors.BaseSelector):
             return
         reader, writer = key.data
         if ev & ~OUT and reader is not None:
-            self._queue.append((run_handle, (reader,)))
+            self._queue.append((self.run_handle, (reader,)))
         if ev & ~IN and writer is not None:
-            self._queue.append((run_handle, (writer,)))
+            self._queue.append((self.run_handle, (writer,)))
