@@ -1,0 +1,15 @@
+"""The README's performance table is the one the stored benchmark run gives (``python -m bench.readme_table``)."""
+
+from __future__ import annotations
+
+from bench import readme_table
+
+
+def test_the_readme_table_is_rendered_from_the_stored_run() -> None:
+    assert readme_table.main(["--check"]) == 0
+
+
+def test_the_rendered_table_names_its_tree_and_command() -> None:
+    table = readme_table.render(readme_table.json.loads(readme_table.RUN.read_text()))
+    assert "tree 22db7d1" in table and "python -m bench.instructions" in table
+    assert table.count("\n| ") == 5  # the header and four workloads
