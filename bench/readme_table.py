@@ -42,7 +42,7 @@ def render(run: dict[str, object]) -> str:
         cells = []
         for server in ("netloop", "netloop-pure"):
             n = counts.get((workload, server))
-            cells.append("–" if n is None else f"{n:,.0f} ({n / base:.2f}×)")
+            cells.append("-" if n is None else f"{n:,.0f} ({n / base:.2f}\N{MULTIPLICATION SIGN})")
         lines.append(f"| {label} | **{cells[0]}** | {cells[1]} | {base:,.0f} |")
     lines.append("")
     lines.append(
