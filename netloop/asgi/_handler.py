@@ -135,7 +135,8 @@ class ASGIHandler(EventHandler):
         return None
 
     def on_eof(self, conn: Conn) -> Action | None:
-        return Action.CLOSE if conn.context.eof_received() else None
+        proto = conn.context
+        return Action.CLOSE if proto is None or proto.eof_received() else None
 
     def on_close(self, conn: Conn, err: BaseException | None) -> Action | None:
         proto = conn.context

@@ -125,13 +125,9 @@ class HttpProtocol:
         self.queue.clear()
 
     def eof_received(self) -> bool:
-        """The client half-closed: True when the connection may close now (no response is owed)."""
-        self.stopped_reading = True
-        cycle = self.cycle
-        if cycle is not None and not cycle.body_done:
-            cycle.disconnected = True  # a request cut short
-            cycle.wake()
-        return self.active is None and not self.queue
+        """The client's FIN: as with uvicorn, the client is gone (requests hear ``http.disconnect``); close."""
+        self.connection_lost()
+        return True
 
     def shutdown(self) -> None:
         """The server is stopping: close now when idle, else after the response in progress."""

@@ -142,6 +142,8 @@ class Response:
     def _head(self, parts: list[bytes], body: bytes, more: bool) -> bytes:
         cycle = self.cycle
         http10 = cycle.scope["http_version"] == "1.0"
+        if not cycle.body_done:
+            cycle.keep_alive = False  # answered before its body came whole: what follows is not a next request
         if not self.no_body and self.remaining is None and not self.chunked:
             if not more:
                 self.remaining = len(body)
