@@ -111,7 +111,7 @@ def test_scope_has_every_key_with_the_request_in_it() -> None:
 
 
 def test_percent_encoded_path_is_decoded_and_raw_path_kept() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET /sc%6Fpe HTTP/1.1\r\nHost: x\r\n\r\n")
         [(status, _, body)] = read_responses(sock, 1)
@@ -141,7 +141,7 @@ def test_chunked_request_body_is_streamed_to_the_app() -> None:
 
 
 def test_a_streamed_response_is_chunked() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
         [(status, headers, body)] = read_responses(sock, 1)
@@ -152,7 +152,7 @@ def test_a_streamed_response_is_chunked() -> None:
 
 
 def test_http10_streamed_response_is_close_delimited() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
         data = b""
@@ -166,7 +166,7 @@ def test_http10_streamed_response_is_close_delimited() -> None:
 
 
 def test_http10_keep_alive_when_asked() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         [(status, headers, body)] = read_responses(sock, 1)
@@ -179,7 +179,7 @@ def test_http10_keep_alive_when_asked() -> None:
 
 
 def test_pipelined_requests_are_answered_in_order() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         # The first is slow: the others wait for it, whatever their own speed.
         sock.sendall(
@@ -193,7 +193,7 @@ def test_pipelined_requests_are_answered_in_order() -> None:
 
 
 def test_connection_close_closes_after_the_response_and_ignores_what_follows() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
         [(status, headers, body)] = read_responses(sock, 1)
@@ -202,7 +202,7 @@ def test_connection_close_closes_after_the_response_and_ignores_what_follows() -
 
 
 def test_expect_100_continue_is_sent_when_the_app_reads_the_body() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         interim = b""
@@ -215,7 +215,7 @@ def test_expect_100_continue_is_sent_when_the_app_reads_the_body() -> None:
 
 
 def test_expect_100_continue_not_sent_when_the_app_answers_without_reading() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         [(status, headers, body)] = read_responses(sock, 1)
@@ -226,7 +226,7 @@ def test_expect_100_continue_not_sent_when_the_app_answers_without_reading() -> 
 
 
 def test_head_gets_headers_and_no_body() -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
         source = _OneFile(sock.makefile("rb"))
@@ -249,7 +249,7 @@ def test_head_gets_headers_and_no_body() -> None:
     ids=["duplicate-content-length", "bad-request-line", "bad-header", "bad-chunk-size"],
 )
 def test_malformed_requests_get_400_and_a_close(request_bytes: bytes) -> None:
-    with serving() as (host, port):
+    with serving() as (_host, port):
         sock = connect(port)
         sock.sendall(request_bytes)
         [(status, headers, _)] = read_responses(sock, 1)
@@ -259,7 +259,7 @@ def test_malformed_requests_get_400_and_a_close(request_bytes: bytes) -> None:
 
 
 def test_oversized_head_gets_431() -> None:
-    with serving(config=Config(access_log=False, limit_request_head=4096)) as (host, port):
+    with serving(config=Config(access_log=False, limit_request_head=4096)) as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
         [(status, _, _)] = read_responses(sock, 1)
@@ -268,7 +268,7 @@ def test_oversized_head_gets_431() -> None:
 
 
 def test_too_many_header_fields_get_431() -> None:
-    with serving(config=Config(access_log=False, limit_request_fields=10)) as (host, port):
+    with serving(config=Config(access_log=False, limit_request_fields=10)) as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(11)) + b"\r\n")
         [(status, _, _)] = read_responses(sock, 1)
@@ -314,7 +314,7 @@ def test_limit_concurrency_answers_503_past_it() -> None:
         await send({"type": "http.response.body", "body": b"ok"})
 
     config = Config(access_log=False, limit_concurrency=1, lifespan="off")
-    with serving(blocking, config) as (host, port):
+    with serving(blocking, config) as (_host, port):
         holder = connect(port)
         holder.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
         assert entered.wait(TIMEOUT)
@@ -340,7 +340,7 @@ def test_http_disconnect_when_the_client_leaves() -> None:
         heard.append(await receive())  # nothing more comes: only the disconnect
         done.set()
 
-    with serving(listener, Config(access_log=False, lifespan="off")) as (host, port):
+    with serving(listener, Config(access_log=False, lifespan="off")) as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert waiting.wait(TIMEOUT)
@@ -359,7 +359,7 @@ def test_a_request_head_not_complete_within_read_timeout_is_closed() -> None:
 
 
 def test_an_idle_kept_alive_connection_is_closed_after_timeout_keep_alive() -> None:
-    with serving(config=Config(access_log=False, timeout_keep_alive=0.2)) as (host, port):
+    with serving(config=Config(access_log=False, timeout_keep_alive=0.2)) as (_host, port):
         sock = connect(port)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         [(status, _, _)] = read_responses(sock, 1)
@@ -387,7 +387,7 @@ def test_request_body_backpressure_holds_the_client_while_the_app_does_not_read(
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(total).encode()})
 
-    with serving(late_reader, Config(access_log=False, lifespan="off")) as (host, port):
+    with serving(late_reader, Config(access_log=False, lifespan="off")) as (_host, port):
         sock = connect(port)
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
         sock.setblocking(False)
