@@ -102,13 +102,10 @@ class HttpProtocol:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
-        except httptools.HttpParserError as exc:
+        except httptools.HttpParserError:
             rejected = self.rejected
             if rejected is None:
-                reason = "Invalid HTTP request received."
-                if isinstance(exc, httptools.HttpParserInvalidMethodError):
-                    reason = "Invalid HTTP method."
-                rejected = Rejected(400, reason)
+                rejected = Rejected(400, "Invalid HTTP request received.")
             self._reject(rejected)
 
     def connection_lost(self) -> None:
