@@ -208,3 +208,23 @@ def test_flags_reach_the_config_and_the_binds() -> None:
     assert binds_from(args) == ["tcp6://[::1]:9001"]
     assert (config.timeout_keep_alive, config.limit_concurrency, config.limit_request_body) == (2.5, 7, 100)
     assert (config.lifespan, config.ws, config.access_log) == ("off", False, True)
+
+
+def test_import_netloop_does_not_import_the_asgi_server() -> None:
+    code = (
+        "import sys, netloop\n"
+        "print([m for m in sys.modules if m.startswith('netloop.asgi') or m.split('.')[0] in ('httptools', 'wsproto')])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_netloop_run_is_refused_with_the_lifespan_on() -> None:
+    import netloop
+    from netloop.asgi import ASGIHandler
+
+    from asgi_apps import app
+
+    with pytest.raises(RuntimeError, match="netloop.start"):
+        netloop.run(ASGIHandler(app), "tcp://127.0.0.1:0")

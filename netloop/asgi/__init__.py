@@ -7,5 +7,6 @@ It needs httptools (and wsproto for WebSocket): ``pip install netloop[asgi]``. `
 
 from netloop.asgi._config import Config, load_app
 from netloop.asgi._handler import ASGIHandler
+from netloop.asgi._serve import serve
 
-__all__ = ["ASGIHandler", "Config", "load_app"]
+__all__ = ["ASGIHandler", "Config", "load_app", "serve"]
