@@ -221,10 +221,10 @@ def test_import_netloop_does_not_import_the_asgi_server() -> None:
 
 
 def test_netloop_run_is_refused_with_the_lifespan_on() -> None:
+    from asgi_apps import app
+
     import netloop
     from netloop.asgi import ASGIHandler
 
-    from asgi_apps import app
-
-    with pytest.raises(RuntimeError, match="netloop.start"):
+    with pytest.raises(RuntimeError, match=r"netloop\.start"):
         netloop.run(ASGIHandler(app), "tcp://127.0.0.1:0")
