@@ -420,3 +420,43 @@ def test_curl_gets_answers() -> None:
         )
     assert result.returncode == 0
     assert result.stdout == b"posted" + b"one two three"  # curl posts only to the first URL, GETs the second
+
+
+def test_a_read_full_of_pipelined_requests_is_parsed_a_bounded_way_ahead() -> None:
+    from netloop.asgi._http import FEED_SLICE, MAX_PIPELINE
+
+    release = asyncio.Event()
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    handler_box: list[ASGIHandler] = []
+    waiting: list[int] = []
+    looked = threading.Event()
+
+    async def holding(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/hold":
+            loop_box.append(asyncio.get_running_loop())
+            await asyncio.sleep(0)  # the rest of the read is parsed meanwhile
+            waiting.extend(len(p.queue) for p in handler_box[0].server.protocols)  # type: ignore[attr-defined]
+            looked.set()
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    handler = ASGIHandler(holding, Config(access_log=False, lifespan="off"))
+    handler_box.append(handler)
+    count = 2000
+    request = b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n"
+    engine = netloop.start(handler, "tcp://127.0.0.1:0", drain_timeout=0.3)
+    try:
+        port = int(engine.addrs[0].rsplit(":", 1)[1])
+        sock = connect(port)
+        sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n" + b"".join(request % i for i in range(1, count)))
+        assert looked.wait(TIMEOUT), "the held request never ran"
+        assert max(waiting) <= MAX_PIPELINE + FEED_SLICE // len(request % 1), waiting
+        loop_box[0].call_soon_threadsafe(release.set)
+        responses = read_responses(sock, count)
+    finally:
+        engine.stop(timeout=TIMEOUT)
+        assert engine.wait(TIMEOUT)
+    assert [body for _, _, body in responses] == [b"/hold", *(b"/%d" % i for i in range(1, count))]

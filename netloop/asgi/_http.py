@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 BODY_HIGH_WATER = 65536
 """Request body bytes waiting for the app before the connection's reading is held."""
 
+MAX_PIPELINE = 16
+"""Requests parsed ahead of the one being answered; past it the rest of a read waits unparsed (and reading is held)."""
+FEED_SLICE = 8192
+"""A read larger than this is parsed a slice at a time, so a read full of tiny pipelined requests stays bounded."""
+
 HOLD_BODY = 1
 HOLD_PIPELINE = 2
 
@@ -60,6 +65,7 @@ class HttpProtocol:
         "idle_timer",
         "loop",
         "parser",
+        "pending",
         "queue",
         "rejected",
         "server",
@@ -82,6 +88,7 @@ class HttpProtocol:
         self.active: Cycle | None = None  # the request whose response is being sent
         self.queue: deque[Cycle | Rejected] = deque()  # pipelined requests (or a refusal) after the active one
         self.held = 0
+        self.pending = b""  # bytes of a read not parsed yet: MAX_PIPELINE requests wait already
         self.stopped_reading = False  # after a request that ends the connection: later bytes are dropped
         self.rejected: Rejected | None = None
         self.upgrade: bytes | None = None
@@ -98,15 +105,45 @@ class HttpProtocol:
         if timer is not None:
             timer.cancel()
             self.idle_timer = None
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        if len(data) <= FEED_SLICE:
+            self._feed(data, b"")
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):
+            if self.stopped_reading:
+                return
+            if len(self.queue) >= MAX_PIPELINE:
+                self.pending = bytes(view[start:])
+                self._hold(HOLD_PIPELINE)
+                return
+            end = start + FEED_SLICE
+            if not self._feed(bytes(view[start:end]), view[end:]):
+                return
+
+    def _feed(self, data: bytes, after: memoryview | bytes) -> bool:
+        """Parse ``data`` (``after``: the bytes that follow it); False once this connection's HTTP has ended."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._upgraded(data[exc.args[0] :])
+            self._upgraded(data[exc.args[0] :] + bytes(after))
+            return False
         except httptools.HttpParserError:
             rejected = self.rejected
             if rejected is None:
                 rejected = Rejected(400, "Invalid HTTP request received.")
             self._reject(rejected)
+            return False
+        return True
+
+    def _feed_pending(self) -> None:
+        if self.pending and not self.conn.closed and not self.stopped_reading:
+            data, self.pending = self.pending, b""
+            self.data_received(data)
+            if not self.pending and not self.queue:
+                self._release(HOLD_PIPELINE)
 
     def connection_lost(self) -> None:
         """The connection closed: every request still here hears ``http.disconnect``."""
@@ -169,6 +206,8 @@ class HttpProtocol:
         if parser.should_upgrade():
             upgrade = _header(headers, b"upgrade")
             if upgrade is not None and upgrade.lower() == b"websocket" and server.ws_enabled:
+                if self.active is not None or self.queue:
+                    self._refuse(400, "WebSocket upgrade pipelined behind another request.")
                 self.upgrade = upgrade
                 return
             # Any other upgrade (h2c...) is answered as plain HTTP, and the connection ends after it: httptools
@@ -307,13 +346,14 @@ class HttpProtocol:
             if isinstance(item, Rejected):
                 self._answer_rejected(item)
                 return
-            if not queue:
-                self._release(HOLD_PIPELINE)
             self._start(item)
-            return
-        self._release(HOLD_PIPELINE)
-        if not self.stopped_reading:
+        elif not self.stopped_reading and not self.pending:
             self.idle_timer = self.loop.call_later(self.server.config.timeout_keep_alive, self._idle)
+        if self.pending:
+            if len(queue) < MAX_PIPELINE:
+                self.loop.call_soon(self._feed_pending)
+        elif not queue:
+            self._release(HOLD_PIPELINE)
 
     def abort(self) -> None:
         """The response cannot be completed (the app failed after starting it): end the connection."""

@@ -197,6 +197,8 @@ class WebSocketProtocol:
         self.conn.close()
 
     async def receive(self) -> Message:
+        if not self.queue and self.disconnected and self.close_code is not None:
+            return {"type": "websocket.disconnect", "code": self.close_code}  # asked again after the disconnect
         while not self.queue:
             waiter = self.waiter = self.loop.create_future()
             await waiter
