@@ -460,3 +460,50 @@ def test_a_read_full_of_pipelined_requests_is_parsed_a_bounded_way_ahead() -> No
         engine.stop(timeout=TIMEOUT)
         assert engine.wait(TIMEOUT)
     assert [body for _, _, body in responses] == [b"/hold", *(b"/%d" % i for i in range(1, count))]
+
+
+def test_a_stop_lets_the_request_in_flight_finish_then_runs_the_lifespan_shutdown() -> None:
+    events: list[str] = []
+    entered = threading.Event()
+    release = asyncio.Event()
+    loop_box: list[asyncio.AbstractEventLoop] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            events.append("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        loop_box.append(asyncio.get_running_loop())
+        entered.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"finished"})
+        events.append("answered")
+
+    stopping = threading.Event()
+
+    class Handler(ASGIHandler):
+        def on_shutdown(self, engine: netloop.Engine) -> None:
+            super().on_shutdown(engine)
+            stopping.set()
+
+    engine = netloop.start(Handler(app, Config(access_log=False)), "tcp://127.0.0.1:0", drain_timeout=5.0)
+    port = int(engine.addrs[0].rsplit(":", 1)[1])
+    sock = connect(port)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert entered.wait(TIMEOUT)
+    stopper = threading.Thread(target=engine.stop, kwargs={"timeout": TIMEOUT})
+    stopper.start()
+    assert stopping.wait(TIMEOUT)
+    with pytest.raises(OSError):  # accepting stopped
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
+    loop_box[0].call_soon_threadsafe(release.set)
+    [(status, headers, body)] = read_responses(sock, 1)
+    sock.close()
+    stopper.join(TIMEOUT)
+    assert engine.wait(TIMEOUT)
+    assert (status, body, headers["connection"]) == (200, b"finished", "close")
+    assert events == ["answered", "shutdown"]
