@@ -507,3 +507,42 @@ def test_a_stop_lets_the_request_in_flight_finish_then_runs_the_lifespan_shutdow
     assert engine.wait(TIMEOUT)
     assert (status, body, headers["connection"]) == (200, b"finished", "close")
     assert events == ["answered", "shutdown"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(b"x-split", b"a\r\nset-cookie: evil=1"), (b"bad name", b"v"), (b"content-length", b"nope")],
+    ids=["crlf-in-value", "space-in-name", "bad-content-length"],
+)
+def test_a_response_header_that_would_split_the_response_is_a_500(header: tuple[bytes, bytes]) -> None:
+    async def splitting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [header]})
+        await send({"type": "http.response.body", "body": b"never"})
+
+    with serving(splitting, Config(access_log=False, lifespan="off")) as (_host, port):
+        sock = connect(port)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(status, headers, body)] = read_responses(sock, 1)
+    assert status == 500
+    assert "set-cookie" not in headers and body == b"Internal Server Error"
+
+
+def test_a_response_longer_than_its_content_length_ends_the_connection() -> None:
+    async def liar(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await send({"type": "http.response.body", "body": b"def"})
+
+    with serving(liar, Config(access_log=False, lifespan="off")) as (_host, port):
+        sock = connect(port)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            data += chunk
+    # One response, its 3 bytes, and nothing of "def" where the client would read a next response.
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nabc")
+    assert data.count(b"HTTP/1.1") == 1
