@@ -112,6 +112,8 @@ class ASGIHandler(EventHandler):
             return None
         if engine._core.kept is not None:
             raise RuntimeError("netloop.asgi: serve with netloop.start or netloop.asgi.serve, not netloop.run")
+        if not engine._core.options.drain_timeout:
+            log.warning("netloop.asgi: drain_timeout=0: a stop cuts requests in flight and the lifespan shutdown short")
         lifespan = self.lifespan = Lifespan(self.server, self.config)
         done: concurrent.futures.Future[bool] = concurrent.futures.Future()
         engine.loops[0].submit(lifespan.begin, done)
