@@ -62,6 +62,7 @@ class HttpProtocol:
         "head_size",
         "headers",
         "held",
+        "idle_since",
         "idle_timer",
         "loop",
         "parser",
@@ -94,6 +95,8 @@ class HttpProtocol:
         self.upgrade: bytes | None = None
         self.client = _client_of(conn)
         self.server_addr = _server_of(conn)
+        # One timer per connection, re-armed lazily: a request only clears ``idle_since`` (no timer churn per request).
+        self.idle_since: float | None = loop.time()
         self.idle_timer: asyncio.TimerHandle | None = loop.call_later(server.config.timeout_keep_alive, self._idle)
 
     # -- netloop events -------------------------------------------------------------------------------------
@@ -101,10 +104,7 @@ class HttpProtocol:
     def data_received(self, data: bytes) -> None:
         if self.stopped_reading:
             return
-        timer = self.idle_timer
-        if timer is not None:
-            timer.cancel()
-            self.idle_timer = None
+        self.idle_since = None
         if self.pending:
             data = self.pending + data
             self.pending = b""
@@ -348,7 +348,9 @@ class HttpProtocol:
                 return
             self._start(item)
         elif not self.stopped_reading and not self.pending:
-            self.idle_timer = self.loop.call_later(self.server.config.timeout_keep_alive, self._idle)
+            self.idle_since = self.loop.time()
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_later(self.server.config.timeout_keep_alive, self._idle)
         if self.pending:
             if len(queue) < MAX_PIPELINE:
                 self.loop.call_soon(self._feed_pending)
@@ -380,7 +382,13 @@ class HttpProtocol:
 
     def _idle(self) -> None:
         self.idle_timer = None
-        if self.active is None and not self.queue and self.cycle is None and not self.conn.closed:
+        since = self.idle_since
+        if since is None or self.conn.closed or self.stopped_reading:
+            return  # busy: the next response's end arms the timer again
+        left = since + self.server.config.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.idle_timer = self.loop.call_later(left, self._idle)
+        elif self.active is None and not self.queue and self.cycle is None:
             self.stopped_reading = True
             self.conn.close()
 
