@@ -546,3 +546,43 @@ def test_a_response_longer_than_its_content_length_ends_the_connection() -> None
     # One response, its 3 bytes, and nothing of "def" where the client would read a next response.
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nabc")
     assert data.count(b"HTTP/1.1") == 1
+
+
+def test_a_stop_during_an_upload_reads_the_rest_of_its_body() -> None:
+    entered = threading.Event()
+    stopping = threading.Event()
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        entered.set()
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(size).encode()})
+
+    class Handler(ASGIHandler):
+        def on_shutdown(self, engine: netloop.Engine) -> None:
+            super().on_shutdown(engine)
+            stopping.set()
+
+    engine = netloop.start(
+        Handler(counting, Config(access_log=False, lifespan="off")), "tcp://127.0.0.1:0", drain_timeout=5.0
+    )
+    port = int(engine.addrs[0].rsplit(":", 1)[1])
+    sock = connect(port)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"a" * 100000)
+    assert entered.wait(TIMEOUT)
+    stopper = threading.Thread(target=engine.stop, kwargs={"timeout": TIMEOUT})
+    stopper.start()
+    assert stopping.wait(TIMEOUT)
+    sock.sendall(b"a" * 100000)  # the rest comes after the stop began
+    [(status, headers, body)] = read_responses(sock, 1)
+    sock.close()
+    stopper.join(TIMEOUT)
+    assert engine.wait(TIMEOUT)
+    assert (status, body, headers["connection"]) == (200, b"200000", "close")

@@ -164,13 +164,15 @@ class HttpProtocol:
         return True
 
     def shutdown(self) -> None:
-        """The server is stopping: close now when idle, else after the response in progress."""
-        self.stopped_reading = True
-        if self.active is None and not self.queue:
+        """The server is stopping: close now when idle, else after the response in progress (whose request body
+        may still be arriving: reading goes on, and ends with that request)."""
+        if self.active is None and not self.queue and self.cycle is None:
+            self.stopped_reading = True
             self.conn.close()
             return
-        if self.active is not None:
-            self.active.keep_alive = False
+        for cycle in (self.active, self.cycle):
+            if cycle is not None:
+                cycle.keep_alive = False
         self.queue.clear()
 
     # -- httptools callbacks --------------------------------------------------------------------------------
