@@ -228,3 +228,30 @@ def test_netloop_run_is_refused_with_the_lifespan_on() -> None:
 
     with pytest.raises(RuntimeError, match=r"netloop\.start"):
         netloop.run(ASGIHandler(app), "tcp://127.0.0.1:0")
+
+
+SIGNAL_TO_A_LOOP_THREAD = """
+import signal, sys, threading
+import netloop.asgi
+from asgi_apps import app
+
+def signal_a_loop_thread():
+    found = threading.Event()
+    while not found.wait(0.005):
+        loops = [t for t in threading.enumerate() if t.name.startswith("netloop-loop")]
+        if loops:
+            found.set()
+    signal.pthread_kill(loops[0].ident, signal.SIGTERM)  # the kernel may hand a process's signal to any thread
+
+threading.Thread(target=signal_a_loop_thread, daemon=True).start()
+netloop.asgi.serve(app, "tcp://127.0.0.1:0", config=netloop.asgi.Config(lifespan="off"), drain_timeout=0.5)
+print("stopped", flush=True)
+"""
+
+
+def test_a_sigterm_delivered_to_a_loop_thread_stops_the_server() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_TO_A_LOOP_THREAD], env=_env(), capture_output=True, text=True, timeout=15
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stopped"
