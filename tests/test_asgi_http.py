@@ -586,3 +586,14 @@ def test_a_stop_during_an_upload_reads_the_rest_of_its_body() -> None:
     stopper.join(TIMEOUT)
     assert engine.wait(TIMEOUT)
     assert (status, body, headers["connection"]) == (200, b"200000", "close")
+
+
+def test_a_header_that_never_ends_gets_431_not_unbounded_memory() -> None:
+    with serving(config=Config(access_log=False, limit_request_head=16384)) as (_host, port):
+        sock = connect(port)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        with contextlib.suppress(OSError):  # the server may close while this is still being sent
+            sock.sendall(b"a" * 200_000)  # no CRLF: httptools would keep the value until it ends
+        [(status, _, _)] = read_responses(sock, 1)
+        assert closed_by_server(sock)
+    assert status == 431

@@ -64,6 +64,7 @@ class HttpProtocol:
         "held",
         "idle_since",
         "idle_timer",
+        "in_head",
         "loop",
         "parser",
         "pending",
@@ -72,6 +73,7 @@ class HttpProtocol:
         "server",
         "server_addr",
         "stopped_reading",
+        "unparsed_head",
         "upgrade",
         "url",
     )
@@ -85,6 +87,8 @@ class HttpProtocol:
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
         self.fields = 0
+        self.in_head = False
+        self.unparsed_head = 0  # bytes fed since a head began that httptools keeps to itself (a header not ended)
         self.cycle: Cycle | None = None  # the request being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
         self.queue: deque[Cycle | Rejected] = deque()  # pipelined requests (or a refusal) after the active one
@@ -127,6 +131,13 @@ class HttpProtocol:
         """Parse ``data`` (``after``: the bytes that follow it); False once this connection's HTTP has ended."""
         try:
             self.parser.feed_data(data)
+            if self.in_head:
+                # httptools holds a header field until it ends: count what a head has taken so far (at most a
+                # slice more than it), so one endless header cannot grow without bound.
+                self.unparsed_head += len(data)
+                if self.unparsed_head > self.server.config.limit_request_head + FEED_SLICE:
+                    self._reject(Rejected(431, "Request header fields too large."))
+                    return False
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :] + bytes(after))
             return False
@@ -178,6 +189,8 @@ class HttpProtocol:
     # -- httptools callbacks --------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.in_head = True
+        self.unparsed_head = 0
         self.url = b""
         self.headers = []
         self.head_size = 0
@@ -199,6 +212,7 @@ class HttpProtocol:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         conn = self.conn
         conn.end_message()
         parser = self.parser
