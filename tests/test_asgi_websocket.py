@@ -142,3 +142,18 @@ def test_scope() -> None:
     assert scope["path"] == "/r/a b" and scope["raw_path"] == b"/r/a%20b" and scope["query_string"] == b"x=1"
     assert (b"x-y", b"z") in scope["headers"]
     assert scope["subprotocols"] == [] and scope["client"][0] == "127.0.0.1"
+
+
+def test_a_bad_handshake_gets_400_and_the_close() -> None:
+    with serving() as base:
+        host, port = base.removeprefix("ws://").rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        # No Sec-WebSocket-Key: wsproto refuses the handshake.
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400")
