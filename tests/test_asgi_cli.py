@@ -255,3 +255,18 @@ def test_a_sigterm_delivered_to_a_loop_thread_stops_the_server() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stopped"
+
+
+def test_several_loops_serve_and_stop() -> None:
+    port = _free_port()
+    with serve(["asgi_apps:app", "--port", str(port), "--loops", "2", "--no-access-log"]) as server:
+        wait_until(lambda: server.logged("startup complete"), what="the app's startup")
+        clients = [httpx.Client() for _ in range(6)]  # connections spread over both loops
+        try:
+            answers = [client.get(f"http://127.0.0.1:{port}/state").json() for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+        assert server.stop() == 0
+        assert server.logged("shutdown complete")
+    assert answers == [True] * 6
