@@ -1,0 +1,605 @@
+"""HTTP/1.1 for ASGI on a netloop connection: httptools parses in ``on_traffic``, each request runs the app as a task.
+
+Nothing runs as a task but the application: the head and body are parsed in the connection's plain callback, the
+app's ``send`` writes straight to the connection. Flow control: a request body the app has not taken yet holds
+reading once ``BODY_HIGH_WATER`` bytes wait, and so does a pipelined request waiting for the response before it;
+the app's writes wait for ``netloop.aio.drain`` while the outbound bytes are above ``write_buffer_cap``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.parse
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from netloop._conn import Conn
+from netloop._errors import ConnClosedError
+from netloop.aio import drain
+from netloop.asgi._response import Response, error_response
+from netloop.asgi._types import Message
+
+if TYPE_CHECKING:
+    from netloop.asgi._handler import ServerState
+
+BODY_HIGH_WATER = 65536
+"""Request body bytes waiting for the app before the connection's reading is held."""
+
+MAX_PIPELINE = 16
+"""Requests parsed ahead of the one being answered; past it the rest of a read waits unparsed (and reading is held)."""
+FEED_SLICE = 8192
+"""A read larger than this is parsed a slice at a time, so a read full of tiny pipelined requests stays bounded."""
+
+HOLD_BODY = 1
+HOLD_PIPELINE = 2
+
+_EXPECT_CONTINUE = b"100-continue"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class Rejected(Exception):
+    """A request answered with ``status`` (and ``reason`` as its body) before the app sees it; then the close."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class HttpProtocol:
+    """``conn.context`` of an HTTP/1.1 connection: the parser's callbacks, and the requests in order."""
+
+    __slots__ = (
+        "active",
+        "client",
+        "conn",
+        "cycle",
+        "fields",
+        "head_size",
+        "headers",
+        "held",
+        "idle_since",
+        "idle_timer",
+        "in_head",
+        "loop",
+        "parser",
+        "pending",
+        "queue",
+        "rejected",
+        "server",
+        "server_addr",
+        "stopped_reading",
+        "unparsed_head",
+        "upgrade",
+        "url",
+    )
+
+    def __init__(self, server: ServerState, conn: Conn, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.conn = conn
+        self.loop = loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.fields = 0
+        self.in_head = False
+        self.unparsed_head = 0  # bytes fed since a head began that httptools keeps to itself (a header not ended)
+        self.cycle: Cycle | None = None  # the request being parsed
+        self.active: Cycle | None = None  # the request whose response is being sent
+        self.queue: deque[Cycle | Rejected] = deque()  # pipelined requests (or a refusal) after the active one
+        self.held = 0
+        self.pending = b""  # bytes of a read not parsed yet: MAX_PIPELINE requests wait already
+        self.stopped_reading = False  # after a request that ends the connection: later bytes are dropped
+        self.rejected: Rejected | None = None
+        self.upgrade: bytes | None = None
+        self.client = _client_of(conn)
+        self.server_addr = _server_of(conn)
+        # One timer per connection, re-armed lazily: a request only clears ``idle_since`` (no timer churn per request).
+        self.idle_since: float | None = loop.time()
+        self.idle_timer: asyncio.TimerHandle | None = loop.call_later(server.config.timeout_keep_alive, self._idle)
+
+    # -- netloop events -------------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.stopped_reading:
+            return
+        self.idle_since = None
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        if len(data) <= FEED_SLICE:
+            self._feed(data, b"")
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):
+            if self.stopped_reading:
+                return
+            if len(self.queue) >= MAX_PIPELINE:
+                self.pending = bytes(view[start:])
+                self._hold(HOLD_PIPELINE)
+                return
+            end = start + FEED_SLICE
+            if not self._feed(bytes(view[start:end]), view[end:]):
+                return
+
+    def _feed(self, data: bytes, after: memoryview | bytes) -> bool:
+        """Parse ``data`` (``after``: the bytes that follow it); False once this connection's HTTP has ended."""
+        try:
+            self.parser.feed_data(data)
+            if self.in_head:
+                # httptools holds a header field until it ends: count what a head has taken so far (at most a
+                # slice more than it), so one endless header cannot grow without bound.
+                self.unparsed_head += len(data)
+                if self.unparsed_head > self.server.config.limit_request_head + FEED_SLICE:
+                    self._reject(Rejected(431, "Request header fields too large."))
+                    return False
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0] :] + bytes(after))
+            return False
+        except httptools.HttpParserError:
+            rejected = self.rejected
+            if rejected is None:
+                rejected = Rejected(400, "Invalid HTTP request received.")
+            self._reject(rejected)
+            return False
+        return True
+
+    def _feed_pending(self) -> None:
+        if self.pending and not self.conn.closed and not self.stopped_reading:
+            data, self.pending = self.pending, b""
+            self.data_received(data)
+            if not self.pending and not self.queue:
+                self._release(HOLD_PIPELINE)
+
+    def connection_lost(self) -> None:
+        """The connection closed: every request still here hears ``http.disconnect``."""
+        timer = self.idle_timer
+        if timer is not None:
+            timer.cancel()
+            self.idle_timer = None
+        self.stopped_reading = True
+        for cycle in (self.active, self.cycle, *self.queue):
+            if isinstance(cycle, Cycle):
+                cycle.disconnected = True
+                cycle.wake()
+        self.queue.clear()
+
+    def eof_received(self) -> bool:
+        """The client's FIN: as with uvicorn, the client is gone (requests hear ``http.disconnect``); close."""
+        self.connection_lost()
+        return True
+
+    def shutdown(self) -> None:
+        """The server is stopping: close now when idle, else after the response in progress (whose request body
+        may still be arriving: reading goes on, and ends with that request)."""
+        if self.active is None and not self.queue and self.cycle is None:
+            self.stopped_reading = True
+            self.conn.close()
+            return
+        for cycle in (self.active, self.cycle):
+            if cycle is not None:
+                cycle.keep_alive = False
+        self.queue.clear()
+
+    # -- httptools callbacks --------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.unparsed_head = 0
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.fields = 0
+        self.conn.start_message()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > self.server.config.limit_request_head:
+            self._refuse(431, "Request line too long.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        self.fields += 1
+        config = self.server.config
+        if self.head_size > config.limit_request_head or self.fields > config.limit_request_fields:
+            self._refuse(431, "Request header fields too large.")
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        conn = self.conn
+        conn.end_message()
+        parser = self.parser
+        server = self.server
+        config = server.config
+        headers = self.headers
+        if parser.should_upgrade():
+            upgrade = _header(headers, b"upgrade")
+            if upgrade is not None and upgrade.lower() == b"websocket" and server.ws_enabled:
+                if self.active is not None or self.queue:
+                    self._refuse(400, "WebSocket upgrade pipelined behind another request.")
+                self.upgrade = upgrade
+                return
+            # Any other upgrade (h2c...) is answered as plain HTTP, and the connection ends after it: httptools
+            # stops parsing at an upgrade's head.
+        try:
+            parsed = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            self._refuse(400, "Invalid HTTP request target.")
+        raw_path = parsed.path
+        path = raw_path.decode("ascii", "replace")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = config.root_path
+        method = parser.get_method().decode("ascii")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": parser.get_http_version(),
+            "server": self.server_addr,
+            "client": self.client,
+            "scheme": server.scheme,
+            "method": method,
+            "root_path": root,
+            "path": root + path,
+            "raw_path": root.encode("ascii") + raw_path if root else raw_path,
+            "query_string": parsed.query or b"",
+            "headers": headers,
+            "state": server.state.copy(),
+            "extensions": {},
+        }
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        limit = config.limit_request_body
+        if limit is not None:
+            length = _header(headers, b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                self._refuse(413, "Request body too large.")
+        cycle = Cycle(self, scope, keep_alive, method == "HEAD")
+        if _header(headers, b"expect") == _EXPECT_CONTINUE and scope["http_version"] == "1.1":
+            cycle.expect_continue = True
+        self.cycle = cycle
+        if self.active is None:
+            self._start(cycle)
+        else:
+            self.queue.append(cycle)
+            self._hold(HOLD_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None:
+            return
+        cycle.received += len(body)
+        limit = self.server.config.limit_request_body
+        if limit is not None and cycle.received > limit:
+            self._refuse(413, "Request body too large.")
+        if cycle.response_complete or cycle.disconnected:
+            return
+        cycle.chunks.append(body)
+        cycle.buffered += len(body)
+        if cycle.buffered > BODY_HIGH_WATER:
+            self._hold(HOLD_BODY)
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is None:
+            return
+        self.cycle = None
+        cycle.body_done = True
+        cycle.wake()
+        if not cycle.keep_alive:
+            self.stopped_reading = True  # what follows a last request is not read
+
+    # -- requests in order ----------------------------------------------------------------------------------
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """From a parser callback: stop parsing this connection and answer ``status`` in the request's turn."""
+        self.rejected = Rejected(status, reason)
+        raise self.rejected
+
+    def _reject(self, rejected: Rejected) -> None:
+        self.stopped_reading = True
+        cycle = self.cycle
+        if cycle is not None and cycle.started:
+            # The app already runs this request (a body past the limit, bad chunking): it hears http.disconnect,
+            # and the refusal is the answer if the app has not started one.
+            self.cycle = None
+            cycle.rejected = rejected
+            cycle.disconnected = True
+            cycle.wake()
+            return
+        if cycle is not None and cycle in self.queue:
+            self.queue.remove(cycle)
+        self.cycle = None
+        if self.active is None and not self.queue:
+            self._answer_rejected(rejected)
+        else:
+            self.queue.append(rejected)
+
+    def _answer_rejected(self, rejected: Rejected) -> None:
+        conn = self.conn
+        if conn.closed:
+            return
+        self.server.log_refused(self, rejected)
+        try:
+            conn.write(error_response(rejected.status, rejected.reason))
+        except ConnClosedError:
+            return
+        conn.close()
+
+    def _start(self, cycle: Cycle) -> None:
+        self.active = cycle
+        cycle.started = True
+        server = self.server
+        app = server.app
+        if server.over_limit():
+            app = _service_unavailable
+        server.tasks += 1
+        self.loop.create_task(cycle.run(app))
+
+    def response_complete(self, cycle: Cycle) -> None:
+        """``cycle``'s last body byte is written: the next request's turn (the app may still be running)."""
+        self.active = None
+        conn = self.conn
+        if conn.closed:
+            return
+        if not cycle.keep_alive or not cycle.body_done or cycle.rejected is not None:
+            # A response sent before its request's body was read whole ends the connection: what the client
+            # still sends is not a next request.
+            self.stopped_reading = True
+            self.queue.clear()
+            conn.close()
+            return
+        queue = self.queue
+        if queue:
+            item = queue.popleft()
+            if isinstance(item, Rejected):
+                self._answer_rejected(item)
+                return
+            self._start(item)
+        elif not self.stopped_reading and not self.pending:
+            self.idle_since = self.loop.time()
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_later(self.server.config.timeout_keep_alive, self._idle)
+        if self.pending:
+            if len(queue) < MAX_PIPELINE:
+                self.loop.call_soon(self._feed_pending)
+        elif not queue:
+            self._release(HOLD_PIPELINE)
+
+    def abort(self) -> None:
+        """The response cannot be completed (the app failed after starting it): end the connection."""
+        self.active = None
+        self.stopped_reading = True
+        self.queue.clear()
+        if not self.conn.closed:
+            self.conn.close()
+
+    def body_taken(self, cycle: Cycle) -> None:
+        if self.held & HOLD_BODY and cycle.buffered <= BODY_HIGH_WATER // 2:
+            self._release(HOLD_BODY)
+
+    def _hold(self, reason: int) -> None:
+        if not self.held:
+            self.conn.pause_reading()
+        self.held |= reason
+
+    def _release(self, reason: int) -> None:
+        if self.held & reason:
+            self.held &= ~reason
+            if not self.held and not self.conn.closed:
+                self.conn.resume_reading()
+
+    def _idle(self) -> None:
+        self.idle_timer = None
+        since = self.idle_since
+        if since is None or self.conn.closed or self.stopped_reading:
+            return  # busy: the next response's end arms the timer again
+        left = since + self.server.config.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.idle_timer = self.loop.call_later(left, self._idle)
+        elif self.active is None and not self.queue and self.cycle is None:
+            self.stopped_reading = True
+            self.conn.close()
+
+    def _upgraded(self, rest: bytes) -> None:
+        """httptools stopped at an upgrade's head: hand the connection to the WebSocket protocol."""
+        if self.upgrade is None:
+            # Not a WebSocket: the request was answered as plain HTTP (on_headers_complete); nothing after it is read.
+            self.stopped_reading = True
+            return
+        self.server.upgrade_websocket(self, rest)
+
+    def request_head(self) -> bytes:
+        """The head of the request being upgraded, as it came (for the WebSocket handshake)."""
+        method = self.parser.get_method()
+        lines = [b"%s %s HTTP/%s" % (method, self.url, self.parser.get_http_version().encode())]
+        lines += [b"%s: %s" % (name, value) for name, value in self.headers]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class Cycle:
+    """One request and its response: the app's ``receive`` and ``send``."""
+
+    __slots__ = (
+        "body_done",
+        "buffered",
+        "chunks",
+        "disconnected",
+        "expect_continue",
+        "final_taken",
+        "head_only",
+        "keep_alive",
+        "proto",
+        "received",
+        "rejected",
+        "response",
+        "response_complete",
+        "scope",
+        "started",
+        "waiter",
+    )
+
+    def __init__(self, proto: HttpProtocol, scope: dict[str, Any], keep_alive: bool, head_only: bool) -> None:
+        self.proto = proto
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.head_only = head_only
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.received = 0
+        self.body_done = False
+        self.final_taken = False
+        self.disconnected = False
+        self.expect_continue = False
+        self.started = False
+        self.rejected: Rejected | None = None
+        self.response: Response | None = None
+        self.response_complete = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def run(self, app: Any) -> None:
+        proto = self.proto
+        server = proto.server
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                if not self.response_complete:
+                    proto.abort()
+                raise
+            server.log_app_error(self, exc)
+            self._failed()
+        else:
+            if self.response is None:
+                if not self.disconnected:
+                    server.log_app_error(self, RuntimeError("ASGI callable returned without starting response."))
+                self._failed()
+            elif not self.response_complete:
+                if not self.disconnected:
+                    server.log_app_error(self, RuntimeError("ASGI callable returned without completing response."))
+                proto.abort()
+        finally:
+            server.tasks -= 1
+
+    def _failed(self) -> None:
+        proto = self.proto
+        if self.response_complete:
+            return
+        if self.response is not None:
+            proto.abort()
+            return
+        self.response_complete = True
+        rejected = self.rejected
+        if rejected is None:
+            if self.disconnected:
+                proto.abort()
+                return
+            rejected = Rejected(500, "Internal Server Error")
+        proto.active = None
+        proto._answer_rejected(rejected)
+
+    async def receive(self) -> Message:
+        if self.expect_continue:
+            self.expect_continue = False
+            conn = self.proto.conn
+            if not conn.closed and self.response is None:
+                conn.write(_CONTINUE)
+        while True:
+            if self.disconnected or self.response_complete:
+                return {"type": "http.disconnect"}
+            if self.chunks:
+                chunks = self.chunks
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
+                self.buffered = 0
+                self.proto.body_taken(self)
+                more = not self.body_done
+                self.final_taken = not more
+                return {"type": "http.request", "body": body, "more_body": more}
+            if self.body_done and not self.final_taken:
+                self.final_taken = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            waiter = self.waiter = self.proto.loop.create_future()
+            await waiter
+
+    async def send(self, message: Message) -> None:
+        response = self.response
+        kind = message["type"]
+        if response is None:
+            if kind != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
+            self.expect_continue = False
+            self.response = Response(self, message)
+            return
+        if self.response_complete:
+            if self.disconnected:
+                return
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
+        if kind != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+        if self.disconnected:
+            return
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        conn = self.proto.conn
+        try:
+            response.write(conn, body, more)
+        except ConnClosedError:
+            self.disconnected = True
+            return
+        if not more:
+            self.response_complete = True
+            self.wake()
+            self.proto.server.log_access(self)
+            self.proto.response_complete(self)
+        elif conn.outbound_buffered():
+            try:
+                await drain(conn)
+            except ConnClosedError:
+                self.disconnected = True
+
+
+async def _service_unavailable(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _client_of(conn: Conn) -> tuple[str, int] | None:
+    addr = conn.remote_addr
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return (str(addr[0]), int(addr[1]))
+    return None
+
+
+def _server_of(conn: Conn) -> tuple[str, int | None] | None:
+    addr = conn.local_addr
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return (str(addr[0]), int(addr[1]))
+    if isinstance(addr, str) and addr:
+        return (addr, None)
+    return None
+
+
+def is_token(name: bytes) -> bool:
+    return _TOKEN.fullmatch(name) is not None
