@@ -10,7 +10,8 @@ within ``--graceful-timeout``). SIGHUP, with ``--workers``, restarts the workers
 workers start, and once they all serve, the old ones drain (``--restart-drain-timeout``) and exit; a new version that
 fails to boot leaves the old one serving. With ``--worker-balancing parent`` not even a connection arriving meanwhile
 is lost; with reuse-port (the default) one the kernel queues on an old worker's listener in the instant it closes can
-be reset before its first request. Exit status: 0 after a stop, 2 for a bad command line or target, 1 when the server fails to start.
+be reset before its first request. Exit status: 0 after a stop, 2 for a bad command line or target, 1 when the server
+fails to start.
 """
 
 from __future__ import annotations
