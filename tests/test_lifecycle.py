@@ -361,7 +361,8 @@ def test_outbound_past_the_hard_limit_closes_the_connection(limit: int) -> None:
             return None
 
     handler = Flood()
-    options = {"write_buffer_cap": 64 * 1024, "write_buffer_limit": limit}
+    # A small send buffer: the kernel's autotuning may otherwise take most of the 4 MiB the handler queues.
+    options = {"write_buffer_cap": 64 * 1024, "write_buffer_limit": limit, "socket_send_buffer": 64 * 1024}
     with serving(handler, "tcp://127.0.0.1:0", **options) as engine, connect(engine.addrs[0]) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"go")  # and never read

@@ -394,7 +394,8 @@ def test_a_write_after_the_limit_was_passed_in_the_same_callback_is_dropped(how:
             closed.set()
             return None
 
-    options = {"write_buffer_cap": 64 * 1024, "write_buffer_limit": 256 * 1024}
+    # A small send buffer: the kernel's autotuning may otherwise take nearly all of the 4 MiB in one send.
+    options = {"write_buffer_cap": 64 * 1024, "write_buffer_limit": 256 * 1024, "socket_send_buffer": 64 * 1024}
     with serving(Flood(), "tcp://127.0.0.1:0", **options) as engine, connect(engine.addrs[0]) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"go")  # and never read
