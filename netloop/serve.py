@@ -6,12 +6,11 @@ The target is ``module:attribute``: an ``EventHandler`` subclass, an instance, o
 ``--workers`` the parent never imports it: each worker does, after the fork, so a restart loads the code on disk.
 
 Signals: SIGTERM and SIGINT stop gracefully (stop accepting, ``on_shutdown``, ``--drain-timeout``, flush and close
-within ``--graceful-timeout``). SIGHUP, with ``--workers``, restarts the workers without dropping a request: new
-workers start, and once they all serve, the old ones drain (``--restart-drain-timeout``) and exit; a new version that
-fails to boot leaves the old one serving. With ``--worker-balancing parent`` not even a connection arriving meanwhile
-is lost; with reuse-port (the default) one the kernel queues on an old worker's listener in the instant it closes can
-be reset before its first request. Exit status: 0 after a stop, 2 for a bad command line or target, 1 when the server
-fails to start.
+within ``--graceful-timeout``). SIGHUP, with ``--workers``, restarts the workers: new workers start, and once they all
+serve, the old ones drain (``--restart-drain-timeout``) and exit; a new version that fails to boot leaves the old one
+serving. With ``--worker-balancing parent`` no request or connection is dropped; with reuse-port (the default) each
+old worker closes a listener of its own, and a connection can be reset on the way (use parent where none may be).
+Exit status: 0 after a stop, 2 for a bad command line or target, 1 when the server fails to start.
 """
 
 from __future__ import annotations
