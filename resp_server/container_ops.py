@@ -10,7 +10,6 @@ import random
 from collections import deque
 
 from resp_server.replies import (
-    INT64_MAX,
     INT64_MIN,
     MANY,
     Encoder,
@@ -23,10 +22,9 @@ from resp_server.replies import (
     join_replies,
     parse_int64,
     per_protocol,
-    reply_too_long,
 )
 from resp_server.store import KeyValueStore, glob_match
-from resp_server.values import EMPTY, NOT_INTEGER, SYNTAX, ZSet, _kept, _of, _typed, integer
+from resp_server.values import EMPTY, NOT_INTEGER, SYNTAX, ZSet, _kept, _of, _typed, integer, random_pick
 
 _NUMKEYS = error(b"ERR numkeys should be greater than 0")
 
@@ -179,23 +177,10 @@ def _hrandfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Re
     if len(args) == 2:
         fields = _of(store, args[1], dict)
         return encoder.nil if not fields else bulk(random.choice(list(fields)))
-    count = parse_int64(args[2])
-    if count is None:
-        return NOT_INTEGER
-    if count < -INT64_MAX:
-        return error(b"ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
-    if len(args) > 4 or (len(args) == 4 and args[3].upper() != b"WITHVALUES"):
-        return SYNTAX
-    withvalues = len(args) == 4
-    if withvalues and not -INT64_MAX // 2 <= count <= INT64_MAX // 2:
-        return error(b"ERR value is out of range")
-    fields = _of(store, args[1], dict)
-    if fields is None or count == 0:
-        return EMPTY
-    if -count > store.max_reply_items:
-        return reply_too_long(store)
-    pairs = list(fields.items())
-    picked = random.sample(pairs, min(count, len(pairs))) if count > 0 else random.choices(pairs, k=-count)
+    chosen = random_pick(store, args, dict, b"WITHVALUES")
+    if not isinstance(chosen, tuple):
+        return chosen
+    picked, withvalues = chosen
     if not withvalues:
         return array([name for name, _ in picked])
     if encoder.proto == 2:

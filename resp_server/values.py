@@ -5,6 +5,7 @@ and the value types beyond strings (a ``deque`` list, a ``dict`` hash, a ``set``
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections import deque
 from collections.abc import Callable
@@ -12,7 +13,11 @@ from fractions import Fraction
 from typing import Any, ParamSpec
 
 from resp_server.replies import (
+    INT64_MAX,
     Reply,
+    error,
+    parse_int64,
+    reply_too_long,
 )
 from resp_server.store import KeyValueStore
 
@@ -244,3 +249,31 @@ class Stream:
 
 
 TYPES[Stream] = b"stream"
+
+
+def random_pick(
+    store: KeyValueStore, args: list[bytes], kind: type, flag: bytes
+) -> Reply | tuple[list[tuple[Any, Any]], bool]:
+    """The count forms of HRANDFIELD and ZRANDMEMBER (``key count [flag]``), checked as Redis checks them.
+
+    Returns the reply at once for an error or nothing to pick; else the picked (member, value) pairs, distinct for a
+    positive count and with repeats for a negative one, and whether ``flag`` (WITHVALUES, WITHSCORES) was given.
+    """
+    count = parse_int64(args[2])
+    if count is None:
+        return NOT_INTEGER
+    if count < -INT64_MAX:
+        return error(b"ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
+    if len(args) > 4 or (len(args) == 4 and args[3].upper() != flag):
+        return SYNTAX
+    with_flag = len(args) == 4
+    if with_flag and not -INT64_MAX // 2 <= count <= INT64_MAX // 2:
+        return error(b"ERR value is out of range")
+    container = _of(store, args[1], kind)
+    if container is None or count == 0:
+        return EMPTY
+    if -count > store.max_reply_items:
+        return reply_too_long(store)
+    pairs = list(container.items())
+    picked = random.sample(pairs, min(count, len(pairs))) if count > 0 else random.choices(pairs, k=-count)
+    return picked, with_flag

@@ -8,7 +8,6 @@ import math
 import random
 
 from resp_server.replies import (
-    INT64_MAX,
     MANY,
     Encoder,
     Entry,
@@ -18,7 +17,6 @@ from resp_server.replies import (
     join_replies,
     parse_int64,
     per_protocol,
-    reply_too_long,
 )
 from resp_server.store import KeyValueStore
 from resp_server.values import (
@@ -33,6 +31,7 @@ from resp_server.values import (
     _Wrong,
     integer,
     parse_float,
+    random_pick,
 )
 from resp_server.zset_ranges import scored
 
@@ -168,23 +167,10 @@ def _zrandmember(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> R
     if len(args) == 2:
         zset = _of(store, args[1], ZSet)
         return encoder.nil if not zset else bulk(random.choice(list(zset)))
-    count = parse_int64(args[2])
-    if count is None:
-        return NOT_INTEGER
-    if count < -INT64_MAX:
-        return error(b"ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
-    if len(args) > 4 or (len(args) == 4 and args[3].upper() != b"WITHSCORES"):
-        return SYNTAX
-    withscores = len(args) == 4
-    if withscores and not -INT64_MAX // 2 <= count <= INT64_MAX // 2:
-        return error(b"ERR value is out of range")
-    zset = _of(store, args[1], ZSet)
-    if zset is None or count == 0:
-        return EMPTY
-    if -count > store.max_reply_items:
-        return reply_too_long(store)
-    items = list(zset.items())
-    picked = random.sample(items, min(count, len(items))) if count > 0 else random.choices(items, k=-count)
+    chosen = random_pick(store, args, ZSet, b"WITHSCORES")
+    if not isinstance(chosen, tuple):
+        return chosen
+    picked, withscores = chosen
     return scored(encoder, picked, withscores)
 
 
