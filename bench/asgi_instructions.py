@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench._errors import BenchError
 from bench._servers import HOST, free_port
-from bench.instructions import _valgrind, drive, total_instructions
+from bench.instructions import counted_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("netloop-asgi", "netloop-asgi-pure", "uvicorn")
 APPS = ("bare", "starlette")
-STOP_TIMEOUT_S = 120.0
 
 
 def server_argv(server: str, app: str, port: int) -> list[str]:
@@ -47,29 +44,7 @@ def measure(server: str, app: str, depth: int, requests: int, out: Path) -> int:
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(ROOT))
     env["NETLOOP_PURE"] = "1" if server == "netloop-asgi-pure" else "0"
     port = free_port()
-    command = [_valgrind(), "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
-    process = subprocess.Popen(
-        [*command, *server_argv(server, app, port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        drive(port, "http", depth, requests)
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, err = process.communicate(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise BenchError(f"{server} did not stop under valgrind") from None
-    if not out.exists():
-        raise BenchError(f"{server}: callgrind wrote nothing: {err.decode(errors='replace')[-800:]}")
-    return total_instructions(out)
+    return counted_run(server, server_argv(server, app, port), env, ROOT, port, "http", depth, requests, out)
 
 
 def per_request(server: str, app: str, depth: int, short: int, long: int) -> float:

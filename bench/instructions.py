@@ -194,9 +194,24 @@ def measure(server: str, proto: str, depth: int, requests: int, out: Path, netlo
     if netloop_path:
         paths = [netloop_path, str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    command = [_valgrind(), "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", *argv]
     # ``python -m`` puts the working directory first on sys.path: run in the other tree to import its netloop.
-    cwd = netloop_path or ROOT
+    return counted_run(server, argv, env, netloop_path or ROOT, port, proto, depth, requests, out)
+
+
+def counted_run(
+    server: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | Path,
+    port: int,
+    proto: str,
+    depth: int,
+    requests: int,
+    out: Path,
+) -> int:
+    """Run ``argv`` under callgrind in ``cwd``, drive ``requests`` requests at ``port``, stop it with SIGTERM; its
+    total instruction count (callgrind's Ir)."""
+    command = [_valgrind(), "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", *argv]
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         drive(port, proto, depth, requests)

@@ -8,62 +8,23 @@ be equal.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from core_process import Core, both_cores
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 HARNESS = Path(__file__).with_name("conn_harness.py")
 
 
-class Core:
-    """A process that answers harness cases on one core."""
-
-    def __init__(self, pure: bool) -> None:
-        env = dict(os.environ, NETLOOP_PURE="1" if pure else "0", PYTHONPATH=_path())
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HARNESS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
-
-    def ask(self, case: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(case) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"the harness process ended ({self.proc.wait(10)})"
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
-
-
-def _path() -> str:
-    here = str(Path(__file__).resolve().parent)
-    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), here) if p)
-
-
 @pytest.fixture(scope="module")
 def cores() -> Iterator[tuple[Core, Core]]:
-    pure, compiled = Core(pure=True), Core(pure=False)
-    try:
-        probe = {"steps": [{"chunk": "", "ops": []}]}
-        if not compiled.ask(probe)["compiled"]:
-            pytest.skip("the compiled core is not built here")
-        assert not pure.ask(probe)["compiled"]
-        yield pure, compiled
-    finally:
-        pure.close()
-        compiled.close()
+    with both_cores(HARNESS, {"steps": [{"chunk": "", "ops": []}]}) as pair:
+        yield pair
 
 
 def same(cores: tuple[Core, Core], case: dict[str, Any]) -> None:

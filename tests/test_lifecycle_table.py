@@ -8,8 +8,6 @@ table: none may be unlisted.
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from core_process import Core, both_cores, core_env
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -47,11 +46,6 @@ from netloop._lifecycle import (
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "lifecycle_harness.py"
 DOC = HERE.parent / "docs" / "lifecycle.md"
-
-
-def _env(pure: bool) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(HERE)) if p)
-    return dict(os.environ, NETLOOP_PURE="1" if pure else "0", PYTHONPATH=path)
 
 
 # -- the table itself ---------------------------------------------------------------------------------------------
@@ -166,7 +160,7 @@ def test_the_compiled_write_asks_the_table_passed_at_import() -> None:
     for patch in (False, True):
         code = textwrap.dedent(WRITE_PROBE.format(patch=patch))
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=_env(pure=False), timeout=30
+            [sys.executable, "-c", code], capture_output=True, text=True, env=core_env(pure=False), timeout=30
         )
         assert out.returncode == 0, out.stderr
         answers[patch] = out.stdout.strip()
@@ -215,7 +209,11 @@ def test_a_compiled_build_from_before_the_table_falls_back_to_the_pure_core_with
         print(netloop.compiled, len(caught), caught[0].message)
         """
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=_env(pure=False), timeout=30
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=core_env(pure=False),
+        timeout=30,
     )
     assert out.returncode == 0, out.stderr
     compiled, warned, message = out.stdout.strip().split(" ", 2)
@@ -226,45 +224,10 @@ def test_a_compiled_build_from_before_the_table_falls_back_to_the_pure_core_with
 # -- both cores on the same lifecycle steps -----------------------------------------------------------------------
 
 
-class Core:
-    """A process that answers lifecycle cases on one core."""
-
-    def __init__(self, pure: bool) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HARNESS)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=_env(pure),
-        )
-
-    def ask(self, case: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(case) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"the harness process ended ({self.proc.wait(10)})"
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def cores() -> Iterator[tuple[Core, Core]]:
-    pure, compiled = Core(pure=True), Core(pure=False)
-    try:
-        probe: dict[str, Any] = {"steps": []}
-        if not compiled.ask(probe)["compiled"]:
-            pytest.skip("the compiled core is not built here")
-        assert not pure.ask(probe)["compiled"]
-        yield pure, compiled
-    finally:
-        pure.close()
-        compiled.close()
+    with both_cores(HARNESS, {"steps": []}) as pair:
+        yield pair
 
 
 def same(cores: tuple[Core, Core], case: dict[str, Any]) -> dict[str, Any]:

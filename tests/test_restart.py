@@ -89,9 +89,6 @@ class KeepAliveLoad(threading.Thread):
         self.lock = threading.Lock()
         self.answers: dict[bytes, int] = {}
         self.failures: list[str] = []
-        # Failures on a connection that had not been answered yet: a reset of a connection the kernel queued on a
-        # listener in the instant it closed (reuse-port restarts; see docs/deploy.md).
-        self.fresh_failures: list[str] = []
 
     def run(self) -> None:
         threads = [threading.Thread(target=self._client, daemon=True) for _ in range(self.clients)]
@@ -103,13 +100,11 @@ class KeepAliveLoad(threading.Thread):
     def _client(self) -> None:
         sock: socket.socket | None = None
         buf = b""
-        answered = False
         while not self.stop.is_set():
             try:
                 if sock is None:
                     sock = connect(self.url)
                     buf = b""
-                    answered = False
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 while b"\r\n\r\n" not in buf:
                     chunk = sock.recv(4096)
@@ -126,15 +121,12 @@ class KeepAliveLoad(threading.Thread):
                 body, buf = rest[:length], rest[length:]
                 with self.lock:
                     self.answers[body] = self.answers.get(body, 0) + 1
-                answered = True
                 if b"Connection: close" in head:
                     sock.close()
                     sock = None
             except OSError as exc:
                 with self.lock:
                     self.failures.append(repr(exc))
-                    if not answered:
-                        self.fresh_failures.append(repr(exc))
                 if sock is not None:
                     sock.close()
                 sock = None
