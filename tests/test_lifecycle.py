@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -556,3 +557,37 @@ def test_a_stop_cut_short_reports_no_flush_timeout_when_every_byte_was_sent() ->
     finally:
         engine.stop(timeout=TIMEOUT)
         engine.wait(TIMEOUT)
+
+
+IDLE_CLIENT_AT_CTRL_C = """
+import netloop
+class Bye(netloop.EventHandler):
+    def on_boot(self, engine):
+        print(engine.addrs[0], flush=True)
+    def on_traffic(self, conn):
+        conn.write(b"served " + conn.next())
+    def on_close(self, conn, err):
+        print("closed", type(err).__name__, flush=True)
+netloop.run(Bye(), "tcp://127.0.0.1:0", linger_timeout=30, shutdown_timeout=30)
+"""
+
+
+def test_ctrl_c_under_run_with_an_idle_client_ends_without_waiting_the_linger() -> None:
+    """``netloop.run`` and Ctrl-C with one idle client connected: the stop ends with a FIN to that client as soon as
+    it has every byte, not when ``linger_timeout`` (30 s here) passes."""
+    proc = run_script(IDLE_CLIENT_AT_CTRL_C)
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        with connect(address) as sock:
+            sock.sendall(b"hi")
+            assert recv_exact(sock, 9) == b"served hi"  # then idle: it took everything and says nothing more
+            proc.send_signal(signal.SIGINT)
+            assert recv_until_closed(sock) == b""  # the stop's FIN
+            out, err = proc.communicate(timeout=5)  # far under linger_timeout and shutdown_timeout
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert "closed NoneType" in out
+    assert "Traceback" not in err
