@@ -21,6 +21,7 @@ from netloop._loop_api import EventLoop as EventLoopProtocol
 from netloop._options import Options
 from netloop._sources import SourceLimit
 from netloop._tls import prepare_context
+from netloop._wakeup import StoppedEvent
 
 
 class Engine:
@@ -122,7 +123,7 @@ class EngineCore:
         self.keep_first = False
         self.kept: EventLoop | None = None
         self._bound: list[socket.socket] = []
-        self.stopped = threading.Event()
+        self.stopped = StoppedEvent()  # its wait on the main thread wakes for a signal a loop thread took
         self.worker_id: int | None = None
         self._stop_lock = threading.Lock()
         self._stop_requested = False

@@ -1,10 +1,15 @@
-"""Waking a loop: the eventfd (or pipe) other threads write to, and the signal pipe of a loop on the main thread."""
+"""Waking a loop: the eventfd (or pipe) other threads write to, and the signal pipe of a loop on the main thread.
+
+Also the engine's ``stopped`` event, whose wait on the main thread wakes for a signal as such a loop does.
+"""
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from netloop._poller import IN
@@ -58,6 +63,79 @@ class SignalWake:
         self.loop.detach(self.r)
         os.close(self.r)
         os.close(self.w)
+
+
+class StoppedEvent(threading.Event):
+    """A ``threading.Event`` whose ``wait`` on the main thread also wakes when a signal comes in, on any thread.
+
+    Only the main thread runs Python's signal handlers, and only while it runs Python code: blocked in a plain
+    ``Event.wait`` it leaves a SIGTERM the kernel handed to a loop's thread unhandled, and the engine serving on.
+    Here the C handler writes to a pipe (``signal.set_wakeup_fd``) the wait watches; what it writes is passed on to
+    the wakeup fd set before (an asyncio loop's), so its signals are not lost either.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: set[int] = set()
+        self._waiters_lock = threading.Lock()
+
+    def set(self) -> None:
+        super().set()
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for fd in waiters:
+            wake_write(fd)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.is_set() or threading.current_thread() is not threading.main_thread():
+            return super().wait(timeout)
+        r, w = os.pipe()
+        try:
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main interpreter
+            os.close(r)
+            os.close(w)
+            return super().wait(timeout)
+        woken, wake = wake_pair()
+        with self._waiters_lock:
+            self._waiters.add(wake)
+        try:
+            return self._wait_watching(r, woken, previous, timeout)
+        finally:
+            with self._waiters_lock:
+                self._waiters.discard(wake)
+            current = signal.set_wakeup_fd(previous)
+            if current != w:
+                signal.set_wakeup_fd(current)  # replaced meanwhile: the replacement stays
+            for fd in {r, w, woken, wake}:
+                os.close(fd)
+
+    def _wait_watching(self, signals: int, woken: int, previous: int, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            # A signal on this thread interrupts the select and its handler runs here; one on another thread wakes
+            # it through the pipe, and the handler runs as this loop goes round.
+            ready, _, _ = select.select([signals, woken], [], [], remaining)
+            if signals in ready:
+                _pass_on(signals, previous)
+        return True
+
+
+def _pass_on(r: int, previous: int) -> None:
+    try:
+        data = os.read(r, 4096)
+    except (BlockingIOError, InterruptedError):
+        return
+    if previous >= 0 and data:
+        try:
+            os.write(previous, data)
+        except OSError:
+            pass  # full or closed: as the C handler itself does, a wakeup that cannot be written is dropped
 
 
 def wake_pair() -> tuple[int, int]:

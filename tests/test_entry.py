@@ -12,6 +12,7 @@ import pytest
 from loopback import TIMEOUT, connect, recv_exact, recv_until_closed
 
 SCRIPT = """
+import signal
 import sys
 import threading
 import time
@@ -34,13 +35,20 @@ def announce():
     main = threading.main_thread().ident
     while True:
         frame = sys._current_frames().get(main)
-        # Blocked in threading's wait, called (at any depth) from netloop's own wait(): not, say, in this thread's
-        # start(), which waits in threading too.
-        if frame is not None and frame.f_code.co_name == "wait" and frame.f_code.co_filename == threading.__file__:
-            caller = frame.f_back
+        # Blocked in a wait (threading's, or netloop's own) called (at any depth) from netloop's wait(): not, say,
+        # in this thread's start(), which waits in threading too.
+        if frame is not None and "wait" in frame.f_code.co_name and (
+            frame.f_code.co_filename == threading.__file__ or "netloop" in frame.f_code.co_filename
+        ):
+            caller = frame
             while caller is not None:
                 if caller.f_code.co_name == "wait" and "netloop" in caller.f_code.co_filename:
                     print("waiting", flush=True)
+                    if {to_a_loop_thread}:
+                        sys.stdin.readline()  # the test's go
+                        # A process's signal may be taken by any of its threads: here, by an event loop's.
+                        loop = next(t for t in threading.enumerate() if t.name.startswith("netloop-loop"))
+                        signal.pthread_kill(loop.ident, signal.SIGINT)
                     return
                 caller = caller.f_back
         time.sleep(0.001)
@@ -60,10 +68,13 @@ engine.start()
 """
 
 
+@pytest.mark.parametrize("to_a_loop_thread", [False, True], ids=["main-thread", "loop-thread"])
 @pytest.mark.parametrize("make", [ENGINE, CLIENT], ids=["engine", "client"])
-def test_ctrl_c_in_wait_stops_gracefully_without_a_traceback(make: str) -> None:
+def test_ctrl_c_in_wait_stops_gracefully_without_a_traceback(make: str, to_a_loop_thread: bool) -> None:
+    """Also when a loop's thread takes the signal: only the main thread runs Python's handlers, so wait() must wake."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT.format(make=textwrap.dedent(make))],
+        [sys.executable, "-c", SCRIPT.format(make=textwrap.dedent(make), to_a_loop_thread=to_a_loop_thread)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,7 +88,12 @@ def test_ctrl_c_in_wait_stops_gracefully_without_a_traceback(make: str) -> None:
             sock.sendall(b"hi")
             assert recv_exact(sock, 2) == b"hi"
         assert proc.stdout.readline().strip() == "waiting"
-        proc.send_signal(signal.SIGINT)
+        if to_a_loop_thread:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        else:
+            proc.send_signal(signal.SIGINT)
         if make is ENGINE:
             assert recv_until_closed(sock) == b""  # the graceful stop's FIN
             sock.close()

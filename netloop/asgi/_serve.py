@@ -10,7 +10,6 @@ from netloop.asgi._config import Config, load_app
 from netloop.asgi._handler import ASGIHandler
 from netloop.asgi._types import ASGIApp
 
-_SIGNAL_CHECK_S = 0.2
 WORKER_HANDLER = "netloop.asgi._serve:worker_handler"
 # What each worker process serves: set by the parent before it forks, so no worker needs it on a command line.
 _worker_app: tuple[str, bool, Config] | None = None
@@ -48,7 +47,4 @@ def serve(app: ASGIApp | str, *addrs: str, config: Config | None = None, factory
     with stop_on_signals() as signals:
         engine = start(handler, *addrs, **options)
         signals.attach(engine)
-        # Python runs signal handlers on the main thread only, when it runs: a SIGTERM the kernel hands to a loop's
-        # thread would leave a main thread blocked in one long wait unaware of it.
-        while not engine.wait(_SIGNAL_CHECK_S):
-            pass
+        engine.wait()  # wakes for a SIGTERM whichever thread takes it
