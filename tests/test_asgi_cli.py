@@ -238,7 +238,7 @@ from asgi_apps import app
 def signal_a_loop_thread():
     found = threading.Event()
     while not found.wait(0.005):
-        loops = [t for t in threading.enumerate() if t.name.startswith("netloop-loop")]
+        loops = [t for t in threading.enumerate() if t.name.startswith("netloop-loop") and t.ident is not None]
         if loops:
             found.set()
     signal.pthread_kill(loops[0].ident, signal.SIGTERM)  # the kernel may hand a process's signal to any thread
