@@ -38,6 +38,9 @@ def drain(self: EventLoop, deadline: float) -> None:
         self.call_later(grace, self._finish_all, deadline)
     else:
         self._finish_all(deadline)
+    if self.conns:
+        # Also through the grace: a connection its handler closed meanwhile, whose client stays idle, ends the stop.
+        self.call_later(_LINGER_IDLE / 2, self._release_lingering)
 
 
 def _finish_all(self: EventLoop, deadline: float) -> None:
@@ -45,7 +48,6 @@ def _finish_all(self: EventLoop, deadline: float) -> None:
         conn._finish()
     if self.conns:
         self.call_later(max(0.0, deadline - time.monotonic()), self._abort_all)
-        self.call_later(_LINGER_IDLE / 2, self._release_lingering)
     else:
         self._leave()
 

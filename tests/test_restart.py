@@ -415,6 +415,39 @@ def test_a_connection_is_served_through_the_drain_until_its_handler_closes_it() 
         engine.stop(timeout=TIMEOUT)
 
 
+def test_an_idle_client_whose_connection_the_handler_closed_holds_the_drain_no_longer() -> None:
+    # The handler closes its idle connection when the stop begins (an HTTP server's idle keep-alive); the client
+    # keeps its end open, as a browser does. Its connection took our FIN and went quiet: the stop ends then, not
+    # when drain_timeout (TIMEOUT here) passes.
+    class CloseIdle(netloop.EventHandler):
+        def __init__(self) -> None:
+            self.conns: list[netloop.Conn] = []
+
+        def on_open(self, conn: netloop.Conn) -> None:
+            self.conns.append(conn)
+
+        def on_traffic(self, conn: netloop.Conn) -> None:
+            conn.write(conn.next())
+
+        def on_shutdown(self, engine: netloop.Engine) -> None:
+            for conn in self.conns:
+                conn.close()
+
+    engine = netloop.start(CloseIdle(), "tcp://127.0.0.1:0", drain_timeout=TIMEOUT)
+    try:
+        with connect(engine.addrs[0]) as sock:
+            sock.sendall(b"hi")
+            assert recv_exact(sock, 2) == b"hi"
+            began = time.monotonic()
+            engine.stop(timeout=TIMEOUT)
+            took = time.monotonic() - began
+            assert engine.stopped
+            assert took < TIMEOUT / 4, took
+            assert recv_until_closed(sock) == b""  # our FIN came
+    finally:
+        engine.stop(timeout=TIMEOUT)
+
+
 def _load_app(version: str) -> Any:
     namespace: dict[str, Any] = {}
     exec(APP.format(version=version), namespace)
