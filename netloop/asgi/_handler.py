@@ -36,6 +36,7 @@ class ServerState:
         self.connections = 0
         self.protocols: set[ConnProtocol] = set()
         self.access = config.access_log
+        self.stopping = False  # on_shutdown has run: no response keeps its connection alive
 
     def over_limit(self) -> bool:
         limit = self.config.limit_concurrency
@@ -150,6 +151,7 @@ class ASGIHandler(EventHandler):
         return None
 
     def on_shutdown(self, engine: Engine) -> None:
+        self.server.stopping = True
         for proto in list(self.server.protocols):
             try:
                 proto.conn.event_loop.submit(proto.shutdown)  # type: ignore[attr-defined]

@@ -33,6 +33,9 @@ MAX_PIPELINE = 16
 FEED_SLICE = 8192
 """A read larger than this is parsed a slice at a time, so a read full of tiny pipelined requests stays bounded."""
 
+STOP_IDLE_S = 0.5
+"""On a stop, a kept-alive connection idle this long is closed; one idle for less may have a request on its way."""
+
 HOLD_BODY = 1
 HOLD_PIPELINE = 2
 
@@ -175,11 +178,13 @@ class HttpProtocol:
         return True
 
     def shutdown(self) -> None:
-        """The server is stopping: close now when idle, else after the response in progress (whose request body
-        may still be arriving: reading goes on, and ends with that request)."""
+        """The server is stopping: close after the response in progress (whose request body may still be arriving:
+        reading goes on, and ends with that request), or when idle ``STOP_IDLE_S`` (a request that comes first is
+        answered with ``connection: close``: closing under a request on its way would cut it)."""
         if self.active is None and not self.queue and self.cycle is None:
-            self.stopped_reading = True
-            self.conn.close()
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+            self._idle()
             return
         for cycle in (self.active, self.cycle):
             if cycle is not None:
@@ -254,7 +259,7 @@ class HttpProtocol:
             "state": server.state.copy(),
             "extensions": {},
         }
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade() and not server.stopping
         limit = config.limit_request_body
         if limit is not None:
             length = _header(headers, b"content-length")
@@ -401,7 +406,11 @@ class HttpProtocol:
         since = self.idle_since
         if since is None or self.conn.closed or self.stopped_reading:
             return  # busy: the next response's end arms the timer again
-        left = since + self.server.config.timeout_keep_alive - self.loop.time()
+        server = self.server
+        limit = (
+            min(STOP_IDLE_S, server.config.timeout_keep_alive) if server.stopping else server.config.timeout_keep_alive
+        )
+        left = since + limit - self.loop.time()
         if left > 0:
             self.idle_timer = self.loop.call_later(left, self._idle)
         elif self.active is None and not self.queue and self.cycle is None:

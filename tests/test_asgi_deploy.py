@@ -1,0 +1,236 @@
+"""``python -m netloop.asgi`` deployed: a SIGHUP restart under wrk, behind HAProxy, and its counters scraped."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from loopback import TIMEOUT, connect, recv_exact, wait_until
+
+pytest.importorskip("httptools")
+
+pytestmark = pytest.mark.timeout(90)
+
+TESTS = Path(__file__).parent
+
+# An app that answers every request with its VERSION: a restart is seen by what the answers say.
+VERSIONED_APP = """
+VERSION = b"{version}"
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}})
+    await send({{"type": "http.response.body", "body": VERSION}})
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str, path: str = "/") -> tuple[bytes, bytes]:
+    """One request on a new connection: the head and the body."""
+    with connect(url) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+        return head, body + recv_exact(sock, length - len(body))
+
+
+def _answers(url: str) -> bytes | None:
+    try:
+        return _get(url)[1]
+    except OSError:
+        return None
+
+
+class LineLog(threading.Thread):
+    """A process's stderr lines with the time each arrived."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        super().__init__(daemon=True)
+        self.process = process
+        self.lines: list[tuple[float, str]] = []
+
+    def run(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append((time.monotonic(), line))
+
+
+def _established(port: int) -> int:
+    """Established TCP connections whose local port is ``port`` (the server's side), from /proc/net/tcp."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
+def test_sighup_restarts_the_asgi_server_under_wrk_with_no_error(tmp_path: Path) -> None:
+    # PARENT mode: the parent's one listener never closes (docs/deploy.md), so no connection meets a closing one.
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        pytest.skip("wrk is not installed")
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("counts wrk's connections in /proc/net/tcp (Linux)")
+    (tmp_path / "versioned_app.py").write_text(VERSIONED_APP.format(version="first"))
+    port = _free_port()
+    argv = ["versioned_app:app", "--port", str(port), "--workers", "2", "--worker-balancing", "parent"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS), *sys.path])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "netloop.asgi", *argv, "--graceful-timeout", "2", "--no-access-log"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = LineLog(server)
+    log.start()
+    try:
+        url = f"tcp://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url) == b"first", what="the server to start")
+        (tmp_path / "versioned_app.py").write_text(VERSIONED_APP.format(version="second"))
+        load = subprocess.Popen(
+            [wrk, "-t1", "-c8", "-d4s", f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True
+        )
+        # The restart comes once wrk's eight connections are up; the log's timestamps below check it landed inside.
+        wait_until(lambda: _established(port) >= 8, what="wrk's connections")
+        server.send_signal(signal.SIGHUP)
+        out, _ = load.communicate(timeout=30)
+        wrk_done = time.monotonic()
+        assert load.returncode == 0, out
+        wait_until(lambda: _answers(url) == b"second", what="the new code to serve")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        log.join(TIMEOUT)
+    assert "Socket errors" not in out, out
+    assert "Non-2xx" not in out, out
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    assert requests > 1000, out
+    done = [at for at, line in log.lines if "restart done" in line]
+    assert done and done[0] < wrk_done, "the restart finished while wrk was running"
+
+
+def test_an_idle_keep_alive_client_holds_a_stop_only_briefly() -> None:
+    # A client that keeps its connection after one answer (a browser): the stop closes it once it has been idle
+    # STOP_IDLE_S, and ends then, not when --graceful-timeout (10 s here) passes.
+    port = _free_port()
+    argv = ["asgi_apps:app", "--port", str(port), "--graceful-timeout", "10", "--lifespan", "off", "--no-access-log"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    server = subprocess.Popen([sys.executable, "-m", "netloop.asgi", *argv], env=env, stderr=subprocess.PIPE)
+    try:
+        url = f"tcp://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url) is not None, what="the server to start")
+        with connect(url) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+            began = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            assert sock.recv(4096) == b""  # the server's FIN, the client's end still open
+            assert server.wait(timeout=TIMEOUT) == 0
+            took = time.monotonic() - began
+    finally:
+        server.kill()
+        server.wait()
+    assert took < 2.5, took
+
+
+METRICS_SCRIPT = """
+import sys
+import netloop.asgi
+from examples import metrics
+
+def started(engine):
+    print(engine.addrs[0], metrics.serve_metrics(engine, "tcp://127.0.0.1:0").addrs[0], flush=True)
+
+workers = int(sys.argv[1]) or None
+netloop.asgi.serve("asgi_apps:app", "tcp://127.0.0.1:0", config=netloop.asgi.Config(lifespan="off", access_log=False),
+                   workers=workers, worker_balancing="parent", on_started=started)
+"""
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The metrics page's samples, summed over their labels but ``cause``: ``name`` or ``name{cause}``."""
+    with connect(url) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    samples: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("#") or not line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name = series.split("{", 1)[0]
+        cause = re.search(r'cause="(\w+)"', series)
+        key = f"{name}{{{cause.group(1)}}}" if cause else name
+        samples[key] = samples.get(key, 0.0) + float(value)
+    return samples
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stats_count_the_asgi_traffic_and_the_metrics_example_serves_them(workers: int) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), *sys.path])}
+    server = subprocess.Popen(
+        [sys.executable, "-c", METRICS_SCRIPT, str(workers)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        app_url, metrics_url = server.stdout.readline().split()
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        sent = received = 0
+        for _ in range(3):  # three clients, four requests each, then each closes
+            with connect(app_url) as sock:
+                for _ in range(4):
+                    sock.sendall(request)
+                    sent += len(request)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += sock.recv(4096)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                    body += recv_exact(sock, length - len(body))
+                    assert body == b"hello"
+                    received += len(head) + 4 + len(body)
+        bad = b"NOT HTTP\r\n\r\n"
+        with connect(app_url) as sock:  # a request the server refuses (400) and closes
+            sock.sendall(bad)
+            sent += len(bad)
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 400 ")
+            received += len(data)
+        wait_until(
+            lambda: _scrape(metrics_url).get("netloop_connections_closed_total{peer}") == 3,
+            what="the three clients' closes counted",
+        )
+        samples = _scrape(metrics_url)
+        assert samples["netloop_connections_accepted_total"] == 4
+        assert samples["netloop_connections_closed_total{handler}"] == 1  # the 400's close
+        assert samples["netloop_connections"] == 0
+        assert samples["netloop_received_bytes_total"] == sent
+        assert samples["netloop_sent_bytes_total"] == received
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=TIMEOUT) == 0
