@@ -65,7 +65,7 @@ def test_a_close_before_accept_is_a_403() -> None:
     assert raised.value.response.status_code == 403
 
 
-def test_the_app_hears_the_clients_close_code() -> None:
+def test_the_app_hears_the_clients_close_code_and_reason() -> None:
     heard: list[dict[str, Any]] = []
     done = threading.Event()
 
@@ -81,7 +81,7 @@ def test_the_app_hears_the_clients_close_code() -> None:
         with ws_client.connect(base + "/") as ws:
             ws.close(code=4321, reason="bye")
         assert done.wait(TIMEOUT)
-    assert heard == [{"type": "websocket.disconnect", "code": 4321}]
+    assert heard == [{"type": "websocket.disconnect", "code": 4321, "reason": "bye"}]  # the reason too (ASGI 2.4)
 
 
 def test_a_message_past_ws_max_size_closes_with_1009() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from netloop._engine import Engine
 from netloop._entry import start, stop_on_signals
 from netloop._errors import NetloopError
 from netloop.asgi._config import Config, load_app
@@ -23,10 +25,19 @@ def worker_handler() -> ASGIHandler:
     return ASGIHandler(load_app(spec, factory), config)
 
 
-def serve(app: ASGIApp | str, *addrs: str, config: Config | None = None, factory: bool = False, **options: Any) -> None:
+def serve(
+    app: ASGIApp | str,
+    *addrs: str,
+    config: Config | None = None,
+    factory: bool = False,
+    on_started: Callable[[Engine], object] | None = None,
+    **options: Any,
+) -> None:
     """Serve ``app`` (an ASGI callable, or ``"module:attribute"``) on ``addrs`` until SIGINT/SIGTERM or a stop.
 
-    ``options`` are netloop's engine options. With ``workers=N`` the app must be a ``"module:attribute"`` string:
+    ``on_started(engine)`` is called once the engine serves (the app's startup done), before ``serve`` waits: start
+    what rides along with the server there, a metrics port on ``engine.stats()`` say. ``options`` are netloop's
+    engine options. With ``workers=N`` the app must be a ``"module:attribute"`` string:
     each worker imports it after the fork (SIGHUP restarts them). ``drain_timeout`` defaults to 5 seconds: the time
     a stop gives requests in flight, and the app's lifespan shutdown, before connections are closed.
     Raises ``NetloopError`` when the server does not start (the app's startup failing included).
@@ -47,4 +58,10 @@ def serve(app: ASGIApp | str, *addrs: str, config: Config | None = None, factory
     with stop_on_signals() as signals:
         engine = start(handler, *addrs, **options)
         signals.attach(engine)
+        if on_started is not None:
+            try:
+                on_started(engine)
+            except BaseException:
+                engine.stop()
+                raise
         engine.wait()  # wakes for a SIGTERM whichever thread takes it

@@ -66,6 +66,7 @@ class WebSocketProtocol:
         self.closed_sent = False
         self.disconnected = False
         self.close_code: int | None = None
+        self.close_reason = ""
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
         config = server.config
@@ -129,7 +130,7 @@ class WebSocketProtocol:
             elif isinstance(event, CloseConnection):
                 if ws.state == ConnectionState.REMOTE_CLOSING:
                     self._send(event.response())
-                self._disconnect(event.code)
+                self._disconnect(event.code, event.reason or "")
                 self.conn.close()
 
     def eof_received(self) -> bool:
@@ -179,12 +180,13 @@ class WebSocketProtocol:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _disconnect(self, code: int) -> None:
+    def _disconnect(self, code: int, reason: str = "") -> None:
         if self.disconnected:
             return
         self.disconnected = True
         self.close_code = code
-        self.push({"type": "websocket.disconnect", "code": code})
+        self.close_reason = reason
+        self.push({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         if not self.accepted:
@@ -198,7 +200,8 @@ class WebSocketProtocol:
 
     async def receive(self) -> Message:
         if not self.queue and self.disconnected and self.close_code is not None:
-            return {"type": "websocket.disconnect", "code": self.close_code}  # asked again after the disconnect
+            # asked again after the disconnect
+            return {"type": "websocket.disconnect", "code": self.close_code, "reason": self.close_reason}
         while not self.queue:
             waiter = self.waiter = self.loop.create_future()
             await waiter
