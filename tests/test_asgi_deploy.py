@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,11 @@ import pytest
 from loopback import TIMEOUT, connect, recv_exact, wait_until
 
 pytest.importorskip("httptools")
+
+import asgi_apps
+
+import netloop
+from netloop.asgi import ASGIHandler, Config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -234,3 +240,57 @@ def test_stats_count_the_asgi_traffic_and_the_metrics_example_serves_them(worker
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=TIMEOUT) == 0
+
+
+HAPROXY = shutil.which("haproxy") or next(
+    (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None
+)
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (Debian's haproxy package)")
+@pytest.mark.parametrize(("mode", "send"), [("v1", "send-proxy"), ("v2", "send-proxy-v2")])
+def test_behind_haproxy_the_scope_names_the_true_client(tmp_path: Path, mode: str, send: str) -> None:
+    # HAProxy in HTTP mode in front, as docs/asgi.md sets it up: each connection to the server opens with a PROXY
+    # header, and scope["client"] is the address of the client's own socket, not HAProxy's.
+    engine = netloop.start(
+        ASGIHandler(asgi_apps.app, Config(lifespan="off", access_log=False)),
+        "tcp://127.0.0.1:0",
+        proxy_protocol=mode,
+        drain_timeout=1.0,
+    )
+    port = _free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        f"""defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend asgi
+backend asgi
+    server app1 {engine.addrs[0].removeprefix("tcp://")} {send}
+"""
+    )
+    assert HAPROXY is not None
+    proxy = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"tcp://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url) == b"hello", what="HAProxy to pass a request on")
+        for _ in range(3):
+            with connect(url) as sock:
+                ours = sock.getsockname()
+                sock.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += sock.recv(4096)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+                scope = json.loads(body + recv_exact(sock, length - len(body)))
+            assert scope["client"] == [ours[0], ours[1]]
+            assert scope["server"][1] == int(engine.addrs[0].rsplit(":", 1)[1])
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=TIMEOUT)
+        engine.stop(timeout=TIMEOUT)
