@@ -294,3 +294,24 @@ backend asgi
         proxy.terminate()
         proxy.wait(timeout=TIMEOUT)
         engine.stop(timeout=TIMEOUT)
+
+
+def test_systemd_socket_activation_with_workers() -> None:
+    # The unit pair of docs/asgi.md, run by systemd-socket-activate: it listens, passes the socket named "web" and
+    # starts the server on the first connection, which is answered.
+    activate = shutil.which("systemd-socket-activate")
+    if activate is None:
+        pytest.skip("systemd-socket-activate is not installed (Debian's systemd package)")
+    port = _free_port()
+    path = os.pathsep.join([str(TESTS), *sys.path])
+    prefix = [activate, "-l", f"127.0.0.1:{port}", "--fdname=web", "-E", f"PYTHONPATH={path}"]
+    argv = ["asgi_apps:app", "--bind", "systemd://web", "--workers", "2", "--worker-balancing", "parent"]
+    command = [*prefix, sys.executable, "-m", "netloop.asgi", *argv, "--lifespan", "off", "--no-access-log"]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: _answers(f"tcp://127.0.0.1:{port}") == b"hello", what="the activated server")
+        assert _get(f"tcp://127.0.0.1:{port}", "/pid")[1] != str(server.pid).encode()  # a worker answered
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=TIMEOUT)
+    assert code == 0
