@@ -26,6 +26,9 @@ class CpuTimes:
     def __sub__(self, earlier: CpuTimes) -> CpuTimes:
         return CpuTimes(self.user - earlier.user, self.system - earlier.system)
 
+    def __add__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.user + other.user, self.system + other.system)
+
 
 def parse_stat(text: str, clock_ticks: int = CLOCK_TICKS) -> CpuTimes:
     """The CPU times in the text of /proc/PID/stat; ValueError if it is not one."""
@@ -53,6 +56,32 @@ def cpu_times(pid: int) -> CpuTimes:
     """CPU times the running process ``pid`` has used so far."""
     with open(f"/proc/{pid}/stat") as f:
         return parse_stat(f.read())
+
+
+def tree_cpu_times(pid: int) -> CpuTimes:
+    """CPU times of ``pid`` and of its live descendants (a server that serves from worker processes: granian)."""
+    total = cpu_times(pid)
+    for child in _children(pid):
+        try:
+            total = total + tree_cpu_times(child)
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # ended meanwhile
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(child) for child in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return children
 
 
 def waited_children_cpu() -> CpuTimes:

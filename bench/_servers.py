@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from bench._asgi import ASGI_CONTENDERS, asgi_server_argv, asgi_unavailable
 from bench._errors import BenchError
 from bench._proc import executable, pinned
 from bench._tls import TlsFiles, negotiated
@@ -23,7 +24,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 
-CONTENDERS = ("netloop", "netloop-pure", "asyncio", "uvloop", "aiofastnet", "redis")
+CONTENDERS = ("netloop", "netloop-pure", "asyncio", "uvloop", "aiofastnet", "redis", *ASGI_CONTENDERS)
 """Every contender, in the order the reports list them. ``netloop`` is the compiled core (when it is built),
 ``netloop-pure`` the same example servers on the pure-Python core (``NETLOOP_PURE=1``)."""
 
@@ -50,6 +51,8 @@ def server_argv(contender: str, proto: str, port: int, tls: TlsFiles | None = No
     with the certificate ``tls`` when it is given."""
     python, where = sys.executable, ["--port", str(port)]
     secure = tls.server_flags() if tls else []
+    if contender in ASGI_CONTENDERS:
+        return asgi_server_argv(contender, proto, HOST, port)
     if contender in _NETLOOPS:
         return [python, "-m", _NETLOOP_SERVERS[proto], "--host", HOST, *where, "--loops", "1", *secure]
     if contender in _AIO_LOOPS:
@@ -67,6 +70,8 @@ def server_argv(contender: str, proto: str, port: int, tls: TlsFiles | None = No
 def unavailable(contender: str, proto: str, tls: bool = False) -> str | None:
     """Why ``contender`` cannot serve ``proto`` (over TLS, if ``tls``) on this machine, or None when it can."""
     needed: tuple[str, ...] = ("examples.certs",) if tls and contender != "redis" else ()
+    if contender in ASGI_CONTENDERS:
+        return "no TLS workload for the ASGI servers" if tls else asgi_unavailable(contender, proto)
     if contender in _NETLOOPS:
         needed += (_NETLOOP_SERVERS[proto],)
     elif contender in _AIO_LOOPS:
@@ -87,7 +92,7 @@ def unavailable(contender: str, proto: str, tls: bool = False) -> str | None:
 def server_env(contender: str) -> dict[str, str]:
     """The environment ``contender``'s server runs with: the netloop contenders pick their core."""
     env = dict(os.environ)
-    if contender in _NETLOOPS:
+    if contender in _NETLOOPS or contender == "netloop-asgi":
         env["NETLOOP_PURE"] = "1" if contender == "netloop-pure" else "0"
     return env
 

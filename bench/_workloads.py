@@ -9,8 +9,9 @@ from functools import partial
 from pathlib import Path
 
 from bench import _loadgen
+from bench._asgi import ASGI_CONTENDERS
 from bench._errors import BenchError
-from bench._proc import CpuTimes, cpu_times, rss_bytes, waited_children_cpu
+from bench._proc import CpuTimes, cpu_times, rss_bytes, tree_cpu_times, waited_children_cpu
 from bench._servers import HOST, Server
 from bench._stats import Sample
 from bench._tls import TlsFiles
@@ -176,13 +177,16 @@ def idle(ctx: Context, server: Server) -> Sample:
     return Sample((after - before) / opened, opened, None, detail)
 
 
-def http(ctx: Context, server: Server, depth: int) -> Sample:
-    """Requests per second from wrk (one thread), ``depth`` requests pipelined per write (``https://`` over TLS)."""
+def http(ctx: Context, server: Server, depth: int, path: str = "/") -> Sample:
+    """Requests per second from wrk (one thread), ``depth`` requests pipelined per write (``https://`` over TLS).
+
+    Server CPU counts its worker processes too (granian serves from one).
+    """
     s = ctx.settings
-    url = f"{'https' if server.tls else 'http'}://{HOST}:{server.port}/"
-    before, client_before = cpu_times(server.pid), waited_children_cpu()
+    url = f"{'https' if server.tls else 'http'}://{HOST}:{server.port}{path}"
+    before, client_before = tree_cpu_times(server.pid), waited_children_cpu()
     report = _loadgen.wrk(url, s.connections, max(1, round(s.duration)), depth, s.client_cpu)
-    used, client = cpu_times(server.pid) - before, waited_children_cpu() - client_before
+    used, client = tree_cpu_times(server.pid) - before, waited_children_cpu() - client_before
     if report.requests == 0:
         raise BenchError("wrk completed no request")
     if report.non_2xx:
@@ -277,6 +281,26 @@ WORKLOADS = (
         _ECHO,
         "wrk",
         partial(http, depth=16),
+    ),
+    *(
+        Workload(
+            f"asgi-{name}-p{depth}",
+            f"ASGI {title} (wrk), {{connections}} connections, "
+            + ("no pipelining" if depth == 1 else f"{depth} requests pipelined"),
+            "requests/s",
+            "request",
+            proto,
+            ASGI_CONTENDERS,
+            "wrk",
+            partial(http, depth=depth, path=path),
+        )
+        for name, title, proto, path in (
+            ("bare", "bare app, plaintext", "asgi-bare", "/"),
+            ("bare-json", "bare app, JSON", "asgi-bare_json", "/"),
+            ("starlette", "Starlette app, plaintext", "asgi-starlette", "/"),
+            ("starlette-json", "Starlette app, JSON", "asgi-starlette", "/json"),
+        )
+        for depth in (1, 16)
     ),
     Workload(
         "resp-p1",

@@ -1,11 +1,14 @@
-"""The ASGI apps ``bench.asgi_instructions`` serves: each answers every request ``Hello, World!`` (13 bytes).
+"""The ASGI apps ``bench.asgi_instructions`` and ``python -m bench`` serve: ``Hello, World!`` (13 bytes), or JSON.
 
-``bare`` is a plain ASGI callable (the server's own cost shows); ``starlette`` a one-route Starlette app (what a
-framework adds on top). Neither takes part in the lifespan protocol beyond acknowledging it.
+``bare`` is a plain ASGI callable (the server's own cost shows); ``starlette`` a Starlette app (what a framework
+adds on top) whose ``/`` route is the one measured. ``bare_json`` and the Starlette app's ``/json`` answer
+``{"message": "Hello, World!"}`` instead, for ``python -m bench``'s JSON workloads. None takes part in the
+lifespan protocol beyond acknowledging it.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 BODY = b"Hello, World!"
@@ -31,16 +34,31 @@ async def bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def _starlette() -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import PlainTextResponse
+    from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route
 
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse("Hello, World!")
 
-    return Starlette(routes=[Route("/", hello)])
+    async def message(request: Request) -> JSONResponse:
+        return JSONResponse({"message": "Hello, World!"})
+
+    return Starlette(routes=[Route("/", hello), Route("/json", message)])
 
 
 try:
     starlette = _starlette()
 except ImportError:  # starlette is in the test extra; the bare app needs nothing
     starlette = None
+
+
+_JSON_START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+
+
+async def bare_json(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``{"message": "Hello, World!"}``, serialised per request (TechEmpower's JSON test)."""
+    if scope["type"] == "lifespan":
+        await bare(scope, receive, send)
+        return
+    await send(_JSON_START)
+    await send({"type": "http.response.body", "body": json.dumps({"message": "Hello, World!"}).encode()})

@@ -386,3 +386,50 @@ def test_instructions_benchmark_counts_a_request(capsys: pytest.CaptureFixture[s
     # The per-function view: three rows, each a C function (file:function) with its instructions per request.
     functions = re.findall(r"^\| `[\w.-]+:[^`]+` \| [\d,]+ \|$", out, re.MULTILINE)
     assert len(functions) == 3, out
+
+
+def test_asgi_server_commands() -> None:
+    netloop_asgi = server_argv("netloop-asgi", "asgi-bare", 8000)
+    assert netloop_asgi[1:5] == ["-m", "netloop.asgi", "bench.asgi_apps:bare", "--host"]
+    assert "--no-access-log" in netloop_asgi
+    assert server_argv("uvicorn", "asgi-starlette", 8000)[1:4] == ["-m", "uvicorn", "bench.asgi_apps:starlette"]
+    granian = server_argv("granian", "asgi-bare_json", 8000)
+    assert granian[-1] == "bench.asgi_apps:bare_json"
+    assert granian[granian.index("--workers") + 1] == "1"
+    assert server_argv("hypercorn", "asgi-bare", 8000)[-1] == "bench.asgi_apps:bare"
+    with pytest.raises(ValueError):
+        server_argv("uvicorn", "asgi-nothing", 8000)
+    assert unavailable("uvicorn", "echo") == "uvicorn serves ASGI apps only"
+    assert unavailable("netloop-asgi", "asgi-bare", tls=True) == "no TLS workload for the ASGI servers"
+    keys = [w.key for w in WORKLOADS if w.group == "asgi"]
+    apps = ("bare", "bare-json", "starlette", "starlette-json")
+    assert keys == [f"asgi-{app}-p{depth}" for app in apps for depth in (1, 16)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
+def test_end_to_end_asgi_netloop_against_uvicorn(tmp_path: Path) -> None:
+    for module in ("uvicorn", "uvloop", "httptools"):  # uvicorn runs on uvloop and httptools here
+        pytest.importorskip(module)
+    cpus = sorted(os.sched_getaffinity(0))
+    argv = ["--only", "asgi-bare-json-p16", "--contenders", "netloop-asgi,uvicorn", "--rounds", "1", "--duration", "1"]
+    argv += ["--connections", "8", "--server-cpu", str(cpus[0]), "--client-cpu", str(cpus[-1])]
+    assert main([*argv, "--out", str(tmp_path), "--no-chart"]) == 0
+    data = json.loads((tmp_path / "latest.json").read_text())
+    (workload,) = data["workloads"]
+    for name in ("netloop-asgi", "uvicorn"):
+        entry = workload["contenders"][name]
+        assert entry["error"] is None, name
+        (sample,) = entry["rounds"]
+        assert sample["units"] > 100, name  # wrk's requests, every one a 2xx (a non-2xx fails the sample)
+        assert 0 < entry["median"]["total"] < 10_000, name  # µs of server CPU per request
+
+
+def test_asgi_memory_benchmark_counts_idle_connections(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("httptools")
+    from bench import asgi_memory
+
+    assert asgi_memory.main(["--servers", "netloop-asgi", "--connections", "200", "--warm", "20"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("netloop-asgi")]
+    per_connection = float(line.split()[-2])
+    assert 0 < per_connection < 64  # KiB: an idle kept-alive connection holds some memory, not a buffer's worth
