@@ -123,7 +123,7 @@ class EngineCore:
         self.keep_first = False
         self.kept: EventLoop | None = None
         self._bound: list[socket.socket] = []
-        self.stopped = StoppedEvent()  # its wait on the main thread wakes for a signal a loop thread took
+        self.stopped = StoppedEvent()  # Engine.wait: wakes on the main thread for a signal a loop thread took
         self.worker_id: int | None = None
         self._stop_lock = threading.Lock()
         self._stop_requested = False
@@ -277,10 +277,10 @@ class EngineCore:
     def wait(self, timeout: float | None) -> bool:
         """``Engine.wait``: until stopped; a ``KeyboardInterrupt`` meanwhile stops the engine gracefully first."""
         try:
-            return self.stopped.wait(timeout)
+            return self.stopped.wait_waking_on_signals(timeout)
         except KeyboardInterrupt:
             self.request_stop()
-            return self.stopped.wait()  # the stop's own deadlines bound it
+            return self.stopped.wait_waking_on_signals()  # the stop's own deadlines bound it
 
     def on_loop_thread(self) -> bool:
         return any(loop.in_loop() for loop in self._all_loops())

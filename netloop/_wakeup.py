@@ -66,7 +66,7 @@ class SignalWake:
 
 
 class StoppedEvent(threading.Event):
-    """A ``threading.Event`` whose ``wait`` on the main thread also wakes when a signal comes in, on any thread.
+    """A ``threading.Event`` with a wait that, on the main thread, also wakes when a signal comes in, on any thread.
 
     Only the main thread runs Python's signal handlers, and only while it runs Python code: blocked in a plain
     ``Event.wait`` it leaves a SIGTERM the kernel handed to a loop's thread unhandled, and the engine serving on.
@@ -86,9 +86,10 @@ class StoppedEvent(threading.Event):
         for fd in waiters:
             wake_write(fd)
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait_waking_on_signals(self, timeout: float | None = None) -> bool:
+        """``wait``, and on the main thread Python's signal handlers run meanwhile whichever thread took the signal."""
         if self.is_set() or threading.current_thread() is not threading.main_thread():
-            return super().wait(timeout)
+            return self.wait(timeout)
         r, w = os.pipe()
         try:
             os.set_blocking(r, False)
@@ -97,19 +98,22 @@ class StoppedEvent(threading.Event):
         except ValueError:  # not the main interpreter
             os.close(r)
             os.close(w)
-            return super().wait(timeout)
+            return self.wait(timeout)
         woken, wake = wake_pair()
+        fds = (r, w, woken, wake)
         with self._waiters_lock:
             self._waiters.add(wake)
+        _WAITING.add(fds)
         try:
             return self._wait_watching(r, woken, previous, timeout)
         finally:
+            _WAITING.discard(fds)
             with self._waiters_lock:
                 self._waiters.discard(wake)
             current = signal.set_wakeup_fd(previous)
             if current != w:
                 signal.set_wakeup_fd(current)  # replaced meanwhile: the replacement stays
-            for fd in {r, w, woken, wake}:
+            for fd in set(fds):
                 os.close(fd)
 
     def _wait_watching(self, signals: int, woken: int, previous: int, timeout: float | None) -> bool:
@@ -124,6 +128,32 @@ class StoppedEvent(threading.Event):
             if signals in ready:
                 _pass_on(signals, previous)
         return True
+
+
+# The descriptors of the waits in progress: a process forked meanwhile (a worker) closes its copies.
+_WAITING: set[tuple[int, int, int, int]] = set()
+
+
+def _forget_waits() -> None:
+    ours = {fd for fds in _WAITING for fd in fds}
+    if ours:
+        try:
+            current = signal.set_wakeup_fd(-1)
+            if current not in ours:
+                signal.set_wakeup_fd(current)  # not a wait's: it stays
+        except ValueError:
+            pass  # not the main interpreter
+    for fds in list(_WAITING):
+        for fd in set(fds):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _WAITING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_waits)
 
 
 def _pass_on(r: int, previous: int) -> None:
