@@ -1,6 +1,6 @@
 """Waking a loop: the eventfd (or pipe) other threads write to, and the signal pipe of a loop on the main thread.
 
-Also the engine's ``stopped`` event, whose wait on the main thread wakes for a signal as such a loop does.
+Also the engine's ``stopped`` event: ``Engine.wait`` on the main thread wakes for a signal as such a loop does.
 """
 
 from __future__ import annotations
