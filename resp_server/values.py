@@ -220,15 +220,67 @@ def _by_score(item: tuple[bytes, float]) -> tuple[float, bytes]:
 TYPES[ZSet] = b"zset"
 
 
+StreamId = tuple[int, int]
+"""A stream entry's id: (milliseconds, sequence)."""
+
+
+class PendingEntry:
+    """An entry delivered to a consumer of a group and not acknowledged yet (a NACK in Redis's words): who holds it,
+    when it was last delivered (ms) and how many times."""
+
+    __slots__ = ("consumer", "count", "delivered")
+
+    def __init__(self, consumer: Consumer | None, delivered: int, count: int = 1) -> None:
+        self.consumer = consumer
+        self.delivered = delivered
+        self.count = count
+
+
+class Consumer:
+    """A consumer of a group: when it was last seen (ms) and the entries it holds, by id (shared with its group's)."""
+
+    __slots__ = ("name", "pending", "seen")
+
+    def __init__(self, name: bytes, seen: int) -> None:
+        self.name = name
+        self.seen = seen
+        self.pending: dict[StreamId, PendingEntry] = {}
+
+
+NO_ENTRIES_READ = -1
+"""A group's ``entries_read`` when it is not known (Redis's SCG_INVALID_ENTRIES_READ)."""
+
+
+class ConsumerGroup:
+    """A consumer group: the last id delivered, the logical count of entries read (or NO_ENTRIES_READ), the
+    pending entries of all its consumers by id, and its consumers by name."""
+
+    __slots__ = ("consumers", "entries_read", "last", "pending")
+
+    def __init__(self, last: StreamId, entries_read: int = NO_ENTRIES_READ) -> None:
+        self.last = last
+        self.entries_read = entries_read
+        self.pending: dict[StreamId, PendingEntry] = {}
+        self.consumers: dict[bytes, Consumer] = {}
+
+    def copy(self) -> ConsumerGroup:
+        other = ConsumerGroup(self.last, self.entries_read)
+        for name, consumer in self.consumers.items():
+            twin = other.consumers[name] = Consumer(name, consumer.seen)
+            for entry_id, entry in consumer.pending.items():
+                twin.pending[entry_id] = other.pending[entry_id] = PendingEntry(twin, entry.delivered, entry.count)
+        return other
+
+
 class Stream:
-    """A stream: entries by id, and consumer groups with their pending entries (the core the tests touch)."""
+    """A stream: entries by id (in id order, as XADD only appends greater ids) and consumer groups by name."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[int, int], list[bytes]] = {}
+        self.entries: dict[StreamId, list[bytes]] = {}
         self.last = (0, 0)
         self.added = 0  # entries ever added (XINFO's entries-added)
         self.max_deleted = (0, 0)  # the highest id XDEL removed (XINFO's max-deleted-entry-id)
-        self.groups: dict[bytes, dict[str, Any]] = {}
+        self.groups: dict[bytes, ConsumerGroup] = {}
 
     def copy(self) -> Stream:
         other = Stream()
@@ -236,13 +288,12 @@ class Stream:
         other.last = self.last
         other.added = self.added
         other.max_deleted = self.max_deleted
-        other.added = self.added
-        other.max_deleted = self.max_deleted
-        other.groups = {
-            name: {"last": g["last"], "pending": dict(g["pending"]), "consumers": set(g["consumers"])}
-            for name, g in self.groups.items()
-        }
+        other.groups = {name: group.copy() for name, group in self.groups.items()}
         return other
+
+    def first(self) -> StreamId:
+        """The first entry's id, (0, 0) when empty (Redis's ``first_id``)."""
+        return next(iter(self.entries), (0, 0))
 
     def __len__(self) -> int:
         return len(self.entries)
