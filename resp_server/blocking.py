@@ -1,6 +1,6 @@
 """Blocking pops: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP.
 
-XREADGROUP ... BLOCK waits the same way (resp_server.stream_groups.read_group).
+XREAD and XREADGROUP with BLOCK wait the same way (resp_server.stream_reads.read_streams).
 
 Each command parses into a :class:`Blocker`: its keys, its deadline and an ``attempt`` that pops if it can. A
 session runs the attempt at once; when there is nothing to pop (and the session is not in MULTI, where a blocking
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from resp_server.container_ops import lmpop_from, parse_lmpop
 from resp_server.replies import MANY, Encoder, Reply, array, bulk, error, join_replies
 from resp_server.store import KeyValueStore
-from resp_server.stream_groups import read_group
+from resp_server.stream_reads import read_streams
 from resp_server.values import SYNTAX, WRONGTYPE, ZSet, _kept, _Wrong
 from resp_server.zset_ops import mpop_reply, parse_mpop
 
@@ -189,9 +189,9 @@ def _zmpop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Blocker
     return Blocker(keys, deadline, attempt)
 
 
-def _xreadgroup(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Blocker | bytes:
+def _xread(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Blocker | bytes:
     try:
-        parsed = read_group(encoder, store, args)
+        parsed = read_streams(encoder, store, args)
     except _Wrong:
         return WRONGTYPE
     if isinstance(parsed, tuple):
@@ -210,7 +210,8 @@ BLOCKING: dict[bytes, tuple[Parser, int, int]] = {
     b"BZPOPMIN": (_zpop, 3, MANY),
     b"BZPOPMAX": (_zpop, 3, MANY),
     b"BZMPOP": (_zmpop, 5, MANY),
-    b"XREADGROUP": (_xreadgroup, 7, MANY),
+    b"XREAD": (_xread, 4, MANY),
+    b"XREADGROUP": (_xread, 7, MANY),
 }
 """The blocking commands, by upper-case name: how each parses into a :class:`Blocker`, and its arity."""
 

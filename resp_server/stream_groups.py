@@ -9,12 +9,10 @@ the unacknowledged deliveries only. Times are the store's clock in ms.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 
 from resp_server.replies import (
     MANY,
     OK,
-    Encoder,
     Entry,
     Reply,
     bulk,
@@ -27,11 +25,9 @@ from resp_server.values import (
     NO_ENTRIES_READ,
     NOT_INTEGER,
     ONE,
-    SYNTAX,
     ZERO,
     Consumer,
     ConsumerGroup,
-    PendingEntry,
     Stream,
     StreamId,
     _of,
@@ -134,14 +130,14 @@ def consumer_of(store: KeyValueStore, key: bytes, group: ConsumerGroup, name: by
 # -- lag and the logical read counter (Redis's streamRangeHasTombstones / streamEstimateDistanceFromFirstEverEntry)
 
 
-def _has_tombstones(stream: Stream, start: StreamId) -> bool:
+def has_tombstones(stream: Stream, start: StreamId) -> bool:
     """Whether an entry deleted by XDEL may lie at or after ``start``, among the stream's entries."""
     if not stream.entries or stream.max_deleted == (0, 0) or stream.first() > stream.max_deleted:
         return False
     return start <= stream.max_deleted
 
 
-def _distance(stream: Stream, entry_id: StreamId) -> int:
+def distance(stream: Stream, entry_id: StreamId) -> int:
     """``entry_id``'s logical read counter, or NO_ENTRIES_READ where it cannot be told."""
     if not stream.added:
         return 0
@@ -162,9 +158,9 @@ def lag(stream: Stream, group: ConsumerGroup) -> int | None:
     """The entries not yet delivered to ``group``, None where fragmentation hides it."""
     if not stream.added:
         return 0
-    if group.entries_read != NO_ENTRIES_READ and not _has_tombstones(stream, group.last):
+    if group.entries_read != NO_ENTRIES_READ and not has_tombstones(stream, group.last):
         return stream.added - group.entries_read
-    read = _distance(stream, group.last)
+    read = distance(stream, group.last)
     return None if read == NO_ENTRIES_READ else stream.added - read
 
 
@@ -280,178 +276,7 @@ def _create(store: KeyValueStore, key: bytes, stream: Stream | None, name: bytes
     return OK
 
 
-# -- XREADGROUP
-
-_BLOCKED_COUNT = 1000
-"""The most entries a blocked XREADGROUP without COUNT is served at once (Redis's XREAD_BLOCKED_DEFAULT_COUNT)."""
-
-
-def _after(stream: Stream, start: StreamId) -> Iterator[tuple[StreamId, list[bytes]]]:
-    """The entries from ``start`` on, in id order."""
-    if stream.entries and next(reversed(stream.entries)) < start:
-        return
-    for entry_id, fields in stream.entries.items():
-        if entry_id >= start:
-            yield entry_id, fields
-
-
-def _deliver(store: KeyValueStore, stream: Stream, group: ConsumerGroup, consumer: Consumer, count: int,
-             noack: bool) -> list[Reply]:  # fmt: skip
-    """Deliver the entries after the group's last id (up to ``count``, 0: all) to ``consumer``."""
-    start = next_id(group.last)
-    if start is None:
-        return []
-    now = store.clock()
-    replies: list[Reply] = []
-    for entry_id, fields in _after(stream, start):
-        if group.entries_read != NO_ENTRIES_READ and not _has_tombstones(stream, entry_id):
-            group.entries_read += 1
-        elif stream.added:
-            group.entries_read = _distance(stream, entry_id)
-        group.last = entry_id
-        replies.append(entry_reply(entry_id, fields))
-        if not noack:
-            pending = group.pending.get(entry_id)
-            if pending is None:
-                pending = group.pending[entry_id] = PendingEntry(consumer, now)
-            else:  # XGROUP SETID moved the group back: the entry changes hands
-                if pending.consumer is not None:
-                    pending.consumer.pending.pop(entry_id, None)
-                pending.consumer, pending.delivered, pending.count = consumer, now, 1
-            consumer.pending[entry_id] = pending
-        if len(replies) == count:
-            break
-    return replies
-
-
-def _history(encoder: Encoder, store: KeyValueStore, stream: Stream, consumer: Consumer, after: StreamId,
-             count: int) -> list[Reply]:  # fmt: skip
-    """The entries after ``after`` that ``consumer`` holds, delivered again (an entry deleted since: a null)."""
-    start = next_id(after) or (0, 0)
-    now = store.clock()
-    replies: list[Reply] = []
-    for entry_id in sorted(consumer.pending):
-        if entry_id < start:
-            continue
-        if count and len(replies) == count:
-            break
-        fields = stream.entries.get(entry_id)
-        if fields is None:
-            replies.append(join_replies([b"*2\r\n", bulk(id_text(entry_id)), encoder.nil_array]))
-            continue
-        pending = consumer.pending[entry_id]
-        pending.delivered = now
-        pending.count += 1
-        replies.append(entry_reply(entry_id, fields))
-    return replies
-
-
-def _streams_reply(encoder: Encoder, served: list[tuple[bytes, list[Reply]]]) -> Reply:
-    """XREAD's reply: per stream its name and entries (an array of pairs in RESP2, a map in RESP3)."""
-    parts: list[Reply] = [b"%%%d\r\n" % len(served) if encoder.proto == 3 else b"*%d\r\n" % len(served)]
-    for key, entries in served:
-        if encoder.proto == 2:
-            parts.append(b"*2\r\n")
-        parts += [bulk(key), b"*%d\r\n" % len(entries), *entries]
-    return join_replies(parts)
-
-
-def read_group(encoder: Encoder, store: KeyValueStore, args: list[bytes]
-               ) -> Reply | tuple[list[bytes], int | None, Callable[[bool], Reply | None]]:  # fmt: skip
-    """XREADGROUP: its reply when it can answer now (or has no BLOCK), else what a blocked session waits with:
-    the keys, the deadline in ms (None: forever) and the attempt that serves it."""
-    timeout, count, noack, streams_at = -1, 0, False, 0
-    group_name = consumer_name = b""
-    grouped = False
-    i = 1
-    while i < len(args):
-        more = len(args) - i - 1
-        option = args[i].upper()
-        if option == b"BLOCK" and more:
-            parsed = parse_int64(args[i + 1])
-            if parsed is None:
-                return error(b"ERR timeout is not an integer or out of range")
-            if parsed < 0:
-                return error(b"ERR timeout is negative")
-            timeout = parsed
-            i += 2
-        elif option == b"COUNT" and more:
-            parsed = parse_int64(args[i + 1])
-            if parsed is None:
-                return NOT_INTEGER
-            count = max(parsed, 0)
-            i += 2
-        elif option == b"STREAMS" and more:
-            streams_at = i + 1
-            if (len(args) - streams_at) % 2:
-                return error(
-                    b"ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified."
-                )
-            break
-        elif option == b"GROUP" and more >= 2:
-            group_name, consumer_name, grouped = args[i + 1], args[i + 2], True
-            i += 3
-        elif option == b"NOACK":
-            noack = True
-            i += 1
-        else:
-            return SYNTAX
-    if not streams_at:
-        return SYNTAX
-    if not grouped:
-        return error(b"ERR Missing GROUP option for XREADGROUP")
-    half = (len(args) - streams_at) // 2
-    keys = args[streams_at : streams_at + half]
-    wanted: list[StreamId | None] = []  # None: ">", new entries
-    for key, text in zip(keys, args[streams_at + half :], strict=True):
-        stream = _of(store, key, Stream)
-        if stream is None or group_name not in stream.groups:
-            return nogroup(key, group_name, b" in XREADGROUP with GROUP option")
-        if text == b"$":
-            return error(
-                b"ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this "
-                b"consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just "
-                b"return an empty result set."
-            )
-        parsed_id = None if text == b">" else parse_id(text)
-        if parsed_id is None and text != b">":
-            return INVALID_ID
-        wanted.append(parsed_id)
-    served: list[tuple[bytes, list[Reply]]] = []
-    for key, after in zip(keys, wanted, strict=True):
-        stream = store.get(key)
-        group = stream.groups[group_name]
-        if after is not None:
-            consumer = consumer_of(store, key, group, consumer_name)
-            served.append((key, _history(encoder, store, stream, consumer, after, count)))
-        elif stream.entries and next(reversed(stream.entries)) > group.last:
-            consumer = consumer_of(store, key, group, consumer_name)
-            served.append((key, _deliver(store, stream, group, consumer, count, noack)))
-    if served:
-        return _streams_reply(encoder, served)
-    if timeout == -1:
-        return encoder.nil_array
-
-    def attempt(first: bool) -> Reply | None:
-        if first:  # the parse above has just found nothing to serve
-            return None
-        for key in keys:
-            stream = store.get(key)
-            if type(stream) is not Stream:
-                return error(b"UNBLOCKED the stream key no longer exists")
-            group = stream.groups.get(group_name)
-            if group is None:
-                return error(b"NOGROUP the consumer group this client was blocked on no longer exists")
-            if stream.last > group.last:
-                consumer = consumer_of(store, key, group, consumer_name)
-                entries = _deliver(store, stream, group, consumer, count or _BLOCKED_COUNT, noack)
-                return _streams_reply(encoder, [(key, entries)])
-        return None
-
-    return keys, (store.clock() + timeout if timeout else None), attempt
-
-
 STREAM_GROUPS: dict[bytes, Entry] = {
     b"XGROUP": (_xgroup, 2, MANY),
 }
-"""XGROUP for the keyspace table (XREADGROUP, which may block, is resp_server.blocking's)."""
+"""XGROUP for the keyspace table (XREAD and XREADGROUP, which may block, are resp_server.stream_reads')."""
