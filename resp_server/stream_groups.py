@@ -8,19 +8,17 @@ the unacknowledged deliveries only. Times are the store's clock in ms.
 
 from __future__ import annotations
 
-import re
-
 from resp_server.replies import (
     MANY,
     OK,
     Entry,
     Reply,
-    bulk,
     error,
     join_replies,
     parse_int64,
 )
 from resp_server.store import KeyValueStore
+from resp_server.streams import INVALID_ID, parse_id
 from resp_server.values import (
     NO_ENTRIES_READ,
     NOT_INTEGER,
@@ -34,70 +32,6 @@ from resp_server.values import (
     _typed,
     integer,
 )
-
-U64 = 2**64 - 1
-INVALID_ID = error(b"ERR Invalid stream ID specified as stream command argument")
-_WHITESPACE_NUMBER = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
-
-
-def _unsigned(text: bytes) -> int | None:
-    """``text`` as Redis's ``string2ull`` reads it: a strict integer, else what ``strtoull`` accepts."""
-    value = parse_int64(text)
-    if value is not None:
-        return value if value >= 0 else None
-    match = _WHITESPACE_NUMBER.fullmatch(text)
-    if match is None or int(match[2]) > U64:
-        return None
-    return (-int(match[2])) % 2**64 if match[1] == b"-" else int(match[2])
-
-
-def parse_id(text: bytes, missing_seq: int = 0, strict: bool = True) -> StreamId | None:
-    """A stream id as Redis parses one (``ms[-seq]``, and ``-``/``+`` unless ``strict``), or None if invalid."""
-    if len(text) > 127:
-        return None
-    if text == b"-" or text == b"+":
-        return None if strict else ((0, 0) if text == b"-" else (U64, U64))
-    head, dash, tail = text.partition(b"-")
-    ms = _unsigned(head)
-    seq = _unsigned(tail) if dash else missing_seq
-    return None if ms is None or seq is None else (ms, seq)
-
-
-def parse_interval(text: bytes, missing_seq: int) -> tuple[StreamId, bool] | None:
-    """An interval's end (``(`` makes it exclusive), or None if invalid."""
-    exclusive = len(text) > 1 and text[:1] == b"("
-    parsed = parse_id(text[1:], missing_seq) if exclusive else parse_id(text, missing_seq, strict=False)
-    return None if parsed is None else (parsed, exclusive)
-
-
-def next_id(entry_id: StreamId) -> StreamId | None:
-    """The id after ``entry_id``, None after the last possible one."""
-    ms, seq = entry_id
-    if seq < U64:
-        return ms, seq + 1
-    return None if ms == U64 else (ms + 1, 0)
-
-
-def previous_id(entry_id: StreamId) -> StreamId | None:
-    ms, seq = entry_id
-    if seq:
-        return ms, seq - 1
-    return (ms - 1, U64) if ms else None
-
-
-def id_text(entry_id: StreamId) -> bytes:
-    return b"%d-%d" % entry_id
-
-
-def id_bulk(entry_id: StreamId) -> bytes:
-    text = id_text(entry_id)
-    return b"$%d\r\n%b\r\n" % (len(text), text)
-
-
-def entry_reply(entry_id: StreamId, fields: list[bytes]) -> Reply:
-    parts: list[Reply] = [b"*2\r\n", bulk(id_text(entry_id)), b"*%d\r\n" % len(fields)]
-    parts += [bulk(field) for field in fields]
-    return join_replies(parts)
 
 
 def notify(store: KeyValueStore, key: bytes, event: bytes) -> None:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from resp_server.replies import MANY, Encoder, Entry, Reply, bulk, error, join_replies, parse_int64, per_protocol
 from resp_server.store import KeyValueStore
-from resp_server.stream_groups import entry_reply, id_bulk, id_text, lag
+from resp_server.stream_groups import lag
+from resp_server.streams import NODE_ENTRIES, entry_reply, id_bulk, id_text
 from resp_server.values import NO_ENTRIES_READ, NO_SUCH_KEY, NOT_INTEGER, ConsumerGroup, Stream, StreamId, _of, _typed
-
-# Redis packs a stream's entries into listpacks of up to this many (stream-node-max-entries), the keys of a radix
-# tree; XINFO reports the tree's size, which this server estimates (exact for the small streams tests make).
-_NODE_ENTRIES = 100
 
 _HELP = [
     b"XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -93,7 +90,7 @@ def _stream(encoder: Encoder, stream: Stream, args: list[bytes]) -> Reply:
                 return NOT_INTEGER
             count = 10 if parsed < 0 else parsed
     entries = list(stream.entries.items())
-    keys = -(-len(entries) // _NODE_ENTRIES)
+    keys = -(-len(entries) // NODE_ENTRIES)
     parts: list[Reply] = [
         encoder.map_header(9 if options else 10),
         b"$6\r\nlength\r\n:%d\r\n" % len(entries),

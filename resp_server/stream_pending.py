@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from resp_server.replies import MANY, Encoder, Entry, Reply, bulk, error, join_replies, parse_int64, per_protocol
 from resp_server.store import KeyValueStore
-from resp_server.stream_groups import (
+from resp_server.stream_groups import consumer_of, nogroup
+from resp_server.streams import (
     INVALID_ID,
     U64,
-    consumer_of,
     entry_reply,
     id_bulk,
     id_text,
     next_id,
-    nogroup,
     parse_id,
     parse_interval,
     previous_id,

@@ -7,17 +7,8 @@ from collections.abc import Callable, Iterator
 
 from resp_server.replies import Encoder, Reply, bulk, error, join_replies, parse_int64
 from resp_server.store import KeyValueStore
-from resp_server.stream_groups import (
-    INVALID_ID,
-    consumer_of,
-    distance,
-    entry_reply,
-    has_tombstones,
-    id_text,
-    next_id,
-    nogroup,
-    parse_id,
-)
+from resp_server.stream_groups import consumer_of, distance, has_tombstones, nogroup
+from resp_server.streams import INVALID_ID, entry_reply, id_text, next_id, parse_id
 from resp_server.values import (
     NO_ENTRIES_READ,
     NOT_INTEGER,

@@ -157,6 +157,63 @@ CASES = {
         XREAD STREAMS str 0
         XREAD BLOCK 10 STREAMS r $
     """),
+    "xadd options, xtrim, xrange, xdel": _split("""
+        XADD s 1-1 a 1
+        XADD s 1-* b 2
+        XADD s 2-* c 3
+        XADD s 0-0 a 1
+        XADD s 0-* a 1
+        XADD s 1 a 1
+        XADD s 3-1 a
+        XADD s x a 1
+        XADD s NOMKSTREAM 4-1 a 1
+        XADD nokey NOMKSTREAM 4-1 a 1
+        EXISTS nokey
+        XADD s MAXLEN 2 5-1 a 1
+        XADD s MAXLEN = 1 6-1 a 1
+        XADD s MAXLEN ~ 1 7-1 a 1
+        XADD s MAXLEN -1 8-1 a 1
+        XADD s MAXLEN x 8-1 a 1
+        XADD s MAXLEN 1 MINID 1 8-1 a 1
+        XADD s LIMIT 10 8-1 a 1
+        XADD s MAXLEN 5 LIMIT 10 8-1 a 1
+        XADD s MAXLEN ~ 5 LIMIT -1 8-1 a 1
+        XADD s MINID 7 9-1 a 1
+        XRANGE s - +
+        XTRIM s MAXLEN 0
+        XTRIM s
+        XTRIM s FOO
+        XTRIM nokey MAXLEN 0
+        XINFO STREAM s
+        XADD r 1-1 a 1
+        XADD r 2-1 b 2
+        XADD r 3-1 c 3
+        XRANGE r - + COUNT 1
+        XRANGE r - + COUNT 0
+        XRANGE r (1-1 +
+        XRANGE r - (3-1
+        XRANGE r 2 2
+        XRANGE r x +
+        XRANGE r - + FOO
+        XREVRANGE r + - COUNT 2
+        XREVRANGE r (3-1 -
+        XRANGE nokey - +
+        XRANGE r (- +
+        XRANGE r - (0-0
+        XDEL r 1-1 x
+        XDEL r 1-1 9-9
+        XDEL r 1-1
+        XDEL nokey x
+        XADD m 18446744073709551615-18446744073709551615 a 1
+        XADD m * a 1
+        XADD m2 18446744073709551615-18446744073709551614 a 1
+        XADD m2 18446744073709551615-* a 1
+        XADD m2 18446744073709551615-* a 1
+        SET str x
+        XADD str 1-1 a 1
+        XRANGE str - +
+        XTRIM str MAXLEN 1
+    """),
     "xack and xpending": _split(f"""
         {STREAM}
         XGROUP CREATE s g 0
@@ -415,6 +472,19 @@ GROUP = [["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]]
         ),
         (GROUP, ["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], [["XADD", "s", "5-5", "a", "1"]]),
         ([], ["XREAD", "BLOCK", "0", "STREAMS", "s", "0"], [["XADD", "s", "5-5", "a", "1"], ["XLEN", "s"]]),
+        (GROUP, ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"], [["DEL", "s"]]),
+        (GROUP, ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"], [["SET", "s", "x"]]),
+        (GROUP, ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"], [["FLUSHALL"]]),
+        (
+            GROUP,
+            ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"],
+            [["MULTI"], ["DEL", "s"], ["SADD", "s", "e"], ["EXEC"]],
+        ),
+        (
+            GROUP,
+            ["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+            [["DEL", "s"], ["SET", "s", "x"], ["DEL", "s"], ["XADD", "s", "7-7", "f", "v"]],
+        ),
     ],
 )
 def test_a_blocked_stream_reader_is_served_as_by_redis(
