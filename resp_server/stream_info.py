@@ -89,11 +89,11 @@ def _stream(encoder: Encoder, stream: Stream, args: list[bytes]) -> Reply:
             if parsed is None:
                 return NOT_INTEGER
             count = 10 if parsed < 0 else parsed
-    entries = list(stream.entries.items())
-    keys = -(-len(entries) // NODE_ENTRIES)
+    ids, entries = stream.ids, stream.entries
+    keys = -(-len(ids) // NODE_ENTRIES)
     parts: list[Reply] = [
         encoder.map_header(9 if options else 10),
-        b"$6\r\nlength\r\n:%d\r\n" % len(entries),
+        b"$6\r\nlength\r\n:%d\r\n" % len(ids),
         b"$15\r\nradix-tree-keys\r\n:%d\r\n" % keys,
         b"$16\r\nradix-tree-nodes\r\n:%d\r\n" % (keys + 1),
         b"$17\r\nlast-generated-id\r\n",
@@ -108,13 +108,16 @@ def _stream(encoder: Encoder, stream: Stream, args: list[bytes]) -> Reply:
         parts += [
             b"$6\r\ngroups\r\n:%d\r\n" % len(stream.groups),
             b"$11\r\nfirst-entry\r\n",
-            entry_reply(*entries[0]) if entries else encoder.nil,
+            entry_reply(ids[0], entries[ids[0]]) if ids else encoder.nil,
             b"$10\r\nlast-entry\r\n",
-            entry_reply(*entries[-1]) if entries else encoder.nil,
+            entry_reply(ids[-1], entries[ids[-1]]) if ids else encoder.nil,
         ]
         return join_replies(parts)
-    shown = entries if count == 0 else entries[:count]
-    parts += [b"$7\r\nentries\r\n*%d\r\n" % len(shown), *[entry_reply(*entry) for entry in shown]]
+    shown = ids if count == 0 else ids[:count]
+    parts += [
+        b"$7\r\nentries\r\n*%d\r\n" % len(shown),
+        *[entry_reply(entry_id, entries[entry_id]) for entry_id in shown],
+    ]
     parts.append(b"$6\r\ngroups\r\n*%d\r\n" % len(stream.groups))
     for name, group in sorted(stream.groups.items()):
         pending = sorted(group.pending.items())

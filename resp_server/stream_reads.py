@@ -3,7 +3,7 @@ read that must wait to resp_server.blocking (its keys, its deadline and the atte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from resp_server.replies import Encoder, Reply, bulk, error, join_replies, parse_int64
 from resp_server.store import KeyValueStore
@@ -29,21 +29,12 @@ Wait = tuple[list[bytes], "int | None", Callable[[bool], "Reply | None"]]
 for the first try, which the parse has just made)."""
 
 
-def _after(stream: Stream, start: StreamId) -> Iterator[tuple[StreamId, list[bytes]]]:
-    """The entries from ``start`` on, in id order."""
-    if not stream.entries or next(reversed(stream.entries)) < start:
-        return
-    for entry_id, fields in stream.entries.items():
-        if entry_id >= start:
-            yield entry_id, fields
-
-
 def _range(stream: Stream, after: StreamId, count: int) -> list[Reply]:
     """The entries after ``after``, up to ``count`` (0: all)."""
     start = next_id(after)
     replies: list[Reply] = []
     if start is not None:
-        for entry_id, fields in _after(stream, start):
+        for entry_id, fields in stream.since(start):
             replies.append(entry_reply(entry_id, fields))
             if len(replies) == count:
                 break
@@ -58,7 +49,7 @@ def _deliver(store: KeyValueStore, stream: Stream, group: ConsumerGroup, consume
         return []
     now = store.clock()
     replies: list[Reply] = []
-    for entry_id, fields in _after(stream, start):
+    for entry_id, fields in stream.since(start):
         if group.entries_read != NO_ENTRIES_READ and not has_tombstones(stream, entry_id):
             group.entries_read += 1
         elif stream.added:
@@ -217,7 +208,7 @@ def read_streams(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> R
         stream = store.get(key)
         if stream is None:
             continue
-        newest = next(reversed(stream.entries)) if stream.entries else None
+        newest = stream.newest()
         if read.group is None:
             if after is not None and newest is not None and newest > after:
                 served.append((key, _range(stream, after, read.count)))

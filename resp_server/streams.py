@@ -4,6 +4,7 @@ resp_server.stream_info's."""
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from resp_server.replies import (
@@ -179,19 +180,14 @@ def _trimmed(stream: Stream, trim: _Trim) -> int:
     """Trim ``stream`` as ``trim`` says (``~``: whole nodes only, and at most ``limit`` entries); the count removed."""
     if not trim.strategy:
         return 0
-    ids = list(stream.entries)
-    doomed = 0
-    if trim.strategy == b"MAXLEN":
-        doomed = max(len(ids) - trim.maxlen, 0)
-    else:
-        while doomed < len(ids) and ids[doomed] < trim.minid:
-            doomed += 1
+    ids = stream.ids
+    by_length = trim.strategy == b"MAXLEN"
+    doomed = max(len(ids) - trim.maxlen, 0) if by_length else bisect.bisect_left(ids, trim.minid)
     if trim.approx:
         doomed -= doomed % NODE_ENTRIES
         if trim.limit:
             doomed = min(doomed, trim.limit - trim.limit % NODE_ENTRIES)
-    for entry_id in ids[:doomed]:
-        del stream.entries[entry_id]
+    stream.trim(doomed)
     return doomed
 
 
@@ -235,7 +231,7 @@ def _xadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
         entry_id = wanted
     if entry_id is None or entry_id <= last:
         return error(b"ERR The ID specified in XADD is equal or smaller than the target stream top item")
-    stream.entries[entry_id] = list(fields)
+    stream.append(entry_id, list(fields))
     stream.last = entry_id
     stream.added += 1
     if fresh:
@@ -282,7 +278,7 @@ def _xdel(store: KeyValueStore, args: list[bytes]) -> Reply:
         ids.append(parsed)
     removed = 0
     for entry_id in ids:
-        if stream.entries.pop(entry_id, None) is not None:
+        if stream.delete(entry_id):
             removed += 1
             stream.max_deleted = max(stream.max_deleted, entry_id)
     if removed:
@@ -322,7 +318,7 @@ def _xrange(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
         return b"*0\r\n"
     if count == 0:
         return encoder.nil_array
-    ids = [entry_id for entry_id in stream.entries if first <= entry_id <= last]
+    ids = stream.between(first, last)
     if reverse:
         ids.reverse()
     if count > 0:

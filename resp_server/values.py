@@ -4,11 +4,13 @@ and the value types beyond strings (a ``deque`` list, a ``dict`` hash, a ``set``
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any, ParamSpec
 
@@ -273,10 +275,12 @@ class ConsumerGroup:
 
 
 class Stream:
-    """A stream: entries by id (in id order, as XADD only appends greater ids) and consumer groups by name."""
+    """A stream: entries by id, their ids in order (to seek by bisection, as Redis seeks its radix tree), and
+    consumer groups by name. Entries change only through :meth:`append`, :meth:`delete` and :meth:`trim`."""
 
     def __init__(self) -> None:
         self.entries: dict[StreamId, list[bytes]] = {}
+        self.ids: list[StreamId] = []
         self.last = (0, 0)
         self.added = 0  # entries ever added (XINFO's entries-added)
         self.max_deleted = (0, 0)  # the highest id XDEL removed (XINFO's max-deleted-entry-id)
@@ -285,15 +289,48 @@ class Stream:
     def copy(self) -> Stream:
         other = Stream()
         other.entries = {k: list(v) for k, v in self.entries.items()}
+        other.ids = list(self.ids)
         other.last = self.last
         other.added = self.added
         other.max_deleted = self.max_deleted
         other.groups = {name: group.copy() for name, group in self.groups.items()}
         return other
 
+    def append(self, entry_id: StreamId, fields: list[bytes]) -> None:
+        """Add an entry whose id is greater than every other's."""
+        self.entries[entry_id] = fields
+        self.ids.append(entry_id)
+
+    def delete(self, entry_id: StreamId) -> bool:
+        """Remove an entry; True if it was there."""
+        if self.entries.pop(entry_id, None) is None:
+            return False
+        del self.ids[bisect.bisect_left(self.ids, entry_id)]
+        return True
+
+    def trim(self, count: int) -> None:
+        """Remove the first ``count`` entries."""
+        for entry_id in self.ids[:count]:
+            del self.entries[entry_id]
+        del self.ids[:count]
+
+    def between(self, first: StreamId, last: StreamId) -> list[StreamId]:
+        """The ids from ``first`` to ``last`` (both included), in order."""
+        return self.ids[bisect.bisect_left(self.ids, first) : bisect.bisect_right(self.ids, last)]
+
+    def since(self, start: StreamId) -> Iterator[tuple[StreamId, list[bytes]]]:
+        """The entries from ``start`` on, in id order."""
+        entries = self.entries
+        for entry_id in itertools.islice(self.ids, bisect.bisect_left(self.ids, start), None):
+            yield entry_id, entries[entry_id]
+
     def first(self) -> StreamId:
         """The first entry's id, (0, 0) when empty (Redis's ``first_id``)."""
-        return next(iter(self.entries), (0, 0))
+        return self.ids[0] if self.ids else (0, 0)
+
+    def newest(self) -> StreamId | None:
+        """The last entry's id, None when empty (Redis's ``streamLastValidID``)."""
+        return self.ids[-1] if self.ids else None
 
     def __len__(self) -> int:
         return len(self.entries)
