@@ -1,5 +1,6 @@
-"""Stream consumer groups as Redis 7.0 runs them: XGROUP, XREADGROUP (blocking through resp_server.blocking), XACK,
-XPENDING, XCLAIM and XAUTOCLAIM, with their errors and keyspace events.
+"""Stream consumer groups as Redis 7.0 keeps them: XGROUP and its subcommands, and what the group commands share
+(consumers, a group's read counter and lag, the group events). XREADGROUP is resp_server.stream_reads'; XACK,
+XPENDING, XCLAIM and XAUTOCLAIM are resp_server.stream_pending's.
 
 A group keeps the last id it delivered and one :class:`~resp_server.values.PendingEntry` per entry delivered and
 not acknowledged, shared by the group's pending list and its consumer's, as Redis's NACKs are: memory grows with
@@ -44,7 +45,8 @@ def nogroup(key: bytes, group: bytes, where: bytes = b"") -> bytes:
     return error(b"NOGROUP No such key '%b' or consumer group '%b'%b" % (key, group, where))
 
 
-def _syntax_for(args: list[bytes]) -> bytes:
+def subcommand_syntax(args: list[bytes]) -> bytes:
+    """Redis's refusal of a known subcommand given the wrong arguments (XGROUP, XINFO)."""
     return error(
         b"ERR unknown subcommand or wrong number of arguments for '%b'. Try %b HELP." % (args[1], args[0].upper())
     )
@@ -145,7 +147,7 @@ def _xgroup(store: KeyValueStore, args: list[bytes]) -> Reply:
             entries_read = parsed
             i += 2
         else:
-            return _syntax_for(args)
+            return subcommand_syntax(args)
     key, name = args[2], args[3]
     stream: Stream | None = _of(store, key, Stream)
     group = None if stream is None else stream.groups.get(name)
@@ -188,7 +190,7 @@ def _xgroup(store: KeyValueStore, args: list[bytes]) -> Reply:
             del group.pending[entry_id]
         notify(store, key, b"xgroup-delconsumer")
         return integer(len(consumer.pending))
-    return _syntax_for(args)
+    return subcommand_syntax(args)
 
 
 def _create(store: KeyValueStore, key: bytes, stream: Stream | None, name: bytes, text: bytes, entries_read: int

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from resp_server.replies import MANY, Encoder, Entry, Reply, bulk, error, join_replies, parse_int64, per_protocol
 from resp_server.store import KeyValueStore
-from resp_server.stream_groups import lag
+from resp_server.stream_groups import lag, subcommand_syntax
 from resp_server.streams import NODE_ENTRIES, entry_reply, id_bulk, id_text
 from resp_server.values import NO_ENTRIES_READ, NO_SUCH_KEY, NOT_INTEGER, ConsumerGroup, Stream, StreamId, _of, _typed
 
@@ -19,10 +19,6 @@ _HELP = [
     b"HELP",
     b"    Prints this help.",
 ]
-
-
-def _syntax(args: list[bytes]) -> bytes:
-    return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try XINFO HELP." % args[1])
 
 
 def _optional(encoder: Encoder, value: int | None) -> bytes:
@@ -72,7 +68,7 @@ def _xinfo(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
         return join_replies(parts)
     if sub == b"STREAM":
         return _stream(encoder, stream, args)
-    return _syntax(args)
+    return subcommand_syntax(args)
 
 
 def _stream(encoder: Encoder, stream: Stream, args: list[bytes]) -> Reply:
@@ -81,10 +77,10 @@ def _stream(encoder: Encoder, stream: Stream, args: list[bytes]) -> Reply:
     count = 10
     if options:
         if len(options) not in (1, 3) or options[0].upper() != b"FULL":
-            return _syntax(args)
+            return subcommand_syntax(args)
         if len(options) == 3:
             if options[1].upper() != b"COUNT":
-                return _syntax(args)
+                return subcommand_syntax(args)
             parsed = parse_int64(options[2])
             if parsed is None:
                 return NOT_INTEGER

@@ -432,20 +432,23 @@ def test_group_commands_fire_redis_keyspace_events(ports: tuple[int, int]) -> No
     assert events == _events(ports[0], commands)
 
 
-def _blocked_then_fed(port: int, setup: Case, wait: list[str], feed: Case) -> tuple[bytes, bytes, list[bytes]]:
-    """After ``setup``, a client blocks on ``wait`` with a PING pipelined after it; another runs ``feed``: the
-    blocked reply, the PING's and the feeder's replies."""
+def _blocked_then_fed(port: int, proto: int, setup: Case, wait: list[str], feed: Case
+                      ) -> tuple[bytes, bytes, list[bytes]]:  # fmt: skip
+    """After ``setup``, a client of protocol ``proto`` blocks on ``wait`` with a PING pipelined after it; another
+    runs ``feed``: the blocked reply, the PING's and the feeder's replies."""
     waiter, feeder = RawClient(port), RawClient(port)
     try:
         feeder.call("FLUSHALL")
         feeder.run(setup)
+        if proto == 3:
+            waiter.call("HELLO", "3")
         waiter.send(*wait)
         waiter.send("PING")
-        # The waiter is blocked once CLIENT LIST shows it running its command.
+        # The waiter is blocked once INFO counts it among the blocked clients.
         deadline = time.monotonic() + 5
-        name = f"cmd={wait[0].lower()}".encode()
-        while name not in feeder.call("CLIENT", "LIST") and time.monotonic() < deadline:
+        while b"blocked_clients:1\r\n" not in (info := feeder.call("INFO", "clients")) and time.monotonic() < deadline:
             pass
+        assert b"blocked_clients:1\r\n" in info
         fed = feeder.run(feed)
         return waiter.read_reply(), waiter.read_reply(), fed
     finally:
@@ -461,9 +464,9 @@ GROUP = [["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]]
     [
         (GROUP, ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"], [["XADD", "s", "1-1", "a", "1"]]),
         (
-            GROUP,
+            [*GROUP, ["XGROUP", "CREATE", "x", "g", "$", "MKSTREAM"]],
             ["XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "NOACK", "BLOCK", "0", "STREAMS", "x", "s", ">", ">"],
-            [["XGROUP", "CREATE", "x", "g", "$", "MKSTREAM"], ["XADD", "s", "1-1", "a", "1"], ["XPENDING", "s", "g"]],
+            [["XADD", "s", "1-1", "a", "1"], ["XPENDING", "s", "g"], ["XINFO", "GROUPS", "s"]],
         ),
         (
             GROUP,
@@ -487,10 +490,12 @@ GROUP = [["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]]
         ),
     ],
 )
+@pytest.mark.parametrize("proto", [2, 3])
 def test_a_blocked_stream_reader_is_served_as_by_redis(
-    ports: tuple[int, int], setup: Case, wait: list[str], feed: Case
+    ports: tuple[int, int], proto: int, setup: Case, wait: list[str], feed: Case
 ) -> None:
-    assert _blocked_then_fed(ports[1], setup, wait, feed) == _blocked_then_fed(ports[0], setup, wait, feed)
+    got = _blocked_then_fed(ports[1], proto, setup, wait, feed)
+    assert got == _blocked_then_fed(ports[0], proto, setup, wait, feed)
 
 
 def test_a_blocked_group_reader_times_out_with_a_null(ports: tuple[int, int]) -> None:
