@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from resp_server.container_ops import lmpop_from, parse_lmpop
+from resp_server.notifications import publish_events
 from resp_server.replies import MANY, Encoder, Reply, array, bulk, error, join_replies
 from resp_server.store import KeyValueStore
 from resp_server.stream_reads import read_streams
@@ -33,14 +34,16 @@ first try); a retry passes ``False`` and skips such keys, as Redis keeps a clien
 
 
 class Blocker:
-    """A blocking command waiting: its keys, the absolute deadline in ms (None: forever) and its attempt."""
+    """A blocking command waiting: its keys, the absolute deadline in ms (None: forever) and its attempt; and its
+    name, that the keyspace events of a later attempt carry."""
 
-    __slots__ = ("attempt", "deadline", "keys")
+    __slots__ = ("attempt", "command", "deadline", "keys")
 
     def __init__(self, keys: list[bytes], deadline: int | None, attempt: Attempt) -> None:
         self.keys = keys
         self.deadline = deadline
         self.attempt = attempt
+        self.command = b""
 
 
 def _deadline(store: KeyValueStore, text: bytes) -> int | bytes | None:
@@ -229,6 +232,8 @@ def serve_blocked(store: KeyValueStore) -> None:
             except _Wrong:  # BLMOVE's destination holds another type: the waiter gets the error, as in Redis
                 reply = WRONGTYPE
             if reply is not None:
+                if store.events:  # the pop's own events, as Redis fires them when it serves a waiting client
+                    publish_events(session.server, store, blocker.command)
                 session.unblock(reply)
 
 

@@ -402,6 +402,7 @@ class RespSession:
             return reply
         if self._executing:
             return self.encoder.nil_array
+        blocker.command = args[0]
         self.blocker = blocker
         for key in blocker.keys:
             self.store.blocked.setdefault(key, []).append(self)

@@ -522,3 +522,43 @@ def test_pending_entries_are_only_the_unacknowledged_deliveries(ports: tuple[int
         assert client.call("XPENDING", "s", "g") == b"*4\r\n:0\r\n$-1\r\n$-1\r\n*-1\r\n"
     finally:
         client.close()
+
+
+def _events_of_served_waiter(port: int, setup: Case, wait: list[str], feed: Case) -> list[bytes]:
+    """The keyspace messages when a client waiting on ``wait`` is served by ``feed`` (then a SET of another key)."""
+    subscriber, waiter, feeder = RawClient(port), RawClient(port), RawClient(port)
+    try:
+        feeder.run([["FLUSHALL"], *setup, ["CONFIG", "SET", "notify-keyspace-events", "KEA"]])
+        subscriber.call("PSUBSCRIBE", "*")
+        waiter.send(*wait)
+        deadline = time.monotonic() + 5
+        while b"blocked_clients:1\r\n" not in (info := feeder.call("INFO", "clients")) and time.monotonic() < deadline:
+            pass
+        assert b"blocked_clients:1\r\n" in info
+        feeder.run([*feed, ["SET", "after", "1"], ["PUBLISH", "done", "1"]])
+        waiter.read_reply()
+        messages = []
+        while b"$4\r\ndone\r\n" not in (message := subscriber.read_reply()):
+            messages.append(message)
+        return messages
+    finally:
+        feeder.run([["CONFIG", "SET", "notify-keyspace-events", ""]])
+        for client in (subscriber, waiter, feeder):
+            client.close()
+
+
+@pytest.mark.parametrize(
+    ("setup", "wait", "feed"),
+    [
+        ([], ["BLPOP", "l", "0"], [["RPUSH", "l", "a"]]),
+        ([], ["BZPOPMIN", "z", "0"], [["ZADD", "z", "1", "a", "2", "b"]]),
+        (GROUP, ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"], [["XADD", "s", "1-1", "f", "v"]]),
+    ],
+)
+def test_a_served_waiter_fires_its_events_when_served(
+    ports: tuple[int, int], setup: Case, wait: list[str], feed: Case
+) -> None:
+    """The events of the command that served a waiting client, then the waiter's own (its pop, its new consumer),
+    under the waiter's command's name and before whatever runs next, as in Redis."""
+    got = _events_of_served_waiter(ports[1], setup, wait, feed)
+    assert got == _events_of_served_waiter(ports[0], setup, wait, feed)
