@@ -5,17 +5,7 @@ from __future__ import annotations
 from resp_server.replies import MANY, Encoder, Entry, Reply, bulk, error, join_replies, parse_int64, per_protocol
 from resp_server.store import KeyValueStore
 from resp_server.stream_groups import consumer_of, nogroup
-from resp_server.streams import (
-    INVALID_ID,
-    U64,
-    entry_reply,
-    id_bulk,
-    id_text,
-    next_id,
-    parse_id,
-    parse_interval,
-    previous_id,
-)
+from resp_server.streams import INVALID_ID, entry_reply, id_bulk, id_text, parse_id, parse_range, parse_start
 from resp_server.values import (
     NOT_INTEGER,
     SYNTAX,
@@ -51,28 +41,6 @@ def _xack(store: KeyValueStore, args: list[bytes]) -> Reply:
     return integer(acknowledged)
 
 
-def _range(args: list[bytes], at: int) -> tuple[StreamId, StreamId] | bytes:
-    """XPENDING's ``start end`` at ``args[at]``, as an inclusive range, or the error reply."""
-    start = parse_interval(args[at], 0)
-    if start is None:
-        return INVALID_ID
-    first: StreamId | None = start[0]
-    if start[1]:
-        first = next_id(start[0])
-        if first is None:
-            return error(b"ERR invalid start ID for the interval")
-    end = parse_interval(args[at + 1], U64)
-    if end is None:
-        return INVALID_ID
-    last: StreamId | None = end[0]
-    if end[1]:
-        last = previous_id(end[0])
-        if last is None:
-            return error(b"ERR invalid end ID for the interval")
-    assert first is not None and last is not None
-    return first, last
-
-
 @per_protocol
 @_typed
 def _xpending(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
@@ -93,7 +61,7 @@ def _xpending(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Repl
         if parsed is None:
             return NOT_INTEGER
         count = max(parsed, 0)
-        interval = _range(args, at)
+        interval = parse_range(args[at], args[at + 1])
         if isinstance(interval, bytes):
             return interval
         bounds = interval
@@ -246,12 +214,9 @@ def _xautoclaim(store: KeyValueStore, args: list[bytes]) -> Reply:
     min_idle = parse_int64(args[4])
     if min_idle is None:
         return error(b"ERR Invalid min-idle-time argument for XAUTOCLAIM")
-    interval = parse_interval(args[5], 0)
-    if interval is None:
-        return INVALID_ID
-    start: StreamId | None = next_id(interval[0]) if interval[1] else interval[0]
-    if start is None:
-        return error(b"ERR invalid start ID for the interval")
+    start = parse_start(args[5])
+    if isinstance(start, bytes):
+        return start
     count, justid, at = 100, False, 6
     while at < len(args):
         option = args[at].upper()

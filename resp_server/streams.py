@@ -64,11 +64,33 @@ def parse_id(text: bytes, missing_seq: int = 0, strict: bool = True) -> StreamId
     return None if ms is None or seq is None else (ms, seq)
 
 
-def parse_interval(text: bytes, missing_seq: int) -> tuple[StreamId, bool] | None:
+def _interval(text: bytes, missing_seq: int) -> tuple[StreamId, bool] | None:
     """An interval's end (``(`` makes it exclusive), or None if invalid."""
     exclusive = len(text) > 1 and text[:1] == b"("
     parsed = parse_id(text[1:], missing_seq) if exclusive else parse_id(text, missing_seq, strict=False)
     return None if parsed is None else (parsed, exclusive)
+
+
+def parse_start(text: bytes) -> StreamId | bytes:
+    """The first id of a range as XRANGE reads it (``-``, ``ms[-seq]``, ``(`` to exclude it), or the error reply."""
+    start = _interval(text, 0)
+    if start is None:
+        return INVALID_ID
+    first = next_id(start[0]) if start[1] else start[0]
+    return error(b"ERR invalid start ID for the interval") if first is None else first
+
+
+def parse_range(start_text: bytes, end_text: bytes) -> tuple[StreamId, StreamId] | bytes:
+    """A range ``start end`` as XRANGE reads it (``+`` for the end, a missing sequence meaning its last), as the
+    first and last ids it holds, or the error reply."""
+    first = parse_start(start_text)
+    if isinstance(first, bytes):
+        return first
+    end = _interval(end_text, U64)
+    if end is None:
+        return INVALID_ID
+    last = _previous_id(end[0]) if end[1] else end[0]
+    return error(b"ERR invalid end ID for the interval") if last is None else (first, last)
 
 
 def next_id(entry_id: StreamId) -> StreamId | None:
@@ -79,7 +101,7 @@ def next_id(entry_id: StreamId) -> StreamId | None:
     return None if ms == U64 else (ms + 1, 0)
 
 
-def previous_id(entry_id: StreamId) -> StreamId | None:
+def _previous_id(entry_id: StreamId) -> StreamId | None:
     ms, seq = entry_id
     if seq:
         return ms, seq - 1
@@ -291,18 +313,10 @@ def _xdel(store: KeyValueStore, args: list[bytes]) -> Reply:
 def _xrange(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     """XRANGE key start end [COUNT n] and XREVRANGE key end start [COUNT n]."""
     reverse = args[0].upper() == b"XREVRANGE"
-    start = parse_interval(args[3 if reverse else 2], 0)
-    if start is None:
-        return INVALID_ID
-    first = next_id(start[0]) if start[1] else start[0]
-    if first is None:
-        return error(b"ERR invalid start ID for the interval")
-    end = parse_interval(args[2 if reverse else 3], U64)
-    if end is None:
-        return INVALID_ID
-    last = previous_id(end[0]) if end[1] else end[0]
-    if last is None:
-        return error(b"ERR invalid end ID for the interval")
+    bounds = parse_range(args[3], args[2]) if reverse else parse_range(args[2], args[3])
+    if isinstance(bounds, bytes):
+        return bounds
+    first, last = bounds
     count = -1
     i = 4
     while i < len(args):
