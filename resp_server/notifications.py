@@ -39,7 +39,7 @@ _GENERIC = frozenset(
 
 
 _PLAIN = frozenset((b"new", b"expired", b"changed", b"deleted"))
-_SELF_NAMED = frozenset((b"XGROUP", b"XREADGROUP", b"XACK", b"XCLAIM", b"XAUTOCLAIM"))
+_SELF_NAMED = frozenset((b"XGROUP",))
 """Commands whose events are only those they name (XGROUP CREATE MKSTREAM's new stream is no ``xgroup`` event)."""
 
 
@@ -98,7 +98,7 @@ def publish_events(server: ServerState, store: KeyValueStore, command: bytes | N
                 _publish(server, classes, kind, event, key)
             if kind != "g":
                 _publish(server, classes, "g", b"del", key)
-        elif what not in _PLAIN:  # a stream event named by the command (resp_server.stream_groups.notify)
+        elif what not in _PLAIN:  # a stream event named by the command (resp_server.streams.notify)
             _publish(server, classes, "t", what, key)
 
 

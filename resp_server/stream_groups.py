@@ -19,7 +19,7 @@ from resp_server.replies import (
     parse_int64,
 )
 from resp_server.store import KeyValueStore
-from resp_server.streams import INVALID_ID, parse_id
+from resp_server.streams import INVALID_ID, notify, parse_id
 from resp_server.values import (
     NO_ENTRIES_READ,
     NOT_INTEGER,
@@ -33,12 +33,6 @@ from resp_server.values import (
     _typed,
     integer,
 )
-
-
-def notify(store: KeyValueStore, key: bytes, event: bytes) -> None:
-    """Record the stream event ``event`` on ``key`` for keyspace notifications (published under its own name)."""
-    if store.notifying:
-        store.events.append((event, key))
 
 
 def nogroup(key: bytes, group: bytes, where: bytes = b"") -> bytes:

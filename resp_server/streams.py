@@ -108,6 +108,12 @@ def _previous_id(entry_id: StreamId) -> StreamId | None:
     return (ms - 1, U64) if ms else None
 
 
+def notify(store: KeyValueStore, key: bytes, event: bytes) -> None:
+    """Record the stream event ``event`` on ``key`` for keyspace notifications (published under its own name)."""
+    if store.notifying:
+        store.events.append((event, key))
+
+
 def id_text(entry_id: StreamId) -> bytes:
     return b"%d-%d" % entry_id
 
@@ -260,8 +266,8 @@ def _xadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
         store.set(args[1], stream)
     else:
         store.modified(args[1])
-    if _trimmed(stream, trim) and store.notifying:
-        store.events.append((b"xtrim", args[1]))
+    if _trimmed(stream, trim):
+        notify(store, args[1], b"xtrim")
     return bulk(id_text(entry_id))
 
 

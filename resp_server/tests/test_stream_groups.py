@@ -426,6 +426,13 @@ def test_group_commands_fire_redis_keyspace_events(ports: tuple[int, int]) -> No
         XGROUP SETID s g 0
         XGROUP DESTROY s g
         XGROUP DESTROY s g
+        XADD s MAXLEN 1 2-1 f v
+        XADD s MAXLEN 5 3-1 f v
+        XTRIM s MAXLEN 5
+        XTRIM s MAXLEN 0
+        XDEL s 9-9
+        XADD s 4-1 f v
+        XDEL s 4-1
     """)
     events = _events(ports[1], commands)
     assert b"xgroup-createconsumer" in b"".join(events)
