@@ -263,6 +263,7 @@ def _command(rng: random.Random) -> list[bytes]:
         [b"ZRANGE", k, i, j],
         [b"ZRANGE", k, i, j, b"WITHSCORES"],
         *_sorted_set_shapes(rng, k, k2, member, f, i, j, n),
+        *_stream_group_shapes(rng, k, n),
         [b"LPOS", k, v, *rng.choice(([], [b"RANK", rng.choice((b"1", b"-1", b"2", b"0"))], [b"COUNT", n]))],
         [b"LMOVE", k, k2, rng.choice((b"LEFT", b"RIGHT")), rng.choice((b"LEFT", b"RIGHT", b"UP"))],
         [b"RPOPLPUSH", k, k2],
@@ -327,6 +328,35 @@ def _sorted_set_shapes(
         ],
         [rng.choice((b"ZUNIONSTORE", b"ZINTERSTORE", b"ZDIFFSTORE")), b"c", b"2", k, k2],
         [b"ZINTERCARD", b"2", k, k2, *rng.choice(([], [b"LIMIT", n]))],
+    )
+
+
+_STREAM_IDS = (b"1-1", b"1-2", b"2-1", b"3", b"5-0", b"0-1", b"x")
+
+
+def _stream_group_shapes(rng: random.Random, k: bytes, n: bytes) -> tuple[list[bytes], ...]:
+    """Streams and their consumer groups, in forms whose replies do not depend on the clock (explicit ids; no idle
+    times, no XINFO CONSUMERS)."""
+    entry, other = rng.choice(_STREAM_IDS), rng.choice(_STREAM_IDS)
+    group, consumer = rng.choice((b"g1", b"g2")), rng.choice((b"c1", b"c2"))
+    return (
+        [b"XADD", k, entry, b"f", rng.choice(_VALUES)],
+        [b"XADD", k, b"MAXLEN", rng.choice((b"1", b"3")), entry, b"f", b"v"],
+        [b"XDEL", k, entry],
+        [b"XRANGE", k, b"-", b"+"],
+        [b"XGROUP", b"CREATE", k, group, rng.choice((b"0", b"$", entry)), *rng.choice(([], [b"MKSTREAM"]))],
+        [b"XGROUP", b"SETID", k, group, rng.choice((b"0", b"$", entry))],
+        [b"XGROUP", rng.choice((b"CREATECONSUMER", b"DELCONSUMER")), k, group, consumer],
+        [b"XGROUP", b"DESTROY", k, group],
+        [b"XREADGROUP", b"GROUP", group, consumer, *rng.choice(([], [b"COUNT", n], [b"NOACK"])), b"STREAMS", k, b">"],
+        [b"XREADGROUP", b"GROUP", group, consumer, b"STREAMS", k, rng.choice((b"0", entry))],
+        [b"XREAD", *rng.choice(([], [b"COUNT", n])), b"STREAMS", k, rng.choice((b"0", b"$", entry))],
+        [b"XACK", k, group, entry, other],
+        [b"XPENDING", k, group],
+        [b"XPENDING", k, group, b"IDLE", b"3600000", b"-", b"+", n],
+        [b"XCLAIM", k, group, consumer, b"0", entry, *rng.choice(([b"JUSTID"], [b"FORCE"], [b"RETRYCOUNT", n]))],
+        [b"XAUTOCLAIM", k, group, consumer, b"0", other, *rng.choice(([], [b"COUNT", n], [b"JUSTID"]))],
+        [b"XINFO", b"GROUPS", k],
     )
 
 

@@ -1,5 +1,7 @@
 """Blocking pops: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP.
 
+XREAD and XREADGROUP with BLOCK wait the same way (resp_server.stream_reads.read_streams).
+
 Each command parses into a :class:`Blocker`: its keys, its deadline and an ``attempt`` that pops if it can. A
 session runs the attempt at once; when there is nothing to pop (and the session is not in MULTI, where a blocking
 command answers a null at once, as in Redis) the session waits: it is listed under its keys in
@@ -16,8 +18,10 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from resp_server.container_ops import lmpop_from, parse_lmpop
+from resp_server.notifications import publish_events
 from resp_server.replies import MANY, Encoder, Reply, array, bulk, error, join_replies
 from resp_server.store import KeyValueStore
+from resp_server.stream_reads import read_streams
 from resp_server.values import SYNTAX, WRONGTYPE, ZSet, _kept, _Wrong
 from resp_server.zset_ops import mpop_reply, parse_mpop
 
@@ -30,14 +34,16 @@ first try); a retry passes ``False`` and skips such keys, as Redis keeps a clien
 
 
 class Blocker:
-    """A blocking command waiting: its keys, the absolute deadline in ms (None: forever) and its attempt."""
+    """A blocking command waiting: its keys, the absolute deadline in ms (None: forever) and its attempt; and its
+    name, that the keyspace events of a later attempt carry."""
 
-    __slots__ = ("attempt", "deadline", "keys")
+    __slots__ = ("attempt", "command", "deadline", "keys")
 
     def __init__(self, keys: list[bytes], deadline: int | None, attempt: Attempt) -> None:
         self.keys = keys
         self.deadline = deadline
         self.attempt = attempt
+        self.command = b""
 
 
 def _deadline(store: KeyValueStore, text: bytes) -> int | bytes | None:
@@ -186,6 +192,16 @@ def _zmpop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Blocker
     return Blocker(keys, deadline, attempt)
 
 
+def _xread(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Blocker | bytes:
+    try:
+        parsed = read_streams(encoder, store, args)
+    except _Wrong:
+        return WRONGTYPE
+    if isinstance(parsed, tuple):
+        return Blocker(*parsed)
+    return parsed if isinstance(parsed, bytes) else b"".join(parsed)
+
+
 Parser = Callable[[Encoder, KeyValueStore, list[bytes]], "Blocker | bytes"]
 
 BLOCKING: dict[bytes, tuple[Parser, int, int]] = {
@@ -197,6 +213,8 @@ BLOCKING: dict[bytes, tuple[Parser, int, int]] = {
     b"BZPOPMIN": (_zpop, 3, MANY),
     b"BZPOPMAX": (_zpop, 3, MANY),
     b"BZMPOP": (_zmpop, 5, MANY),
+    b"XREAD": (_xread, 4, MANY),
+    b"XREADGROUP": (_xread, 7, MANY),
 }
 """The blocking commands, by upper-case name: how each parses into a :class:`Blocker`, and its arity."""
 
@@ -214,6 +232,8 @@ def serve_blocked(store: KeyValueStore) -> None:
             except _Wrong:  # BLMOVE's destination holds another type: the waiter gets the error, as in Redis
                 reply = WRONGTYPE
             if reply is not None:
+                if store.events:  # the pop's own events, as Redis fires them when it serves a waiting client
+                    publish_events(session.server, store, blocker.command)
                 session.unblock(reply)
 
 

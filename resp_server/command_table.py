@@ -11,6 +11,9 @@ from resp_server.containers import CONTAINERS, RESP3_VARIANTS
 from resp_server.replies import RESP2, RESP3, Command, bind_table
 from resp_server.server_state import SESSION_COMMANDS
 from resp_server.sorted_sets import SORTED
+from resp_server.stream_groups import STREAM_GROUPS
+from resp_server.stream_info import STREAM_INFO
+from resp_server.stream_pending import STREAM_PENDING
 from resp_server.streams import STREAMS
 from resp_server.strings import STRINGS
 from resp_server.zset_ops import ZSET_OPS
@@ -27,6 +30,9 @@ _TABLE = {
         **ZSET_RANGES,
         **ZSET_OPS,
         **STREAMS,
+        **STREAM_GROUPS,
+        **STREAM_PENDING,
+        **STREAM_INFO,
         **BITOPS,
     }.items()
     if name not in SESSION_COMMANDS

@@ -5,7 +5,8 @@ classes the flags select (``K``/``E`` for the two channels; ``g`` generic, ``$``
 
 The store records what each command did to which key while notifications are on (``store.events``); the event's
 name is the command's (``LPUSH`` gives ``lpush``) or Redis's where it differs (``HMSET`` gives ``hset``, ``INCR``
-``incrby``); a container a command emptied also gives ``del``, and a key that expired ``expired``.
+``incrby``); a container a command emptied also gives ``del``, and a key that expired ``expired``. The consumer-group
+commands name their events themselves (``xgroup-create``, ``xgroup-createconsumer``...: any other name recorded).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ _GENERIC = frozenset(
     (b"DEL", b"UNLINK", b"GETDEL", b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"PERSIST", b"RENAME",
      b"RENAMENX", b"COPY", b"SORT", b"GETEX")
 )  # fmt: skip
+
+
+_PLAIN = frozenset((b"new", b"expired", b"changed", b"deleted"))
+_SELF_NAMED = frozenset((b"XGROUP",))
+"""Commands whose events are only those they name (XGROUP CREATE MKSTREAM's new stream is no ``xgroup`` event)."""
 
 
 def parse_flags(text: bytes) -> str | None:
@@ -83,7 +89,7 @@ def publish_events(server: ServerState, store: KeyValueStore, command: bytes | N
             _publish(server, classes, "n", b"new", key)
         elif what == b"expired":
             _publish(server, classes, "x", b"expired", key)
-        elif what == b"changed" and command is not None and key not in seen:
+        elif what == b"changed" and command is not None and key not in seen and name not in _SELF_NAMED:
             seen.add(key)
             _publish(server, classes, kind, event, key)
         elif what == b"deleted" and command is not None:
@@ -92,6 +98,8 @@ def publish_events(server: ServerState, store: KeyValueStore, command: bytes | N
                 _publish(server, classes, kind, event, key)
             if kind != "g":
                 _publish(server, classes, "g", b"del", key)
+        elif what not in _PLAIN:  # a stream event named by the command (resp_server.streams.notify)
+            _publish(server, classes, "t", what, key)
 
 
 def _publish(server: ServerState, classes: str, kind: str, event: bytes, key: bytes) -> None:

@@ -496,6 +496,9 @@ SESSION_COMMANDS: dict[bytes, tuple[SessionCommand, int, int]] = {
 NOT_QUEUED = frozenset((b"WATCH", b"RESET"))
 """Session commands that MULTI does not queue (they answer at once)."""
 
+NO_MULTI = frozenset((b"SAVE", b"SHUTDOWN"))
+"""Commands Redis refuses inside MULTI (and aborts the transaction), which this server does not run otherwise."""
+
 
 def local_name(sock_name: Any) -> bytes:
     """``host:port`` of a socket address, as CLIENT LIST shows it."""

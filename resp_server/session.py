@@ -32,6 +32,7 @@ from resp_server.replies import (
     unknown_command,
 )
 from resp_server.server_state import (
+    NO_MULTI,
     NOT_QUEUED,
     REPLY_ON,
     REPLY_SKIP,
@@ -329,6 +330,9 @@ class RespSession:
                 return handler(self, args) if low <= len(args) <= high else arity_error(name)
         elif name in SESSION_ARITY:
             low, high = SESSION_ARITY[name]
+        elif self._in_multi and name in NO_MULTI:
+            self._dirty = True
+            return error(b"ERR Command not allowed inside a transaction")
         else:
             self._dirty = self._in_multi
             return unknown_command(args)
@@ -398,6 +402,7 @@ class RespSession:
             return reply
         if self._executing:
             return self.encoder.nil_array
+        blocker.command = args[0]
         self.blocker = blocker
         for key in blocker.keys:
             self.store.blocked.setdefault(key, []).append(self)

@@ -96,6 +96,8 @@ class KeyValueStore:
             self.events.append((b"deleted", key))
         if self.watchers:
             self.modified(key)
+        elif key in self.blocked and key not in self.ready:  # a blocked XREADGROUP learns its stream is gone
+            self.ready.append(key)
         return True
 
     def volatile_count(self) -> int:
@@ -147,6 +149,7 @@ class KeyValueStore:
         for key in list(self.watchers):
             if key in self._data:
                 self.modified(key)
+        self.ready += [key for key in self.blocked if key in self._data and key not in self.ready]
         self._data.clear()
         self._deadlines.clear()
         self._volatile.clear()

@@ -1,17 +1,18 @@
-"""Streams: the core of XADD, XLEN, XDEL, XGROUP, XREADGROUP and XINFO STREAM (what Redis's keyspace tests touch)."""
+"""Streams: entry ids as Redis parses them, XADD (with NOMKSTREAM and MAXLEN/MINID trimming), XTRIM, XLEN, XDEL,
+XRANGE and XREVRANGE. Consumer groups are resp_server.stream_groups', stream_reads' and stream_pending's; XINFO is
+resp_server.stream_info's."""
 
 from __future__ import annotations
 
-import time
+import bisect
+import re
 
 from resp_server.replies import (
     MANY,
-    OK,
     Encoder,
     Entry,
     Reply,
     arity_error,
-    array,
     bulk,
     error,
     join_replies,
@@ -20,59 +21,271 @@ from resp_server.replies import (
 )
 from resp_server.store import KeyValueStore
 from resp_server.values import (
-    NO_SUCH_KEY,
-    ONE,
+    NOT_INTEGER,
     SYNTAX,
     ZERO,
     Stream,
+    StreamId,
     _of,
     _typed,
     integer,
 )
 
+NODE_ENTRIES = 100
+"""Redis packs a stream's entries into listpacks of up to this many (stream-node-max-entries), the nodes of a radix
+tree: XINFO reports the tree's size and approximate trimming (``~``) removes whole nodes only. This server estimates
+the nodes as runs of this many entries from the first (exact for streams that were only appended to)."""
 
-def _stream_id(text: bytes, last: tuple[int, int] | None = None) -> tuple[int, int] | None:
-    if text == b"*" and last is not None:
-        now = time.time_ns() // 1_000_000
-        return (now, 0) if now > last[0] else (last[0], last[1] + 1)
-    head, _, tail = text.partition(b"-")
-    ms = parse_int64(head)
-    if ms is None or ms < 0:
+U64 = 2**64 - 1
+INVALID_ID = error(b"ERR Invalid stream ID specified as stream command argument")
+_WHITESPACE_NUMBER = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
+
+
+def _unsigned(text: bytes) -> int | None:
+    """``text`` as Redis's ``string2ull`` reads it: a strict integer, else what ``strtoull`` accepts."""
+    value = parse_int64(text)
+    if value is not None:
+        return value if value >= 0 else None
+    match = _WHITESPACE_NUMBER.fullmatch(text)
+    if match is None or int(match[2]) > U64:
         return None
-    if not tail:
-        return (ms, 0)
-    if tail == b"*" and last is not None:
-        return (ms, last[1] + 1 if ms == last[0] else 0)
-    seq = parse_int64(tail)
-    return None if seq is None or seq < 0 else (ms, seq)
+    return (-int(match[2])) % 2**64 if match[1] == b"-" else int(match[2])
 
 
-def _id_text(entry_id: tuple[int, int]) -> bytes:
+def parse_id(text: bytes, missing_seq: int = 0, strict: bool = True) -> StreamId | None:
+    """A stream id as Redis parses one (``ms[-seq]``, and ``-``/``+`` unless ``strict``), or None if invalid."""
+    if len(text) > 127:
+        return None
+    if text == b"-" or text == b"+":
+        return None if strict else ((0, 0) if text == b"-" else (U64, U64))
+    head, dash, tail = text.partition(b"-")
+    ms = _unsigned(head)
+    seq = _unsigned(tail) if dash else missing_seq
+    return None if ms is None or seq is None else (ms, seq)
+
+
+def _interval(text: bytes, missing_seq: int) -> tuple[StreamId, bool] | None:
+    """An interval's end (``(`` makes it exclusive), or None if invalid."""
+    exclusive = len(text) > 1 and text[:1] == b"("
+    parsed = parse_id(text[1:], missing_seq) if exclusive else parse_id(text, missing_seq, strict=False)
+    return None if parsed is None else (parsed, exclusive)
+
+
+def parse_start(text: bytes) -> StreamId | bytes:
+    """The first id of a range as XRANGE reads it (``-``, ``ms[-seq]``, ``(`` to exclude it), or the error reply."""
+    start = _interval(text, 0)
+    if start is None:
+        return INVALID_ID
+    first = next_id(start[0]) if start[1] else start[0]
+    return error(b"ERR invalid start ID for the interval") if first is None else first
+
+
+def parse_range(start_text: bytes, end_text: bytes) -> tuple[StreamId, StreamId] | bytes:
+    """A range ``start end`` as XRANGE reads it (``+`` for the end, a missing sequence meaning its last), as the
+    first and last ids it holds, or the error reply."""
+    first = parse_start(start_text)
+    if isinstance(first, bytes):
+        return first
+    end = _interval(end_text, U64)
+    if end is None:
+        return INVALID_ID
+    last = _previous_id(end[0]) if end[1] else end[0]
+    return error(b"ERR invalid end ID for the interval") if last is None else (first, last)
+
+
+def next_id(entry_id: StreamId) -> StreamId | None:
+    """The id after ``entry_id``, None after the last possible one."""
+    ms, seq = entry_id
+    if seq < U64:
+        return ms, seq + 1
+    return None if ms == U64 else (ms + 1, 0)
+
+
+def _previous_id(entry_id: StreamId) -> StreamId | None:
+    ms, seq = entry_id
+    if seq:
+        return ms, seq - 1
+    return (ms - 1, U64) if ms else None
+
+
+def notify(store: KeyValueStore, key: bytes, event: bytes) -> None:
+    """Record the stream event ``event`` on ``key`` for keyspace notifications (published under its own name)."""
+    if store.notifying:
+        store.events.append((event, key))
+
+
+def id_text(entry_id: StreamId) -> bytes:
     return b"%d-%d" % entry_id
 
 
+def id_bulk(entry_id: StreamId) -> bytes:
+    text = id_text(entry_id)
+    return b"$%d\r\n%b\r\n" % (len(text), text)
+
+
+def entry_reply(entry_id: StreamId, fields: list[bytes]) -> Reply:
+    parts: list[Reply] = [b"*2\r\n", bulk(id_text(entry_id)), b"*%d\r\n" % len(fields)]
+    parts += [bulk(field) for field in fields]
+    return join_replies(parts)
+
+
+# -- XADD and XTRIM
+
+
+class _Trim:
+    """XADD's and XTRIM's options: the trimming strategy (MAXLEN, MINID or none) and its bounds."""
+
+    __slots__ = ("approx", "at", "limit", "maxlen", "minid", "no_create", "strategy")
+
+    def __init__(self) -> None:
+        self.strategy = b""
+        self.approx = False
+        self.maxlen = 0
+        self.minid = (0, 0)
+        self.limit = 0
+        self.no_create = False
+        self.at = 0  # XADD: where the id is
+
+
+def _parse_trim(args: list[bytes], xadd: bool) -> _Trim | bytes:
+    """The options of XADD (up to its id) or XTRIM, as Redis's ``streamParseAddOrTrimArgsOrReply`` checks them."""
+    trim = _Trim()
+    limit_given = False
+    i = 2
+    while i < len(args):
+        more = len(args) - 1 - i
+        option = args[i].upper()
+        if xadd and args[i] == b"*":
+            break
+        if option in (b"MAXLEN", b"MINID") and more:
+            if trim.strategy:
+                return error(b"ERR syntax error, MAXLEN and MINID options at the same time are not compatible")
+            trim.approx = more >= 2 and args[i + 1] == b"~"
+            if more >= 2 and args[i + 1] in (b"~", b"="):
+                i += 1
+            if option == b"MAXLEN":
+                maxlen = parse_int64(args[i + 1])
+                if maxlen is None:
+                    return NOT_INTEGER
+                if maxlen < 0:
+                    return error(b"ERR The MAXLEN argument must be >= 0.")
+                trim.maxlen = maxlen
+            else:
+                minid = parse_id(args[i + 1])
+                if minid is None:
+                    return INVALID_ID
+                trim.minid = minid
+            trim.strategy = option
+            i += 1
+        elif option == b"LIMIT" and more:
+            limit = parse_int64(args[i + 1])
+            if limit is None:
+                return NOT_INTEGER
+            if limit < 0:
+                return error(b"ERR The LIMIT argument must be >= 0.")
+            trim.limit, limit_given = limit, True
+            i += 1
+        elif xadd and option == b"NOMKSTREAM":
+            trim.no_create = True
+        elif xadd:
+            break
+        else:
+            return SYNTAX
+        i += 1
+    trim.at = i
+    if trim.limit and not trim.strategy:
+        return error(b"ERR syntax error, LIMIT cannot be used without specifying a trimming strategy")
+    if not xadd and not trim.strategy:
+        return error(b"ERR syntax error, XTRIM must be called with a trimming strategy")
+    if limit_given and not trim.approx:
+        return error(b"ERR syntax error, LIMIT cannot be used without the special ~ option")
+    if not limit_given:
+        trim.limit = 100 * NODE_ENTRIES if trim.approx else 0
+    return trim
+
+
+def _trimmed(stream: Stream, trim: _Trim) -> int:
+    """Trim ``stream`` as ``trim`` says (``~``: whole nodes only, and at most ``limit`` entries); the count removed."""
+    if not trim.strategy:
+        return 0
+    ids = stream.ids
+    by_length = trim.strategy == b"MAXLEN"
+    doomed = max(len(ids) - trim.maxlen, 0) if by_length else bisect.bisect_left(ids, trim.minid)
+    if trim.approx:
+        doomed -= doomed % NODE_ENTRIES
+        if trim.limit:
+            doomed = min(doomed, trim.limit - trim.limit % NODE_ENTRIES)
+    stream.trim(doomed)
+    return doomed
+
+
+@per_protocol
 @_typed
-def _xadd(store: KeyValueStore, args: list[bytes]) -> Reply:
-    stream = _of(store, args[1], Stream)
+def _xadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
+    trim = _parse_trim(args, True)
+    if isinstance(trim, bytes):
+        return trim
+    fields = args[trim.at + 1 :]
+    if len(fields) < 2 or len(fields) % 2:
+        return arity_error(b"xadd")
+    text = args[trim.at]
+    wanted: StreamId | None = None  # None: "*"
+    seq_given = True
+    if text != b"*":
+        seq_given = not text.endswith(b"-*")
+        wanted = parse_id(text[:-2] if not seq_given else text)
+        if wanted is None:
+            return INVALID_ID
+        if seq_given and wanted == (0, 0):
+            return error(b"ERR The ID specified in XADD must be greater than 0-0")
+    stream: Stream | None = _of(store, args[1], Stream)
+    if stream is None and trim.no_create:
+        return encoder.nil
     fresh = stream is None
     if stream is None:
         stream = Stream()
-    fields = args[3:]
-    if not fields or len(fields) % 2:
-        return arity_error(b"xadd")
-    entry_id = _stream_id(args[2], stream.last)
-    if entry_id is None:
-        return error(b"ERR Invalid stream ID specified as stream command argument")
-    if entry_id <= stream.last:
+    last = stream.last
+    if last == (U64, U64):
+        return error(b"ERR The stream has exhausted the last possible ID, unable to add more items")
+    if wanted is None:
+        now = store.clock()
+        entry_id = (now, 0) if now > last[0] else next_id(last)
+    elif not seq_given:
+        if wanted[0] == last[0] and last[1] == U64:
+            entry_id = None
+        else:
+            entry_id = (last[0], last[1] + 1) if wanted[0] == last[0] else wanted
+    else:
+        entry_id = wanted
+    if entry_id is None or entry_id <= last:
         return error(b"ERR The ID specified in XADD is equal or smaller than the target stream top item")
-    stream.entries[entry_id] = list(fields)
+    stream.append(entry_id, list(fields))
     stream.last = entry_id
     stream.added += 1
     if fresh:
         store.set(args[1], stream)
     else:
         store.modified(args[1])
-    return bulk(_id_text(entry_id))
+    if _trimmed(stream, trim):
+        notify(store, args[1], b"xtrim")
+    return bulk(id_text(entry_id))
+
+
+@_typed
+def _xtrim(store: KeyValueStore, args: list[bytes]) -> Reply:
+    trim = _parse_trim(args, False)
+    if isinstance(trim, bytes):
+        return trim
+    stream: Stream | None = _of(store, args[1], Stream)
+    if stream is None:
+        return ZERO
+    removed = _trimmed(stream, trim)
+    if removed:
+        store.modified(args[1])
+    return integer(removed)
+
+
+# -- XLEN, XDEL, XRANGE
 
 
 @_typed
@@ -82,214 +295,62 @@ def _xlen(store: KeyValueStore, args: list[bytes]) -> Reply:
 
 @_typed
 def _xdel(store: KeyValueStore, args: list[bytes]) -> Reply:
-    stream = _of(store, args[1], Stream)
+    stream: Stream | None = _of(store, args[1], Stream)
     if stream is None:
         return ZERO
+    ids: list[StreamId] = []
+    for text in args[2:]:  # all parsed first: an error deletes nothing
+        parsed = parse_id(text)
+        if parsed is None:
+            return INVALID_ID
+        ids.append(parsed)
     removed = 0
-    for text in args[2:]:
-        entry_id = _stream_id(text)
-        if entry_id is not None and stream.entries.pop(entry_id, None) is not None:
+    for entry_id in ids:
+        if stream.delete(entry_id):
             removed += 1
             stream.max_deleted = max(stream.max_deleted, entry_id)
-    store.modified(args[1])
+    if removed:
+        store.modified(args[1])
     return integer(removed)
 
 
-@_typed
-def _xgroup(store: KeyValueStore, args: list[bytes]) -> Reply:
-    sub = args[1].upper()
-    if sub not in (b"CREATE", b"SETID", b"DESTROY") or len(args) < 4:
-        return error(b"ERR unknown subcommand '%b'. Try XGROUP HELP." % args[1])
-    stream = _of(store, args[2], Stream)
-    if stream is None:
-        return error(b"ERR The XGROUP subcommand requires the key to exist.")
-    name = args[3]
-    if sub == b"DESTROY":
-        return ONE if stream.groups.pop(name, None) is not None else ZERO
-    if len(args) < 5:
-        return arity_error(b"xgroup|" + sub.lower())
-    start = stream.last if args[4] == b"$" else _stream_id(args[4])
-    if start is None:
-        return error(b"ERR Invalid stream ID specified as stream command argument")
-    if sub == b"CREATE":
-        if name in stream.groups:
-            return error(b"BUSYGROUP Consumer Group name already exists")
-        stream.groups[name] = {"last": start, "pending": {}, "consumers": set()}
-    else:
-        if name not in stream.groups:
-            return error(b"NOGROUP No such consumer group '%b' for key name '%b'" % (name, args[2]))
-        stream.groups[name]["last"] = start
-    store.modified(args[2])
-    return OK
-
-
-def _entry(entry_id: tuple[int, int], fields: list[bytes]) -> Reply:
-    return join_replies([b"*2\r\n", bulk(_id_text(entry_id)), array(fields)])
-
-
 @per_protocol
 @_typed
-def _xreadgroup(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    upper = [a.upper() for a in args]
-    if len(args) < 7 or upper[1] != b"GROUP":
-        return SYNTAX
-    group_name, consumer = args[2], args[3]
-    count: int | None = None
-    noack = False
+def _xrange(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
+    """XRANGE key start end [COUNT n] and XREVRANGE key end start [COUNT n]."""
+    reverse = args[0].upper() == b"XREVRANGE"
+    bounds = parse_range(args[3], args[2]) if reverse else parse_range(args[2], args[3])
+    if isinstance(bounds, bytes):
+        return bounds
+    first, last = bounds
+    count = -1
     i = 4
-    while i < len(args) and upper[i] != b"STREAMS":
-        if upper[i] == b"COUNT" and i + 1 < len(args):
-            count = parse_int64(args[i + 1])
-            i += 2
-        elif upper[i] == b"NOACK":
-            noack = True
-            i += 1
-        elif upper[i] == b"BLOCK" and i + 1 < len(args):
-            i += 2
-        else:
+    while i < len(args):
+        if args[i].upper() != b"COUNT" or i + 1 >= len(args):
             return SYNTAX
-    rest = args[i + 1 :]
-    if not rest or len(rest) % 2:
-        return SYNTAX
-    keys, ids = rest[: len(rest) // 2], rest[len(rest) // 2 :]
-    results: list[Reply] = []
-    replied = 0
-    for key, wanted in zip(keys, ids, strict=True):
-        stream = _of(store, key, Stream)
-        group = None if stream is None else stream.groups.get(group_name)
-        if stream is None or group is None:
-            return error(
-                b"NOGROUP No such key '%b' or consumer group '%b' in XREADGROUP with GROUP option" % (key, group_name)
-            )
-        group["consumers"].add(consumer)
-        if wanted != b">":
-            continue
-        fresh = [(eid, f) for eid, f in sorted(stream.entries.items()) if eid > group["last"]]
-        if count:
-            fresh = fresh[:count]
-        if not fresh:
-            continue
-        group["last"] = fresh[-1][0]
-        if not noack:
-            for eid, _ in fresh:
-                group["pending"][eid] = consumer
-        store.modified(key)
-        replied += 1
-        results += [b"*2\r\n", bulk(key), b"*%d\r\n" % len(fresh), *(_entry(e, f) for e, f in fresh)]
-    if not replied:
-        return encoder.nil_array
-    return join_replies([b"*%d\r\n" % replied, *results])
-
-
-# Redis packs a stream's entries into listpacks of up to this many (stream-node-max-entries), the keys of a radix
-# tree; XINFO reports the tree's size, which this server estimates (exact for the small streams tests make).
-_NODE_ENTRIES = 100
-
-
-@per_protocol
-@_typed
-def _xinfo(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    """XINFO STREAM key: the fields Redis 7.0 reports, in its order (FULL and the GROUPS/CONSUMERS forms aside)."""
-    if len(args) < 3 or args[1].upper() != b"STREAM":
-        return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try XINFO HELP." % args[1])
-    full = len(args) > 3 and args[3].upper() == b"FULL"
-    count = 10
-    if full and len(args) == 6 and args[4].upper() == b"COUNT":
-        parsed = parse_int64(args[5])
+        parsed = parse_int64(args[i + 1])
         if parsed is None:
-            return error(b"ERR value is not an integer or out of range")
-        count = parsed
-    elif len(args) > 3 and not (full and len(args) == 4):
-        return SYNTAX
-    stream = _of(store, args[2], Stream)
+            return NOT_INTEGER
+        count = max(parsed, 0)
+        i += 2
+    stream: Stream | None = _of(store, args[1], Stream)
     if stream is None:
-        return NO_SUCH_KEY
-    entries = sorted(stream.entries.items())
-    if full:
-        return _xinfo_full(encoder, stream, entries, count)
-    keys = -(-len(entries) // _NODE_ENTRIES)
-    first: Reply = _entry(*entries[0]) if entries else encoder.nil
-    last: Reply = _entry(*entries[-1]) if entries else encoder.nil
-    return join_replies(
-        [
-            encoder.map_header(10),
-            b"$6\r\nlength\r\n:%d\r\n" % len(entries),
-            b"$15\r\nradix-tree-keys\r\n:%d\r\n" % keys,
-            b"$16\r\nradix-tree-nodes\r\n:%d\r\n" % (keys + 1),
-            b"$17\r\nlast-generated-id\r\n",
-            bulk(_id_text(stream.last)),
-            b"$20\r\nmax-deleted-entry-id\r\n",
-            bulk(_id_text(stream.max_deleted)),
-            b"$13\r\nentries-added\r\n:%d\r\n" % stream.added,
-            b"$23\r\nrecorded-first-entry-id\r\n",
-            bulk(_id_text(entries[0][0] if entries else (0, 0))),
-            b"$6\r\ngroups\r\n:%d\r\n" % len(stream.groups),
-            b"$11\r\nfirst-entry\r\n",
-            first,
-            b"$10\r\nlast-entry\r\n",
-            last,
-        ]
-    )
-
-
-def _xinfo_full(encoder: Encoder, stream: Stream, entries: list[tuple[tuple[int, int], list[bytes]]], count: int
-                ) -> Reply:  # fmt: skip
-    """XINFO STREAM key FULL [COUNT n]: Redis 7.0's fields, the entries (the first ``count``, 0 for all) and each
-    group with its pending entries and consumers. Delivery times and counts are not kept: they read 0 and 1."""
-    keys = -(-len(entries) // _NODE_ENTRIES)
-    shown = entries if count <= 0 else entries[:count]
-    parts: list[Reply] = [
-        encoder.map_header(9),
-        b"$6\r\nlength\r\n:%d\r\n" % len(entries),
-        b"$15\r\nradix-tree-keys\r\n:%d\r\n" % keys,
-        b"$16\r\nradix-tree-nodes\r\n:%d\r\n" % (keys + 1),
-        b"$17\r\nlast-generated-id\r\n",
-        bulk(_id_text(stream.last)),
-        b"$20\r\nmax-deleted-entry-id\r\n",
-        bulk(_id_text(stream.max_deleted)),
-        b"$13\r\nentries-added\r\n:%d\r\n" % stream.added,
-        b"$23\r\nrecorded-first-entry-id\r\n",
-        bulk(_id_text(entries[0][0] if entries else (0, 0))),
-        b"$7\r\nentries\r\n*%d\r\n" % len(shown),
-        *[_entry(*entry) for entry in shown],
-        b"$6\r\ngroups\r\n*%d\r\n" % len(stream.groups),
-    ]
-    for name, group in sorted(stream.groups.items()):
-        pending = sorted(group["pending"].items())
-        parts += [
-            encoder.map_header(7),
-            b"$4\r\nname\r\n",
-            bulk(name),
-            b"$17\r\nlast-delivered-id\r\n",
-            bulk(_id_text(group["last"])),
-            b"$12\r\nentries-read\r\n",
-            encoder.nil,
-            b"$3\r\nlag\r\n",
-            encoder.nil,
-            b"$9\r\npel-count\r\n:%d\r\n" % len(pending),
-            b"$7\r\npending\r\n*%d\r\n" % len(pending),
-            *[join_replies([b"*4\r\n", bulk(_id_text(eid)), bulk(owner), b":0\r\n:1\r\n"]) for eid, owner in pending],
-            b"$9\r\nconsumers\r\n*%d\r\n" % len(group["consumers"]),
-        ]
-        for consumer in sorted(group["consumers"]):
-            owned = [eid for eid, owner in pending if owner == consumer]
-            parts += [
-                encoder.map_header(4),
-                b"$4\r\nname\r\n",
-                bulk(consumer),
-                b"$9\r\nseen-time\r\n:0\r\n",
-                b"$9\r\npel-count\r\n:%d\r\n" % len(owned),
-                b"$7\r\npending\r\n*%d\r\n" % len(owned),
-                *[join_replies([b"*3\r\n", bulk(_id_text(eid)), b":0\r\n:1\r\n"]) for eid in owned],
-            ]
-    return join_replies(parts)
+        return b"*0\r\n"
+    if count == 0:
+        return encoder.nil_array
+    ids = stream.between(first, last)
+    if reverse:
+        ids.reverse()
+    if count > 0:
+        ids = ids[:count]
+    return join_replies([b"*%d\r\n" % len(ids), *(entry_reply(entry_id, stream.entries[entry_id]) for entry_id in ids)])
 
 
 STREAMS: dict[bytes, Entry] = {
     b"XADD": (_xadd, 5, MANY),
+    b"XTRIM": (_xtrim, 4, MANY),
     b"XLEN": (_xlen, 2, 2),
     b"XDEL": (_xdel, 3, MANY),
-    b"XGROUP": (_xgroup, 2, MANY),
-    b"XREADGROUP": (_xreadgroup, 7, MANY),
-    b"XINFO": (_xinfo, 2, MANY),
+    b"XRANGE": (_xrange, 4, MANY),
+    b"XREVRANGE": (_xrange, 4, MANY),
 }

@@ -4,11 +4,13 @@ and the value types beyond strings (a ``deque`` list, a ``dict`` hash, a ``set``
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any, ParamSpec
 
@@ -220,29 +222,115 @@ def _by_score(item: tuple[bytes, float]) -> tuple[float, bytes]:
 TYPES[ZSet] = b"zset"
 
 
+StreamId = tuple[int, int]
+"""A stream entry's id: (milliseconds, sequence)."""
+
+
+class PendingEntry:
+    """An entry delivered to a consumer of a group and not acknowledged yet (a NACK in Redis's words): who holds it,
+    when it was last delivered (ms) and how many times."""
+
+    __slots__ = ("consumer", "count", "delivered")
+
+    def __init__(self, consumer: Consumer | None, delivered: int, count: int = 1) -> None:
+        self.consumer = consumer
+        self.delivered = delivered
+        self.count = count
+
+
+class Consumer:
+    """A consumer of a group: when it was last seen (ms) and the entries it holds, by id (shared with its group's)."""
+
+    __slots__ = ("name", "pending", "seen")
+
+    def __init__(self, name: bytes, seen: int) -> None:
+        self.name = name
+        self.seen = seen
+        self.pending: dict[StreamId, PendingEntry] = {}
+
+
+NO_ENTRIES_READ = -1
+"""A group's ``entries_read`` when it is not known (Redis's SCG_INVALID_ENTRIES_READ)."""
+
+
+class ConsumerGroup:
+    """A consumer group: the last id delivered, the logical count of entries read (or NO_ENTRIES_READ), the
+    pending entries of all its consumers by id, and its consumers by name."""
+
+    __slots__ = ("consumers", "entries_read", "last", "pending")
+
+    def __init__(self, last: StreamId, entries_read: int = NO_ENTRIES_READ) -> None:
+        self.last = last
+        self.entries_read = entries_read
+        self.pending: dict[StreamId, PendingEntry] = {}
+        self.consumers: dict[bytes, Consumer] = {}
+
+    def copy(self) -> ConsumerGroup:
+        other = ConsumerGroup(self.last, self.entries_read)
+        for name, consumer in self.consumers.items():
+            twin = other.consumers[name] = Consumer(name, consumer.seen)
+            for entry_id, entry in consumer.pending.items():
+                twin.pending[entry_id] = other.pending[entry_id] = PendingEntry(twin, entry.delivered, entry.count)
+        return other
+
+
 class Stream:
-    """A stream: entries by id, and consumer groups with their pending entries (the core the tests touch)."""
+    """A stream: entries by id, their ids in order (to seek by bisection, as Redis seeks its radix tree), and
+    consumer groups by name. Entries change only through :meth:`append`, :meth:`delete` and :meth:`trim`."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[int, int], list[bytes]] = {}
+        self.entries: dict[StreamId, list[bytes]] = {}
+        self.ids: list[StreamId] = []
         self.last = (0, 0)
         self.added = 0  # entries ever added (XINFO's entries-added)
         self.max_deleted = (0, 0)  # the highest id XDEL removed (XINFO's max-deleted-entry-id)
-        self.groups: dict[bytes, dict[str, Any]] = {}
+        self.groups: dict[bytes, ConsumerGroup] = {}
 
     def copy(self) -> Stream:
         other = Stream()
         other.entries = {k: list(v) for k, v in self.entries.items()}
+        other.ids = list(self.ids)
         other.last = self.last
         other.added = self.added
         other.max_deleted = self.max_deleted
-        other.added = self.added
-        other.max_deleted = self.max_deleted
-        other.groups = {
-            name: {"last": g["last"], "pending": dict(g["pending"]), "consumers": set(g["consumers"])}
-            for name, g in self.groups.items()
-        }
+        other.groups = {name: group.copy() for name, group in self.groups.items()}
         return other
+
+    def append(self, entry_id: StreamId, fields: list[bytes]) -> None:
+        """Add an entry whose id is greater than every other's."""
+        self.entries[entry_id] = fields
+        self.ids.append(entry_id)
+
+    def delete(self, entry_id: StreamId) -> bool:
+        """Remove an entry; True if it was there."""
+        if self.entries.pop(entry_id, None) is None:
+            return False
+        del self.ids[bisect.bisect_left(self.ids, entry_id)]
+        return True
+
+    def trim(self, count: int) -> None:
+        """Remove the first ``count`` entries."""
+        for entry_id in self.ids[:count]:
+            del self.entries[entry_id]
+        del self.ids[:count]
+
+    def between(self, first: StreamId, last: StreamId) -> list[StreamId]:
+        """The ids from ``first`` to ``last`` (both included), in order."""
+        return self.ids[bisect.bisect_left(self.ids, first) : bisect.bisect_right(self.ids, last)]
+
+    def since(self, start: StreamId) -> Iterator[tuple[StreamId, list[bytes]]]:
+        """The entries from ``start`` on, in id order."""
+        entries = self.entries
+        for entry_id in itertools.islice(self.ids, bisect.bisect_left(self.ids, start), None):
+            yield entry_id, entries[entry_id]
+
+    def first(self) -> StreamId:
+        """The first entry's id, (0, 0) when empty (Redis's ``first_id``)."""
+        return self.ids[0] if self.ids else (0, 0)
+
+    def newest(self) -> StreamId | None:
+        """The last entry's id, None when empty (Redis's ``streamLastValidID``)."""
+        return self.ids[-1] if self.ids else None
 
     def __len__(self) -> int:
         return len(self.entries)
