@@ -442,12 +442,14 @@ def report(results: list[Count], workloads: list[str]) -> None:
             continue
         base = next((r.per_request for r in rows if r.server == "uvloop"), None)
         base = base or next((r.per_request for r in rows if r.server.endswith("uvloop")), None)
+        go = next((r.per_request for r in rows if r.server == "gnet"), None)
         print(f"\n### {workload}\n")
-        print("| server | instructions / request | vs uvloop |")
-        print("|---|---:|---:|")
+        print("| server | instructions / request | vs uvloop |" + (" vs gnet |" if go else ""))
+        print("|---|---:|---:|" + ("---:|" if go else ""))
         for r in sorted(rows, key=lambda r: r.per_request):
             ratio = f"{r.per_request / base:.2f}x" if base else "-"
-            print(f"| {r.server} | {r.per_request:,.0f} | {ratio} |")
+            versus_go = f" {r.per_request / go:.2f}x |" if go else ""
+            print(f"| {r.server} | {r.per_request:,.0f} | {ratio} |{versus_go}")
         for r in rows:
             if r.functions:
                 print(f"\n{r.server}, {workload}: self instructions per request by function\n")
