@@ -97,7 +97,7 @@ def prepare_context(ctx: ssl.SSLContext) -> ssl.SSLContext:
 class TlsConn(Conn):
     """A connection whose bytes go through TLS; handlers see plaintext and the same ``Conn`` API."""
 
-    __slots__ = ("_ctx", "_info", "_ready", "_retry", "_server_name", "_server_side", "_ssl")
+    __slots__ = ("_ctx", "_info", "_owner", "_ready", "_retry", "_server_name", "_server_side", "_ssl")
     _inline = False
     _initial = HANDSHAKING
 
@@ -115,6 +115,7 @@ class TlsConn(Conn):
         self._server_side = server_side
         self._server_name = server_name
         self._ssl: Any = None  # the ssl module's C object, once the socket is wrapped
+        self._owner: Any = None  # what the context's sni_callback is handed as the socket
         self._info: TlsInfo | None = None
         # Length of a write OpenSSL asked to be retried: the retry must hand it the same bytes.
         self._retry = 0
@@ -151,17 +152,13 @@ class TlsConn(Conn):
             if self._server_side and not self._client_spoke():
                 return
             try:
-                wrapped = self._ctx.wrap_socket(
-                    self._sock,  # type: ignore[arg-type]  # the C-level socket type is all wrapping needs
-                    server_side=self._server_side,
-                    do_handshake_on_connect=False,
-                    server_hostname=None if self._server_side else self._server_name,
-                )
+                if self._server_side and _WRAP_BARE:
+                    self._wrap_bare()
+                else:
+                    self._wrap()
             except (OSError, ValueError) as exc:
                 self._drop(exc)
                 return
-            self._sock = wrapped
-            self._ssl = wrapped._sslobj  # type: ignore[attr-defined]
         try:
             self._ssl.do_handshake()
         except ssl.SSLWantReadError:
@@ -174,6 +171,38 @@ class TlsConn(Conn):
             self._drop(exc)
             return
         self._handshaken()
+
+    def _wrap(self) -> None:
+        """Wrap the socket as an ``ssl.SSLSocket`` (a client: its hostname checks and encoding are the module's)."""
+        wrapped = self._ctx.wrap_socket(
+            self._sock,  # type: ignore[arg-type]  # the C-level socket type is all wrapping needs
+            server_side=self._server_side,
+            do_handshake_on_connect=False,
+            server_hostname=None if self._server_side else self._server_name,
+        )
+        self._sock = self._owner = wrapped
+        self._ssl = wrapped._sslobj  # type: ignore[attr-defined]
+
+    def _wrap_bare(self) -> None:
+        """Give the socket to OpenSSL without the ``ssl.SSLSocket`` around it (a server).
+
+        ``SSLContext.wrap_socket`` builds a second Python socket on the descriptor, which costs five system calls
+        (``getsockopt``, ``getsockname``, ``getpeername`` and two ``ioctl``) and its Python per handshake; the
+        loop reads and writes through the C object alone anyway.
+        """
+        sock = self._sock
+        if type(sock) is not socket.socket:
+            # OpenSSL's object keeps a weak reference to the socket, which a bare ``_socket.socket`` cannot give:
+            # the descriptor moves to a ``socket.socket``, non-blocking by its type (no system call).
+            kind = sock.type | getattr(socket, "SOCK_NONBLOCK", 0)
+            sock = self._sock = socket.socket(sock.family, kind, sock.proto, sock.detach())
+            if not hasattr(socket, "SOCK_NONBLOCK"):
+                sock.settimeout(0.0)  # (BSD, macOS: no such flag, one ioctl)
+        owner = _SniOwner()
+        self._ssl = owner._sslobj = self._ctx._wrap_socket(  # type: ignore[attr-defined]
+            sock, True, None, owner=owner
+        )
+        self._owner = owner
 
     def _client_spoke(self) -> bool:
         """Whether the first byte of the ClientHello is here (peeked at; the socket is wrapped only then).
@@ -248,14 +277,13 @@ class TlsConn(Conn):
             self._timer.cancel()
             self._timer = None
         obj = self._ssl
-        sock: ssl.SSLSocket = self._sock  # type: ignore[assignment]
         cipher = obj.cipher()
         server_side = obj.server_side
         self._info = TlsInfo(
             version=obj.version(),
             cipher=cipher[0] if cipher else None,
             alpn_protocol=obj.selected_alpn_protocol(),
-            server_name=obj.server_hostname if not server_side else self._server_name or _sni(sock),
+            server_name=obj.server_hostname if not server_side else self._server_name or _sni(self._owner),
             peer_cert=obj.getpeercert() or None,
         )
         self._recv = obj.read
@@ -371,7 +399,7 @@ class TlsConn(Conn):
         discarded, from the raw socket. After ``shutdown_write`` (SHUTTING) reading goes on through TLS: what was
         read first is kept for ``on_traffic``, and a shutdown that still lost a record closes with its error.
         """
-        sock: ssl.SSLSocket = self._sock  # type: ignore[assignment]
+        sock = self._sock
         half = self._state == SHUTTING
         if half:
             self._read_ahead()
@@ -482,9 +510,33 @@ def _let_go(loop: EventLoop) -> None:
         loop.heap_released()
 
 
-def _sni(sock: ssl.SSLSocket) -> str | None:
+def _sni(owner: object) -> str | None:
     # The name the client asked for is only visible to the context's sni_callback; record_sni stores it.
-    return getattr(sock, "_netloop_sni", None)
+    return getattr(owner, "_netloop_sni", None)
+
+
+# Whether this ssl module's contexts can wrap a socket without the Python SSLSocket (``_wrap_socket``, the call
+# ``SSLSocket`` itself makes, on every CPython since 3.7).
+_WRAP_BARE = hasattr(ssl.SSLContext, "_wrap_socket")
+
+
+class _SniOwner:
+    """What a server context's ``sni_callback`` is handed as the socket when there is no ``ssl.SSLSocket``: the
+    name the client asked for is noted on it, and setting its ``context`` switches the connection's, as on an
+    ``SSLSocket``. OpenSSL's object holds it by a weak reference: the connection keeps it."""
+
+    __slots__ = ("__weakref__", "_netloop_sni", "_sslobj")
+    _netloop_sni: str | None
+    _sslobj: Any
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        context: ssl.SSLContext = self._sslobj.context
+        return context
+
+    @context.setter
+    def context(self, ctx: ssl.SSLContext) -> None:
+        self._sslobj.context = ctx
 
 
 def _not_yet(data: object, flags: int = 0, /) -> int:

@@ -1080,6 +1080,20 @@ def test_sni_callback_can_refuse_an_unknown_name(pki: Pki, netloop_log: pytest.L
     assert "TLS handshake with" in netloop_log.text
 
 
+def test_sni_callback_reads_the_context_it_serves_with(pki: Pki) -> None:
+    seen: list[ssl.SSLContext] = []
+
+    def note(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        seen.append(sock.context)
+
+    ctx = pki.server_context()
+    ctx.sni_callback = note
+    handler = TlsEcho()
+    with serving(handler, "tcp://127.0.0.1:0", tls=ctx) as engine:
+        served(engine.addrs[0], pki.client_context())
+    assert seen == [ctx]
+
+
 def test_sni_callback_switches_to_a_second_context(pki: Pki) -> None:
     other = pki.server_context(pki.other)
     names: list[str | None] = []
