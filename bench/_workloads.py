@@ -206,9 +206,7 @@ def requests_for(rates: Mapping[str, float], seconds: float) -> int:
     return max(1_000, math.ceil(per_test / 1_000) * 1_000)
 
 
-def resp(
-    ctx: Context, server: Server, pipeline: int, tests: str = REDIS_TESTS, keyspace: int | None = None
-) -> Sample:
+def resp(ctx: Context, server: Server, pipeline: int, tests: str = REDIS_TESTS, keyspace: int | None = None) -> Sample:
     """Requests per second over redis-benchmark's ``tests`` (ping, set and get unless told), ``pipeline`` requests
     in flight, keys random below ``keyspace`` when it is given.
 

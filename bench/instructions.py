@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,13 +209,20 @@ def counted_run(
     depth: int,
     requests: int,
     out: Path,
+    client: Callable[[int, int], None] | None = None,
 ) -> int:
     """Run ``argv`` under callgrind in ``cwd``, drive ``requests`` requests at ``port``, stop it with SIGTERM; its
-    total instruction count (callgrind's Ir)."""
+    total instruction count (callgrind's Ir).
+
+    ``client(port, requests)``, when given, sends the requests instead of ``drive`` (which sends ``proto``'s).
+    """
     command = [_valgrind(), "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", *argv]
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        drive(port, proto, depth, requests)
+        if client is None:
+            drive(port, proto, depth, requests)
+        else:
+            client(port, requests)
     except BaseException:
         process.kill()
         process.wait()
