@@ -223,6 +223,10 @@ def counted_run(
             drive(port, proto, depth, requests)
         else:
             client(port, requests)
+    except BenchError as error:
+        process.kill()
+        _, err = process.communicate()
+        raise BenchError(f"{server}: {error}; it printed: {err.decode(errors='replace')[-800:]}") from None
     except BaseException:
         process.kill()
         process.wait()
