@@ -181,11 +181,18 @@ def redis_benchmark(
     cpu: int,
     timeout: float,
     tls: TlsFiles | None = None,
+    keyspace: int | None = None,
 ) -> dict[str, float]:
     """Runs redis-benchmark against HOST:port (over TLS, trusting ``tls``'s certificate, when it is given);
-    requests per second by test, in run order."""
+    requests per second by test, in run order.
+
+    With ``keyspace`` (redis-benchmark's ``-r``) keys, fields, members and ZADD's scores are random integers
+    below it, so hashes, sets and sorted sets grow instead of overwriting one entry.
+    """
     argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(connections)]
     argv += ["-n", str(requests), "-P", str(pipeline), "-t", tests, "--csv"]
+    if keyspace:
+        argv += ["-r", str(keyspace)]
     if tls:
         argv += ["--tls", "--cacert", str(tls.cert)]
     return parse_redis_benchmark(run_client(argv, cpu, timeout))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._runner import Outcome
-from bench._stats import METRICS, Sample, ratios_by_metric, summarise
+from bench._stats import METRICS, Sample, ratios_by_metric, round_ratios, summarise
 from bench._workloads import Settings
 
 _TOOL_VERSIONS = {
@@ -151,6 +151,10 @@ def _notes(outcome: Outcome) -> list[str]:
     if busy:
         shares = ", ".join(f"{name} {share:.0%}" for name, share in busy.items())
         notes.append(f"Load generator CPU (median share of its one core): {shares}.")
+    against_redis = round_ratios(done, "redis")
+    if against_redis:
+        shares = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in against_redis.items())
+        notes.append(f"Median of the rounds' ratios to redis-server: {shares}.")
     negotiated = {str(s.detail["tls"]) for samples in done.values() for s in samples if "tls" in s.detail}
     if negotiated:
         notes.append(f"TLS negotiated: {', '.join(sorted(negotiated))}.")

@@ -72,3 +72,19 @@ def ratios_by_metric(medians: Mapping[str, Mapping[str, float]], higher_is_bette
         if values:
             ratios[metric] = ratios_to_best(values, higher_is_better if metric == "value" else False)
     return ratios
+
+
+def round_ratios(samples: Mapping[str, Sequence[Sample]], base: str) -> dict[str, float]:
+    """Each contender's median, over the rounds both ran, of its value divided by ``base``'s in the same round.
+
+    Contenders run interleaved round by round, so a round's ratio compares two servers under the same conditions;
+    its median is steadier than a ratio of medians on a machine whose speed drifts. Rounds pair up in order: a
+    contender that failed stops early, and only its first rounds count. Empty without ``base`` or a paired round.
+    """
+    reference = [s.value for s in samples.get(base, ())]
+    ratios = {}
+    for name, own in samples.items():
+        pairs = [(s.value, r) for s, r in zip(own, reference, strict=False) if r > 0]
+        if name != base and pairs:
+            ratios[name] = statistics.median(value / r for value, r in pairs)
+    return ratios

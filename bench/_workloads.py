@@ -26,6 +26,10 @@ REDIS_TESTS = "ping,set,get"
 REDIS_TYPE_TESTS = "lpush,lpop,hset,sadd"
 """redis-benchmark's tests on lists, hashes and sets (a workload of their own, so the ping/set/get figures stay
 comparable across versions)."""
+REDIS_COMMANDS = ("set", "get", "hset", "zadd", "sadd")
+"""The commands measured one workload each (``respcmd-*``), so each gets its own median and ratio to redis-server."""
+COMMAND_KEYSPACE = 100_000
+"""redis-benchmark's ``-r`` for the ``respcmd-*`` workloads: random keys, fields and members (and ZADD scores)."""
 CALIBRATION_REQUESTS = 2_000
 """redis-benchmark requests per test (times the pipeline depth) in the unrecorded sizing run."""
 
@@ -206,8 +210,9 @@ def requests_for(rates: Mapping[str, float], seconds: float) -> int:
     return max(1_000, math.ceil(per_test / 1_000) * 1_000)
 
 
-def resp(ctx: Context, server: Server, pipeline: int, tests: str = REDIS_TESTS) -> Sample:
-    """Requests per second over redis-benchmark's ping, set and get tests, ``pipeline`` requests in flight.
+def resp(ctx: Context, server: Server, pipeline: int, tests: str = REDIS_TESTS, keyspace: int | None = None) -> Sample:
+    """Requests per second over redis-benchmark's ``tests`` (ping, set and get unless told), ``pipeline`` requests
+    in flight, keys random below ``keyspace`` when it is given.
 
     Over TLS (``--tls``) each test opens its connections anew, so the interval holds their handshakes as well.
     """
@@ -220,6 +225,7 @@ def resp(ctx: Context, server: Server, pipeline: int, tests: str = REDIS_TESTS) 
         tests=tests,
         cpu=s.client_cpu,
         tls=server.tls,
+        keyspace=keyspace,
     )
     key = (server.contender, pipeline, server.tls is not None, tests)
     if key not in ctx.redis_requests:
@@ -341,6 +347,20 @@ WORKLOADS = (
         _RESP,
         "redis-benchmark",
         partial(resp, pipeline=16, tests=REDIS_TYPE_TESTS),
+    ),
+    *(
+        Workload(
+            f"respcmd-{command}-p16",
+            f"RESP {command.upper()} alone (redis-benchmark -r {COMMAND_KEYSPACE:,}), {{connections}} connections, "
+            "pipeline 16",
+            "requests/s",
+            "request",
+            "resp",
+            _RESP,
+            "redis-benchmark",
+            partial(resp, pipeline=16, tests=command, keyspace=COMMAND_KEYSPACE),
+        )
+        for command in REDIS_COMMANDS
     ),
     Workload(
         "idle",

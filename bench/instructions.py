@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,17 +292,28 @@ def counted_run(
     out: Path,
     tls: ssl.SSLContext | None = None,
     stop_by_eof: bool = False,
+    client: Callable[[int, int], None] | None = None,
 ) -> int:
     """Run ``argv`` under callgrind in ``cwd``, drive ``requests`` requests at ``port`` (over TLS with the client
     context ``tls``), stop it with SIGTERM (``stop_by_eof``: by closing its standard input); its total instruction
-    count (callgrind's Ir)."""
+    count (callgrind's Ir).
+
+    ``client(port, requests)``, when given, sends the requests instead of ``drive`` (which sends ``proto``'s).
+    """
     command = [_valgrind(), "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", *argv]
     stdin = subprocess.PIPE if stop_by_eof else None
     process = subprocess.Popen(
         command, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        drive(port, proto, depth, requests, tls)
+        if client is None:
+            drive(port, proto, depth, requests, tls)
+        else:
+            client(port, requests)
+    except BenchError as error:
+        process.kill()
+        _, err = process.communicate()
+        raise BenchError(f"{server}: {error}; it printed: {err.decode(errors='replace')[-800:]}") from None
     except BaseException:
         process.kill()
         process.wait()

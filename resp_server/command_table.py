@@ -10,7 +10,7 @@ from resp_server.container_ops import CONTAINER_OPS
 from resp_server.containers import CONTAINERS, RESP3_VARIANTS
 from resp_server.replies import RESP2, RESP3, Command, bind_table
 from resp_server.server_state import SESSION_COMMANDS
-from resp_server.sorted_sets import SORTED
+from resp_server.sorted_sets import SORTED, ZADD3
 from resp_server.stream_groups import STREAM_GROUPS
 from resp_server.stream_info import STREAM_INFO
 from resp_server.stream_pending import STREAM_PENDING
@@ -37,7 +37,7 @@ _TABLE = {
     }.items()
     if name not in SESSION_COMMANDS
 }
-_VARIANTS3 = {b"GET": GET3, b"SET": SET3, **RESP3_VARIANTS}
+_VARIANTS3 = {b"GET": GET3, b"SET": SET3, b"ZADD": ZADD3, **RESP3_VARIANTS}
 
 KEYSPACE: dict[bytes, tuple[Command, int, int]] = bind_table(_TABLE, RESP2)
 """Keyspace commands by upper-case name, with their arity (name included), for a RESP2 session."""

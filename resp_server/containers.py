@@ -40,6 +40,7 @@ from resp_server.values import (
     NOT_INTEGER,
     ONE,
     SYNTAX,
+    WRONGTYPE,
     ZERO,
     _kept,
     _of,
@@ -236,21 +237,29 @@ def _linsert(store: KeyValueStore, args: list[bytes]) -> Reply:
 # -- hashes ------------------------------------------------------------------------------------------------------
 
 
-@_typed
-def _hset(store: KeyValueStore, args: list[bytes]) -> Reply:
-    if len(args) % 2 or len(args) < 4:
+def _hset(store: KeyValueStore, args: list[bytes]) -> bytes:
+    size = len(args)
+    if size % 2:
         return arity_error(args[0])
-    fields = _of(store, args[1], dict)
+    fields = store.container(args[1], dict)
     if fields is None:
-        fields = {}
-        store.set(args[1], fields)
-    else:
-        store.modified(args[1])
-    added = 0
-    for i in range(2, len(args), 2):
-        added += args[i] not in fields
+        return WRONGTYPE
+    store.modified(args[1])  # even when no value changes, as in Redis
+    if size == 4:  # one field, the common case
+        field = args[2]
+        added = field not in fields
+        fields[field] = args[3]
+        return ONE if added else ZERO
+    count = 0
+    for i in range(2, size, 2):
+        count += args[i] not in fields
         fields[args[i]] = args[i + 1]
-    return OK if args[0].upper() == b"HMSET" else integer(added)
+    return integer(count)
+
+
+def _hmset(store: KeyValueStore, args: list[bytes]) -> Reply:
+    reply = _hset(store, args)
+    return OK if reply[:1] == b":" else reply
 
 
 @_typed
@@ -385,17 +394,22 @@ def _members(items: Any, resp3: bool) -> Reply:
     return join_replies(parts)
 
 
-@_typed
 def _sadd(store: KeyValueStore, args: list[bytes]) -> Reply:
-    members = _of(store, args[1], set)
+    members = store.container(args[1], set)
     if members is None:
-        members = set()
-        store.set(args[1], members)
-    else:
+        return WRONGTYPE
+    if len(args) == 3:  # one member, the common case
+        if args[2] in members:
+            return ZERO
+        members.add(args[2])
         store.modified(args[1])
+        return ONE
     before = len(members)
     members.update(args[2:])
-    return integer(len(members) - before)
+    added = len(members) - before
+    if added:
+        store.modified(args[1])
+    return integer(added)
 
 
 @_typed
@@ -541,7 +555,7 @@ CONTAINERS: dict[bytes, Entry] = {
     b"LTRIM": (_ltrim, 4, 4),
     b"LINSERT": (_linsert, 5, 5),
     b"HSET": (_hset, 4, MANY),
-    b"HMSET": (_hset, 4, MANY),
+    b"HMSET": (_hmset, 4, MANY),
     b"HSETNX": (_hsetnx, 4, 4),
     b"HGET": (_hget, 3, 3),
     b"HMGET": (_hmget, 3, MANY),

@@ -113,7 +113,7 @@ class RespParser:
                         break
                     commands.append(words)
                     i += 1
-                # Arrays of one, two and three bulks (PING, GET, SET...) spelled out: the loop below would add a
+                # Arrays of one to four bulks (PING, GET, SET, HSET...) spelled out: the loop below would add a
                 # fifth or more to the cost of each such command.
                 elif count == 1:
                     if lines[i + 1] != bulks[len(lines[i + 2])]:
@@ -134,6 +134,16 @@ class RespParser:
                         break
                     commands.append([lines[i + 2], lines[i + 4], lines[i + 6]])
                     i += 7
+                elif count == 4:  # HSET, ZADD, LSET...: as busy as the three above
+                    if (
+                        lines[i + 1] != bulks[len(lines[i + 2])]
+                        or lines[i + 3] != bulks[len(lines[i + 4])]
+                        or lines[i + 5] != bulks[len(lines[i + 6])]
+                        or lines[i + 7] != bulks[len(lines[i + 8])]
+                    ):
+                        break
+                    commands.append([lines[i + 2], lines[i + 4], lines[i + 6], lines[i + 8]])
+                    i += 9
                 else:
                     end = i + 2 * count + 1
                     if end > n or any(lines[k] != bulks[len(lines[k + 1])] for k in range(i + 1, end, 2)):

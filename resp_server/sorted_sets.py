@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections import deque
 
 from resp_server.replies import (
     MANY,
+    RESP2,
+    RESP3,
+    Command,
     Encoder,
     Entry,
     Reply,
@@ -20,7 +24,9 @@ from resp_server.store import KeyValueStore
 from resp_server.values import (
     NOT_FLOAT,
     NOT_INTEGER,
+    ONE,
     SYNTAX,
+    WRONGTYPE,
     ZERO,
     ZSet,
     _of,
@@ -34,7 +40,29 @@ from resp_server.values import (
 # -- sorted sets: the core that the keyspace tests touch -------- ----------------------------------------------
 
 
-@per_protocol
+def _zadder(encoder: Encoder) -> Command:
+    """ZADD for one protocol, a closure as GET's is: one score and member and no option (what clients send most)
+    takes a short way; anything else :func:`_zadd`'s."""
+    general = functools.partial(_zadd, encoder)
+
+    def zadd(store: KeyValueStore, args: list[bytes]) -> Reply:
+        if len(args) == 4:
+            score = parse_float(args[2])  # no option (NX, CH...) reads as a number
+            if score is not None:
+                zset = store.container(args[1], ZSet)
+                if zset is None:
+                    return WRONGTYPE
+                member = args[3]
+                old = zset.get(member)
+                zset[member] = score
+                if old != score:  # an unchanged score touches nothing, as in Redis
+                    store.modified(args[1])
+                return ONE if old is None else ZERO
+        return general(store, args)
+
+    return zadd
+
+
 @_typed
 def _zadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     flags = set()
@@ -64,8 +92,6 @@ def _zadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
             return encoder.nil if b"INCR" in flags else ZERO
         zset = ZSet()
         store.set(args[1], zset)
-    else:
-        store.modified(args[1])
     added = changed = 0
     result: float | None = None
     for score, member in scores:
@@ -86,6 +112,8 @@ def _zadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
             changed += 1
     if not zset:
         store.delete(args[1])
+    elif added or changed:  # an unchanged score touches nothing, as in Redis
+        store.modified(args[1])
     if b"INCR" in flags:
         return encoder.nil if result is None else encoder.double(result)
     return integer(added + changed if b"CH" in flags else added)
@@ -175,9 +203,12 @@ def _memory(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     return integer(size)
 
 
+ZADD3 = _zadder(RESP3)
+"""ZADD in a RESP3 session (the session's table lists it in place of RESP2's)."""
+
 SORTED: dict[bytes, Entry] = {
     b"MEMORY": (_memory, 2, MANY),
-    b"ZADD": (_zadd, 4, MANY),
+    b"ZADD": (_zadder(RESP2), 4, MANY),
     b"ZCARD": (_zcard, 2, 2),
     b"ZSCORE": (_zscore, 3, 3),
     b"ZREM": (_zrem, 3, MANY),

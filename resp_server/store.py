@@ -104,6 +104,18 @@ class KeyValueStore:
         """Keys that carry a deadline (INFO keyspace's ``expires``)."""
         return len(self._deadlines)
 
+    def container(self, key: bytes, kind: type) -> Any:
+        """The ``kind`` value at ``key``, for a write command to change in place: a new empty one, stored (as
+        :meth:`set` stores), when the key is missing; None when the key holds another type. The caller reports
+        what it changed with :meth:`modified`: Redis's SADD or ZADD that changes nothing touches nothing."""
+        value = self.get(key) if self._deadlines else self._data.get(key)  # no deadline, nothing to expire
+        if value is None:
+            value = kind()
+            self.set(key, value)
+        elif type(value) is not kind:
+            return None
+        return value
+
     def modified(self, key: bytes) -> None:
         """``key``'s value changed (a container changed in place calls this too): its watchers' EXEC will fail."""
         watching = self.watchers.get(key)

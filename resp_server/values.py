@@ -196,7 +196,7 @@ class ZSet(dict):  # type: ignore[type-arg]
 
     def __setitem__(self, member: bytes, score: float) -> None:
         self._order = None
-        super().__setitem__(member, score)
+        dict.__setitem__(self, member, score)  # not super(): ZADD's every write comes here
 
     def __delitem__(self, member: bytes) -> None:
         self._order = None

@@ -21,7 +21,7 @@ from bench._proc import CpuTimes, cpu_times, parse_rss, parse_stat, pinned, rss_
 from bench._report import markdown, record
 from bench._runner import Entry, Outcome
 from bench._servers import server_argv, unavailable
-from bench._stats import Sample, ratios_by_metric, ratios_to_best, summarise
+from bench._stats import Sample, ratios_by_metric, ratios_to_best, round_ratios, summarise
 from bench._tls import TlsFiles
 from bench._workloads import WORKLOADS, Settings, requests_for
 
@@ -275,6 +275,22 @@ def test_tls_notes_under_the_table() -> None:
     lines = markdown([Outcome(workload, entries)], Settings(), machine).splitlines()
     assert "Load generator CPU (median share of its one core): netloop 50%, aiofastnet 25%." in lines
     assert "TLS negotiated: TLSv1.3 TLS_AES_256_GCM_SHA384." in lines
+
+
+def test_round_ratios_to_redis_under_the_table() -> None:
+    workload = next(w for w in WORKLOADS if w.key == "respcmd-zadd-p16")
+    rounds = [(100.0, 200.0), (150.0, 200.0), (90.0, 100.0)]  # netloop, redis: ratios 0.5, 0.75, 0.9
+    entries = {
+        "netloop": Entry([Sample(n, 1000, CpuTimes(0.01, 0.0)) for n, _ in rounds]),
+        "redis": Entry([Sample(r, 1000, CpuTimes(0.01, 0.0)) for _, r in rounds]),
+    }
+    machine = {"cpu_model": "Test CPU", "cpu_count": 2, "kernel": "Linux 6", "python": "CPython 3.11", "command": "x"}
+    lines = markdown([Outcome(workload, entries)], Settings(), machine).splitlines()
+    # the ratio of the medians would be 100 / 200 = 0.50x; the median of the rounds' ratios is 0.75x
+    assert "Median of the rounds' ratios to redis-server: netloop 0.75x." in lines
+    netloop = next(line for line in lines if line.startswith("| netloop"))
+    assert netloop.split(" | ")[1:3] == ["100", "0.50x"]
+    assert round_ratios({"netloop": entries["netloop"].samples}, "redis") == {}
 
 
 def test_server_commands() -> None:
