@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Distribution, Extension
-from setuptools.command.build_ext import build_ext
+from setuptools import Distribution, Extension  # type: ignore[import-untyped]
+from setuptools.command.build_ext import build_ext  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ def build(dest: Path) -> Path:
     command.build_temp = str(dest / "build" / "uring")
     command.ensure_finalized()
     command.run()
-    return dest / command.get_ext_filename("netloop._speedups")
+    return dest / str(command.get_ext_filename("netloop._speedups"))
 
 
 def main() -> None:

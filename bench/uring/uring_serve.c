@@ -169,7 +169,11 @@ uring_open(Uring *u, int epfd, Py_ssize_t read_size)
     u->buf_size = read_size < BUF_SIZE ? (unsigned)read_size : BUF_SIZE;
     struct io_uring_params p;
     memset(&p, 0, sizeof(p));
-    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER;
+    const char *defer = getenv("NETLOOP_URING_DEFER");
+    if (defer == NULL || strcmp(defer, "0") != 0) {
+        p.flags |= IORING_SETUP_DEFER_TASKRUN; /* completions run in io_uring_enter, never as an interruption */
+    }
     p.cq_entries = CQ_ENTRIES;
     int fd = sys_setup(RING_ENTRIES, &p);
     if (fd < 0) {
@@ -739,6 +743,12 @@ static int
 dispatch_epoll(Uring *u, Dispatch *d, int fd, uint32_t ev)
 {
     if (fd >= 0 && fd < u->nfd && u->fd_slot[fd] >= 0) {
+        int i = u->fd_slot[fd];
+        if ((ev & (EPOLLHUP | EPOLLERR)) && !u->slots[i].recv_armed) {
+            /* The recv ended (EOF or error, shown already) and epoll reports the hang-up at every wait, whatever
+               the interest: the descriptor is the Python path's again, which parks or closes it. */
+            return disown(u, i) < 0 ? -1 : dispatch(d, fd, ev);
+        }
         ev &= EPOLLOUT;
         if (ev == 0) {
             return 0;
