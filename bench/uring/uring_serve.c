@@ -19,7 +19,9 @@
  *     correct when the server closes a connection (the close's FIN can overtake the queued bytes).
  *
  * Where io_uring_setup fails (not built into the kernel, disabled by policy) ``serve`` is the epoll one, after one
- * line on stderr.
+ * line on stderr. Two more settings, for measuring only: NETLOOP_URING_WAIT_CAP_MS caps each wait (under valgrind a
+ * signal is handled only once the wait returns), NETLOOP_URING_DEFER=0 sets the ring up without deferred task
+ * running.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
