@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import socket
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from netloop._errors import EngineStoppedError
-from netloop.aio import _debug
+from netloop.aio import _debug, _transport
 from netloop.aio._selector import LoopSelector, run_handle
 
 if TYPE_CHECKING:
@@ -67,11 +68,11 @@ def _standalone_owner() -> EventLoop:
     """A netloop loop of its own, with no engine (no listeners, no connections unless enrolled)."""
     from netloop._engine import EngineCore
     from netloop._eventloop import EventLoop
-    from netloop._handler import EventHandler
     from netloop._options import Options
 
     options = Options()
-    core = EngineCore(EventHandler(), [], options)
+    # Its only connections are transports: the loop's inlined read path hands their reads to their protocols.
+    core = EngineCore(_transport.EVENTS, [], options)
     return EventLoop(0, core, core.handler, options)
 
 
@@ -116,6 +117,26 @@ class Loop(asyncio.SelectorEventLoop):
         super().set_debug(enabled)
         # Debug mode times each callback (slow_callback_duration), as asyncio's own loop does in its debug mode.
         self._run_handle = self._loop_selector.run_handle = _debug.run_handle_timed if enabled else run_handle
+
+    # -- transports: TCP and Unix stream sockets are netloop connections -------------------------------------
+
+    def _make_socket_transport(
+        self,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        waiter: asyncio.Future[None] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        server: Any = None,
+    ) -> asyncio.Transport:
+        if _transport.serves(sock) and self._owner.accepting:
+            return _transport.SocketTransport(self, sock, protocol, waiter, extra, server)
+        return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)  # type: ignore[misc,no-any-return]
+
+    async def _sendfile_native(self, transp: Any, file: Any, offset: int, count: int | None) -> int:
+        if isinstance(transp, _transport.SocketTransport):
+            return await transp.sendfile_native(file, offset, count)
+        return await super()._sendfile_native(transp, file, offset, count)  # type: ignore[misc,no-any-return]
 
     # -- callbacks and timers ------------------------------------------------------------------------------
 
@@ -237,6 +258,10 @@ class Loop(asyncio.SelectorEventLoop):
         if self._closed:  # type: ignore[attr-defined]
             return
         super().close()
+        # Transports still open: closed with the loop, their protocols not told (as asyncio's loop leaves them).
+        for transport in list(self._transports.values()):  # type: ignore[attr-defined]
+            if isinstance(transport, _transport.SocketTransport):
+                transport._conn._close(None)
         if self._standalone:
             owner = self._owner
             owner._tasks.clear()  # as asyncio drops its ready callbacks on close
