@@ -73,6 +73,31 @@ def test_a_return_value_that_is_no_action_is_logged(caplog: pytest.LogCaptureFix
     assert "Odd.on_traffic returned 42" in messages
 
 
+def test_out_of_debug_mode_a_return_value_that_is_no_action_is_logged_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NETLOOP_DEBUG", raising=False)
+
+    class Odd(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> Any:
+            conn.write(conn.next())
+            return 42
+
+    for debug in (False, True):
+        caplog.clear()
+        with (
+            caplog.at_level(logging.ERROR, "netloop"),
+            serving(Odd(), "tcp://127.0.0.1:0", debug=debug) as engine,
+            connect(engine.addrs[0]) as sock,
+        ):
+            sock.sendall(b"x")
+            assert recv_exact(sock, 1) == b"x"
+            wait_until(lambda: any("returned 42" in r.getMessage() for r in caplog.records), what="the log")
+        odd = [r.getMessage() for r in caplog.records if "returned 42" in r.getMessage()]
+        assert len(odd) == 1, odd  # in debug mode, once: with the event's name
+        assert "neither an Action, None nor a coroutine: ignored" in odd[0]
+
+
 def test_actions_none_and_coroutines_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     class Fine(netloop.EventHandler):
         def on_open(self, conn: netloop.Conn) -> netloop.Action:
