@@ -24,7 +24,7 @@ import threading
 import time
 from asyncio import events
 from collections.abc import Callable
-from contextvars import Context
+from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any
 
 from netloop._errors import EngineStoppedError
@@ -148,14 +148,19 @@ class Loop(asyncio.SelectorEventLoop):
         if self._debug:  # type: ignore[attr-defined]
             self._check_thread()  # type: ignore[attr-defined]
             self._check_callback(callback, "call_soon")  # type: ignore[attr-defined]
-        handle = asyncio.Handle(callback, args, self, context)
-        if handle._source_traceback:  # type: ignore[attr-defined]
-            del handle._source_traceback[-1]  # type: ignore[attr-defined]
+            handle = asyncio.Handle(callback, args, self, context)
+            if handle._source_traceback:  # type: ignore[attr-defined]
+                del handle._source_traceback[-1]  # type: ignore[attr-defined]
+        else:
+            handle = _new_handle(callback, args, self, context)
         self._queue.append((self._run_handle, (handle,)))
         return handle
 
     def _call_soon(self, callback: Callable[..., object], args: Any, context: Context | None) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
+        if self._debug:  # type: ignore[attr-defined]
+            handle = asyncio.Handle(callback, args, self, context)
+        else:
+            handle = _new_handle(callback, args, self, context)
         self._queue.append((self._run_handle, (handle,)))
         return handle
 
@@ -267,6 +272,22 @@ class Loop(asyncio.SelectorEventLoop):
             owner._tasks.clear()  # as asyncio drops its ready callbacks on close
             owner._timers.clear()
             owner._teardown()
+
+
+def _new_handle(callback: Callable[..., object], args: Any, loop: Loop, context: Context | None) -> asyncio.Handle:
+    """``asyncio.Handle(callback, args, loop, context)`` out of debug mode, without its Python ``__init__``."""
+    handle = _blank_handle(asyncio.Handle)
+    handle._context = copy_context() if context is None else context  # type: ignore[attr-defined]
+    handle._loop = loop  # type: ignore[attr-defined]
+    handle._callback = callback  # type: ignore[attr-defined]
+    handle._args = args
+    handle._cancelled = False
+    handle._repr = None  # type: ignore[attr-defined]
+    handle._source_traceback = None  # type: ignore[attr-defined]
+    return handle
+
+
+_blank_handle = object.__new__
 
 
 def _noop() -> None:

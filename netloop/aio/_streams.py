@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from netloop._conn import Conn
+from netloop._conn import PRESSURE, Conn
 from netloop._engine import Engine
 from netloop._entry import run, start
 from netloop._handler import Action, EventHandler
@@ -50,6 +50,8 @@ class StreamWriter:
         self.conn = conn
         self._reader = reader
         self._closed: asyncio.Future[None] = loop.create_future()
+        # The connection's own write (the compiled one on the compiled core), not a method that calls it.
+        self.write = conn.write  # type: ignore[method-assign,assignment]
 
     def __repr__(self) -> str:
         return f"<netloop.aio.StreamWriter {self.conn!r}>"
@@ -71,7 +73,9 @@ class StreamWriter:
     async def drain(self) -> None:
         """Return once the outbound bytes are below ``write_buffer_cap`` (at once if they are), else once they fall
         to half of it; raises ``ConnClosedError`` (a ``ConnectionError``) if the connection closes first."""
-        await drain(self.conn)
+        conn = self.conn
+        if conn._pause & PRESSURE or conn.closed:  # else nothing to wait for: no second coroutine
+            await drain(conn)
 
     def close(self) -> None:
         """Close gracefully: the buffered bytes are flushed first. Safe to call again."""
