@@ -17,6 +17,7 @@ asyncio event loop on a netloop loop of its own (``netloop.aio.new_event_loop``)
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import socket
 import sys
@@ -93,6 +94,10 @@ class Loop(asyncio.SelectorEventLoop):
         self._run_handle: Callable[[Any], None] = run_handle
         self._loop_selector = LoopSelector(self._owner)
         super().__init__(self._loop_selector)
+        # asyncio's create_future is a Python method around this call: the call itself, one Python frame fewer.
+        self.create_future = functools.partial(asyncio.Future, loop=self)  # type: ignore[method-assign]
+        # Asked by every Future made (for its creation traceback): the attribute, read without a Python frame.
+        self.get_debug = functools.partial(getattr, self, "_debug")  # type: ignore[method-assign]
 
     @property
     def netloop_loop(self) -> EventLoop:
@@ -152,7 +157,16 @@ class Loop(asyncio.SelectorEventLoop):
             if handle._source_traceback:  # type: ignore[attr-defined]
                 del handle._source_traceback[-1]  # type: ignore[attr-defined]
         else:
-            handle = _new_handle(callback, args, self, context)
+            # _new_handle's body, inline: the call most asyncio code makes most often (a future's callbacks, a task's
+            # next step).
+            handle = _blank_handle(asyncio.Handle)
+            handle._context = copy_context() if context is None else context  # type: ignore[attr-defined]
+            handle._loop = self  # type: ignore[attr-defined]
+            handle._callback = callback  # type: ignore[attr-defined]
+            handle._args = args
+            handle._cancelled = False
+            handle._repr = None  # type: ignore[attr-defined]
+            handle._source_traceback = None  # type: ignore[attr-defined]
         self._queue.append((self._run_handle, (handle,)))
         return handle
 
