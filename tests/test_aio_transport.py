@@ -290,6 +290,36 @@ def test_pause_writing_above_the_high_water_mark_and_resume_once_drained() -> No
     assert difference == 0
 
 
+def test_writelines_and_a_protocol_switched_with_set_protocol() -> None:
+    async def main() -> tuple[bytes, bytes, bytes, list[str]]:
+        loop = asyncio.get_running_loop()
+        client, made, server = await serve_one(Recorder)
+        first = await made
+        await first.made
+        transport = first.transport
+        transport.writelines([b"one ", bytearray(b"two "), memoryview(b"three")])
+        written = b""
+        while len(written) < 13:
+            written += await loop.sock_recv(client, 100)
+        await loop.sock_sendall(client, b"to the first")
+        heard_first = await first.until(12)
+        second = Recorder()
+        transport.set_protocol(second)
+        assert transport.get_protocol() is second
+        await loop.sock_sendall(client, b"to the second")
+        heard_second = await second.until(13)
+        client.close()
+        await second.lost
+        server.close()
+        return written, heard_first, heard_second, first.events
+
+    written, heard_first, heard_second, first_events = run(main)
+    assert written == b"one two three"
+    assert heard_first == b"to the first"
+    assert heard_second == b"to the second"
+    assert first_events == ["made"]  # the connection's end went to the protocol that had it by then
+
+
 def test_pause_reading_holds_data_received_until_resume_reading() -> None:
     async def main() -> tuple[bool, bytes, bool]:
         loop = asyncio.get_running_loop()
