@@ -79,6 +79,10 @@ class TransportEvents(EventHandler):
 EVENTS = TransportEvents()
 
 
+def _nothing(data: bytes) -> None:
+    """A lost transport's reads: there are none (its protocol is let go)."""
+
+
 class TransportConn(Conn):
     """A transport's connection: a netloop ``Conn`` that keeps asyncio's rules where they differ from netloop's."""
 
@@ -438,6 +442,9 @@ class SocketTransport(_FlowControlMixin):
                 self._protocol.connection_lost(exc)
         finally:
             self._sock = None
+            # The protocol is let go (as asyncio's transports let it go): it and this transport hold each other.
+            self._protocol = None
+            self._conn._received = _nothing
             server, self._server = self._server, None
             if server is not None:
                 server._detach(self) if _SERVER_KNOWS_TRANSPORTS else server._detach()
