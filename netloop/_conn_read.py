@@ -225,6 +225,15 @@ def _act(self: Conn, action: Action | int) -> None:
         self._loop.engine_stop()
     elif hasattr(action, "__await__"):  # netloop.aio: an async handler's coroutine runs as a task on this loop
         _async_hooks.adopt(self, action)
+    else:
+        meaningless(self, action)
+
+
+def meaningless(conn: Conn, value: object) -> None:
+    """An event returned what is neither an Action, None nor a coroutine: it is ignored, and said so."""
+    conn._loop.log.error(
+        "netloop: an event of %r returned %r, which is neither an Action, None nor a coroutine: ignored", conn, value
+    )
 
 
 def _peer_eof(self: Conn) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from netloop._address import Address, format_address
 from netloop._conn import Buffer, Conn
-from netloop._conn_variants import conn_class, conn_mask
+from netloop._conn_variants import conn_mask
 from netloop._datagram import DATAGRAMS_PER_ROUND
 from netloop._errors import ConnClosedError, EngineStoppedError
 from netloop._lifecycle import (
@@ -91,8 +91,7 @@ def pending(loop: EventLoop, sock: socket.socket, remote: Any) -> DialingConn | 
         conn = datagram_conn(loop, sock, remote)
     else:
         loop.configure(sock)
-        options = loop.options
-        conn = dialing_class(conn_class(options.edge_triggered, options.pre_write))(loop, sock, remote)
+        conn = dialing_class(loop._conn_class)(loop, sock, remote)  # the loop's class: debug mode's checks included
         conn._send = _not_yet
     loop.conns[conn._fd] = conn
     return conn

@@ -13,6 +13,7 @@ from loopback import TIMEOUT, connect, recv_exact, serving, wait_until
 
 import netloop
 import netloop.aio
+from netloop._lifecycle import OPEN
 
 SLOW = 0.02  # the slow_callback_duration the tests set: a callback that blocks 0.03 s is past it
 
@@ -72,6 +73,31 @@ def test_a_return_value_that_is_no_action_is_logged(caplog: pytest.LogCaptureFix
     assert "Odd.on_traffic returned 42" in messages
 
 
+def test_out_of_debug_mode_a_return_value_that_is_no_action_is_logged_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NETLOOP_DEBUG", raising=False)
+
+    class Odd(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> Any:
+            conn.write(conn.next())
+            return 42
+
+    for debug in (False, True):
+        caplog.clear()
+        with (
+            caplog.at_level(logging.ERROR, "netloop"),
+            serving(Odd(), "tcp://127.0.0.1:0", debug=debug) as engine,
+            connect(engine.addrs[0]) as sock,
+        ):
+            sock.sendall(b"x")
+            assert recv_exact(sock, 1) == b"x"
+            wait_until(lambda: any("returned 42" in r.getMessage() for r in caplog.records), what="the log")
+        odd = [r.getMessage() for r in caplog.records if "returned 42" in r.getMessage()]
+        assert len(odd) == 1, odd  # in debug mode, once: with the event's name
+        assert "neither an Action, None nor a coroutine: ignored" in odd[0]
+
+
 def test_actions_none_and_coroutines_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     class Fine(netloop.EventHandler):
         def on_open(self, conn: netloop.Conn) -> netloop.Action:
@@ -115,6 +141,38 @@ def test_loop_only_methods_raise_from_another_thread_in_debug_mode() -> None:
         done = threading.Event()
         conn.async_write(b"!", lambda c, err: done.set())  # the thread-safe way still works
         assert recv_exact(sock, 1) == b"!" and done.wait(TIMEOUT)
+
+
+def test_loop_only_methods_of_connections_a_client_dials_raise_from_another_thread_in_debug_mode() -> None:
+    class Echo(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> None:
+            conn.write(conn.next())
+
+    heard = threading.Event()
+
+    class Hear(netloop.EventHandler):
+        def on_traffic(self, conn: netloop.Conn) -> None:
+            if conn.next() == b"back":
+                heard.set()
+
+    with serving(Echo(), "tcp://127.0.0.1:0") as engine, netloop.Client(Hear(), debug=True) as client:
+        dialed: list[netloop.Conn] = [client.dial(engine.addrs[0], timeout=TIMEOUT)]
+        here = threading.Event()
+
+        def dial_on_the_loop() -> None:  # a handler's way: the loop's own dial, not blocking
+            dialed.append(client.loops[0].dial(engine.addrs[0]))
+            here.set()
+
+        client.loops[0].submit(dial_on_the_loop)
+        assert here.wait(TIMEOUT)
+        wait_until(lambda: dialed[1]._state == OPEN, what="the loop's dial to connect")
+        for conn in dialed:
+            for method, args in ((conn.write, (b"x",)), (conn.next, ()), (conn.flush, ()), (conn.pause_reading, ())):
+                with pytest.raises(RuntimeError, match="may only be called on the connection's event loop"):
+                    method(*args)
+            heard.clear()
+            conn.async_write(b"back")  # the thread-safe way still works
+            assert heard.wait(TIMEOUT)
 
 
 def test_out_of_debug_mode_nothing_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -126,18 +126,19 @@ class DebugHandler(EventHandler):
                 took = time.perf_counter() - start
                 if took >= _slow_after():
                     log.warning("netloop (debug): %s held the event loop for %.1f ms", name, took * 1000)
-            check(log, name, result)
-            return result
+            return check(log, name, result)
 
         call.__name__ = call.__qualname__ = event
         return call
 
 
-def _check_conn_event(log: Any, name: str, result: object) -> None:
+def _check_conn_event(log: Any, name: str, result: object) -> object:
     if not (_valid_action(result) or asyncio.iscoroutine(result)):
         log.error(
             "netloop (debug): %s returned %r, which is neither an Action, None nor a coroutine: ignored", name, result
         )
+        return None  # said here with the event's name: the connection does not say it again
+    return result
 
 
 def _unawaited(log: Any, name: str, result: object) -> bool:
@@ -148,21 +149,25 @@ def _unawaited(log: Any, name: str, result: object) -> bool:
     return False
 
 
-def _check_boot(log: Any, name: str, result: object) -> None:
+def _check_boot(log: Any, name: str, result: object) -> object:
     if not _unawaited(log, name, result) and not _valid_action(result):
         log.error("netloop (debug): %s returned %r, which is neither an Action nor None: ignored", name, result)
+    return result
 
 
-def _check_none(log: Any, name: str, result: object) -> None:
+def _check_none(log: Any, name: str, result: object) -> object:
     if not _unawaited(log, name, result) and result is not None:
         log.error("netloop (debug): %s returned %r: its result is ignored", name, result)
+    return result
 
 
-def _check_tick(log: Any, name: str, result: object) -> None:
+def _check_tick(log: Any, name: str, result: object) -> object:
     _unawaited(log, name, result)  # anything else that is not a delay the engine refuses itself
+    return result
 
 
-_CHECKS: dict[str, Callable[[Any, str, object], None]] = {
+# Each check logs what is wrong with an event's result and returns what the engine is to get instead.
+_CHECKS: dict[str, Callable[[Any, str, object], object]] = {
     "on_boot": _check_boot,
     "on_tick": _check_tick,
     "on_shutdown": _check_none,

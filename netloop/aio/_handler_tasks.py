@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from netloop._conn import DRAIN_WAITERS, PAUSED_BY_TASK, PRESSURE, Conn
+from netloop._conn_read import meaningless
 from netloop._datagram import DatagramConn
 from netloop._errors import ConnClosedError
 from netloop.aio._loop import Loop, loop_of
@@ -123,7 +124,8 @@ def _tasks_of(loop: Loop, conn: Conn) -> ConnTasks:
 def adopt(conn: Conn, coro: Any) -> None:
     """An event of ``conn`` returned ``coro`` (``Conn._act``): run it after the connection's earlier ones."""
     if not asyncio.iscoroutine(coro):
-        return  # not an Action and not a coroutine: ignored, as before
+        meaningless(conn, coro)  # an awaitable that is no coroutine (a Future...): ignored, and said so
+        return
     loop = loop_of(conn._loop)
     if isinstance(conn, DatagramConn):
         loop.create_task(coro).add_done_callback(lambda task: _datagram_done(conn, task))

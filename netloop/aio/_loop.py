@@ -17,17 +17,19 @@ asyncio event loop on a netloop loop of its own (``netloop.aio.new_event_loop``)
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
+import socket
 import sys
 import threading
 import time
 from asyncio import events
 from collections.abc import Callable
-from contextvars import Context
+from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any
 
 from netloop._errors import EngineStoppedError
-from netloop.aio import _debug
+from netloop.aio import _debug, _transport
 from netloop.aio._selector import LoopSelector, run_handle
 
 if TYPE_CHECKING:
@@ -67,11 +69,11 @@ def _standalone_owner() -> EventLoop:
     """A netloop loop of its own, with no engine (no listeners, no connections unless enrolled)."""
     from netloop._engine import EngineCore
     from netloop._eventloop import EventLoop
-    from netloop._handler import EventHandler
     from netloop._options import Options
 
     options = Options()
-    core = EngineCore(EventHandler(), [], options)
+    # Its only connections are transports: the loop's inlined read path hands their reads to their protocols.
+    core = EngineCore(_transport.EVENTS, [], options)
     return EventLoop(0, core, core.handler, options)
 
 
@@ -92,6 +94,10 @@ class Loop(asyncio.SelectorEventLoop):
         self._run_handle: Callable[[Any], None] = run_handle
         self._loop_selector = LoopSelector(self._owner)
         super().__init__(self._loop_selector)
+        # asyncio's create_future is a Python method around this call: the call itself, one Python frame fewer.
+        self.create_future = functools.partial(asyncio.Future, loop=self)  # type: ignore[method-assign]
+        # Asked by every Future made (for its creation traceback): the attribute, read without a Python frame.
+        self.get_debug = functools.partial(getattr, self, "_debug")  # type: ignore[method-assign]
 
     @property
     def netloop_loop(self) -> EventLoop:
@@ -117,6 +123,26 @@ class Loop(asyncio.SelectorEventLoop):
         # Debug mode times each callback (slow_callback_duration), as asyncio's own loop does in its debug mode.
         self._run_handle = self._loop_selector.run_handle = _debug.run_handle_timed if enabled else run_handle
 
+    # -- transports: TCP and Unix stream sockets are netloop connections -------------------------------------
+
+    def _make_socket_transport(
+        self,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        waiter: asyncio.Future[None] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        server: Any = None,
+    ) -> asyncio.Transport:
+        if _transport.serves(sock) and self._owner.accepting:
+            return _transport.SocketTransport(self, sock, protocol, waiter, extra, server)
+        return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)  # type: ignore[misc,no-any-return]
+
+    async def _sendfile_native(self, transp: Any, file: Any, offset: int, count: int | None) -> int:
+        if isinstance(transp, _transport.SocketTransport):
+            return await transp.sendfile_native(file, offset, count)
+        return await super()._sendfile_native(transp, file, offset, count)  # type: ignore[misc,no-any-return]
+
     # -- callbacks and timers ------------------------------------------------------------------------------
 
     def call_soon(  # type: ignore[override]
@@ -127,14 +153,28 @@ class Loop(asyncio.SelectorEventLoop):
         if self._debug:  # type: ignore[attr-defined]
             self._check_thread()  # type: ignore[attr-defined]
             self._check_callback(callback, "call_soon")  # type: ignore[attr-defined]
-        handle = asyncio.Handle(callback, args, self, context)
-        if handle._source_traceback:  # type: ignore[attr-defined]
-            del handle._source_traceback[-1]  # type: ignore[attr-defined]
+            handle = asyncio.Handle(callback, args, self, context)
+            if handle._source_traceback:  # type: ignore[attr-defined]
+                del handle._source_traceback[-1]  # type: ignore[attr-defined]
+        else:
+            # _new_handle's body, inline: the call most asyncio code makes most often (a future's callbacks, a task's
+            # next step).
+            handle = _blank_handle(asyncio.Handle)
+            handle._context = copy_context() if context is None else context  # type: ignore[attr-defined]
+            handle._loop = self  # type: ignore[attr-defined]
+            handle._callback = callback  # type: ignore[attr-defined]
+            handle._args = args
+            handle._cancelled = False
+            handle._repr = None  # type: ignore[attr-defined]
+            handle._source_traceback = None  # type: ignore[attr-defined]
         self._queue.append((self._run_handle, (handle,)))
         return handle
 
     def _call_soon(self, callback: Callable[..., object], args: Any, context: Context | None) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
+        if self._debug:  # type: ignore[attr-defined]
+            handle = asyncio.Handle(callback, args, self, context)
+        else:
+            handle = _new_handle(callback, args, self, context)
         self._queue.append((self._run_handle, (handle,)))
         return handle
 
@@ -237,11 +277,31 @@ class Loop(asyncio.SelectorEventLoop):
         if self._closed:  # type: ignore[attr-defined]
             return
         super().close()
+        # Transports still open: closed with the loop, their protocols not told (as asyncio's loop leaves them).
+        for transport in list(self._transports.values()):  # type: ignore[attr-defined]
+            if isinstance(transport, _transport.SocketTransport):
+                transport._conn._close(None)
         if self._standalone:
             owner = self._owner
             owner._tasks.clear()  # as asyncio drops its ready callbacks on close
             owner._timers.clear()
             owner._teardown()
+
+
+def _new_handle(callback: Callable[..., object], args: Any, loop: Loop, context: Context | None) -> asyncio.Handle:
+    """``asyncio.Handle(callback, args, loop, context)`` out of debug mode, without its Python ``__init__``."""
+    handle = _blank_handle(asyncio.Handle)
+    handle._context = copy_context() if context is None else context  # type: ignore[attr-defined]
+    handle._loop = loop  # type: ignore[attr-defined]
+    handle._callback = callback  # type: ignore[attr-defined]
+    handle._args = args
+    handle._cancelled = False
+    handle._repr = None  # type: ignore[attr-defined]
+    handle._source_traceback = None  # type: ignore[attr-defined]
+    return handle
+
+
+_blank_handle = object.__new__
 
 
 def _noop() -> None:

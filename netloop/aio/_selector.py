@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import selectors
+from asyncio import format_helpers
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,25 @@ def _fd_of(fileobj: Any) -> int:
 
 
 def run_handle(handle: Any) -> None:
-    """Run an asyncio handle from the netloop loop's task queue, unless it was cancelled since it was queued."""
+    """Run an asyncio handle from the netloop loop's task queue, unless it was cancelled since it was queued.
+
+    ``Handle._run`` inlined (one Python call fewer per callback); a raise is reported as it reports one.
+    """
     if not handle._cancelled:
-        handle._run()
+        try:
+            handle._context.run(handle._callback, *handle._args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            _report(handle, exc)
+
+
+def _report(handle: Any, exc: BaseException) -> None:
+    callback = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {"message": f"Exception in callback {callback}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
 
 
 def _mask(events: int) -> int:

@@ -11,13 +11,15 @@ marks (``write_buffer_cap``).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from netloop._conn import Conn
+from netloop._conn import PRESSURE, Conn
 from netloop._engine import Engine
 from netloop._entry import run, start
 from netloop._handler import Action, EventHandler
+from netloop._lifecycle import FINISHED
 from netloop._options import Options
 from netloop.aio._handler_tasks import drain
 
@@ -43,6 +45,38 @@ class _ReadFlow:
             self.conn.resume_reading()
 
 
+class _Reader(asyncio.StreamReader):
+    """asyncio's ``StreamReader`` with ``read(n)`` for ``n > 0`` in one coroutine (asyncio's waits in a second one,
+    ``_wait_for_data``); what it returns and raises is asyncio's. ``StreamServer.on_traffic`` feeds it."""
+
+    _buffer: bytearray  # asyncio's (typeshed leaves these out)
+    _waiter: asyncio.Future[None] | None
+    _eof: bool
+    _paused: bool
+    _limit: int
+    _transport: Any
+    _loop: asyncio.AbstractEventLoop
+
+    async def read(self, n: int = -1) -> bytes:
+        if n <= 0 or self._exception is not None or self._waiter is not None:  # type: ignore[attr-defined]
+            return await super().read(n)  # the rare cases, and their errors, asyncio's way
+        if not self._buffer and not self._eof:
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        data = bytes(memoryview(self._buffer)[:n])
+        del self._buffer[:n]
+        if self._paused and len(self._buffer) <= self._limit:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+
 class StreamWriter:
     """``asyncio.StreamWriter``'s methods over a netloop connection (``conn``); used on the connection's loop."""
 
@@ -50,6 +84,8 @@ class StreamWriter:
         self.conn = conn
         self._reader = reader
         self._closed: asyncio.Future[None] = loop.create_future()
+        # The connection's own write (the compiled one on the compiled core), not a method that calls it.
+        self.write = conn.write  # type: ignore[method-assign,assignment]
 
     def __repr__(self) -> str:
         return f"<netloop.aio.StreamWriter {self.conn!r}>"
@@ -71,7 +107,9 @@ class StreamWriter:
     async def drain(self) -> None:
         """Return once the outbound bytes are below ``write_buffer_cap`` (at once if they are), else once they fall
         to half of it; raises ``ConnClosedError`` (a ``ConnectionError``) if the connection closes first."""
-        await drain(self.conn)
+        conn = self.conn
+        if conn._pause & PRESSURE or FINISHED[conn._state]:  # else nothing to wait for: no second coroutine
+            await drain(conn)
 
     def close(self) -> None:
         """Close gracefully: the buffered bytes are flushed first. Safe to call again."""
@@ -124,10 +162,10 @@ class StreamWriter:
 class _Stream:
     __slots__ = ("reader", "task", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: StreamWriter) -> None:
+    def __init__(self, reader: _Reader, writer: StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.task: asyncio.Task[None] | None = None  # held here: the loop keeps only a weak reference
+        self.task: asyncio.Future[object] | None = None  # held here: the loop keeps only a weak reference
 
 
 class StreamServer(EventHandler):
@@ -149,27 +187,43 @@ class StreamServer(EventHandler):
 
     def on_open(self, conn: Conn) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(self.limit, loop)
+        reader = _Reader(self.limit, loop)
         reader.set_transport(_ReadFlow(conn))  # type: ignore[arg-type]
         writer = StreamWriter(conn, reader, loop)
         stream = conn.context = _Stream(reader, writer)
-        stream.task = loop.create_task(self._serve(conn, reader, writer))
+        # handle's own coroutine is the task (no coroutine around it that each of its steps passes through); what
+        # follows its end is the task's done callback.
+        task = stream.task = asyncio.ensure_future(self.handle(reader, writer), loop=loop)
+        task.add_done_callback(functools.partial(self._done, conn, writer))
 
-    async def _serve(self, conn: Conn, reader: asyncio.StreamReader, writer: StreamWriter) -> None:
-        try:
-            await self.handle(reader, writer)
-        except Exception as exc:
-            if not conn.closed:
-                conn._loop.handler_failed(conn, getattr(self.handle, "__qualname__", "handle"), exc)
-                return
-            conn._loop.handler_errors += 1
-            conn._loop.log.error("netloop: %r raised for %r", self.handle, conn, exc_info=exc)
+    def _done(self, conn: Conn, writer: StreamWriter, task: asyncio.Future[object]) -> None:
+        if task.cancelled():
             return
-        writer.close()
+        exc = task.exception()
+        if exc is None:
+            writer.close()
+            return
+        if not isinstance(exc, Exception):
+            return  # KeyboardInterrupt, SystemExit: the loop's own to raise
+        if not conn.closed:
+            conn._loop.handler_failed(conn, getattr(self.handle, "__qualname__", "handle"), exc)
+            return
+        conn._loop.handler_errors += 1
+        conn._loop.log.error("netloop: %r raised for %r", self.handle, conn, exc_info=exc)
 
     def on_traffic(self, conn: Conn) -> None:
-        stream: _Stream = conn.context
-        stream.reader.feed_data(conn.next())
+        # asyncio's StreamReader.feed_data, inline (the reader is fed nowhere else while the connection is open).
+        reader: _Reader = conn.context.reader
+        buffer = reader._buffer
+        buffer.extend(conn.next())
+        waiter = reader._waiter
+        if waiter is not None:
+            reader._waiter = None
+            if not waiter.cancelled():
+                waiter.set_result(None)
+        if not reader._paused and len(buffer) > 2 * reader._limit:
+            reader._transport.pause_reading()
+            reader._paused = True
 
     def on_eof(self, conn: Conn) -> Action | None:
         stream: _Stream = conn.context
