@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.parse
 from collections import deque
+from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -39,6 +41,8 @@ HOLD_PIPELINE = 2
 _EXPECT_CONTINUE = b"100-continue"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_Task = asyncio.Task
+_now = time.monotonic  # asyncio's loop.time(), without its call
 
 
 class Rejected(Exception):
@@ -58,6 +62,7 @@ class HttpProtocol:
         "client",
         "conn",
         "cycle",
+        "expect",
         "fields",
         "head_size",
         "headers",
@@ -73,6 +78,7 @@ class HttpProtocol:
         "server",
         "server_addr",
         "stopped_reading",
+        "timed",
         "unparsed_head",
         "upgrade",
         "url",
@@ -87,6 +93,7 @@ class HttpProtocol:
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
         self.fields = 0
+        self.expect: bytes | None = None
         self.in_head = False
         self.unparsed_head = 0  # bytes fed since a head began that httptools keeps to itself (a header not ended)
         self.cycle: Cycle | None = None  # the request being parsed
@@ -99,8 +106,10 @@ class HttpProtocol:
         self.upgrade: bytes | None = None
         self.client = _client_of(conn)
         self.server_addr = _server_of(conn)
+        # Messages are timed only with the engine's read_timeout: without it start/end_message do nothing.
+        self.timed = getattr(conn.event_loop, "message_timeout", None) is not None
         # One timer per connection, re-armed lazily: a request only clears ``idle_since`` (no timer churn per request).
-        self.idle_since: float | None = loop.time()
+        self.idle_since: float | None = _now()
         self.idle_timer: asyncio.TimerHandle | None = loop.call_later(server.config.timeout_keep_alive, self._idle)
 
     # -- netloop events -------------------------------------------------------------------------------------
@@ -113,7 +122,14 @@ class HttpProtocol:
             data = self.pending + data
             self.pending = b""
         if len(data) <= FEED_SLICE:
-            self._feed(data, b"")
+            # _feed's work, without its call: the common read, one or a few whole requests
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+                self._parse_failed(exc, data, b"")
+                return
+            if self.in_head:
+                self._head_fed(len(data))
             return
         view = memoryview(data)
         for start in range(0, len(data), FEED_SLICE):
@@ -131,23 +147,29 @@ class HttpProtocol:
         """Parse ``data`` (``after``: the bytes that follow it); False once this connection's HTTP has ended."""
         try:
             self.parser.feed_data(data)
-            if self.in_head:
-                # httptools holds a header field until it ends: count what a head has taken so far (at most a
-                # slice more than it), so one endless header cannot grow without bound.
-                self.unparsed_head += len(data)
-                if self.unparsed_head > self.server.config.limit_request_head + FEED_SLICE:
-                    self._reject(Rejected(431, "Request header fields too large."))
-                    return False
-        except httptools.HttpParserUpgrade as exc:
-            self._upgraded(data[exc.args[0] :] + bytes(after))
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc, data, after)
             return False
-        except httptools.HttpParserError:
-            rejected = self.rejected
-            if rejected is None:
-                rejected = Rejected(400, "Invalid HTTP request received.")
-            self._reject(rejected)
+        return not self.in_head or self._head_fed(len(data))
+
+    def _head_fed(self, n: int) -> bool:
+        """``n`` bytes went to a head not ended yet; False (the request refused) once it is too large."""
+        # httptools holds a header field until it ends: count what a head has taken so far (at most a slice more
+        # than it), so one endless header cannot grow without bound.
+        self.unparsed_head += n
+        if self.unparsed_head > self.server.config.limit_request_head + FEED_SLICE:
+            self._reject(Rejected(431, "Request header fields too large."))
             return False
         return True
+
+    def _parse_failed(self, exc: Exception, data: bytes, after: memoryview | bytes) -> None:
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            self._upgraded(data[exc.args[0] :] + bytes(after))
+            return
+        rejected = self.rejected
+        if rejected is None:
+            rejected = Rejected(400, "Invalid HTTP request received.")
+        self._reject(rejected)
 
     def _feed_pending(self) -> None:
         if self.pending and not self.conn.closed and not self.stopped_reading:
@@ -195,7 +217,9 @@ class HttpProtocol:
         self.headers = []
         self.head_size = 0
         self.fields = 0
-        self.conn.start_message()
+        self.expect = None
+        if self.timed:
+            self.conn.start_message()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -209,12 +233,15 @@ class HttpProtocol:
         config = self.server.config
         if self.head_size > config.limit_request_head or self.fields > config.limit_request_fields:
             self._refuse(431, "Request header fields too large.")
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"expect" and self.expect is None:
+            self.expect = value
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        conn = self.conn
-        conn.end_message()
+        if self.timed:
+            self.conn.end_message()
         parser = self.parser
         server = self.server
         config = server.config
@@ -228,11 +255,17 @@ class HttpProtocol:
                 return
             # Any other upgrade (h2c...) is answered as plain HTTP, and the connection ends after it: httptools
             # stops parsing at an upgrade's head.
-        try:
-            parsed = httptools.parse_url(self.url)
-        except httptools.HttpParserInvalidURLError:
-            self._refuse(400, "Invalid HTTP request target.")
-        raw_path = parsed.path
+        url = self.url
+        if url[:1] == b"/" and url.isascii() and b"#" not in url:
+            # An origin-form target: httptools.parse_url would split it at the first "?" and nothing more.
+            raw_path, _, query = url.partition(b"?")
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._refuse(400, "Invalid HTTP request target.")
+            raw_path = parsed.path
+            query = parsed.query or b""
         path = raw_path.decode("ascii", "replace")
         if "%" in path:
             path = urllib.parse.unquote(path)
@@ -249,7 +282,7 @@ class HttpProtocol:
             "root_path": root,
             "path": root + path,
             "raw_path": root.encode("ascii") + raw_path if root else raw_path,
-            "query_string": parsed.query or b"",
+            "query_string": query,
             "headers": headers,
             "state": server.state.copy(),
             "extensions": {},
@@ -261,7 +294,7 @@ class HttpProtocol:
             if length is not None and length.isdigit() and int(length) > limit:
                 self._refuse(413, "Request body too large.")
         cycle = Cycle(self, scope, keep_alive, method == "HEAD")
-        if _header(headers, b"expect") == _EXPECT_CONTINUE and scope["http_version"] == "1.1":
+        if self.expect == _EXPECT_CONTINUE and scope["http_version"] == "1.1":
             cycle.expect_continue = True
         self.cycle = cycle
         if self.active is None:
@@ -292,7 +325,8 @@ class HttpProtocol:
             return
         self.cycle = None
         cycle.body_done = True
-        cycle.wake()
+        if cycle.waiter is not None:
+            cycle.wake()
         if not cycle.keep_alive:
             self.stopped_reading = True  # what follows a last request is not read
 
@@ -338,10 +372,15 @@ class HttpProtocol:
         cycle.started = True
         server = self.server
         app = server.app
-        if server.over_limit():
+        limit = server.config.limit_concurrency
+        if limit is not None and (server.tasks >= limit or server.connections > limit):
             app = _service_unavailable
         server.tasks += 1
-        self.loop.create_task(cycle.run(app))
+        loop = self.loop
+        if loop._task_factory is None:  # type: ignore[attr-defined]
+            _Task(cycle.run(app), loop=loop)  # what create_task does, less its calls
+        else:
+            loop.create_task(cycle.run(app))
 
     def response_complete(self, cycle: Cycle) -> None:
         """``cycle``'s last body byte is written: the next request's turn (the app may still be running)."""
@@ -364,13 +403,13 @@ class HttpProtocol:
                 return
             self._start(item)
         elif not self.stopped_reading and not self.pending:
-            self.idle_since = self.loop.time()
+            self.idle_since = _now()
             if self.idle_timer is None:
                 self.idle_timer = self.loop.call_later(self.server.config.timeout_keep_alive, self._idle)
         if self.pending:
             if len(queue) < MAX_PIPELINE:
                 self.loop.call_soon(self._feed_pending)
-        elif not queue:
+        elif not queue and self.held:
             self._release(HOLD_PIPELINE)
 
     def abort(self) -> None:
@@ -401,7 +440,7 @@ class HttpProtocol:
         since = self.idle_since
         if since is None or self.conn.closed or self.stopped_reading:
             return  # busy: the next response's end arms the timer again
-        left = since + self.server.config.timeout_keep_alive - self.loop.time()
+        left = since + self.server.config.timeout_keep_alive - _now()
         if left > 0:
             self.idle_timer = self.loop.call_later(left, self._idle)
         elif self.active is None and not self.queue and self.cycle is None:
@@ -536,7 +575,9 @@ class Cycle:
             waiter = self.waiter = self.proto.loop.create_future()
             await waiter
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """The app's ``send``: a plain call returning an awaitable, done already unless the write must wait for the
+        connection to drain (no coroutine per message)."""
         response = self.response
         kind = message["type"]
         if response is None:
@@ -544,33 +585,56 @@ class Cycle:
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
             self.expect_continue = False
             self.response = Response(self, message)
-            return
+            return DONE
         if self.response_complete:
             if self.disconnected:
-                return
+                return DONE
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
         if kind != "http.response.body":
             raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
         if self.disconnected:
-            return
+            return DONE
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        conn = self.proto.conn
+        proto = self.proto
+        conn = proto.conn
         try:
             response.write(conn, body, more)
         except ConnClosedError:
             self.disconnected = True
-            return
+            return DONE
         if not more:
             self.response_complete = True
-            self.wake()
-            self.proto.server.log_access(self)
-            self.proto.response_complete(self)
+            if self.waiter is not None:
+                self.wake()
+            server = proto.server
+            if server.access:
+                server.log_access(self)
+            proto.response_complete(self)
         elif conn.outbound_buffered():
-            try:
-                await drain(conn)
-            except ConnClosedError:
-                self.disconnected = True
+            return self._drain(conn)
+        return DONE
+
+    async def _drain(self, conn: Conn) -> None:
+        try:
+            await drain(conn)
+        except ConnClosedError:
+            self.disconnected = True
+
+
+class _Done(tuple):  # type: ignore[type-arg]
+    """An awaitable already done: ``await`` on it returns None at once, without a trip through the event loop."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+
+        def __await__(self) -> Generator[Any, None, None]: ...
+
+    else:
+        __await__ = tuple.__iter__  # an empty tuple's iterator: done as soon as it is asked
+
+
+DONE: Awaitable[None] = _Done()
 
 
 async def _service_unavailable(scope: Any, receive: Any, send: Any) -> None:
