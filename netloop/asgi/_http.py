@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 import urllib.parse
 from collections import deque
@@ -42,6 +43,8 @@ _EXPECT_CONTINUE = b"100-continue"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _Task = asyncio.Task
+EAGER_START = sys.version_info >= (3, 12)
+"""Start each connection's first request's app eagerly (``Task(eager_start=True)``, Python 3.12+)."""
 _now = time.monotonic  # asyncio's loop.time(), without its call
 
 
@@ -77,6 +80,7 @@ class HttpProtocol:
         "rejected",
         "server",
         "server_addr",
+        "starting",
         "stopped_reading",
         "timed",
         "unparsed_head",
@@ -98,6 +102,7 @@ class HttpProtocol:
         self.unparsed_head = 0  # bytes fed since a head began that httptools keeps to itself (a header not ended)
         self.cycle: Cycle | None = None  # the request being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
+        self.starting: Cycle | None = None  # the active request, its task made once feed_data returns
         self.queue: deque[Cycle | Rejected] = deque()  # pipelined requests (or a refusal) after the active one
         self.held = 0
         self.pending = b""  # bytes of a read not parsed yet: MAX_PIPELINE requests wait already
@@ -127,9 +132,11 @@ class HttpProtocol:
                 self.parser.feed_data(data)
             except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
                 self._parse_failed(exc, data, b"")
-                return
-            if self.in_head:
-                self._head_fed(len(data))
+            else:
+                if self.in_head:
+                    self._head_fed(len(data))
+            if self.starting is not None:
+                self._start(self.starting, eager=True)
             return
         view = memoryview(data)
         for start in range(0, len(data), FEED_SLICE):
@@ -149,8 +156,12 @@ class HttpProtocol:
             self.parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
             self._parse_failed(exc, data, after)
-            return False
-        return not self.in_head or self._head_fed(len(data))
+            fed = False
+        else:
+            fed = not self.in_head or self._head_fed(len(data))
+        if self.starting is not None:
+            self._start(self.starting, eager=True)
+        return fed
 
     def _head_fed(self, n: int) -> bool:
         """``n`` bytes went to a head not ended yet; False (the request refused) once it is too large."""
@@ -298,7 +309,13 @@ class HttpProtocol:
             cycle.expect_continue = True
         self.cycle = cycle
         if self.active is None:
-            self._start(cycle)
+            if EAGER_START:
+                # Its turn now, its task once feed_data returns: the app's first step runs at once, with what
+                # this read holds of the request (a GET whole) parsed already.
+                self.active = self.starting = cycle
+                cycle.started = True
+            else:
+                self._start(cycle)
         else:
             self.queue.append(cycle)
             self._hold(HOLD_PIPELINE)
@@ -367,7 +384,9 @@ class HttpProtocol:
             return
         conn.close()
 
-    def _start(self, cycle: Cycle) -> None:
+    def _start(self, cycle: Cycle, eager: bool = False) -> None:
+        """Run the app for ``cycle`` as a task; ``eager``: its first step now (Python 3.12+), not from the loop."""
+        self.starting = None
         self.active = cycle
         cycle.started = True
         server = self.server
@@ -377,10 +396,12 @@ class HttpProtocol:
             app = _service_unavailable
         server.tasks += 1
         loop = self.loop
-        if loop._task_factory is None:  # type: ignore[attr-defined]
-            _Task(cycle.run(app), loop=loop)  # what create_task does, less its calls
-        else:
+        if loop._task_factory is not None:  # type: ignore[attr-defined]
             loop.create_task(cycle.run(app))
+        elif eager:
+            _Task(cycle.run(app), loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        else:
+            _Task(cycle.run(app), loop=loop)  # what create_task does, less its calls
 
     def response_complete(self, cycle: Cycle) -> None:
         """``cycle``'s last body byte is written: the next request's turn (the app may still be running)."""
