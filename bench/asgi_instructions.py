@@ -2,6 +2,7 @@
 
     python -m bench.asgi_instructions                               # bare and Starlette apps, every server
     python -m bench.asgi_instructions --apps bare --servers netloop-asgi,uvicorn --short 500 --long 3000
+    python -m bench.asgi_instructions --apps bare --servers netloop-asgi --functions 30   # where the cost goes
 
 The method is ``bench.instructions``'s: each server runs under ``valgrind --tool=callgrind``, started fresh for each
 run, while the same deterministic client sends a fixed number of ``GET /`` requests over 16 connections, one (or
@@ -10,7 +11,9 @@ run, while the same deterministic client sends a fixed number of ``GET /`` reque
 the cost of one request, start-up and shutdown cancelled out. Valid on a busy machine: instructions, not time.
 
 Servers: ``netloop-asgi`` (``python -m netloop.asgi`` on the compiled core), ``netloop-asgi-pure`` (the pure-Python
-core), ``uvicorn`` (its defaults: uvloop and httptools when installed). Apps: ``bench.asgi_apps``.
+core), ``uvicorn`` (its defaults: uvloop and httptools when installed). Apps: ``bench.asgi_apps``. ``--functions K``
+adds each run's K costliest C functions (callgrind's self cost, per request the same way); ``--json`` keeps it all
+(bench/results/asgi-instructions.json is such a file).
 """
 
 from __future__ import annotations

@@ -138,3 +138,16 @@ def test_a_streamed_response_under_write_pressure_arrives_whole() -> None:
         [(status, _headers, body)] = read_responses(sock, 1)
         sock.close()
     assert (status, body) == (200, part * 16)
+
+
+def test_the_table_of_checked_headers_stays_bounded() -> None:
+    from netloop.asgi import _response
+
+    many = [(b"x-n", b"%d" % i) for i in range(_response._CHECKED_MAX + 100)]
+    long = (b"x-long", b"v" * (_response._CHECKED_VALUE_MAX + 1))
+    with serving(_answer([*many, long]), QUIET) as (_host, port):
+        status, headers, body, head = _get(port)
+    assert (status, body, headers["x-long"]) == (200, b"hello", long[1].decode())
+    assert head.count(b"\r\nx-n: ") == len(many)  # every header sent, checked or kept
+    assert len(_response._checked) <= _response._CHECKED_MAX
+    assert long not in _response._checked

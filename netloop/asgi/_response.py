@@ -62,12 +62,14 @@ def error_response(status: int, reason: str) -> bytes:
 
 
 # Headers an app sends, checked once: (name, value) -> (kind, content-length, the header's line). Apps send the
-# same few headers again and again; a header pair seen first after the table is full is checked every time.
+# same few headers again and again; a long value, or a pair seen first after the table is full, is checked every time
+# (so the table stays within _CHECKED_MAX pairs of short values).
 _PLAIN = 0
 _LENGTH = 1
 _DATED = 2
 _checked: dict[tuple[bytes, bytes], tuple[int, int, bytes]] = {}
 _CHECKED_MAX = 1024
+_CHECKED_VALUE_MAX = 256
 
 
 class Response:
@@ -106,7 +108,7 @@ class Response:
                     entry = (_LENGTH, int(value), b"%s: %s\r\n" % (name, value))
                 else:
                     entry = (_DATED if lower == b"date" else _PLAIN, 0, b"%s: %s\r\n" % (name, value))
-                if len(_checked) < _CHECKED_MAX and type(pair) is tuple:
+                if len(_checked) < _CHECKED_MAX and len(value) <= _CHECKED_VALUE_MAX and type(pair) is tuple:
                     _checked[pair] = entry
             kind, number, line = entry
             if kind:
