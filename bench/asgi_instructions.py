@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import instructions
 from bench._errors import BenchError
 from bench._servers import HOST, free_port
 from bench.instructions import counted_run, function_costs
@@ -76,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", type=int, default=5000)
     parser.add_argument("--functions", type=int, default=0, metavar="K", help="show the K costliest C functions")
     parser.add_argument("--json", type=Path, default=None, help="write the counts here")
+    parser.add_argument(
+        "--start-timeout", type=float, default=instructions.START_TIMEOUT_S, help="seconds a server may take to listen"
+    )
     args = parser.parse_args(argv)
+    instructions.START_TIMEOUT_S = args.start_timeout  # a loaded machine runs valgrind's start-up slower
     rows: list[dict[str, Any]] = []
     for app in args.apps.split(","):
         for server in args.servers.split(","):
