@@ -318,7 +318,8 @@ class HttpProtocol:
                 self._start(cycle)
         else:
             self.queue.append(cycle)
-            self._hold(HOLD_PIPELINE)
+            if not self.held & HOLD_PIPELINE:
+                self._hold(HOLD_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -407,8 +408,8 @@ class HttpProtocol:
         """``cycle``'s last body byte is written: the next request's turn (the app may still be running)."""
         self.active = None
         conn = self.conn
-        if conn.closed:
-            return
+        if self.stopped_reading and conn.closed:
+            return  # its on_close has run (and with it connection_lost, which stops reading)
         if not cycle.keep_alive or not cycle.body_done or cycle.rejected is not None:
             # A response sent before its request's body was read whole ends the connection: what the client
             # still sends is not a next request.

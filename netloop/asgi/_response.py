@@ -138,7 +138,30 @@ class Response:
         head = self.head
         if head is not None:
             self.head = None
-            self._end_head(head, body, more)
+            # The head is complete now that the first body message (``body``, ``more``) is known.
+            cycle = self.cycle
+            http10 = cycle.scope["http_version"] == "1.0"
+            if not cycle.body_done:
+                cycle.keep_alive = False  # answered before its body came whole: what follows is not a next request
+            if not self.no_body and self.remaining is None and not self.chunked:
+                if not more:
+                    self.remaining = len(body)
+                    head.append(b"content-length: %d\r\n" % len(body))
+                elif http10:
+                    cycle.keep_alive = False  # close-delimited: the close ends the body
+                else:
+                    self.chunked = True
+            if self.chunked:
+                if http10:
+                    self.chunked = False
+                    cycle.keep_alive = False
+                else:
+                    head.append(b"transfer-encoding: chunked\r\n")
+            if not cycle.keep_alive:
+                head.append(b"connection: close\r\n")
+            elif http10:
+                head.append(b"connection: keep-alive\r\n")
+            head.append(b"\r\n")
             if self.no_body:
                 conn.write(b"".join(head))
                 return
@@ -170,29 +193,3 @@ class Response:
             data += body  # close-delimited
         if data:
             conn.write(data)
-
-    def _end_head(self, parts: list[bytes], body: bytes, more: bool) -> None:
-        """Complete the head in ``parts`` now that the first body message (``body``, ``more``) is known."""
-        cycle = self.cycle
-        http10 = cycle.scope["http_version"] == "1.0"
-        if not cycle.body_done:
-            cycle.keep_alive = False  # answered before its body came whole: what follows is not a next request
-        if not self.no_body and self.remaining is None and not self.chunked:
-            if not more:
-                self.remaining = len(body)
-                parts.append(b"content-length: %d\r\n" % len(body))
-            elif http10:
-                cycle.keep_alive = False  # close-delimited: the close ends the body
-            else:
-                self.chunked = True
-        if self.chunked:
-            if http10:
-                self.chunked = False
-                cycle.keep_alive = False
-            else:
-                parts.append(b"transfer-encoding: chunked\r\n")
-        if not cycle.keep_alive:
-            parts.append(b"connection: close\r\n")
-        elif http10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
