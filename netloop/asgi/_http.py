@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
+import time
 import urllib.parse
 from collections import deque
+from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -42,6 +45,10 @@ HOLD_PIPELINE = 2
 _EXPECT_CONTINUE = b"100-continue"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_Task = asyncio.Task
+EAGER_START = sys.version_info >= (3, 12)
+"""Start each connection's first request's app eagerly (``Task(eager_start=True)``, Python 3.12+)."""
+_now = time.monotonic  # asyncio's loop.time(), without its call
 
 
 class Rejected(Exception):
@@ -61,6 +68,7 @@ class HttpProtocol:
         "client",
         "conn",
         "cycle",
+        "expect",
         "fields",
         "head_size",
         "headers",
@@ -75,7 +83,9 @@ class HttpProtocol:
         "rejected",
         "server",
         "server_addr",
+        "starting",
         "stopped_reading",
+        "timed",
         "unparsed_head",
         "upgrade",
         "url",
@@ -90,10 +100,12 @@ class HttpProtocol:
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
         self.fields = 0
+        self.expect: bytes | None = None
         self.in_head = False
         self.unparsed_head = 0  # bytes fed since a head began that httptools keeps to itself (a header not ended)
         self.cycle: Cycle | None = None  # the request being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
+        self.starting: Cycle | None = None  # the active request, its task made once feed_data returns
         self.queue: deque[Cycle | Rejected] = deque()  # pipelined requests (or a refusal) after the active one
         self.held = 0
         self.pending = b""  # bytes of a read not parsed yet: MAX_PIPELINE requests wait already
@@ -102,8 +114,10 @@ class HttpProtocol:
         self.upgrade: bytes | None = None
         self.client = _client_of(conn)
         self.server_addr = _server_of(conn)
+        # Messages are timed only with the engine's read_timeout: without it start/end_message do nothing.
+        self.timed = getattr(conn.event_loop, "message_timeout", None) is not None
         # One timer per connection, re-armed lazily: a request only clears ``idle_since`` (no timer churn per request).
-        self.idle_since: float | None = loop.time()
+        self.idle_since: float | None = _now()
         self.idle_timer: asyncio.TimerHandle | None = loop.call_later(server.config.timeout_keep_alive, self._idle)
 
     # -- netloop events -------------------------------------------------------------------------------------
@@ -116,7 +130,16 @@ class HttpProtocol:
             data = self.pending + data
             self.pending = b""
         if len(data) <= FEED_SLICE:
-            self._feed(data, b"")
+            # _feed's work, without its call: the common read, one or a few whole requests
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+                self._parse_failed(exc, data, b"")
+            else:
+                if self.in_head:
+                    self._head_fed(len(data))
+            if self.starting is not None:
+                self._start(self.starting, eager=True)
             return
         view = memoryview(data)
         for start in range(0, len(data), FEED_SLICE):
@@ -134,23 +157,33 @@ class HttpProtocol:
         """Parse ``data`` (``after``: the bytes that follow it); False once this connection's HTTP has ended."""
         try:
             self.parser.feed_data(data)
-            if self.in_head:
-                # httptools holds a header field until it ends: count what a head has taken so far (at most a
-                # slice more than it), so one endless header cannot grow without bound.
-                self.unparsed_head += len(data)
-                if self.unparsed_head > self.server.config.limit_request_head + FEED_SLICE:
-                    self._reject(Rejected(431, "Request header fields too large."))
-                    return False
-        except httptools.HttpParserUpgrade as exc:
-            self._upgraded(data[exc.args[0] :] + bytes(after))
-            return False
-        except httptools.HttpParserError:
-            rejected = self.rejected
-            if rejected is None:
-                rejected = Rejected(400, "Invalid HTTP request received.")
-            self._reject(rejected)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc, data, after)
+            fed = False
+        else:
+            fed = not self.in_head or self._head_fed(len(data))
+        if self.starting is not None:
+            self._start(self.starting, eager=True)
+        return fed
+
+    def _head_fed(self, n: int) -> bool:
+        """``n`` bytes went to a head not ended yet; False (the request refused) once it is too large."""
+        # httptools holds a header field until it ends: count what a head has taken so far (at most a slice more
+        # than it), so one endless header cannot grow without bound.
+        self.unparsed_head += n
+        if self.unparsed_head > self.server.config.limit_request_head + FEED_SLICE:
+            self._reject(Rejected(431, "Request header fields too large."))
             return False
         return True
+
+    def _parse_failed(self, exc: Exception, data: bytes, after: memoryview | bytes) -> None:
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            self._upgraded(data[exc.args[0] :] + bytes(after))
+            return
+        rejected = self.rejected
+        if rejected is None:
+            rejected = Rejected(400, "Invalid HTTP request received.")
+        self._reject(rejected)
 
     def _feed_pending(self) -> None:
         if self.pending and not self.conn.closed and not self.stopped_reading:
@@ -200,7 +233,9 @@ class HttpProtocol:
         self.headers = []
         self.head_size = 0
         self.fields = 0
-        self.conn.start_message()
+        self.expect = None
+        if self.timed:
+            self.conn.start_message()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -214,12 +249,15 @@ class HttpProtocol:
         config = self.server.config
         if self.head_size > config.limit_request_head or self.fields > config.limit_request_fields:
             self._refuse(431, "Request header fields too large.")
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"expect" and self.expect is None:
+            self.expect = value
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        conn = self.conn
-        conn.end_message()
+        if self.timed:
+            self.conn.end_message()
         parser = self.parser
         server = self.server
         config = server.config
@@ -233,11 +271,17 @@ class HttpProtocol:
                 return
             # Any other upgrade (h2c...) is answered as plain HTTP, and the connection ends after it: httptools
             # stops parsing at an upgrade's head.
-        try:
-            parsed = httptools.parse_url(self.url)
-        except httptools.HttpParserInvalidURLError:
-            self._refuse(400, "Invalid HTTP request target.")
-        raw_path = parsed.path
+        url = self.url
+        if url[:1] == b"/" and url.isascii() and b"#" not in url:
+            # An origin-form target: httptools.parse_url would split it at the first "?" and nothing more.
+            raw_path, _, query = url.partition(b"?")
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._refuse(400, "Invalid HTTP request target.")
+            raw_path = parsed.path
+            query = parsed.query or b""
         path = raw_path.decode("ascii", "replace")
         if "%" in path:
             path = urllib.parse.unquote(path)
@@ -254,7 +298,7 @@ class HttpProtocol:
             "root_path": root,
             "path": root + path,
             "raw_path": root.encode("ascii") + raw_path if root else raw_path,
-            "query_string": parsed.query or b"",
+            "query_string": query,
             "headers": headers,
             "state": server.state.copy(),
             "extensions": {},
@@ -266,14 +310,21 @@ class HttpProtocol:
             if length is not None and length.isdigit() and int(length) > limit:
                 self._refuse(413, "Request body too large.")
         cycle = Cycle(self, scope, keep_alive, method == "HEAD")
-        if _header(headers, b"expect") == _EXPECT_CONTINUE and scope["http_version"] == "1.1":
+        if self.expect == _EXPECT_CONTINUE and scope["http_version"] == "1.1":
             cycle.expect_continue = True
         self.cycle = cycle
         if self.active is None:
-            self._start(cycle)
+            if EAGER_START:
+                # Its turn now, its task once feed_data returns: the app's first step runs at once, with what
+                # this read holds of the request (a GET whole) parsed already.
+                self.active = self.starting = cycle
+                cycle.started = True
+            else:
+                self._start(cycle)
         else:
             self.queue.append(cycle)
-            self._hold(HOLD_PIPELINE)
+            if not self.held & HOLD_PIPELINE:
+                self._hold(HOLD_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -297,7 +348,8 @@ class HttpProtocol:
             return
         self.cycle = None
         cycle.body_done = True
-        cycle.wake()
+        if cycle.waiter is not None:
+            cycle.wake()
         if not cycle.keep_alive:
             self.stopped_reading = True  # what follows a last request is not read
 
@@ -338,22 +390,31 @@ class HttpProtocol:
             return
         conn.close()
 
-    def _start(self, cycle: Cycle) -> None:
+    def _start(self, cycle: Cycle, eager: bool = False) -> None:
+        """Run the app for ``cycle`` as a task; ``eager``: its first step now (Python 3.12+), not from the loop."""
+        self.starting = None
         self.active = cycle
         cycle.started = True
         server = self.server
         app = server.app
-        if server.over_limit():
+        limit = server.config.limit_concurrency
+        if limit is not None and (server.tasks >= limit or server.connections > limit):
             app = _service_unavailable
         server.tasks += 1
-        self.loop.create_task(cycle.run(app))
+        loop = self.loop
+        if loop._task_factory is not None:  # type: ignore[attr-defined]
+            loop.create_task(cycle.run(app))
+        elif eager:
+            _Task(cycle.run(app), loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        else:
+            _Task(cycle.run(app), loop=loop)  # what create_task does, less its calls
 
     def response_complete(self, cycle: Cycle) -> None:
         """``cycle``'s last body byte is written: the next request's turn (the app may still be running)."""
         self.active = None
         conn = self.conn
-        if conn.closed:
-            return
+        if self.stopped_reading and conn.closed:
+            return  # its on_close has run (and with it connection_lost, which stops reading)
         if not cycle.keep_alive or not cycle.body_done or cycle.rejected is not None:
             # A response sent before its request's body was read whole ends the connection: what the client
             # still sends is not a next request.
@@ -369,13 +430,13 @@ class HttpProtocol:
                 return
             self._start(item)
         elif not self.stopped_reading and not self.pending:
-            self.idle_since = self.loop.time()
+            self.idle_since = _now()
             if self.idle_timer is None:
                 self.idle_timer = self.loop.call_later(self.server.config.timeout_keep_alive, self._idle)
         if self.pending:
             if len(queue) < MAX_PIPELINE:
                 self.loop.call_soon(self._feed_pending)
-        elif not queue:
+        elif not queue and self.held:
             self._release(HOLD_PIPELINE)
 
     def abort(self) -> None:
@@ -410,7 +471,7 @@ class HttpProtocol:
         limit = (
             min(STOP_IDLE_S, server.config.timeout_keep_alive) if server.stopping else server.config.timeout_keep_alive
         )
-        left = since + limit - self.loop.time()
+        left = since + limit - _now()
         if left > 0:
             self.idle_timer = self.loop.call_later(left, self._idle)
         elif self.active is None and not self.queue and self.cycle is None:
@@ -545,7 +606,9 @@ class Cycle:
             waiter = self.waiter = self.proto.loop.create_future()
             await waiter
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """The app's ``send``: a plain call returning an awaitable, done already unless the write must wait for the
+        connection to drain (no coroutine per message)."""
         response = self.response
         kind = message["type"]
         if response is None:
@@ -553,33 +616,56 @@ class Cycle:
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
             self.expect_continue = False
             self.response = Response(self, message)
-            return
+            return DONE
         if self.response_complete:
             if self.disconnected:
-                return
+                return DONE
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
         if kind != "http.response.body":
             raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
         if self.disconnected:
-            return
+            return DONE
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        conn = self.proto.conn
+        proto = self.proto
+        conn = proto.conn
         try:
             response.write(conn, body, more)
         except ConnClosedError:
             self.disconnected = True
-            return
+            return DONE
         if not more:
             self.response_complete = True
-            self.wake()
-            self.proto.server.log_access(self)
-            self.proto.response_complete(self)
+            if self.waiter is not None:
+                self.wake()
+            server = proto.server
+            if server.access:
+                server.log_access(self)
+            proto.response_complete(self)
         elif conn.outbound_buffered():
-            try:
-                await drain(conn)
-            except ConnClosedError:
-                self.disconnected = True
+            return self._drain(conn)
+        return DONE
+
+    async def _drain(self, conn: Conn) -> None:
+        try:
+            await drain(conn)
+        except ConnClosedError:
+            self.disconnected = True
+
+
+class _Done(tuple):  # type: ignore[type-arg]
+    """An awaitable already done: ``await`` on it returns None at once, without a trip through the event loop."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+
+        def __await__(self) -> Generator[Any, None, None]: ...
+
+    else:
+        __await__ = tuple.__iter__  # an empty tuple's iterator: done as soon as it is asked
+
+
+DONE: Awaitable[None] = _Done()
 
 
 async def _service_unavailable(scope: Any, receive: Any, send: Any) -> None:

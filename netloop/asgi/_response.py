@@ -61,6 +61,17 @@ def error_response(status: int, reason: str) -> bytes:
     )
 
 
+# Headers an app sends, checked once: (name, value) -> (kind, content-length, the header's line). Apps send the
+# same few headers again and again; a long value, or a pair seen first after the table is full, is checked every time
+# (so the table stays within _CHECKED_MAX pairs of short values).
+_PLAIN = 0
+_LENGTH = 1
+_DATED = 2
+_checked: dict[tuple[bytes, bytes], tuple[int, int, bytes]] = {}
+_CHECKED_MAX = 1024
+_CHECKED_VALUE_MAX = 256
+
+
 class Response:
     """The response of one request: its head until the first body message, then what is left to send."""
 
@@ -69,31 +80,50 @@ class Response:
     def __init__(self, cycle: Cycle, message: Message) -> None:
         self.cycle = cycle
         status = self.status = int(message["status"])
-        parts = [status_line(status)]
+        parts = [_status_lines.get(status) or status_line(status)]
         length: int | None = None
         chunked = False
         dated = False
-        for name, value in message.get("headers", ()):
-            if _BAD_NAME.search(name) or not name or _BAD_VALUE.search(value):
-                raise RuntimeError(f"Invalid HTTP header: {name!r}: {value!r}")
-            lower = name.lower()
-            if lower == b"content-length":
-                if not value.strip().isdigit() or length is not None:
-                    raise RuntimeError(f"Invalid content-length header: {value!r}")
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                if value.strip().lower() == b"chunked":
-                    chunked = True
-                    continue  # chunked by this server
-            elif lower == b"connection":
-                if b"close" in value.lower():
-                    cycle.keep_alive = False
-                continue  # this server says whether the connection stays
-            elif lower == b"date":
-                dated = True
-            parts.append(b"%s: %s\r\n" % (name, value))
+        for pair in message.get("headers", ()):
+            try:
+                entry = _checked.get(pair)
+            except TypeError:  # a pair given as a list: not a key
+                entry = None
+            if entry is None:
+                name, value = pair
+                if _BAD_NAME.search(name) or not name or _BAD_VALUE.search(value):
+                    raise RuntimeError(f"Invalid HTTP header: {name!r}: {value!r}")
+                lower = name.lower()
+                if lower == b"transfer-encoding":
+                    if value.strip().lower() == b"chunked":
+                        chunked = True
+                        continue  # chunked by this server
+                elif lower == b"connection":
+                    if b"close" in value.lower():
+                        cycle.keep_alive = False
+                    continue  # this server says whether the connection stays
+                if lower == b"content-length":
+                    if not value.strip().isdigit():
+                        raise RuntimeError(f"Invalid content-length header: {value!r}")
+                    entry = (_LENGTH, int(value), b"%s: %s\r\n" % (name, value))
+                else:
+                    entry = (_DATED if lower == b"date" else _PLAIN, 0, b"%s: %s\r\n" % (name, value))
+                if len(_checked) < _CHECKED_MAX and len(value) <= _CHECKED_VALUE_MAX and type(pair) is tuple:
+                    _checked[pair] = entry
+            kind, number, line = entry
+            if kind:
+                if kind == _LENGTH:
+                    if length is not None:
+                        raise RuntimeError(f"Invalid content-length header: {pair[1]!r}")
+                    length = number
+                else:
+                    dated = True
+            parts.append(line)
         if not dated:
-            parts.append(date_header())
+            now = int(time.time())
+            if _date[0] != now:
+                date_header()
+            parts.append(_date[1])
         self.head: list[bytes] | None = parts
         self.no_body = cycle.head_only or status in (204, 304) or status < 200
         if self.no_body or length is not None:
@@ -102,19 +132,41 @@ class Response:
         self.chunked = chunked
 
     def write(self, conn: Conn, body: bytes, more: bool) -> None:
-        """Send one ``http.response.body`` (with the head before the first). Raises ``RuntimeError`` for a body
-        that does not fit ``content-length``; ``ConnClosedError`` when the connection is gone."""
+        """Send one ``http.response.body`` (with the head before the first, in the same write). Raises
+        ``RuntimeError`` for a body that does not fit ``content-length``; ``ConnClosedError`` when the connection is
+        gone."""
         head = self.head
         if head is not None:
             self.head = None
-            data = self._head(head, body, more)
+            # The head is complete now that the first body message (``body``, ``more``) is known.
+            cycle = self.cycle
+            http10 = cycle.scope["http_version"] == "1.0"
+            if not cycle.body_done:
+                cycle.keep_alive = False  # answered before its body came whole: what follows is not a next request
+            if not self.no_body and self.remaining is None and not self.chunked:
+                if not more:
+                    self.remaining = len(body)
+                    head.append(b"content-length: %d\r\n" % len(body))
+                elif http10:
+                    cycle.keep_alive = False  # close-delimited: the close ends the body
+                else:
+                    self.chunked = True
+            if self.chunked:
+                if http10:
+                    self.chunked = False
+                    cycle.keep_alive = False
+                else:
+                    head.append(b"transfer-encoding: chunked\r\n")
+            if not cycle.keep_alive:
+                head.append(b"connection: close\r\n")
+            elif http10:
+                head.append(b"connection: keep-alive\r\n")
+            head.append(b"\r\n")
             if self.no_body:
-                conn.write(data)
+                conn.write(b"".join(head))
                 return
-        else:
-            if self.no_body:
-                return
-            data = b""
+        elif self.no_body:
+            return
         remaining = self.remaining
         if remaining is not None:
             n = len(body)
@@ -122,13 +174,16 @@ class Response:
                 self.cycle.keep_alive = False
                 raise RuntimeError("Response content longer than Content-Length")
             self.remaining = remaining = remaining - n
-            data = data + body if data else body
-            if data:
-                conn.write(data)
+            if head is not None:
+                head.append(body)
+                conn.write(b"".join(head))
+            elif body:
+                conn.write(body)
             if not more and remaining:
                 self.cycle.keep_alive = False
                 raise RuntimeError("Response content shorter than Content-Length")
             return
+        data = b"".join(head) if head is not None else b""
         if self.chunked:
             if body:
                 data += b"%x\r\n%s\r\n" % (len(body), body)
@@ -138,29 +193,3 @@ class Response:
             data += body  # close-delimited
         if data:
             conn.write(data)
-
-    def _head(self, parts: list[bytes], body: bytes, more: bool) -> bytes:
-        cycle = self.cycle
-        http10 = cycle.scope["http_version"] == "1.0"
-        if not cycle.body_done:
-            cycle.keep_alive = False  # answered before its body came whole: what follows is not a next request
-        if not self.no_body and self.remaining is None and not self.chunked:
-            if not more:
-                self.remaining = len(body)
-                parts.append(b"content-length: %d\r\n" % len(body))
-            elif http10:
-                cycle.keep_alive = False  # close-delimited: the close ends the body
-            else:
-                self.chunked = True
-        if self.chunked:
-            if http10:
-                self.chunked = False
-                cycle.keep_alive = False
-            else:
-                parts.append(b"transfer-encoding: chunked\r\n")
-        if not cycle.keep_alive:
-            parts.append(b"connection: close\r\n")
-        elif http10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
