@@ -145,12 +145,12 @@ def _lrange(store: KeyValueStore, args: list[bytes]) -> Reply:
 @per_protocol
 @_typed
 def _lindex(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    index = parse_int64(args[2])
-    if index is None:
-        return NOT_INTEGER
     items = _of(store, args[1], deque)
     if items is None:
         return encoder.nil
+    index = parse_int64(args[2])
+    if index is None:
+        return NOT_INTEGER
     if index < 0:
         index += len(items)
     return bulk(items[index]) if 0 <= index < len(items) else encoder.nil
@@ -158,12 +158,12 @@ def _lindex(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
 
 @_typed
 def _lset(store: KeyValueStore, args: list[bytes]) -> Reply:
-    index = parse_int64(args[2])
-    if index is None:
-        return NOT_INTEGER
     items = _of(store, args[1], deque)
     if items is None:
         return NO_SUCH_KEY
+    index = parse_int64(args[2])
+    if index is None:
+        return NOT_INTEGER
     if index < 0:
         index += len(items)
     if not 0 <= index < len(items):
@@ -461,12 +461,14 @@ def _srandmember(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> R
 @per_protocol
 @_typed
 def _spop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    members = _of(store, args[1], set)
+    if len(args) > 3:
+        return SYNTAX
     count: int | None = None
     if len(args) == 3:
         count = parse_int64(args[2])
         if count is None or count < 0:
             return error(b"ERR value is out of range, must be positive")
+    members = _of(store, args[1], set)
     if not members:
         return encoder.nil if count is None else encoder.empty_set
     picked = random.sample(sorted(members), min(1 if count is None else count, len(members)))
@@ -510,9 +512,12 @@ def _set_store(how: str) -> Command:
 
 @_typed
 def _smove(store: KeyValueStore, args: list[bytes]) -> Reply:
+    # Redis's order: a missing source is 0 whatever the target holds; then both types; then the member.
+    if store.get(args[1]) is None:
+        return ZERO
     source = _of(store, args[1], set)
     target = _of(store, args[2], set)
-    if source is None or args[3] not in source:
+    if args[3] not in source:
         return ZERO
     if source is target:
         return ONE  # Redis: moving within one set changes nothing
@@ -531,8 +536,8 @@ CONTAINERS: dict[bytes, Entry] = {
     b"RPUSH": (_rpush, 3, MANY),
     b"LPUSHX": (_lpushx, 3, MANY),
     b"RPUSHX": (_rpushx, 3, MANY),
-    b"LPOP": (_lpop, 2, 3),
-    b"RPOP": (_rpop, 2, 3),
+    b"LPOP": (_lpop, 2, MANY),
+    b"RPOP": (_rpop, 2, MANY),
     b"LLEN": (_llen, 2, 2),
     b"LRANGE": (_lrange, 4, 4),
     b"LINDEX": (_lindex, 3, 3),
@@ -561,7 +566,7 @@ CONTAINERS: dict[bytes, Entry] = {
     b"SISMEMBER": (_sismember, 3, 3),
     b"SMISMEMBER": (_smismember, 3, MANY),
     b"SRANDMEMBER": (_srandmember, 2, 3),
-    b"SPOP": (_spop, 2, 3),
+    b"SPOP": (_spop, 2, MANY),
     b"SINTER": (_set_op("inter"), 2, MANY),
     b"SUNION": (_set_op("union"), 2, MANY),
     b"SDIFF": (_set_op("diff"), 2, MANY),

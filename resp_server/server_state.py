@@ -22,6 +22,7 @@ from resp_server.replies import (
     arity_error,
     array,
     bulk,
+    c_string,
     error,
     parse_int64,
 )
@@ -63,8 +64,8 @@ _CONFIG_DEFAULTS = {
     b"busy-reply-threshold": b"5000",
     b"list-max-ziplist-size": b"-2",
     b"list-max-listpack-size": b"-2",
-    b"hash-max-ziplist-entries": b"128",
-    b"hash-max-listpack-entries": b"128",
+    b"hash-max-ziplist-entries": b"512",
+    b"hash-max-listpack-entries": b"512",
     b"hash-max-ziplist-value": b"64",
     b"hash-max-listpack-value": b"64",
     b"set-max-intset-entries": b"512",
@@ -256,7 +257,7 @@ def _hello(session: RespSession, args: list[bytes]) -> Reply:
                 return error(b"ERR Client names cannot contain spaces, newlines or special characters.")
             i += 2
         else:
-            return error(b"ERR Syntax error in HELLO option '%b'" % args[i])
+            return error(b"ERR Syntax error in HELLO option '%b'" % c_string(args[i]))
     session.set_protocol(proto)
     if name is not None:
         session.name = name
@@ -334,7 +335,7 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
         return _client_kill(session, args)
     if sub == b"SETINFO" and len(args) == 4:
         if args[2].upper() not in (b"LIB-NAME", b"LIB-VER"):
-            return error(b"ERR Unrecognized option '%b'" % args[2])
+            return error(b"ERR Unrecognized option '%b'" % c_string(args[2]))
         return OK
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(args) == 3:
         return OK if args[2].upper() in (b"ON", b"OFF") else error(b"ERR syntax error")
@@ -380,7 +381,7 @@ def _client_list(session: RespSession, args: list[bytes]) -> Reply:
         if option == b"TYPE" and i + 1 < len(args):
             kind = args[i + 1].lower()
             if kind not in (b"normal", b"pubsub", b"master", b"replica", b"slave"):
-                return error(b"ERR Unknown client type '%b'" % args[i + 1])
+                return error(b"ERR Unknown client type '%b'" % c_string(args[i + 1]))
             pubsub = kind == b"pubsub"
             sessions = [
                 s for s in sessions if bool(s.channels or s.patterns) == pubsub and kind in (b"normal", b"pubsub")

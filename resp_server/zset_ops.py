@@ -45,7 +45,8 @@ def _zincrby(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply
     if by is None:
         return NOT_FLOAT
     zset = _of(store, args[1], ZSet)
-    score = (0.0 if zset is None else zset.get(args[3], 0.0)) + by
+    old = None if zset is None else zset.get(args[3])
+    score = by if old is None else old + by  # a new member's score is the increment itself: -0 stays -0
     if math.isnan(score):
         return error(b"ERR resulting score is not a number (NaN)")
     if zset is None:
