@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import random
 import select
 import shutil
 import socket
@@ -28,8 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
-import resp_server
-from bench.resp_generator import sequence
+from bench.resp_generator import Random, sequence
 from resp_server.parser import encode_request
 
 TIMEOUT = 10.0
@@ -339,9 +337,13 @@ def _exec_same(commands: Sequence[list[bytes]], index: int, want: bytes, have: b
 BATCH = 64
 
 
+def _batch(rng: Random, size: int) -> list[list[list[bytes]]]:
+    return [sequence(rng) for _ in range(size)]
+
+
 def run(reference_port: int, subject_port: int, sequences: int, seed: int, protocols: Sequence[int] = (2, 3)) -> Report:
     """Compare ``sequences`` generated sequences, shared equally among ``protocols``, on the two servers."""
-    rng = random.Random(seed)
+    rng = Random(seed)
     report = Report()
     for turn, proto in enumerate(protocols):
         share = sequences // len(protocols) + (1 if turn < sequences % len(protocols) else 0)
@@ -349,19 +351,23 @@ def run(reference_port: int, subject_port: int, sequences: int, seed: int, proto
         try:
             if proto == 3:
                 assert reference.call(b"HELLO", b"3")[:1] == subject.call(b"HELLO", b"3")[:1] == b"%"
-            while share > 0:
-                batch = [sequence(rng) for _ in range(min(BATCH, share))]
+            batch = _batch(rng, min(BATCH, share))
+            while batch:
                 share -= len(batch)
                 commands = [c for commands in batch for c in [[b"FLUSHALL"], *commands]]
                 reference.send_all(commands)
                 subject.send_all(commands)
+                # The next batch is made while the servers answer this one.
+                following = _batch(rng, min(BATCH, share))
                 expected, got = reference.read_replies(len(commands)), subject.read_replies(len(commands))
+                at = 0
                 for commands in batch:
-                    flushed, want = expected[0], expected[1 : len(commands) + 1]
-                    if got[0] != flushed:
-                        raise RuntimeError(f"FLUSHALL: redis {flushed!r}, this server {got[0]!r}")
-                    compare(commands, want, got[1 : len(commands) + 1], report)
-                    del expected[: len(commands) + 1], got[: len(commands) + 1]
+                    if got[at] != expected[at]:
+                        raise RuntimeError(f"FLUSHALL: redis {expected[at]!r}, this server {got[at]!r}")
+                    end = at + 1 + len(commands)
+                    compare(commands, expected[at + 1 : end], got[at + 1 : end], report)
+                    at = end
+                batch = following
         finally:
             reference.close()
             subject.close()
@@ -372,14 +378,34 @@ REFERENCE_OPTIONS = ("--databases", "1")
 """The reference's configuration where it differs from Redis's defaults: this server has one database."""
 
 
+@contextlib.contextmanager
+def subject_server() -> Iterator[int]:
+    """This package's server in a process of its own (``python -m resp_server``, the core the environment picks), so
+    that it and this client do not take turns on one interpreter lock; yields its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resp_server", "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + TIMEOUT
+        log = b""
+        while b"listening on tcp://" not in log or not log.endswith(b"\n"):
+            ready, _, _ = select.select([process.stderr], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(process.stderr.fileno(), 4096) if ready else b""
+            if not chunk:
+                raise RuntimeError("resp_server did not start: " + log.decode(errors="replace"))
+            log += chunk
+        yield int(log.split(b"listening on tcp://", 1)[1].split(b"\n", 1)[0].rsplit(b":", 1)[1])
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+        process.stderr.close()
+
+
 def differential(sequences: int, seed: int, protocols: Sequence[int] = (2, 3)) -> Report:
     """:func:`run` on a fresh redis-server and a fresh server of this package, both started here."""
-    with redis_server(*REFERENCE_OPTIONS) as reference_port:
-        engine = resp_server.start(port=0)
-        try:
-            return run(reference_port, int(engine.addrs[0].rsplit(":", 1)[1]), sequences, seed, protocols)
-        finally:
-            engine.stop()
+    with redis_server(*REFERENCE_OPTIONS) as reference_port, subject_server() as subject_port:
+        return run(reference_port, subject_port, sequences, seed, protocols)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,20 @@ that change the keyspace, no relative expiry read back in milliseconds, no CONFI
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+T = TypeVar("T")
 Family = Callable[[random.Random], list[bytes]]
+
+
+class Random(random.Random):
+    """The generator's random source: ``choice`` from one ``random()`` call (the standard one draws bits until it
+    has an unbiased index, several times slower, and the generator makes a few dozen choices per command)."""
+
+    def choice(self, seq: Sequence[T]) -> T:
+        return seq[int(self.random() * len(seq))]
+
 
 # Keys every family shares: most commands use the first three, so a key made by one family meets the others.
 KEYS = (b"a", b"b", b"c")
@@ -94,7 +105,7 @@ def strings(rng: random.Random) -> list[bytes]:
         [b"STRLEN", k],
         [b"GETRANGE", k, d.i, d.j],
         [b"SUBSTR", k, d.i, d.j],
-        [b"SETRANGE", k, rng.choice((b"0", b"2", b"-1", b"x", b"536870912", b"536870911")), v],
+        [b"SETRANGE", k, rng.choice((b"0", b"2", b"-1", b"x", b"536870912", b"100")), v],
         [b"MGET", k, k2, b"nokey"],
         [b"MSET", k, v, k2, rng.choice(_VALUES)],
         [b"MSETNX", k, v, k2, v],
@@ -275,7 +286,7 @@ def sorted_sets(rng: random.Random) -> list[bytes]:
 def bitmaps(rng: random.Random) -> list[bytes]:
     d = Draw(rng)
     k, k2, i, j = d.key, d.key2, d.i, d.j
-    offset = rng.choice((b"0", b"7", b"12", b"-1", b"4294967295", b"4294967296", b"x", b""))
+    offset = rng.choice((b"0", b"7", b"12", b"-1", b"4294967296", b"x", b""))
     field = rng.choice((b"u8", b"i8", b"u1", b"i64", b"u63", b"u64", b"x8"))
     return d.one(
         [b"SETBIT", k, offset, rng.choice((b"0", b"1", b"2", b"x"))],

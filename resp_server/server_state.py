@@ -357,12 +357,12 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
 
 def _client_unblock(session: RespSession, args: list[bytes]) -> Reply:
     """CLIENT UNBLOCK id [TIMEOUT|ERROR]: end a client's blocking command with a null, or with an error."""
+    how = args[3].upper() if len(args) == 4 else b"TIMEOUT"
+    if how not in (b"TIMEOUT", b"ERROR"):  # Redis checks the reason before the id
+        return error(b"ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
     client_id = parse_int64(args[2])
     if client_id is None:
         return error(b"ERR value is not an integer or out of range")
-    how = args[3].upper() if len(args) == 4 else b"TIMEOUT"
-    if how not in (b"TIMEOUT", b"ERROR"):
-        return error(b"ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
     target = session.server.clients.get(client_id)
     if target is None or target.blocker is None:
         return b":0\r\n"
