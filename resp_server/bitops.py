@@ -217,7 +217,8 @@ def _bitfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Repl
         if op == b"GET":
             results.append(integer(old))
             continue
-        new = _fit(old + number if op == b"INCRBY" else number, signed, bits, overflow)
+        # Redis sets an unsigned field from the number as a uint64: a negative one is huge (SAT makes it the maximum).
+        new = _fit(old + number if op == b"INCRBY" else number if signed else number % 2**64, signed, bits, overflow)
         if new is None:
             results.append(encoder.nil)
             continue

@@ -246,7 +246,7 @@ def _scanner(kind: type) -> Entry:
                 if count < 1:
                     return SYNTAX
             else:
-                pattern = args[i + 1]
+                pattern = None if args[i + 1] == b"*" else args[i + 1]  # Redis: "*" filters nothing, not even ""
             i += 2
         if kind is set:
             found = [m for m in value if pattern is None or glob_match(pattern, m)]

@@ -440,14 +440,17 @@ def _smismember(store: KeyValueStore, args: list[bytes]) -> Reply:
 @per_protocol
 @_typed
 def _srandmember(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    members = _of(store, args[1], set)
+    if len(args) > 3:
+        return SYNTAX
     if len(args) == 2:
+        members = _of(store, args[1], set)
         return encoder.bulk(random.choice(sorted(members)) if members else None)
-    count = parse_int64(args[2])
+    count = parse_int64(args[2])  # Redis reads the count before it looks the key up
     if count is None:
         return NOT_INTEGER
     if count < -INT64_MAX:  # Redis negates the count as a C long
         return error(b"ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
+    members = _of(store, args[1], set)
     pool = sorted(members or ())
     if not pool:
         return EMPTY
@@ -474,7 +477,9 @@ def _spop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     picked = random.sample(sorted(members), min(1 if count is None else count, len(members)))
     members.difference_update(picked)
     _kept(store, args[1], members)
-    return bulk(picked[0]) if count is None else array(picked)
+    if count is None:
+        return bulk(picked[0])
+    return join_replies([encoder.set_header(len(picked)), *map(bulk, picked)])
 
 
 def _combine(store: KeyValueStore, keys: list[bytes], how: str) -> set[bytes]:
@@ -565,7 +570,7 @@ CONTAINERS: dict[bytes, Entry] = {
     b"SCARD": (_scard, 2, 2),
     b"SISMEMBER": (_sismember, 3, 3),
     b"SMISMEMBER": (_smismember, 3, MANY),
-    b"SRANDMEMBER": (_srandmember, 2, 3),
+    b"SRANDMEMBER": (_srandmember, 2, MANY),
     b"SPOP": (_spop, 2, MANY),
     b"SINTER": (_set_op("inter"), 2, MANY),
     b"SUNION": (_set_op("union"), 2, MANY),

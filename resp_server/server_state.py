@@ -430,9 +430,13 @@ def _client_kill(session: RespSession, args: list[bytes]) -> Reply:
             chosen = [s for s in chosen if s.laddr == value]
         elif option == b"TYPE":
             kind = value.lower()
-            chosen = [s for s in chosen if bool(s.channels or s.patterns) == (kind == b"pubsub")]
+            if kind not in (b"normal", b"pubsub", b"master", b"replica", b"slave"):
+                return error(b"ERR Unknown client type '%b'" % c_string(value))
+            pubsub = kind == b"pubsub"
+            chosen = [s for s in chosen if bool(s.channels or s.patterns) == pubsub and kind in (b"normal", b"pubsub")]
         elif option == b"USER":
-            chosen = chosen if value == b"default" else []
+            if value != b"default":
+                return error(b"ERR No such user '%b'" % c_string(value))
         elif option == b"SKIPME":
             if value.lower() not in (b"yes", b"no"):
                 return error(b"ERR syntax error")

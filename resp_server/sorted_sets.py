@@ -29,6 +29,7 @@ from resp_server.values import (
     _Wrong,
     integer,
     parse_float,
+    parse_sort_float,
 )
 
 # -- sorted sets: the core that the keyspace tests touch -------- ----------------------------------------------
@@ -143,7 +144,7 @@ def _sort(store: KeyValueStore, args: list[bytes]) -> Reply:
     else:
         numbers = []
         for item in items:
-            number = parse_float(item)
+            number = parse_sort_float(item)
             if number is None:
                 return error(b"ERR One or more scores can't be converted into double")
             numbers.append((number, item))

@@ -419,7 +419,7 @@ def _scan(store: KeyValueStore, args: list[bytes]) -> Reply:
         if i + 1 >= len(args):
             return SYNTAX
         if option == b"MATCH":
-            pattern = args[i + 1]
+            pattern = None if args[i + 1] == b"*" else args[i + 1]  # Redis: "*" filters nothing, not even ""
         elif option == b"COUNT":
             value = parse_int64(args[i + 1])
             if value is None:

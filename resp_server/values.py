@@ -201,6 +201,14 @@ def parse_range_float(text: bytes) -> float | None:
     return None if end != len(text) or math.isnan(value) else value
 
 
+def parse_sort_float(text: bytes) -> float | None:
+    """An item as SORT reads it for its score: ``strtod`` up to the first NUL, all of it read (so the empty string is
+    0), no ERANGE, no NaN; None where Redis refuses the sort."""
+    text = text.split(b"\0", 1)[0]
+    value, end, erange = strtod(text)
+    return None if end != len(text) or erange or math.isnan(value) else value
+
+
 def parse_cursor(text: bytes) -> int | None:
     """A SCAN cursor as Redis reads it (``strtoul`` up to the first NUL: a sign allowed, ``-1`` the largest cursor,
     the empty string 0), or None where Redis answers "invalid cursor"."""
@@ -254,7 +262,8 @@ class ZSet(dict):  # type: ignore[type-arg]
 
     def __setitem__(self, member: bytes, score: float) -> None:
         self._order = None
-        super().__setitem__(member, score)
+        # + 0.0 makes -0 a 0: Redis's small sorted sets (listpacks) keep "-0" as the integer 0.
+        super().__setitem__(member, score + 0.0)
 
     def __delitem__(self, member: bytes) -> None:
         self._order = None

@@ -50,7 +50,7 @@ def _zincrby(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply
     if math.isnan(score):
         return error(b"ERR resulting score is not a number (NaN)")
     if zset is None:
-        store.set(args[1], ZSet({args[3]: score}))
+        store.set(args[1], ZSet({args[3]: score + 0.0}))
     else:
         zset[args[3]] = score
         store.modified(args[1])
