@@ -121,8 +121,8 @@ def redis_server(*options: str) -> Iterator[int]:
         port = free_port()
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *options]
         process = subprocess.Popen([*argv, "--dir", directory], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert process.stdout is not None
         try:
-            assert process.stdout is not None
             deadline = time.monotonic() + TIMEOUT
             log = b""
             # It logs "Ready to accept connections" once it has bound and loaded: wait for that line.
@@ -186,7 +186,7 @@ def _scanned(value: Value, pairs: bool) -> object:
     kind, items = value
     if not isinstance(items, tuple) or len(items) != 2:
         return value
-    return (kind, items[0], _unordered(items[1], pairs))  # type: ignore[arg-type]
+    return (kind, items[0], _unordered(items[1], pairs))
 
 
 def _without_id(value: Value) -> object:
@@ -204,7 +204,7 @@ def shape(value: Value) -> object:
     """What a random pick's reply must share with Redis's: its types and counts, not which items it picked."""
     kind, payload = value
     if isinstance(payload, tuple):
-        return (kind, tuple(shape(item) for item in payload))  # type: ignore[arg-type]
+        return (kind, tuple(shape(item) for item in payload))
     return (kind, payload is None)
 
 
@@ -383,8 +383,8 @@ def subject_server() -> Iterator[int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "resp_server", "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    assert process.stderr is not None
     try:
-        assert process.stderr is not None
         deadline = time.monotonic() + TIMEOUT
         log = b""
         while b"listening on tcp://" not in log or not log.endswith(b"\n"):

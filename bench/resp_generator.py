@@ -14,8 +14,11 @@ that change the keyspace, no relative expiry read back in milliseconds, no CONFI
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsLenAndGetItem
 
 T = TypeVar("T")
 Family = Callable[[random.Random], list[bytes]]
@@ -25,7 +28,7 @@ class Random(random.Random):
     """The generator's random source: ``choice`` from one ``random()`` call (the standard one draws bits until it
     has an unbiased index, several times slower, and the generator makes a few dozen choices per command)."""
 
-    def choice(self, seq: Sequence[T]) -> T:
+    def choice(self, seq: SupportsLenAndGetItem[T]) -> T:
         return seq[int(self.random() * len(seq))]
 
 
