@@ -44,7 +44,7 @@ CASES: dict[str, Case] = {
         "RPUSH|l|1e308||0x10| 2", "SORT|l", "RPUSH|m|1e-400|1", "SORT|m", "RPUSH|n|1_0", "SORT|n",
     ),
     "SPOP and SRANDMEMBER with a count": _case(
-        "SADD|s|m4|1", "SPOP|s|0", "SPOP|s|100", "SET|str|v", "SRANDMEMBER|str|x", "SRANDMEMBER|s|1|2",
+        "SADD|s|m4", "SPOP|s|0", "SPOP|s|100", "SADD|s|m4|1", "SET|str|v", "SRANDMEMBER|str|x", "SRANDMEMBER|s|1|2",
         "MULTI", "SRANDMEMBER|s|1|x", "EXEC",
     ),
     "BITFIELD sets an unsigned field from a uint64": _case(
