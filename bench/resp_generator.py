@@ -385,6 +385,8 @@ def command(rng: random.Random, families: list[tuple[Family, int]] | None = None
     generated = family(rng)
     if rng.random() < 0.1 and generated[0] not in _KEEP:
         generated = _mangle(rng, generated)
+        if generated[0].upper() == b"SPOP" and len(generated) == 2:
+            generated = [generated[0], b"nokey"]  # SPOP without a count pops a random member: of no set, here
     return generated
 
 
