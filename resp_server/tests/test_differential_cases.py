@@ -9,6 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 import resp_server
+from bench.resp_differential import parse_reply
+from resp_server.command_table import KEYSPACE
+from resp_server.commands import SESSION_ARITY
+from resp_server.server_state import SESSION_COMMANDS
 from resp_server.tests.reference import RawClient, redis_server
 
 Case = list[list[bytes]]
@@ -140,3 +144,30 @@ def test_a_refusal_in_subscribed_mode_names_the_subcommand(ports: tuple[int, int
         "SUBSCRIBE|ch", "PUBSUB|NUMSUB|ch", "PUBSUB|BOGUS", "GET", "NOSUCH|x", "CONFIG|GET|hz", "UNSUBSCRIBE|ch"
     )
     assert _replies(ports[1], 2, case) == _replies(ports[0], 2, case)
+
+
+def test_an_unimplemented_command_answers_as_redis_answers_an_unknown_one(ports: tuple[int, int]) -> None:
+    # Every command Redis 7.0 has that this server answers as unknown must answer exactly as a redis-server on which
+    # those commands are renamed away (so unknown to it too): the same error, the same quoted arguments.
+    reference = RawClient(ports[0])
+    try:
+        (_, listed), _ = parse_reply(reference.call("COMMAND", "LIST"))
+    finally:
+        reference.close()
+    assert isinstance(listed, tuple)
+    names = sorted(name for _, name in listed if isinstance(name, bytes) and b"|" not in name)
+    known = {*KEYSPACE, *SESSION_COMMANDS, *SESSION_ARITY}
+    unknown = [[name.upper(), b"k", b"v\x00w"] for name in names if name.upper() not in known]
+    assert 0 < len(unknown) < len(names) // 2
+    ours = RawClient(ports[1])
+    try:
+        renames = [option for p in unknown for option in ("--rename-command", p[0].decode(), "")]
+        with redis_server(*renames) as stripped_port:
+            stripped = RawClient(stripped_port)
+            try:
+                for probe in (unknown, [[p[0].lower(), *p[1:]] for p in unknown]):
+                    assert ours.run(probe) == stripped.run(probe)
+            finally:
+                stripped.close()
+    finally:
+        ours.close()
