@@ -7,6 +7,8 @@ pure-Python core's run (the same server code on a slower transport) takes a tent
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from bench.resp_differential import (
@@ -25,15 +27,14 @@ from bench.resp_differential import (
 )
 from bench.resp_generator import FAMILIES, Random, sequence
 from netloop._compiled import compiled
-from resp_server.tests.reference import redis_server
 
 SEQUENCES = 100_000 if compiled else 10_000
 
 
 @pytest.mark.slow
 def test_generated_sequences_answer_as_redis_does() -> None:
-    with redis_server():  # skips where no redis-server is installed; the run starts its own
-        pass
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
     report = differential(SEQUENCES, seed=20261207)
     assert report.failures == [], "\n".join([report.summary(), *report.failures[:10]])
     assert report.sequences == SEQUENCES
