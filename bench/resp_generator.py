@@ -325,6 +325,7 @@ def session(rng: random.Random) -> list[bytes]:
     d = Draw(rng)
     return d.one(
         [b"HELLO", rng.choice((b"4", b"1", b"x", b"-1", b"9223372036854775808"))],
+        [b"HELLO", *d.one([], [b"2"], [b"3"], [b"3", b"SETNAME", b"name"])],  # the run switches back after it
         [b"HELLO", b"3", b"AUTH", b"default", b"pw"],
         [b"HELLO", b"3", b"SETNAME", rng.choice((b"a b", b"\n"))],
         [b"CLIENT", b"SETNAME", rng.choice((b"name", b"", b"a b", b"x\n"))],

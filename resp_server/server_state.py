@@ -244,7 +244,6 @@ def _hello(session: RespSession, args: list[bytes]) -> Reply:
             return error(b"NOPROTO unsupported protocol version")
         proto = version
         i = 2
-    name: bytes | None = None
     while i < len(args):
         option = args[i].upper()
         if option == b"AUTH" and i + 2 < len(args):
@@ -252,15 +251,13 @@ def _hello(session: RespSession, args: list[bytes]) -> Reply:
                 return error(b"WRONGPASS invalid username-password pair or user is disabled.")
             i += 3
         elif option == b"SETNAME" and i + 1 < len(args):
-            name = args[i + 1]
-            if not _valid_name(name):
+            if not _valid_name(args[i + 1]):
                 return error(b"ERR Client names cannot contain spaces, newlines or special characters.")
+            session.name = args[i + 1]  # at once, as Redis does: an error in a later option leaves it set
             i += 2
         else:
             return error(b"ERR Syntax error in HELLO option '%b'" % c_string(args[i]))
     session.set_protocol(proto)
-    if name is not None:
-        session.name = name
     return map_reply(
         session,
         [

@@ -87,6 +87,9 @@ CASES: dict[str, Case] = {
         b"CONFIG|B\x00LA", b"OBJECT|\x00|k", b"CLIENT|KILL|TYPE|\x00x", b"CLIENT|KILL|TYPE|master",
         b"CLIENT|KILL|USER|nobody\x00",
     ),
+    "HELLO sets the name before a later option fails": _case(
+        "HELLO|3|SETNAME|first|BOGUS", "CLIENT|GETNAME", "HELLO|2|SETNAME|second|AUTH|nobody|pw", "CLIENT|GETNAME",
+    ),
     "LPOS's RANK at LONG_MIN": _case(
         "RPUSH|l|a|b|a|c",
         "LPOS|l|a|RANK|-9223372036854775808",
