@@ -348,6 +348,38 @@ def session(rng: random.Random) -> list[bytes]:
     )
 
 
+_STREAM_IDS = (b"1-1", b"1-2", b"2-1", b"3", b"5-0", b"0-1", b"x")
+
+
+def stream_groups(rng: random.Random) -> list[bytes]:
+    """Streams and their consumer groups, in forms whose replies do not depend on the clock (explicit ids; no idle
+    times, no XINFO CONSUMERS). Not in :data:`FAMILIES` on this branch: append ``(stream_groups, 2)`` there once the
+    server has the stream commands (XRANGE, XREAD, XACK, XPENDING, XCLAIM, XAUTOCLAIM) and a long run is clean."""
+    d = Draw(rng)
+    k, n = d.key, rng.choice(_INTEGERS[:8])
+    entry, other = rng.choice(_STREAM_IDS), rng.choice(_STREAM_IDS)
+    group, consumer = rng.choice((b"g1", b"g2")), rng.choice((b"c1", b"c2"))
+    return d.one(
+        [b"XADD", k, entry, b"f", d.value],
+        [b"XADD", k, b"MAXLEN", rng.choice((b"1", b"3")), entry, b"f", b"v"],
+        [b"XDEL", k, entry],
+        [b"XRANGE", k, b"-", b"+"],
+        [b"XGROUP", b"CREATE", k, group, rng.choice((b"0", b"$", entry)), *d.one([], [b"MKSTREAM"])],
+        [b"XGROUP", b"SETID", k, group, rng.choice((b"0", b"$", entry))],
+        [b"XGROUP", rng.choice((b"CREATECONSUMER", b"DELCONSUMER")), k, group, consumer],
+        [b"XGROUP", b"DESTROY", k, group],
+        [b"XREADGROUP", b"GROUP", group, consumer, *d.one([], [b"COUNT", n], [b"NOACK"]), b"STREAMS", k, b">"],
+        [b"XREADGROUP", b"GROUP", group, consumer, b"STREAMS", k, rng.choice((b"0", entry))],
+        [b"XREAD", *d.one([], [b"COUNT", n]), b"STREAMS", k, rng.choice((b"0", b"$", entry))],
+        [b"XACK", k, group, entry, other],
+        [b"XPENDING", k, group],
+        [b"XPENDING", k, group, b"IDLE", b"3600000", b"-", b"+", n],
+        [b"XCLAIM", k, group, consumer, b"0", entry, *d.one([b"JUSTID"], [b"FORCE"], [b"RETRYCOUNT", n])],
+        [b"XAUTOCLAIM", k, group, consumer, b"0", other, *d.one([], [b"COUNT", n], [b"JUSTID"])],
+        [b"XINFO", b"GROUPS", k],
+    )
+
+
 FAMILIES: list[tuple[Family, int]] = [
     (strings, 5),
     (numbers, 3),
