@@ -210,6 +210,7 @@ def _bitfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Repl
         end = max((offset + bits + 7) // 8 for op, _, bits, offset, *_ in ops if op != b"GET")
         data.extend(bytes(max(0, end - len(data))))
     results: list[bytes] = []
+    changes = 0
     for op, signed, bits, offset, number, overflow in ops:
         padded = bytes(data) + bytes((offset + bits + 7) // 8)
         raw = _segment(padded, offset, offset + bits - 1)
@@ -223,9 +224,14 @@ def _bitfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Repl
             results.append(encoder.nil)
             continue
         _write_field(data, offset, bits, new)
+        changes += 1
         results.append(integer(old if op == b"SET" else new))
     if writes and (value is None or bytes(data) != value):
-        store.set(args[1], bytes(data), keep_ttl=True)
+        # Redis creates or zero-extends the string first; only a write that succeeded touches watchers and notifies.
+        if changes:
+            store.set(args[1], bytes(data), keep_ttl=True)
+        else:
+            store.put_quietly(args[1], bytes(data))
     return b"*%d\r\n%b" % (len(results), b"".join(results))
 
 

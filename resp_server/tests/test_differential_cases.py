@@ -55,6 +55,11 @@ CASES: dict[str, Case] = {
         "BITFIELD|b|OVERFLOW|SAT|SET|u8|0|-3", "BITFIELD|b|OVERFLOW|FAIL|SET|u8|8|-3", "BITFIELD|b|SET|u8|16|-3",
         "GET|b",
     ),
+    # Every write failed: the key is made (zero bytes) but its watchers are not told, so EXEC runs.
+    "a BITFIELD whose writes all fail touches no watcher": _case(
+        "WATCH|a", "BITFIELD|a|OVERFLOW|FAIL|INCRBY|u1|0|100", "MULTI", "GET|a", "EXEC", "STRLEN|a",
+        "SET|b|x", "WATCH|b", "BITFIELD|b|OVERFLOW|FAIL|SET|u8|24|-3", "MULTI", "STRLEN|b", "EXEC",
+    ),
     "MATCH * filters nothing, not even the empty key": _case(
         "SET||v", "SCAN|0|MATCH|*", "SADD|s|", "SSCAN|s|0|MATCH|*", "HSET|h||v", "HSCAN|h|0|MATCH|*",
     ),
