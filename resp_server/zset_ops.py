@@ -240,7 +240,7 @@ def _operation(encoder: Encoder, store: KeyValueStore, args: list[bytes], at: in
     if dest is not None:
         store.delete(dest)
         if result:
-            store.set(dest, ZSet(result))
+            store.set(dest, ZSet({m: score + 0.0 for m, score in result.items()}))  # stored: -0 is 0
         return integer(len(result))
     return scored(encoder, ZSet(result).ordered(), withscores)
 

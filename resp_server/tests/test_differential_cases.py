@@ -44,6 +44,12 @@ CASES: dict[str, Case] = {
         "ZINCRBY|z|-0|m", "ZADD|z2|INCR|-0|m", "ZADD|z2|INCR|-0|m", "ZSCORE|z|m", "ZRANGE|z2|0|-1|WITHSCORES",
         "ZADD|z3|-0|m", "ZSCORE|z3|m", "ZMPOP|1|z3|MIN",
     ),
+    "ZUNIONSTORE stores -0 as 0, ZUNION answers it": _case(
+        "ZADD|z|0|m", "ZUNIONSTORE|d|1|z|WEIGHTS|-0", "ZPOPMIN|d", "ZUNION|1|z|WEIGHTS|-0|WITHSCORES",
+    ),
+    "BITPOS checks its unit before its end, BITCOUNT after": _case(
+        "SET|a|10", "BITPOS|a|1|0||1", "BITPOS|a|1|0|x|BIT", "BITCOUNT|a|0||1", "BITCOUNT|a|0|1|x",
+    ),
     "SORT reads scores with strtod": _case(
         "RPUSH|l|1e308||0x10| 2", "SORT|l", "RPUSH|m|1e-400|1", "SORT|m", "RPUSH|n|1_0", "SORT|n",
     ),
