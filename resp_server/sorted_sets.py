@@ -12,6 +12,7 @@ from resp_server.replies import (
     Entry,
     Reply,
     array,
+    c_string,
     error,
     parse_int64,
     per_protocol,
@@ -140,7 +141,7 @@ def _sort(store: KeyValueStore, args: list[bytes]) -> Reply:
         raise _Wrong
     items = list(value or ())
     if alpha:
-        items.sort(reverse=desc)
+        items.sort(key=c_string, reverse=desc)  # strcoll on C strings: up to the first NUL, in a stable sort
     else:
         numbers = []
         for item in items:

@@ -50,6 +50,7 @@ CASES: dict[str, Case] = {
     "BITPOS checks its unit before its end, BITCOUNT after": _case(
         "SET|a|10", "BITPOS|a|1|0||1", "BITPOS|a|1|0|x|BIT", "BITCOUNT|a|0||1", "BITCOUNT|a|0|1|x",
     ),
+    "SORT ALPHA compares C strings": _case(b"RPUSH|a|a\x00b|\x00||b", "SORT|a|ALPHA", "SORT|a|ALPHA|DESC"),
     "SORT reads scores with strtod": _case(
         "RPUSH|l|1e308||0x10| 2", "SORT|l", "RPUSH|m|1e-400|1", "SORT|m", "RPUSH|n|1_0", "SORT|n",
     ),
