@@ -28,18 +28,21 @@ def _first(number: int, width: int) -> int:
     return width - number.bit_length() if number else -1
 
 
-def _range_args(args: list[bytes], at: int, size: int) -> tuple[int, int, bool] | bytes:
-    """``start end [BYTE|BIT]`` from ``args[at]``: (first bit, last bit, end given) or an error reply."""
+def _range_args(args: list[bytes], at: int, size: int, unit_first: bool = False) -> tuple[int, int, bool] | bytes:
+    """``start end [BYTE|BIT]`` from ``args[at]``: (first bit, last bit, end given) or an error reply. Redis checks
+    the start, then the end, then the unit; BITPOS (``unit_first``) the unit before the end."""
     start = parse_int64(args[at])
-    end = parse_int64(args[at + 1]) if len(args) > at + 1 else None
-    if start is None or (len(args) > at + 1 and end is None):
+    if start is None:
         return NOT_INTEGER
-    in_bits = False
-    if len(args) > at + 2:
-        unit = args[at + 2].upper()
-        if unit not in (b"BIT", b"BYTE"):
-            return SYNTAX
-        in_bits = unit == b"BIT"
+    unit = args[at + 2].upper() if len(args) > at + 2 else b"BYTE"
+    if unit_first and unit not in (b"BIT", b"BYTE"):
+        return SYNTAX
+    end = parse_int64(args[at + 1]) if len(args) > at + 1 else None
+    if len(args) > at + 1 and end is None:
+        return NOT_INTEGER
+    if unit not in (b"BIT", b"BYTE"):
+        return SYNTAX
+    in_bits = unit == b"BIT"
     total = size * 8 if in_bits else size
     given = end is not None
     start, last = _clamped(start, total - 1 if end is None else end, total)
@@ -86,7 +89,7 @@ def _bitpos(store: KeyValueStore, args: list[bytes]) -> Reply:
     if len(args) == 3:
         first, last, given = 0, len(value) * 8 - 1, False
     else:
-        bounds = _range_args(args, 3, len(value))
+        bounds = _range_args(args, 3, len(value), unit_first=True)
         if isinstance(bounds, bytes):
             return bounds
         first, last, given = bounds
@@ -210,6 +213,7 @@ def _bitfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Repl
         end = max((offset + bits + 7) // 8 for op, _, bits, offset, *_ in ops if op != b"GET")
         data.extend(bytes(max(0, end - len(data))))
     results: list[bytes] = []
+    changes = 0
     for op, signed, bits, offset, number, overflow in ops:
         padded = bytes(data) + bytes((offset + bits + 7) // 8)
         raw = _segment(padded, offset, offset + bits - 1)
@@ -217,14 +221,20 @@ def _bitfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Repl
         if op == b"GET":
             results.append(integer(old))
             continue
-        new = _fit(old + number if op == b"INCRBY" else number, signed, bits, overflow)
+        # Redis sets an unsigned field from the number as a uint64: a negative one is huge (SAT makes it the maximum).
+        new = _fit(old + number if op == b"INCRBY" else number if signed else number % 2**64, signed, bits, overflow)
         if new is None:
             results.append(encoder.nil)
             continue
         _write_field(data, offset, bits, new)
+        changes += 1
         results.append(integer(old if op == b"SET" else new))
     if writes and (value is None or bytes(data) != value):
-        store.set(args[1], bytes(data), keep_ttl=True)
+        # Redis creates or zero-extends the string first; only a write that succeeded touches watchers and notifies.
+        if changes:
+            store.set(args[1], bytes(data), keep_ttl=True)
+        else:
+            store.put_quietly(args[1], bytes(data))
     return b"*%d\r\n%b" % (len(results), b"".join(results))
 
 

@@ -24,6 +24,7 @@ from resp_server.replies import (
     arity_error,
     array,
     bulk,
+    c_string,
     error,
     parse_int64,
     per_protocol,
@@ -42,7 +43,7 @@ def _expire_time_error(name: bytes) -> bytes:
 
 
 def _subcommand_error(name: bytes, sub: bytes) -> bytes:
-    return error(b"ERR unknown subcommand '%b'. Try %b HELP." % (sub[:128], name))
+    return error(b"ERR unknown subcommand '%b'. Try %b HELP." % (c_string(sub)[:128], name))
 
 
 def _ping(store: KeyValueStore, args: list[bytes]) -> Reply:
@@ -210,7 +211,7 @@ def _set_expiry(store: KeyValueStore, args: list[bytes], scale: int, absolute: b
     for option in args[3:]:
         condition = option.upper()
         if condition not in _EXPIRE_CONDITIONS:
-            return error(b"ERR Unsupported option %b" % option)
+            return error(b"ERR Unsupported option %b" % c_string(option))
         conditions.add(condition)
     if b"NX" in conditions and len(conditions) > 1:
         return error(b"ERR NX and XX, GT or LT options at the same time are not compatible")
@@ -344,7 +345,7 @@ def _hello(store: KeyValueStore, args: list[bytes]) -> bytes:
     if version != 2:
         return error(b"NOPROTO unsupported protocol version")
     if len(args) > 2:
-        return error(b"ERR Syntax error in HELLO option '%b'" % args[2])
+        return error(b"ERR Syntax error in HELLO option '%b'" % c_string(args[2]))
     return _HELLO
 
 

@@ -24,7 +24,7 @@ from resp_server.replies import (
     per_protocol,
 )
 from resp_server.store import KeyValueStore, glob_match
-from resp_server.values import EMPTY, NOT_INTEGER, SYNTAX, ZSet, _kept, _of, _typed, integer, random_pick
+from resp_server.values import EMPTY, NOT_INTEGER, SYNTAX, ZSet, _kept, _of, _typed, integer, parse_cursor, random_pick
 
 _NUMKEYS = error(b"ERR numkeys should be greater than 0")
 
@@ -35,6 +35,7 @@ _NUMKEYS = error(b"ERR numkeys should be greater than 0")
 @_typed
 def _lpos(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     rank, count, maxlen = 1, -1, 0
+    wrapped = False
     i = 3
     while i < len(args):
         option = args[i].upper()
@@ -49,9 +50,10 @@ def _lpos(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
                     b"ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... "
                     b"or use negative to start from the end of the list"
                 )
-            if value == INT64_MIN:
-                return error(b"ERR value is out of range")
-            rank = value
+            # Redis negates a negative rank in a long: LONG_MIN stays itself, so every match from the tail is at
+            # or past it, and its COUNT check overflows and never stops the search.
+            wrapped = value == INT64_MIN
+            rank = -1 if wrapped else value
         elif value is None or value < 0:
             return error(b"ERR %b can't be negative" % option)
         elif option == b"COUNT":
@@ -74,7 +76,7 @@ def _lpos(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
             matches += 1
             if matches >= abs(rank):
                 found.append(index)
-                if count != -1 and (not count or len(found) < count):
+                if count != -1 and (not count or wrapped or len(found) < count):
                     continue
                 break
     if count != -1:
@@ -226,8 +228,7 @@ def _sintercard(store: KeyValueStore, args: list[bytes]) -> Reply:
 def _scanner(kind: type) -> Entry:
     @_typed
     def run(store: KeyValueStore, args: list[bytes]) -> Reply:
-        cursor = args[2]
-        if not cursor.isdigit() or int(cursor) > 2**64 - 1:
+        if parse_cursor(args[2]) is None:
             return error(b"ERR invalid cursor")
         value = _of(store, args[1], kind)
         if value is None:
@@ -245,7 +246,7 @@ def _scanner(kind: type) -> Entry:
                 if count < 1:
                     return SYNTAX
             else:
-                pattern = args[i + 1]
+                pattern = None if args[i + 1] == b"*" else args[i + 1]  # Redis: "*" filters nothing, not even ""
             i += 2
         if kind is set:
             found = [m for m in value if pattern is None or glob_match(pattern, m)]

@@ -146,12 +146,12 @@ def _lrange(store: KeyValueStore, args: list[bytes]) -> Reply:
 @per_protocol
 @_typed
 def _lindex(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    index = parse_int64(args[2])
-    if index is None:
-        return NOT_INTEGER
     items = _of(store, args[1], deque)
     if items is None:
         return encoder.nil
+    index = parse_int64(args[2])
+    if index is None:
+        return NOT_INTEGER
     if index < 0:
         index += len(items)
     return bulk(items[index]) if 0 <= index < len(items) else encoder.nil
@@ -159,12 +159,12 @@ def _lindex(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
 
 @_typed
 def _lset(store: KeyValueStore, args: list[bytes]) -> Reply:
-    index = parse_int64(args[2])
-    if index is None:
-        return NOT_INTEGER
     items = _of(store, args[1], deque)
     if items is None:
         return NO_SUCH_KEY
+    index = parse_int64(args[2])
+    if index is None:
+        return NOT_INTEGER
     if index < 0:
         index += len(items)
     if not 0 <= index < len(items):
@@ -454,14 +454,17 @@ def _smismember(store: KeyValueStore, args: list[bytes]) -> Reply:
 @per_protocol
 @_typed
 def _srandmember(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    members = _of(store, args[1], set)
+    if len(args) > 3:
+        return SYNTAX
     if len(args) == 2:
+        members = _of(store, args[1], set)
         return encoder.bulk(random.choice(sorted(members)) if members else None)
-    count = parse_int64(args[2])
+    count = parse_int64(args[2])  # Redis reads the count before it looks the key up
     if count is None:
         return NOT_INTEGER
     if count < -INT64_MAX:  # Redis negates the count as a C long
         return error(b"ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
+    members = _of(store, args[1], set)
     pool = sorted(members or ())
     if not pool:
         return EMPTY
@@ -475,18 +478,22 @@ def _srandmember(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> R
 @per_protocol
 @_typed
 def _spop(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
-    members = _of(store, args[1], set)
+    if len(args) > 3:
+        return SYNTAX
     count: int | None = None
     if len(args) == 3:
         count = parse_int64(args[2])
         if count is None or count < 0:
             return error(b"ERR value is out of range, must be positive")
+    members = _of(store, args[1], set)
     if not members:
         return encoder.nil if count is None else encoder.empty_set
     picked = random.sample(sorted(members), min(1 if count is None else count, len(members)))
     members.difference_update(picked)
     _kept(store, args[1], members)
-    return bulk(picked[0]) if count is None else array(picked)
+    if count is None:
+        return bulk(picked[0])
+    return join_replies([encoder.set_header(len(picked)), *map(bulk, picked)])
 
 
 def _combine(store: KeyValueStore, keys: list[bytes], how: str) -> set[bytes]:
@@ -524,9 +531,12 @@ def _set_store(how: str) -> Command:
 
 @_typed
 def _smove(store: KeyValueStore, args: list[bytes]) -> Reply:
+    # Redis's order: a missing source is 0 whatever the target holds; then both types; then the member.
+    if store.get(args[1]) is None:
+        return ZERO
     source = _of(store, args[1], set)
     target = _of(store, args[2], set)
-    if source is None or args[3] not in source:
+    if args[3] not in source:
         return ZERO
     if source is target:
         return ONE  # Redis: moving within one set changes nothing
@@ -545,8 +555,8 @@ CONTAINERS: dict[bytes, Entry] = {
     b"RPUSH": (_rpush, 3, MANY),
     b"LPUSHX": (_lpushx, 3, MANY),
     b"RPUSHX": (_rpushx, 3, MANY),
-    b"LPOP": (_lpop, 2, 3),
-    b"RPOP": (_rpop, 2, 3),
+    b"LPOP": (_lpop, 2, MANY),
+    b"RPOP": (_rpop, 2, MANY),
     b"LLEN": (_llen, 2, 2),
     b"LRANGE": (_lrange, 4, 4),
     b"LINDEX": (_lindex, 3, 3),
@@ -574,8 +584,8 @@ CONTAINERS: dict[bytes, Entry] = {
     b"SCARD": (_scard, 2, 2),
     b"SISMEMBER": (_sismember, 3, 3),
     b"SMISMEMBER": (_smismember, 3, MANY),
-    b"SRANDMEMBER": (_srandmember, 2, 3),
-    b"SPOP": (_spop, 2, 3),
+    b"SRANDMEMBER": (_srandmember, 2, MANY),
+    b"SPOP": (_spop, 2, MANY),
     b"SINTER": (_set_op("inter"), 2, MANY),
     b"SUNION": (_set_op("union"), 2, MANY),
     b"SDIFF": (_set_op("diff"), 2, MANY),

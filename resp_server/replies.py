@@ -118,14 +118,20 @@ def reply_too_long(store: KeyValueStore) -> bytes:
     return error(b"ERR reply would have more than %d items (max-reply-items)" % store.max_reply_items)
 
 
+def c_string(arg: bytes) -> bytes:
+    """``arg`` as Redis quotes it in an error (a C string through ``%s``): up to its first NUL."""
+    return arg.split(b"\0", 1)[0]
+
+
 def unknown_command(args: list[bytes]) -> bytes:
-    """The reply to a command name nobody knows, quoting the start of its arguments as Redis does."""
+    """The reply to a command name nobody knows, quoting the start of its arguments as Redis does (with ``%s``: each
+    one up to its first NUL)."""
     shown = b""
     for arg in args[1:]:
         if len(shown) >= 128:
             break
-        shown += b"'%b' " % arg[: 128 - len(shown)]
-    return error(b"ERR unknown command '%b', with args beginning with: %b" % (args[0][:128], shown))
+        shown += b"'%b' " % c_string(arg)[: 128 - len(shown)]
+    return error(b"ERR unknown command '%b', with args beginning with: %b" % (c_string(args[0])[:128], shown))
 
 
 Command: TypeAlias = "Callable[[KeyValueStore, list[bytes]], Reply]"

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from resp_server.notifications import flags_text, parse_flags
-from resp_server.replies import OK, Reply, arity_error, array, bulk, error, join_replies, parse_int64
+from resp_server.replies import OK, Reply, arity_error, array, bulk, c_string, error, join_replies, parse_int64
 from resp_server.store import glob_match
 
 if TYPE_CHECKING:
@@ -166,11 +166,12 @@ def _config_value(name: bytes, value: bytes) -> bytes | str:
     if name in _INTEGER_CONFIGS:
         return value if parse_int64(value) is not None else "argument couldn't be parsed into an integer"
     if name in _MEMORY_CONFIGS:
-        digits = value.rstrip(b"bBkKmMgG")
+        # Redis's memtoull: the leading digits (none reads as 0; too many saturate) times the unit, modulo 2**64.
+        digits = value[: len(value) - len(value.lstrip(b"0123456789"))]
         scale = _MEMORY_UNITS.get(value[len(digits) :].lower())
-        if scale is None or not digits.isdigit() or int(digits) * scale >= 2**64:
+        if scale is None or len(digits) >= 128:
             return "argument must be a memory value"
-        return b"%d" % (int(digits) * scale)
+        return b"%d" % (min(int(digits or b"0"), 2**64 - 1) * scale % 2**64)
     return value
 
 
@@ -184,11 +185,13 @@ def config_command(session: RespSession, args: list[bytes]) -> Reply:
             found.update((name, value) for name, value in config.items() if glob_match(lowered, name))
         pairs = [(name, bulk(value)) for name, value in found.items()]
         return map_reply(session, pairs)
+    if sub == b"SET" and len(args) >= 4 and len(args) % 2:
+        return error(b"ERR syntax error")
     if sub == b"SET" and len(args) >= 4 and len(args) % 2 == 0:
         for i in range(2, len(args), 2):
             name = args[i].lower()
             if name not in config:
-                return error(b"ERR Unknown option or number of arguments for CONFIG SET - '%b'" % args[i])
+                return error(b"ERR Unknown option or number of arguments for CONFIG SET - '%b'" % c_string(args[i]))
         values = {}
         for i in range(2, len(args), 2):
             name = args[i].lower()
@@ -212,7 +215,7 @@ def config_command(session: RespSession, args: list[bytes]) -> Reply:
         return OK
     if sub in (b"GET", b"SET"):
         return arity_error(b"config|" + sub.lower())
-    return error(b"ERR unknown subcommand '%b'. Try CONFIG HELP." % args[1][:128])
+    return error(b"ERR unknown subcommand '%b'. Try CONFIG HELP." % c_string(args[1])[:128])
 
 
 def time_command(session: RespSession, args: list[bytes]) -> Reply:

@@ -22,6 +22,7 @@ from resp_server.replies import (
     arity_error,
     array,
     bulk,
+    c_string,
     error,
     parse_int64,
 )
@@ -63,8 +64,8 @@ _CONFIG_DEFAULTS = {
     b"busy-reply-threshold": b"5000",
     b"list-max-ziplist-size": b"-2",
     b"list-max-listpack-size": b"-2",
-    b"hash-max-ziplist-entries": b"128",
-    b"hash-max-listpack-entries": b"128",
+    b"hash-max-ziplist-entries": b"512",
+    b"hash-max-listpack-entries": b"512",
     b"hash-max-ziplist-value": b"64",
     b"hash-max-listpack-value": b"64",
     b"set-max-intset-entries": b"512",
@@ -243,7 +244,6 @@ def _hello(session: RespSession, args: list[bytes]) -> Reply:
             return error(b"NOPROTO unsupported protocol version")
         proto = version
         i = 2
-    name: bytes | None = None
     while i < len(args):
         option = args[i].upper()
         if option == b"AUTH" and i + 2 < len(args):
@@ -251,15 +251,13 @@ def _hello(session: RespSession, args: list[bytes]) -> Reply:
                 return error(b"WRONGPASS invalid username-password pair or user is disabled.")
             i += 3
         elif option == b"SETNAME" and i + 1 < len(args):
-            name = args[i + 1]
-            if not _valid_name(name):
+            if not _valid_name(args[i + 1]):
                 return error(b"ERR Client names cannot contain spaces, newlines or special characters.")
+            session.name = args[i + 1]  # at once, as Redis does: an error in a later option leaves it set
             i += 2
         else:
-            return error(b"ERR Syntax error in HELLO option '%b'" % args[i])
+            return error(b"ERR Syntax error in HELLO option '%b'" % c_string(args[i]))
     session.set_protocol(proto)
-    if name is not None:
-        session.name = name
     return map_reply(
         session,
         [
@@ -334,7 +332,7 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
         return _client_kill(session, args)
     if sub == b"SETINFO" and len(args) == 4:
         if args[2].upper() not in (b"LIB-NAME", b"LIB-VER"):
-            return error(b"ERR Unrecognized option '%b'" % args[2])
+            return error(b"ERR Unrecognized option '%b'" % c_string(args[2]))
         return OK
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(args) == 3:
         return OK if args[2].upper() in (b"ON", b"OFF") else error(b"ERR syntax error")
@@ -356,12 +354,12 @@ def _client(session: RespSession, args: list[bytes]) -> Reply:
 
 def _client_unblock(session: RespSession, args: list[bytes]) -> Reply:
     """CLIENT UNBLOCK id [TIMEOUT|ERROR]: end a client's blocking command with a null, or with an error."""
+    how = args[3].upper() if len(args) == 4 else b"TIMEOUT"
+    if how not in (b"TIMEOUT", b"ERROR"):  # Redis checks the reason before the id
+        return error(b"ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
     client_id = parse_int64(args[2])
     if client_id is None:
         return error(b"ERR value is not an integer or out of range")
-    how = args[3].upper() if len(args) == 4 else b"TIMEOUT"
-    if how not in (b"TIMEOUT", b"ERROR"):
-        return error(b"ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
     target = session.server.clients.get(client_id)
     if target is None or target.blocker is None:
         return b":0\r\n"
@@ -380,7 +378,7 @@ def _client_list(session: RespSession, args: list[bytes]) -> Reply:
         if option == b"TYPE" and i + 1 < len(args):
             kind = args[i + 1].lower()
             if kind not in (b"normal", b"pubsub", b"master", b"replica", b"slave"):
-                return error(b"ERR Unknown client type '%b'" % args[i + 1])
+                return error(b"ERR Unknown client type '%b'" % c_string(args[i + 1]))
             pubsub = kind == b"pubsub"
             sessions = [
                 s for s in sessions if bool(s.channels or s.patterns) == pubsub and kind in (b"normal", b"pubsub")
@@ -429,9 +427,13 @@ def _client_kill(session: RespSession, args: list[bytes]) -> Reply:
             chosen = [s for s in chosen if s.laddr == value]
         elif option == b"TYPE":
             kind = value.lower()
-            chosen = [s for s in chosen if bool(s.channels or s.patterns) == (kind == b"pubsub")]
+            if kind not in (b"normal", b"pubsub", b"master", b"replica", b"slave"):
+                return error(b"ERR Unknown client type '%b'" % c_string(value))
+            pubsub = kind == b"pubsub"
+            chosen = [s for s in chosen if bool(s.channels or s.patterns) == pubsub and kind in (b"normal", b"pubsub")]
         elif option == b"USER":
-            chosen = chosen if value == b"default" else []
+            if value != b"default":
+                return error(b"ERR No such user '%b'" % c_string(value))
         elif option == b"SKIPME":
             if value.lower() not in (b"yes", b"no"):
                 return error(b"ERR syntax error")

@@ -309,10 +309,7 @@ class RespSession:
         name = args[0].upper()
         self.last_command = name.lower()
         if (self.channels or self.patterns) and self.proto == 2 and name not in SubscribedOK:
-            return error(
-                b"ERR Can't execute '%b': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in"
-                b" this context" % name.lower()
-            )
+            return self._refused_when_subscribed(name, args)
         if name in SUBCOMMANDS:
             refused = subcommand_error(name, args)
             if refused is not None:
@@ -380,6 +377,26 @@ class RespSession:
             self._executing = False
         replies.insert(0, b"*%d\r\n" % len(queue))
         return join_replies(replies)
+
+    def _refused_when_subscribed(self, name: bytes, args: list[bytes]) -> Reply:
+        """A command refused in RESP2's subscribed mode, with Redis's checks before that one: an unknown command, a
+        wrong arity, an unknown subcommand; the refusal names a subcommand as ``pubsub|numsub``."""
+        entry = SESSION_COMMANDS.get(name) or self._commands.get(name)
+        low, high = entry[1:] if entry is not None else SESSION_ARITY.get(name, (-1, -1))
+        if low < 0:
+            return unknown_command(args)
+        if not low <= len(args) <= high:
+            return arity_error(name)
+        full = name.lower()
+        if name in SUBCOMMANDS:
+            refused = subcommand_error(name, args)
+            if refused is not None:
+                return refused
+            full += b"|" + args[1].lower()
+        return error(
+            b"ERR Can't execute '%b': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in"
+            b" this context" % full
+        )
 
     def _after(self, args: list[bytes]) -> None:
         """After a command: publish the keyspace events it caused, serve the clients its writes unblock."""

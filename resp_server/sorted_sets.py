@@ -16,6 +16,7 @@ from resp_server.replies import (
     Entry,
     Reply,
     array,
+    c_string,
     error,
     parse_int64,
     per_protocol,
@@ -35,6 +36,7 @@ from resp_server.values import (
     _Wrong,
     integer,
     parse_float,
+    parse_sort_float,
 )
 
 # -- sorted sets: the core that the keyspace tests touch -------- ----------------------------------------------
@@ -97,7 +99,7 @@ def _zadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     for score, member in scores:
         old = zset.get(member)
         if b"INCR" in flags:
-            score = (old or 0.0) + score
+            score = score if old is None else old + score  # a new member's is the increment: -0 stays -0
             if math.isnan(score):
                 return error(b"ERR resulting score is not a number (NaN)")
         if (old is None and b"XX" in flags) or (old is not None and b"NX" in flags):
@@ -139,9 +141,6 @@ def _zrem(store: KeyValueStore, args: list[bytes]) -> Reply:
 @_typed
 def _sort(store: KeyValueStore, args: list[bytes]) -> Reply:
     """SORT key [LIMIT offset count] [ASC|DESC] [ALPHA] [STORE destination] (no BY/GET patterns)."""
-    value = store.get(args[1])
-    if value is not None and not isinstance(value, (deque, set, ZSet)):
-        raise _Wrong
     alpha = desc = False
     limit: tuple[int, int] | None = None
     target: bytes | None = None
@@ -164,13 +163,17 @@ def _sort(store: KeyValueStore, args: list[bytes]) -> Reply:
         else:
             return SYNTAX
         i += 1
+    # Redis reads the options before it looks the key up.
+    value = store.get(args[1])
+    if value is not None and not isinstance(value, (deque, set, ZSet)):
+        raise _Wrong
     items = list(value or ())
     if alpha:
-        items.sort(reverse=desc)
+        items.sort(key=c_string, reverse=desc)  # strcoll on C strings: up to the first NUL, in a stable sort
     else:
         numbers = []
         for item in items:
-            number = parse_float(item)
+            number = parse_sort_float(item)
             if number is None:
                 return error(b"ERR One or more scores can't be converted into double")
             numbers.append((number, item))
@@ -191,8 +194,17 @@ def _sort(store: KeyValueStore, args: list[bytes]) -> Reply:
 @per_protocol
 def _memory(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     """MEMORY USAGE key [SAMPLES n]: this process's estimate of the bytes the key and its value take."""
-    if args[1].upper() != b"USAGE" or len(args) not in (3, 5):
+    if args[1].upper() != b"USAGE" or len(args) < 3:
         return error(b"ERR unknown subcommand or wrong number of arguments for '%b'. Try MEMORY HELP." % args[1])
+    # Redis checks the options before it looks the key up.
+    for i in range(3, len(args), 2):
+        if args[i].upper() != b"SAMPLES" or i + 1 >= len(args):
+            return SYNTAX
+        samples = parse_int64(args[i + 1])
+        if samples is None:
+            return NOT_INTEGER
+        if samples < 0:
+            return SYNTAX
     value = store.get(args[2])
     if value is None:
         return encoder.nil

@@ -87,6 +87,11 @@ class KeyValueStore:
             # An expired key counts as absent, so its old deadline must not carry over to the new value.
             self._forget_deadline(key)
 
+    def put_quietly(self, key: bytes, value: Any) -> None:
+        """Store ``value`` under a live or absent ``key`` (its deadline kept) without telling watchers or sending an
+        event: how Redis's bit commands create or zero-extend a string before writes that may all fail."""
+        self._data[key] = value
+
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; True if a live value was removed."""
         if not self.exists(key):

@@ -36,6 +36,7 @@ from resp_server.values import (
     _typed,
     add_long_double,
     integer,
+    parse_cursor,
 )
 
 # -- strings -----------------------------------------------------------------------------------------------------
@@ -70,32 +71,27 @@ def _setnx(store: KeyValueStore, args: list[bytes]) -> Reply:
 @per_protocol
 @_typed
 def _getex(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
+    # Redis's order: the options' syntax, the key (nil when missing), its type, then the expiry's number.
+    scales = {b"EX": (1000, True), b"PX": (1, True), b"EXAT": (1000, False), b"PXAT": (1, False)}
+    option = args[2].upper() if len(args) > 2 else None
+    if option is not None and not ((option == b"PERSIST" and len(args) == 3) or (option in scales and len(args) == 4)):
+        return SYNTAX
     value = _of(store, args[1], bytes)
-    deadline: int | None = None
-    persist = False
-    if len(args) > 2:
-        option = args[2].upper()
-        scales = {b"EX": (1000, True), b"PX": (1, True), b"EXAT": (1000, False), b"PXAT": (1, False)}
-        if option == b"PERSIST" and len(args) == 3:
-            persist = True
-        elif option in scales and len(args) == 4:
-            amount = parse_int64(args[3])
-            if amount is None:
-                return NOT_INTEGER
-            scale, relative = scales[option]
-            deadline = amount * scale + (store.clock() if relative else 0)
-            if amount <= 0 or amount > INT64_MAX // scale or deadline > INT64_MAX:
-                return error(b"ERR invalid expire time in 'getex' command")
-        else:
-            return SYNTAX
     if value is None:
         return encoder.nil
-    if deadline is not None:
+    if option in scales:
+        amount = parse_int64(args[3])
+        if amount is None:
+            return NOT_INTEGER
+        scale, relative = scales[option]
+        deadline = amount * scale + (store.clock() if relative else 0)
+        if amount <= 0 or amount > INT64_MAX // scale or deadline > INT64_MAX:
+            return error(b"ERR invalid expire time in 'getex' command")
         if deadline <= store.clock():
             store.delete(args[1])
         else:
             store.set_deadline(args[1], deadline)
-    elif persist:
+    elif option == b"PERSIST":
         store.persist(args[1])
     return bulk(value)
 
@@ -411,8 +407,8 @@ def _touch(store: KeyValueStore, args: list[bytes]) -> Reply:
 
 
 def _scan(store: KeyValueStore, args: list[bytes]) -> Reply:
-    cursor = parse_int64(args[1])
-    if cursor is None or cursor < 0:
+    cursor = parse_cursor(args[1])
+    if cursor is None:
         return error(b"ERR invalid cursor")
     pattern: bytes | None = None
     count = 10
@@ -423,7 +419,7 @@ def _scan(store: KeyValueStore, args: list[bytes]) -> Reply:
         if i + 1 >= len(args):
             return SYNTAX
         if option == b"MATCH":
-            pattern = args[i + 1]
+            pattern = None if args[i + 1] == b"*" else args[i + 1]  # Redis: "*" filters nothing, not even ""
         elif option == b"COUNT":
             value = parse_int64(args[i + 1])
             if value is None:

@@ -6,7 +6,7 @@ arguments, is refused there (and inside MULTI it aborts the transaction), whatev
 
 from __future__ import annotations
 
-from resp_server.replies import arity_error, error
+from resp_server.replies import arity_error, c_string, error
 
 # Arity as Redis declares it: n means exactly n arguments (the command and subcommand names included), -n at least n.
 SUBCOMMANDS: dict[bytes, dict[bytes, int]] = {
@@ -40,7 +40,7 @@ def subcommand_error(name: bytes, args: list[bytes]) -> bytes | None:
     sub = args[1].upper()
     arity = table.get(sub)
     if arity is None:
-        return error(b"ERR unknown subcommand '%b'. Try %b HELP." % (args[1][:128], name))
+        return error(b"ERR unknown subcommand '%b'. Try %b HELP." % (c_string(args[1])[:128], name))
     if len(args) != arity if arity > 0 else len(args) < -arity:
         return arity_error(name + b"|" + sub)
     return None

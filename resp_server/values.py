@@ -75,9 +75,10 @@ def format_float(value: float) -> bytes:
     return text
 
 
-# strtold's decimal syntax (hex floats and "nan" aside, which INCRBYFLOAT never keeps), and its infinities.
+# strtold's decimal and hexadecimal syntax ("nan" aside, which INCRBYFLOAT never keeps), and its infinities.
 _DECIMAL = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INFINITY = re.compile(rb"[+-]?inf(?:inity)?", re.IGNORECASE)
+_HEX = re.compile(rb"([+-]?)0x([0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p([+-]?[0-9]+))?", re.IGNORECASE)
 _LD_DIGITS = 64  # the x87 long double's significand: the precision of Redis's INCRBYFLOAT on x86-64
 _LD_MAX_EXP = 16384
 
@@ -103,14 +104,22 @@ def _round_long_double(value: Fraction) -> Fraction | float:
 
 
 def parse_long_double(text: bytes) -> Fraction | float | None:
-    """``text`` as Redis's ``string2ld`` reads it (``strtold``, no spaces, no NaN, no overflow), or None."""
+    """``text`` as Redis's ``string2ld`` reads it (``strtold``, all of it, no leading space, no NaN, no overflow), or
+    None."""
     if not text or len(text) >= 5 * 1024 or text[:1].isspace():
         return None
     if _INFINITY.fullmatch(text):
         return -math.inf if text[:1] == b"-" else math.inf
-    if not _DECIMAL.fullmatch(text):
+    hexadecimal = _HEX.fullmatch(text)
+    if hexadecimal is not None:
+        digits = hexadecimal[2].replace(b".", b"")
+        fraction = len(hexadecimal[2]) - 1 - hexadecimal[2].index(b".") if b"." in hexadecimal[2] else 0
+        exact = Fraction(int(digits, 16), 16**fraction) * Fraction(2) ** int(hexadecimal[3] or b"0")
+        exact = -exact if hexadecimal[1] == b"-" else exact
+    elif _DECIMAL.fullmatch(text):
+        exact = Fraction(text.decode())
+    else:
         return None
-    exact = Fraction(text.decode())
     value = _round_long_double(exact)
     if isinstance(value, float) or (value == 0 and exact != 0):
         return None  # strtold's ERANGE: Redis refuses an overflow and an underflow to zero
@@ -145,14 +154,73 @@ def add_long_double(old: bytes, by: bytes, *, old_error: bytes = b"value is not 
     return format_long_double(result)
 
 
-def parse_float(text: bytes) -> float | None:
-    if not text or text != text.strip() or len(text) > 5000:
-        return None
+# C's strtod syntax (glibc): leading space, a sign, then a hexadecimal or decimal number, an infinity or a NaN.
+_STRTOD = re.compile(
+    rb"[ \t\n\v\f\r]*([+-]?)(?:(0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?[0-9]+)?)"
+    rb"|((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)|(inf(?:inity)?)|(nan(?:\([0-9a-z_]*\))?))",
+    re.IGNORECASE,
+)
+
+
+def strtod(text: bytes) -> tuple[float, int, bool]:
+    """C's ``strtod`` on ``text``: the value, how many bytes it read (0 where it read no number) and whether it set
+    ERANGE (an overflow to infinity or an underflow to zero or a denormal)."""
+    match = _STRTOD.match(text)
+    if match is None:
+        return 0.0, 0, False
+    sign, hexadecimal, decimal, infinity, _ = match.groups()
+    negative = sign == b"-"
+    if infinity is not None or (hexadecimal is None and decimal is None):
+        value = math.inf if infinity is not None else math.nan
+        return (-value if negative else value), match.end(), False
     try:
-        value = float(text)
-    except ValueError:
+        value = float.fromhex(hexadecimal.decode()) if hexadecimal is not None else float(decimal)
+    except OverflowError:
+        value = math.inf
+    mantissa = (hexadecimal or decimal).lower().lstrip(b"0x").split(b"p" if hexadecimal else b"e")[0]
+    erange = (
+        math.isinf(value) or (0 < abs(value) < 2.2250738585072014e-308) or (value == 0 and mantissa.strip(b"0.") != b"")
+    )
+    return (-value if negative else value), match.end(), erange
+
+
+def parse_float(text: bytes) -> float | None:
+    """``text`` as Redis's ``string2d`` reads a double (ZADD's scores, WEIGHTS): all of it a number, no leading
+    space, no NaN, no overflow or underflow to zero; None otherwise."""
+    if not text or text[:1] in b" \t\n\v\f\r":
         return None
-    return None if math.isnan(value) else value
+    value, end, erange = strtod(text)
+    if end != len(text) or math.isnan(value) or (erange and (math.isinf(value) or value == 0)):
+        return None
+    return value
+
+
+def parse_range_float(text: bytes) -> float | None:
+    """A score range's bound as Redis's ``zslParseRange`` reads it: ``strtod`` up to the first NUL, the rest all
+    read (so the empty string is 0, and an overflow an infinity), and no NaN; None otherwise."""
+    text = text.split(b"\0", 1)[0]
+    value, end, _ = strtod(text)
+    return None if end != len(text) or math.isnan(value) else value
+
+
+def parse_sort_float(text: bytes) -> float | None:
+    """An item as SORT reads it for its score: ``strtod`` up to the first NUL, all of it read (so the empty string is
+    0), no ERANGE, no NaN; None where Redis refuses the sort."""
+    text = text.split(b"\0", 1)[0]
+    value, end, erange = strtod(text)
+    return None if end != len(text) or erange or math.isnan(value) else value
+
+
+def parse_cursor(text: bytes) -> int | None:
+    """A SCAN cursor as Redis reads it (``strtoul`` up to the first NUL: a sign allowed, ``-1`` the largest cursor,
+    the empty string 0), or None where Redis answers "invalid cursor"."""
+    text = text.split(b"\0", 1)[0]
+    digits = text[1:] if text[:1] in (b"+", b"-") else text
+    if not text:
+        return 0
+    if not digits.isdigit() or int(digits) >= 2**64:
+        return None
+    return -int(digits) % 2**64 if text[:1] == b"-" else int(digits)
 
 
 def _range(start: int, end: int, size: int) -> tuple[int, int]:
@@ -196,7 +264,9 @@ class ZSet(dict):  # type: ignore[type-arg]
 
     def __setitem__(self, member: bytes, score: float) -> None:
         self._order = None
-        dict.__setitem__(self, member, score)  # not super(): ZADD's every write comes here
+        # + 0.0 makes -0 a 0: Redis's small sorted sets (listpacks) keep "-0" as the integer 0. Not super(): ZADD's
+        # every write comes here.
+        dict.__setitem__(self, member, score + 0.0)
 
     def __delitem__(self, member: bytes) -> None:
         self._order = None

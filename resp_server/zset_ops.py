@@ -45,11 +45,12 @@ def _zincrby(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply
     if by is None:
         return NOT_FLOAT
     zset = _of(store, args[1], ZSet)
-    score = (0.0 if zset is None else zset.get(args[3], 0.0)) + by
+    old = None if zset is None else zset.get(args[3])
+    score = by if old is None else old + by  # a new member's score is the increment itself: -0 stays -0
     if math.isnan(score):
         return error(b"ERR resulting score is not a number (NaN)")
     if zset is None:
-        store.set(args[1], ZSet({args[3]: score}))
+        store.set(args[1], ZSet({args[3]: score + 0.0}))
     else:
         zset[args[3]] = score
         store.modified(args[1])
@@ -239,7 +240,7 @@ def _operation(encoder: Encoder, store: KeyValueStore, args: list[bytes], at: in
     if dest is not None:
         store.delete(dest)
         if result:
-            store.set(dest, ZSet(result))
+            store.set(dest, ZSet({m: score + 0.0 for m, score in result.items()}))  # stored: -0 is 0
         return integer(len(result))
     return scored(encoder, ZSet(result).ordered(), withscores)
 

@@ -21,7 +21,19 @@ from resp_server.replies import (
     per_protocol,
 )
 from resp_server.store import KeyValueStore
-from resp_server.values import EMPTY, NOT_INTEGER, SYNTAX, ZERO, ZSet, _kept, _of, _range, _typed, integer, parse_float
+from resp_server.values import (
+    EMPTY,
+    NOT_INTEGER,
+    SYNTAX,
+    ZERO,
+    ZSet,
+    _kept,
+    _of,
+    _range,
+    _typed,
+    integer,
+    parse_range_float,
+)
 
 NOT_FLOAT_RANGE = error(b"ERR min or max is not a float")
 NOT_LEX_RANGE = error(b"ERR min or max not valid string range item")
@@ -52,7 +64,7 @@ def score_range(low: bytes, high: bytes) -> Callable[[float], bool] | None:
     bounds = []
     for text in (low, high):
         exclusive = text.startswith(b"(")
-        value = parse_float(text[1:] if exclusive else text)
+        value = parse_range_float(text[1:] if exclusive else text)
         if value is None:
             return None
         bounds.append((value, exclusive))

@@ -16,9 +16,10 @@ __all__ = ["TIMEOUT", "RawClient", "redis_server", "reply_end"]
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[int]:
-    """A fresh redis-server on a free loopback port (see :func:`bench.resp_differential.redis_server`)."""
+def redis_server(*options: str) -> Iterator[int]:
+    """A fresh redis-server on a free loopback port, ``options`` added to its command line (see
+    :func:`bench.resp_differential.redis_server`)."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (.ci/run installs it)")
-    with _redis_server() as port:
+    with _redis_server(*options) as port:
         yield port
