@@ -391,6 +391,7 @@ FAMILIES: list[tuple[Family, int]] = [
     (bitmaps, 2),
     (scans, 1),
     (session, 2),
+    (stream_groups, 2),
 ]
 """Each family with its weight: how many commands it gives, relative to the others. Append a family to cover more."""
 

@@ -14,6 +14,7 @@ from resp_server.replies import (
     OK,
     Entry,
     Reply,
+    c_string,
     error,
     join_replies,
     parse_int64,
@@ -36,13 +37,14 @@ from resp_server.values import (
 
 
 def nogroup(key: bytes, group: bytes, where: bytes = b"") -> bytes:
-    return error(b"NOGROUP No such key '%b' or consumer group '%b'%b" % (key, group, where))
+    return error(b"NOGROUP No such key '%b' or consumer group '%b'%b" % (c_string(key), c_string(group), where))
 
 
 def subcommand_syntax(args: list[bytes]) -> bytes:
     """Redis's refusal of a known subcommand given the wrong arguments (XGROUP, XINFO)."""
     return error(
-        b"ERR unknown subcommand or wrong number of arguments for '%b'. Try %b HELP." % (args[1], args[0].upper())
+        b"ERR unknown subcommand or wrong number of arguments for '%b'. Try %b HELP."
+        % (c_string(args[1])[:128], args[0].upper())
     )
 
 
@@ -152,7 +154,7 @@ def _xgroup(store: KeyValueStore, args: list[bytes]) -> Reply:
                 b"the MKSTREAM option to create an empty stream automatically."
             )
         if group is None and sub in (b"SETID", b"CREATECONSUMER", b"DELCONSUMER"):
-            return error(b"NOGROUP No such consumer group '%b' for key name '%b'" % (name, key))
+            return error(b"NOGROUP No such consumer group '%b' for key name '%b'" % (c_string(name), c_string(key)))
     if sub == b"CREATE" and len(args) <= 8:
         return _create(store, key, stream, name, args[4], entries_read)
     assert stream is not None  # only CREATE takes MKSTREAM

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from resp_server.replies import MANY, Encoder, Entry, Reply, bulk, error, join_replies, parse_int64, per_protocol
+from resp_server.replies import (
+    MANY,
+    Encoder,
+    Entry,
+    Reply,
+    bulk,
+    c_string,
+    error,
+    join_replies,
+    parse_int64,
+    per_protocol,
+)
 from resp_server.store import KeyValueStore
 from resp_server.stream_groups import lag, subcommand_syntax
 from resp_server.streams import NODE_ENTRIES, entry_reply, id_bulk, id_text
@@ -41,7 +52,9 @@ def _xinfo(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     if sub == b"CONSUMERS" and len(args) == 4:
         group = stream.groups.get(args[3])
         if group is None:
-            return error(b"NOGROUP No such consumer group '%b' for key name '%b'" % (args[3], args[2]))
+            return error(
+                b"NOGROUP No such consumer group '%b' for key name '%b'" % (c_string(args[3]), c_string(args[2]))
+            )
         now = store.clock()
         parts: list[Reply] = [b"*%d\r\n" % len(group.consumers)]
         for name, consumer in sorted(group.consumers.items()):

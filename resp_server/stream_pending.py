@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from resp_server.replies import MANY, Encoder, Entry, Reply, bulk, error, join_replies, parse_int64, per_protocol
+from resp_server.replies import (
+    MANY,
+    Encoder,
+    Entry,
+    Reply,
+    bulk,
+    c_string,
+    error,
+    join_replies,
+    parse_int64,
+    per_protocol,
+)
 from resp_server.store import KeyValueStore
 from resp_server.stream_groups import consumer_of, nogroup
 from resp_server.streams import INVALID_ID, entry_reply, id_bulk, id_text, parse_id, parse_range, parse_start
@@ -152,7 +163,7 @@ def _claim_options(args: list[bytes], at: int, now: int) -> tuple[bool, bool, in
                 return INVALID_ID
             last_id = parsed
         else:
-            return error(b"ERR Unrecognized XCLAIM option '%b'" % args[at])
+            return error(b"ERR Unrecognized XCLAIM option '%b'" % c_string(args[at]))
         at += 1
     return force, justid, delivered, retries, last_id
 

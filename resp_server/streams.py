@@ -14,6 +14,7 @@ from resp_server.replies import (
     Reply,
     arity_error,
     bulk,
+    c_string,
     error,
     join_replies,
     parse_int64,
@@ -53,9 +54,11 @@ def _unsigned(text: bytes) -> int | None:
 
 
 def parse_id(text: bytes, missing_seq: int = 0, strict: bool = True) -> StreamId | None:
-    """A stream id as Redis parses one (``ms[-seq]``, and ``-``/``+`` unless ``strict``), or None if invalid."""
+    """A stream id as Redis parses one (``ms[-seq]``, and ``-``/``+`` unless ``strict``), or None if invalid. Redis
+    reads it as a C string: up to its first NUL."""
     if len(text) > 127:
         return None
+    text = c_string(text)
     if text == b"-" or text == b"+":
         return None if strict else ((0, 0) if text == b"-" else (U64, U64))
     head, dash, tail = text.partition(b"-")
@@ -135,7 +138,7 @@ def entry_reply(entry_id: StreamId, fields: list[bytes]) -> Reply:
 class _Trim:
     """XADD's and XTRIM's options: the trimming strategy (MAXLEN, MINID or none) and its bounds."""
 
-    __slots__ = ("approx", "at", "limit", "maxlen", "minid", "no_create", "strategy")
+    __slots__ = ("approx", "at", "entry_id", "limit", "maxlen", "minid", "no_create", "seq_given", "strategy")
 
     def __init__(self) -> None:
         self.strategy = b""
@@ -145,23 +148,28 @@ class _Trim:
         self.limit = 0
         self.no_create = False
         self.at = 0  # XADD: where the id is
+        self.entry_id: StreamId | None = None  # XADD: the id given, None for "*" (or no id at all)
+        self.seq_given = True  # XADD: False for "ms-*"
 
 
 def _parse_trim(args: list[bytes], xadd: bool) -> _Trim | bytes:
-    """The options of XADD (up to its id) or XTRIM, as Redis's ``streamParseAddOrTrimArgsOrReply`` checks them."""
+    """The options of XADD (up to and with its id) or XTRIM, as Redis's ``streamParseAddOrTrimArgsOrReply`` checks
+    them: in order, each read as a C string (up to its first NUL), so a bad id is refused before XADD's arity."""
     trim = _Trim()
     limit_given = False
     i = 2
     while i < len(args):
         more = len(args) - 1 - i
-        option = args[i].upper()
-        if xadd and args[i] == b"*":
+        text = c_string(args[i])
+        option = text.upper()
+        if xadd and text == b"*":
             break
         if option in (b"MAXLEN", b"MINID") and more:
             if trim.strategy:
                 return error(b"ERR syntax error, MAXLEN and MINID options at the same time are not compatible")
-            trim.approx = more >= 2 and args[i + 1] == b"~"
-            if more >= 2 and args[i + 1] in (b"~", b"="):
+            marker = c_string(args[i + 1])
+            trim.approx = more >= 2 and marker == b"~"
+            if more >= 2 and marker in (b"~", b"="):
                 i += 1
             if option == b"MAXLEN":
                 maxlen = parse_int64(args[i + 1])
@@ -188,6 +196,11 @@ def _parse_trim(args: list[bytes], xadd: bool) -> _Trim | bytes:
         elif xadd and option == b"NOMKSTREAM":
             trim.no_create = True
         elif xadd:
+            head, dash, tail = text.partition(b"-")
+            trim.seq_given = not (dash and tail == b"*")
+            trim.entry_id = parse_id(text if trim.seq_given else head)
+            if trim.entry_id is None:
+                return INVALID_ID
             break
         else:
             return SYNTAX
@@ -228,16 +241,9 @@ def _xadd(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Reply:
     fields = args[trim.at + 1 :]
     if len(fields) < 2 or len(fields) % 2:
         return arity_error(b"xadd")
-    text = args[trim.at]
-    wanted: StreamId | None = None  # None: "*"
-    seq_given = True
-    if text != b"*":
-        seq_given = not text.endswith(b"-*")
-        wanted = parse_id(text[:-2] if not seq_given else text)
-        if wanted is None:
-            return INVALID_ID
-        if seq_given and wanted == (0, 0):
-            return error(b"ERR The ID specified in XADD must be greater than 0-0")
+    wanted, seq_given = trim.entry_id, trim.seq_given  # wanted None: "*"
+    if seq_given and wanted == (0, 0):
+        return error(b"ERR The ID specified in XADD must be greater than 0-0")
     stream: Stream | None = _of(store, args[1], Stream)
     if stream is None and trim.no_create:
         return encoder.nil

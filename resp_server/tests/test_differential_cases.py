@@ -121,6 +121,19 @@ CASES: dict[str, Case] = {
         "CONFIG|GET|hash-max-listpack-entries",
         "CONFIG|SET|maxmemory|0",
     ),
+    # Redis quotes key, group and option names with %s: up to the first NUL.
+    "stream errors quote C strings": _case(
+        b"XREADGROUP|GROUP|g1|c1|STREAMS|k\x00\r\n|>", b"XPENDING|k\x00x|g\x00y", b"XCLAIM|k\x00|g|c|0|1-1",
+        b"XAUTOCLAIM|k\x00|g|c|0|0", b"XGROUP|CREATECONSUMER|k\x00x|g|c", b"XADD|k|1-1|f|v",
+        b"XCLAIM|k\x00|g|c|0|1-1", b"XGROUP|CREATE|k|g|0", b"XCLAIM|k|g|c|0|1-1|BOGUS\x00x",
+        b"XINFO|CONSUMERS|k\x00x|g\x00y", b"XGROUP|SETID|k|g\x00y|0", b"XINFO|STREAM|k|FULL|BOGUS\x00x",
+    ),
+    # streamParseAddOrTrimArgsOrReply reads the id among the options, before XADD checks its arity; as a C string.
+    "XADD checks its id before its arity": _case(
+        "XADD|k|MAXLEN|1|x|f|v|BOGUS", "XADD|k|x", "XADD|k|MAXLEN|1|x", "XADD|k|1-1|f", "XADD|k|0-0|f",
+        b"XADD|k|1-1\x00x|f|v", b"XADD|k|*\x00x|f", b"XADD|k|MAXLEN\x00x|=\x00|1|2-*|f|v", "XADD|k|2-1-*|f|v",
+        "XADD|k|-*|f|v", "XRANGE|k|-|+",
+    ),
 }  # fmt: skip
 
 
