@@ -351,10 +351,41 @@ def session(rng: random.Random) -> list[bytes]:
 _STREAM_IDS = (b"1-1", b"1-2", b"2-1", b"3", b"5-0", b"0-1", b"x")
 
 
+# Ids at the edges: the special ones, the largest, past 64 bits, exclusive, with a wildcard sequence, malformed.
+_EDGE_IDS = (
+    b"-", b"+", b"0-0", b"0", b"(1-1", b"(-", b"(+", b"(", b"5-*", b"-*", b"18446744073709551615-18446744073709551615",
+    b"18446744073709551615", b"18446744073709551616", b"1-18446744073709551615", b"1-18446744073709551616", b"-1",
+    b"1-x", b"", b" 1", b"1\x00", b"1-1\x00x", b"1-2-3", b"01-01", b"$", b">",
+)  # fmt: skip
+
+
+def streams(rng: random.Random) -> list[bytes]:
+    """XADD, XTRIM, XRANGE, XREVRANGE, XDEL, XLEN and non-blocking XREAD with edge-case ids and options (explicit
+    ids only: a ``*`` id is the clock's)."""
+    d = Draw(rng)
+    k, k2, n = d.key, d.key2, rng.choice(_INTEGERS[:8])
+    entry = rng.choice(_STREAM_IDS) if rng.random() < 0.6 else rng.choice(_EDGE_IDS)
+    low, high = rng.choice(_EDGE_IDS), rng.choice(_EDGE_IDS)
+    strategy = [rng.choice((b"MAXLEN", b"MINID", b"maxlen")), *d.one([], [b"="], [b"~"])]
+    bound = rng.choice((n, d.int)) if strategy[0] != b"MINID" else rng.choice((entry, low))
+    return d.one(
+        [b"XADD", k, *d.one([], [b"NOMKSTREAM"]), entry, b"f", d.value, *d.one([], [b"g", b"w"])],
+        [b"XADD", k, *strategy, bound, *d.one([], [b"LIMIT", n]), entry, b"f", b"v"],
+        [b"XADD", k, *d.one([b"NOMKSTREAM"], [b"LIMIT", n], [b"MAXLEN", b"1", b"MINID", b"1"]), entry, b"f", b"v"],
+        [b"XTRIM", k, *strategy, bound, *d.one([], [b"LIMIT", n])],
+        [b"XTRIM", k, *d.one([b"LIMIT", n], [b"BOGUS", n])],
+        [rng.choice((b"XRANGE", b"XREVRANGE")), k, low, high, *d.one([], [b"COUNT", n], [b"COUNT", d.int])],
+        [b"XRANGE", k, rng.choice((b"-", b"0")), rng.choice((b"+", b"5"))],
+        [b"XDEL", k, entry, *d.one([], [low], [entry])],
+        [b"XLEN", k],
+        [b"XREAD", *d.one([], [b"COUNT", n], [b"COUNT", d.int]), b"STREAMS", k, *d.one([low], [k2, low, high])],
+        [b"XREAD", b"STREAMS", k, k2, *d.one([low], [low, entry])],
+    )
+
+
 def stream_groups(rng: random.Random) -> list[bytes]:
     """Streams and their consumer groups, in forms whose replies do not depend on the clock (explicit ids; no idle
-    times, no XINFO CONSUMERS). Not in :data:`FAMILIES` on this branch: append ``(stream_groups, 2)`` there once the
-    server has the stream commands (XRANGE, XREAD, XACK, XPENDING, XCLAIM, XAUTOCLAIM) and a long run is clean."""
+    times, no XINFO CONSUMERS)."""
     d = Draw(rng)
     k, n = d.key, rng.choice(_INTEGERS[:8])
     entry, other = rng.choice(_STREAM_IDS), rng.choice(_STREAM_IDS)
@@ -391,9 +422,15 @@ FAMILIES: list[tuple[Family, int]] = [
     (bitmaps, 2),
     (scans, 1),
     (session, 2),
+    (streams, 2),
     (stream_groups, 2),
 ]
 """Each family with its weight: how many commands it gives, relative to the others. Append a family to cover more."""
+
+FOCUSED: list[tuple[Family, int]] = [(streams, 1), (stream_groups, 2)]
+"""Families whose commands read back state that takes several of them to build (a stream, a group on it, entries
+read and pending): a sequence drawn from them alone reaches it, one drawn from all rarely does."""
+FOCUSED_SHARE = 0.1
 
 # Never mangled: the transaction's own commands keep the block well formed.
 _KEEP = frozenset((b"MULTI", b"EXEC", b"DISCARD", b"WATCH"))
@@ -426,8 +463,10 @@ def command(rng: random.Random, families: list[tuple[Family, int]] | None = None
 
 def sequence(rng: random.Random) -> list[list[bytes]]:
     """A few commands, now and then inside a MULTI block (which may hold an unknown command: EXECABORT, or a nested
-    MULTI or a WATCH), after a WATCH, or around a SUBSCRIBE/UNSUBSCRIBE pair."""
-    commands = [command(rng) for _ in range(rng.randint(1, 8))]
+    MULTI or a WATCH), after a WATCH, or around a SUBSCRIBE/UNSUBSCRIBE pair. One in :data:`FOCUSED_SHARE` draws
+    from :data:`FOCUSED` alone."""
+    families = FOCUSED if rng.random() < FOCUSED_SHARE else None
+    commands = [command(rng, families) for _ in range(rng.randint(1, 8))]
     roll = rng.random()
     if roll < 0.15:
         inner = commands[: rng.randint(0, len(commands))]

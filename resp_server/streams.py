@@ -223,11 +223,20 @@ def _trimmed(stream: Stream, trim: _Trim) -> int:
         return 0
     ids = stream.ids
     by_length = trim.strategy == b"MAXLEN"
-    doomed = max(len(ids) - trim.maxlen, 0) if by_length else bisect.bisect_left(ids, trim.minid)
-    if trim.approx:
-        doomed -= doomed % NODE_ENTRIES
-        if trim.limit:
-            doomed = min(doomed, trim.limit - trim.limit % NODE_ENTRIES)
+    if not trim.approx:
+        doomed = max(len(ids) - trim.maxlen, 0) if by_length else bisect.bisect_left(ids, trim.minid)
+    else:
+        # Redis's streamTrim with "~": whole nodes from the first, while one fits the limit and goes entirely (the
+        # stream stays at least maxlen long; the node's last id is below minid).
+        doomed = 0
+        for start in range(0, len(ids), NODE_ENTRIES):
+            left = len(ids) - doomed
+            entries = min(NODE_ENTRIES, left)
+            if (by_length and left <= trim.maxlen) or (trim.limit and doomed + entries > trim.limit):
+                break
+            if left - entries < trim.maxlen if by_length else ids[start + entries - 1] >= trim.minid:
+                break
+            doomed += entries
     stream.trim(doomed)
     return doomed
 

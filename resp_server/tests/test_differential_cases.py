@@ -134,6 +134,12 @@ CASES: dict[str, Case] = {
         b"XADD|k|1-1\x00x|f|v", b"XADD|k|*\x00x|f", b"XADD|k|MAXLEN\x00x|=\x00|1|2-*|f|v", "XADD|k|2-1-*|f|v",
         "XADD|k|-*|f|v", "XRANGE|k|-|+",
     ),
+    # With "~" a node goes whole or not at all: the last one too, when the stream may be left shorter than a node.
+    "XTRIM ~ removes whole nodes, the last partial one too": _case(
+        "XADD|s|1-1|f|v", "XTRIM|s|MAXLEN|~|0", "XADD|s|2-1|f|v", "XADD|s|3-1|f|v", "XTRIM|s|MINID|~|3|LIMIT|2",
+        "XTRIM|s|MINID|~|4|LIMIT|1", "XTRIM|s|MINID|~|4|LIMIT|0", "XADD|s|4-1|f|v", "XTRIM|s|MAXLEN|~|1",
+        "XADD|s|MAXLEN|~|0|5-1|f|v", "XLEN|s",
+    ),
 }  # fmt: skip
 
 
