@@ -223,6 +223,8 @@ def _bitfield(encoder: Encoder, store: KeyValueStore, args: list[bytes]) -> Repl
             continue
         # Redis sets an unsigned field from the number as a uint64: a negative one is huge (SAT makes it the maximum).
         new = _fit(old + number if op == b"INCRBY" else number if signed else number % 2**64, signed, bits, overflow)
+        if op == b"SET" and signed and overflow == b"SAT" and bits < 64 and number < (1 << (bits - 1)) - 2**63:
+            new = (1 << (bits - 1)) - 1  # Redis checks a SET by max - value in an int64, which wraps: "too large"
         if new is None:
             results.append(encoder.nil)
             continue

@@ -62,6 +62,15 @@ CASES: dict[str, Case] = {
         "BITFIELD|b|OVERFLOW|SAT|SET|u8|0|-3", "BITFIELD|b|OVERFLOW|FAIL|SET|u8|8|-3", "BITFIELD|b|SET|u8|16|-3",
         "GET|b",
     ),
+    "BITFIELD SAT sets a signed field near INT64_MIN to its maximum": _case(
+        "BITFIELD|b|OVERFLOW|SAT|SET|i8|0|-9223372036854775808",
+        "BITFIELD|b|OVERFLOW|SAT|SET|i8|0|-9223372036854775681",
+        "BITFIELD|b|OVERFLOW|SAT|SET|i8|0|-9223372036854775680",
+        "BITFIELD|b|OVERFLOW|SAT|SET|i63|0|-9223372036854775808",
+        "BITFIELD|b|OVERFLOW|SAT|SET|i64|0|-9223372036854775808",
+        "BITFIELD|b|OVERFLOW|FAIL|SET|i8|0|-9223372036854775808",
+        "GET|b",
+    ),
     # Every write failed: the key is made (zero bytes) but its watchers are not told, so EXEC runs.
     "a BITFIELD whose writes all fail touches no watcher": _case(
         "WATCH|a", "BITFIELD|a|OVERFLOW|FAIL|INCRBY|u1|0|100", "MULTI", "GET|a", "EXEC", "STRLEN|a",
