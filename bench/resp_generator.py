@@ -359,11 +359,16 @@ _EDGE_IDS = (
 )  # fmt: skip
 
 
+def _stream_key(d: Draw) -> bytes:
+    """Mostly the first key: a stream, its groups and their readers then meet within a few commands."""
+    return KEYS[0] if d.rng.random() < 0.6 else d.key
+
+
 def streams(rng: random.Random) -> list[bytes]:
     """XADD, XTRIM, XRANGE, XREVRANGE, XDEL, XLEN and non-blocking XREAD with edge-case ids and options (explicit
     ids only: a ``*`` id is the clock's)."""
     d = Draw(rng)
-    k, k2, n = d.key, d.key2, rng.choice(_INTEGERS[:8])
+    k, k2, n = _stream_key(d), d.key2, rng.choice(_INTEGERS[:8])
     entry = rng.choice(_STREAM_IDS) if rng.random() < 0.6 else rng.choice(_EDGE_IDS)
     low, high = rng.choice(_EDGE_IDS), rng.choice(_EDGE_IDS)
     strategy = [rng.choice((b"MAXLEN", b"MINID", b"maxlen")), *d.one([], [b"="], [b"~"])]
@@ -387,9 +392,9 @@ def stream_groups(rng: random.Random) -> list[bytes]:
     """Streams and their consumer groups, in forms whose replies do not depend on the clock (explicit ids; no idle
     times, no XINFO CONSUMERS)."""
     d = Draw(rng)
-    k, n = d.key, rng.choice(_INTEGERS[:8])
+    k, n = _stream_key(d), rng.choice(_INTEGERS[:8])
     entry, other = rng.choice(_STREAM_IDS), rng.choice(_STREAM_IDS)
-    group, consumer = rng.choice((b"g1", b"g2")), rng.choice((b"c1", b"c2"))
+    group, consumer = rng.choice((b"g1", b"g1", b"g1", b"g2")), rng.choice((b"c1", b"c2"))
     return d.one(
         [b"XADD", k, entry, b"f", d.value],
         [b"XADD", k, b"MAXLEN", rng.choice((b"1", b"3")), entry, b"f", b"v"],
@@ -431,6 +436,12 @@ FOCUSED: list[tuple[Family, int]] = [(streams, 1), (stream_groups, 2)]
 """Families whose commands read back state that takes several of them to build (a stream, a group on it, entries
 read and pending): a sequence drawn from them alone reaches it, one drawn from all rarely does."""
 FOCUSED_SHARE = 0.1
+# A focused sequence starts with some of these: a stream with entries, then a group to read them.
+_FOCUSED_SETUP = (
+    [b"XADD", KEYS[0], b"1-1", b"f", b"v"],
+    [b"XADD", KEYS[0], b"2-1", b"f", b"w", b"g", b"x"],
+    [b"XGROUP", b"CREATE", KEYS[0], b"g1", b"0"],
+)
 
 # Never mangled: the transaction's own commands keep the block well formed.
 _KEEP = frozenset((b"MULTI", b"EXEC", b"DISCARD", b"WATCH"))
@@ -463,10 +474,12 @@ def command(rng: random.Random, families: list[tuple[Family, int]] | None = None
 
 def sequence(rng: random.Random) -> list[list[bytes]]:
     """A few commands, now and then inside a MULTI block (which may hold an unknown command: EXECABORT, or a nested
-    MULTI or a WATCH), after a WATCH, or around a SUBSCRIBE/UNSUBSCRIBE pair. One in :data:`FOCUSED_SHARE` draws
-    from :data:`FOCUSED` alone."""
-    families = FOCUSED if rng.random() < FOCUSED_SHARE else None
-    commands = [command(rng, families) for _ in range(rng.randint(1, 8))]
+    MULTI or a WATCH), after a WATCH, or around a SUBSCRIBE/UNSUBSCRIBE pair. A share (:data:`FOCUSED_SHARE`) draws
+    from :data:`FOCUSED` alone, after a stream and a group are made (or some of that)."""
+    focused = rng.random() < FOCUSED_SHARE
+    commands = [command(rng, FOCUSED if focused else None) for _ in range(rng.randint(1, 8))]
+    if focused:
+        commands = [*_FOCUSED_SETUP[: rng.randint(0, len(_FOCUSED_SETUP))], *commands]
     roll = rng.random()
     if roll < 0.15:
         inner = commands[: rng.randint(0, len(commands))]
