@@ -70,6 +70,7 @@ class HttpProtocol:
         "cycle",
         "expect",
         "fields",
+        "forwarded",
         "head_size",
         "headers",
         "held",
@@ -113,6 +114,9 @@ class HttpProtocol:
         self.rejected: Rejected | None = None
         self.upgrade: bytes | None = None
         self.client = _client_of(conn)
+        # The peer is the connection's: whether its X-Forwarded-* headers count is decided once, here.
+        forwarded = server.forwarded
+        self.forwarded = forwarded if forwarded is not None and forwarded.trusts(self.client) else None
         self.server_addr = _server_of(conn)
         # Messages are timed only with the engine's read_timeout: without it start/end_message do nothing.
         self.timed = getattr(conn.event_loop, "message_timeout", None) is not None
@@ -303,6 +307,8 @@ class HttpProtocol:
             "state": server.state.copy(),
             "extensions": {},
         }
+        if self.forwarded is not None:
+            self.forwarded.rewrite(scope)
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade() and not server.stopping
         limit = config.limit_request_body
         if limit is not None:
