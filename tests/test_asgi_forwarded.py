@@ -34,6 +34,13 @@ def test_trusted_addresses_networks_and_literals() -> None:
     assert "some-proxy" in trusted and "not/a-network" in trusted and "other" not in trusted
     assert None not in trusted and "" not in trusted
     assert "9" * 1000 not in trusted  # too long to cache, judged all the same
+    assert "::ffff:10.0.0.1" not in trusted  # an IPv4-mapped IPv6 address is not its IPv4 one
+
+
+def test_a_network_with_host_bits_or_a_prefix_too_long_is_a_literal() -> None:
+    trusted = TrustedProxies("10.0.0.1/8, 10.0.0.0/33, 0.0.0.0/0")
+    assert trusted.literals == {"10.0.0.1/8", "10.0.0.0/33"}
+    assert "203.0.113.1" in trusted and "::1" not in trusted  # /0: every IPv4 address, no IPv6 one
 
 
 def test_star_trusts_every_peer_a_unix_socket_too() -> None:

@@ -9,8 +9,8 @@ not trusted; when all are, the leftmost. A forwarded address without a port gets
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,9 +25,7 @@ _SCHEMES = {
     "wss": ("https", "wss"),
 }
 _CACHED_HOST = 253  # a longer "address" is no IP address nor DNS name: judged without pinning it in the cache
-
-_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_FAMILIES = ((socket.AF_INET, 32), (socket.AF_INET6, 128))
 
 
 class TrustedProxies:
@@ -43,16 +41,17 @@ class TrustedProxies:
             allow = os.environ.get("FORWARDED_ALLOW_IPS", DEFAULT_ALLOW_IPS)
         items = [item.strip() for item in (allow.split(",") if isinstance(allow, str) else allow)]
         self.everyone = "*" in items
-        self.addresses: set[_IPAddress] = set()
-        self.networks: list[_IPNetwork] = []
+        self.addresses: set[tuple[int, int]] = set()  # (bits, value): an IPv6 address however it is written
+        self.networks: list[tuple[int, int, int]] = []  # (bits, value, prefix length)
         self.literals: set[str] = set()
         for item in items:
-            try:
-                if "/" in item:
-                    self.networks.append(ipaddress.ip_network(item))
-                else:
-                    self.addresses.add(ipaddress.ip_address(item))
-            except ValueError:
+            network = _network(item) if "/" in item else None
+            address = _address(item)
+            if network is not None:
+                self.networks.append(network)
+            elif address is not None:
+                self.addresses.add(address)
+            else:
                 self.literals.add(item)
         self._cached = functools.lru_cache(maxsize=4096)(self._judge)
 
@@ -66,11 +65,14 @@ class TrustedProxies:
         return self._cached(host)
 
     def _judge(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
+        address = _address(host)
+        if address is None:
             return host in self.literals
-        return ip in self.addresses or any(ip in network for network in self.networks)
+        bits, value = address
+        return address in self.addresses or any(
+            bits == net_bits and value >> (bits - prefix) == net_value >> (bits - prefix)
+            for net_bits, net_value, prefix in self.networks
+        )
 
     def trusts(self, client: tuple[str, int] | None) -> bool:
         """Whether a connection from ``client`` (the scope's ``client``; None for a Unix socket) is a trusted proxy."""
@@ -105,6 +107,30 @@ class TrustedProxies:
             client = self.forwarded_client(b", ".join(forwarded_for).decode("latin-1"))
             if client is not None:
                 scope["client"] = client
+
+
+def _address(text: str) -> tuple[int, int] | None:
+    """An IPv4 or IPv6 address as (bits, value), or None (``inet_pton``'s forms: what the server needs of
+    ``ipaddress``, without loading that module into every worker)."""
+    for family, bits in _FAMILIES:
+        try:
+            return bits, int.from_bytes(socket.inet_pton(family, text), "big")
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+def _network(text: str) -> tuple[int, int, int] | None:
+    """``10.0.0.0/8`` as (bits, value, prefix length), or None: a prefix past the address or host bits set."""
+    address, _, length = text.partition("/")
+    parsed = _address(address)
+    if parsed is None or not (length.isascii() and length.isdigit()) or int(length) > parsed[0]:
+        return None
+    bits, value = parsed
+    prefix = int(length)
+    if value & ((1 << (bits - prefix)) - 1):
+        return None
+    return bits, value, prefix
 
 
 def _host_port(hop: str) -> tuple[str, int]:
