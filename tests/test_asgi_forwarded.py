@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 import time
@@ -219,3 +220,20 @@ def test_websocket_scheme_follows_x_forwarded_proto() -> None:
         engine.stop(timeout=TIMEOUT)
         assert engine.wait(TIMEOUT), "engine did not stop"
     assert [(s["scheme"], s["client"]) for s in seen] == [("wss", ("203.0.113.7", 0)), ("ws", ("203.0.113.7", 0))]
+
+
+def test_each_request_of_a_kept_alive_connection_is_judged_on_its_own_fields() -> None:
+    with serving(Config(access_log=False, forwarded_allow_ips="127.0.0.1")) as engine:
+        port = int(engine.addrs[0].rsplit(":", 1)[1])
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        try:
+            seen = []
+            for headers in ({"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}, {}):
+                client.request("GET", "/scope", headers=headers)
+                scope = json.loads(client.getresponse().read())
+                seen.append((scope["client"], scope["scheme"]))
+            assert client.sock is not None
+            name = list(client.sock.getsockname()[:2])
+        finally:
+            client.close()
+    assert seen == [(["203.0.113.7", 0], "https"), (name, "http")]
