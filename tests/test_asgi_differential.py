@@ -103,11 +103,11 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", *argv, "asgi_apps:app", "--port", str(self.port), "--no-access-log"],
-            env=_env(),
+            env=_env() if env is None else env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--limit-request-fields", type=_size, default=Config.limit_request_fields,
         help="most header fields of a request; past it: 431")  # fmt: skip
     add("--limit-request-body", type=_size, default=None, help="most bytes of a request body; past it: 413")
+    add("--proxy-headers", dest="proxy_headers", action="store_true", default=True,
+        help="from a peer in --forwarded-allow-ips, X-Forwarded-Proto and X-Forwarded-For set the scheme and client"
+        " (default)")  # fmt: skip
+    add("--no-proxy-headers", dest="proxy_headers", action="store_false", help="ignore X-Forwarded-* headers")
+    add("--forwarded-allow-ips", metavar="IPS", default=None,
+        help="comma-separated IP addresses and networks whose X-Forwarded-* headers are believed, * for all"
+        " (default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)")  # fmt: skip
     add("--lifespan", choices=("auto", "on", "off"), default="auto", help="the ASGI lifespan protocol")
     add("--access-log", dest="access_log", action="store_true", default=True, help="log each response (default)")
     add("--no-access-log", dest="access_log", action="store_false", help="do not log each response")
@@ -77,6 +84,8 @@ def config_from(args: argparse.Namespace) -> Config:
         limit_request_fields=args.limit_request_fields,
         limit_request_body=args.limit_request_body,
         lifespan=args.lifespan,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         access_log=args.access_log,
         ws=args.ws != "none",
         ws_max_size=args.ws_max_size,

@@ -45,6 +45,13 @@ class Config:
     """Close a WebSocket (1011) whose pong does not come within this long of a ping."""
     scheme: str = "http"
     """``http`` or ``https`` (``ws``/``wss`` follow): set to https when the server speaks TLS."""
+    proxy_headers: bool = True
+    """Read ``X-Forwarded-Proto`` and ``X-Forwarded-For`` from a trusted peer (``forwarded_allow_ips``) into the
+    scope's ``scheme`` and ``client``, as uvicorn's ``--proxy-headers`` does."""
+    forwarded_allow_ips: str | list[str] | None = None
+    """The trusted peers: IP addresses and networks, comma-separated or a list, ``*`` for every peer; None: the
+    ``FORWARDED_ALLOW_IPS`` environment variable, else ``127.0.0.1,::1``. The peer is the socket's, or the address
+    a PROXY header names when ``proxy_protocol`` is on."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

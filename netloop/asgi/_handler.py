@@ -11,6 +11,7 @@ from netloop._conn import Conn
 from netloop._engine import Engine
 from netloop._handler import Action, EventHandler
 from netloop.asgi._config import Config, access_log, log
+from netloop.asgi._forwarded import TrustedProxies
 from netloop.asgi._http import Cycle, HttpProtocol, Rejected
 from netloop.asgi._lifespan import Lifespan, StartupFailed
 from netloop.asgi._types import ASGIApp
@@ -30,6 +31,7 @@ class ServerState:
         self.app = app
         self.config = config
         self.scheme = config.scheme
+        self.forwarded = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
         self.ws_enabled = config.ws and _has_wsproto()
         self.state: dict[str, Any] = {}
         self.tasks = 0  # requests whose app call has not returned

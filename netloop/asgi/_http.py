@@ -70,6 +70,8 @@ class HttpProtocol:
         "cycle",
         "expect",
         "fields",
+        "forwarded",
+        "forwarded_seen",
         "head_size",
         "headers",
         "held",
@@ -113,6 +115,10 @@ class HttpProtocol:
         self.rejected: Rejected | None = None
         self.upgrade: bytes | None = None
         self.client = _client_of(conn)
+        # The peer is the connection's: whether its X-Forwarded-* headers count is decided once, here.
+        forwarded = server.forwarded
+        self.forwarded = forwarded if forwarded is not None and forwarded.trusts(self.client) else None
+        self.forwarded_seen = False  # a request had an X-Forwarded-For/-Proto field (a hint: a stale True is harmless)
         self.server_addr = _server_of(conn)
         # Messages are timed only with the engine's read_timeout: without it start/end_message do nothing.
         self.timed = getattr(conn.event_loop, "message_timeout", None) is not None
@@ -252,6 +258,8 @@ class HttpProtocol:
         name = name.lower()
         if name == b"expect" and self.expect is None:
             self.expect = value
+        elif name == b"x-forwarded-for" or name == b"x-forwarded-proto":
+            self.forwarded_seen = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -303,6 +311,11 @@ class HttpProtocol:
             "state": server.state.copy(),
             "extensions": {},
         }
+        if self.forwarded_seen:
+            # Only a request that names a forwarded field pays for the look (a trusted peer's or not).
+            self.forwarded_seen = False
+            if self.forwarded is not None:
+                self.forwarded.rewrite(scope)
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade() and not server.stopping
         limit = config.limit_request_body
         if limit is not None:

@@ -99,6 +99,8 @@ class WebSocketProtocol:
             "state": server.state.copy(),
             "extensions": {},
         }
+        if server.forwarded is not None and server.forwarded.trusts(client):
+            server.forwarded.rewrite(self.scope)
 
     def start(self, data: bytes) -> None:
         self.data_received(data)
