@@ -77,9 +77,10 @@ class MetricsHandler(netloop.EventHandler):
 
     def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
         head = conn.peek()
-        end = head.find(b"\r\n\r\n")
+        # Only a head that ends within MAX_REQUEST counts: an oversized one gets 431 however its bytes arrive.
+        end = head.find(b"\r\n\r\n", 0, MAX_REQUEST + 4)
         if end < 0:
-            if len(head) > MAX_REQUEST:
+            if len(head) >= MAX_REQUEST + 4:
                 conn.write(_response(b"431 Request Header Fields Too Large", b"too large\n"))
                 return netloop.Action.CLOSE
             return None
