@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-import resp_server
 from bench.resp_differential import parse_reply
 from resp_server.command_table import KEYSPACE
 from resp_server.commands import SESSION_ARITY
 from resp_server.server_state import SESSION_COMMANDS
-from resp_server.tests.reference import RawClient, redis_server
+from resp_server.tests.reference import RawClient, both_servers, redis_server, replies
 
 Case = list[list[bytes]]
 
@@ -155,30 +154,15 @@ CASES: dict[str, Case] = {
 @pytest.fixture(scope="module")
 def ports() -> Iterator[tuple[int, int]]:
     """(redis-server's port, this server's port), both running for the module."""
-    with redis_server() as redis_port:
-        engine = resp_server.start(port=0)
-        try:
-            yield redis_port, int(engine.addrs[0].rsplit(":", 1)[1])
-        finally:
-            engine.stop()
-
-
-def _replies(port: int, proto: int, commands: Case) -> list[bytes]:
-    client = RawClient(port)
-    try:
-        assert client.call("FLUSHALL") == b"+OK\r\n"
-        if proto == 3:
-            client.call("HELLO", "3")
-        return client.run(commands)
-    finally:
-        client.close()
+    with both_servers() as both:
+        yield both
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("proto", [2, 3])
 def test_replies_are_redis_own(ports: tuple[int, int], name: str, proto: int) -> None:
-    expected = _replies(ports[0], proto, CASES[name])
-    assert _replies(ports[1], proto, CASES[name]) == expected
+    expected = replies(ports[0], proto, CASES[name])
+    assert replies(ports[1], proto, CASES[name]) == expected
 
 
 def test_a_refusal_in_subscribed_mode_names_the_subcommand(ports: tuple[int, int]) -> None:
@@ -186,7 +170,7 @@ def test_a_refusal_in_subscribed_mode_names_the_subcommand(ports: tuple[int, int
     case = _case(
         "SUBSCRIBE|ch", "PUBSUB|NUMSUB|ch", "PUBSUB|BOGUS", "GET", "NOSUCH|x", "CONFIG|GET|hz", "UNSUBSCRIBE|ch"
     )
-    assert _replies(ports[1], 2, case) == _replies(ports[0], 2, case)
+    assert replies(ports[1], 2, case) == replies(ports[0], 2, case)
 
 
 def test_an_unimplemented_command_answers_as_redis_answers_an_unknown_one(ports: tuple[int, int]) -> None:

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import resp_server
-from resp_server.tests.reference import RawClient, redis_server
+from resp_server.tests.reference import RawClient, both_servers, replies
 
 Case = list[list[str]]
 
@@ -18,23 +17,8 @@ Case = list[list[str]]
 @pytest.fixture(scope="module")
 def ports() -> Iterator[tuple[int, int]]:
     """(redis-server's port, this server's port), both running for the module."""
-    with redis_server() as redis_port:
-        engine = resp_server.start(port=0)
-        try:
-            yield redis_port, int(engine.addrs[0].rsplit(":", 1)[1])
-        finally:
-            engine.stop()
-
-
-def replies(port: int, proto: int, commands: Case) -> list[bytes]:
-    client = RawClient(port)
-    try:
-        assert client.call("FLUSHALL") == b"+OK\r\n"
-        if proto == 3:
-            client.call("HELLO", "3")
-        return client.run(commands)
-    finally:
-        client.close()
+    with both_servers() as both:
+        yield both
 
 
 def assert_like_redis(ports: tuple[int, int], proto: int, commands: Case) -> None:
