@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from loopback import TIMEOUT, connect, recv_exact, wait_until
+from wrk_restart import restart_under_wrk
 
 pytest.importorskip("httptools")
 
@@ -66,30 +66,6 @@ def _answers(url: str) -> bytes | None:
         return None
 
 
-class LineLog(threading.Thread):
-    """A process's stderr lines with the time each arrived."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        super().__init__(daemon=True)
-        self.process = process
-        self.lines: list[tuple[float, str]] = []
-
-    def run(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append((time.monotonic(), line))
-
-
-def _established(port: int) -> int:
-    """Established TCP connections whose local port is ``port`` (the server's side), from /proc/net/tcp."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-            count += 1
-    return count
-
-
 def test_sighup_restarts_the_asgi_server_under_wrk_with_no_error(tmp_path: Path) -> None:
     # PARENT mode: the parent's one listener never closes (docs/deploy.md), so no connection meets a closing one.
     wrk = shutil.which("wrk")
@@ -107,32 +83,14 @@ def test_sighup_restarts_the_asgi_server_under_wrk_with_no_error(tmp_path: Path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    log = LineLog(server)
-    log.start()
-    try:
-        url = f"tcp://127.0.0.1:{port}"
-        wait_until(lambda: _answers(url) == b"first", what="the server to start")
-        (tmp_path / "versioned_app.py").write_text(VERSIONED_APP.format(version="second"))
-        load = subprocess.Popen(
-            [wrk, "-t1", "-c8", "-d4s", f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True
-        )
-        # The restart comes once wrk's eight connections are up; the log's timestamps below check it landed inside.
-        wait_until(lambda: _established(port) >= 8, what="wrk's connections")
-        server.send_signal(signal.SIGHUP)
-        out, _ = load.communicate(timeout=30)
-        wrk_done = time.monotonic()
-        assert load.returncode == 0, out
-        wait_until(lambda: _answers(url) == b"second", what="the new code to serve")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        log.join(TIMEOUT)
-    assert "Socket errors" not in out, out
-    assert "Non-2xx" not in out, out
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    assert requests > 1000, out
-    done = [at for at, line in log.lines if "restart done" in line]
-    assert done and done[0] < wrk_done, "the restart finished while wrk was running"
+    url = f"tcp://127.0.0.1:{port}"
+    restart_under_wrk(
+        wrk,
+        server,
+        port,
+        lambda: _answers(url),
+        lambda: (tmp_path / "versioned_app.py").write_text(VERSIONED_APP.format(version="second")),
+    )
 
 
 def test_an_idle_keep_alive_client_holds_a_stop_only_briefly() -> None:
