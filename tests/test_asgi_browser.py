@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import queue
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, chromium
 from loopback import TIMEOUT
 
 import netloop
@@ -16,31 +15,20 @@ import netloop
 pytest.importorskip("httptools")
 pytest.importorskip("wsproto")
 pytest.importorskip("starlette")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
-from starlette.applications import Starlette  # noqa: E402
-from starlette.responses import HTMLResponse  # noqa: E402
-from starlette.routing import Route, WebSocketRoute  # noqa: E402
-from starlette.websockets import WebSocket, WebSocketDisconnect  # noqa: E402
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from netloop.asgi import ASGIHandler, Config  # noqa: E402
+from netloop.asgi import ASGIHandler, Config
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian's chromium package)"),
 ]
 
-# The machine has no outside network: these keep Chromium from trying to reach it (as tests/test_ws_browser.py).
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # The page talks to /ws: what it hears, and the close it saw, are the script's result.
 TALK = """
@@ -83,14 +71,8 @@ def make_app(server_closes: queue.Queue[tuple[int, str]]) -> Starlette:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=ARGS
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium() as context:
+        yield context
 
 
 @pytest.fixture

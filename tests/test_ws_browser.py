@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, chromium
 from loopback import TIMEOUT
 
 import netloop
@@ -17,34 +16,16 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from examples import ws_chat  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian's chromium package)"),
 ]
 
-# The machine has no outside network: these keep Chromium from trying to reach it.
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=ARGS
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium() as context:
+        yield context
 
 
 def test_a_message_typed_in_one_tab_appears_in_the_other(browser: Any) -> None:
