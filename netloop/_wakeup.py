@@ -18,6 +18,22 @@ if TYPE_CHECKING:
     from netloop._eventloop import EventLoop
 
 
+def signal_pipe() -> tuple[int, int, int] | None:
+    """A non-blocking pipe that Python's C signal handler writes to (``signal.set_wakeup_fd``), on the main thread:
+    (its read end, its write end, the wakeup fd set before); None where Python refuses one (not the main
+    interpreter)."""
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:
+        os.close(r)
+        os.close(w)
+        return None
+    return r, w, previous
+
+
 class SignalWake:
     """Wake a loop that runs on the main thread when a signal comes in, so Python's handler runs at once.
 
@@ -38,16 +54,8 @@ class SignalWake:
         """Watch for signals when ``loop`` runs on the main thread (None elsewhere, or where Python refuses)."""
         if threading.current_thread() is not threading.main_thread():
             return None
-        r, w = os.pipe()
-        try:
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        except ValueError:  # not the main interpreter
-            os.close(r)
-            os.close(w)
-            return None
-        return cls(loop, r, w, previous)
+        pipe = signal_pipe()
+        return None if pipe is None else cls(loop, *pipe)
 
     def _drain(self, ev: int) -> None:
         try:
@@ -90,15 +98,10 @@ class StoppedEvent(threading.Event):
         """``wait``, and on the main thread Python's signal handlers run meanwhile whichever thread took the signal."""
         if self.is_set() or threading.current_thread() is not threading.main_thread():
             return self.wait(timeout)
-        r, w = os.pipe()
-        try:
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        except ValueError:  # not the main interpreter
-            os.close(r)
-            os.close(w)
+        pipe = signal_pipe()
+        if pipe is None:
             return self.wait(timeout)
+        r, w, previous = pipe
         woken, wake = wake_pair()
         fds = (r, w, woken, wake)
         with self._waiters_lock:
