@@ -591,3 +591,43 @@ def test_ctrl_c_under_run_with_an_idle_client_ends_without_waiting_the_linger() 
     assert proc.returncode == 0, err
     assert "closed NoneType" in out
     assert "Traceback" not in err
+
+
+# The handler closes its idle connection when the stop begins (an HTTP server's idle keep-alive) and the client keeps
+# its end open, as a browser does.
+CLOSE_IDLE_AT_CTRL_C = """
+import netloop
+class CloseIdle(netloop.EventHandler):
+    def __init__(self):
+        self.conns = []
+    def on_boot(self, engine):
+        print(engine.addrs[0], flush=True)
+    def on_open(self, conn):
+        self.conns.append(conn)
+    def on_traffic(self, conn):
+        conn.write(conn.next())
+    def on_shutdown(self, engine):
+        for conn in self.conns:
+            conn.close()
+netloop.run(CloseIdle(), "tcp://127.0.0.1:0", drain_timeout=30, shutdown_timeout=30)
+"""
+
+
+def test_ctrl_c_under_run_ends_once_the_closed_idle_client_took_our_fin() -> None:
+    """``netloop.run`` and Ctrl-C: a connection the handler closed, whose client took our FIN and went quiet, holds
+    the stop no longer (the same under ``start()``: test_restart.py), not until ``drain_timeout`` (30 s here)."""
+    proc = run_script(CLOSE_IDLE_AT_CTRL_C)
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        with connect(address) as sock:
+            sock.sendall(b"hi")
+            assert recv_exact(sock, 2) == b"hi"
+            proc.send_signal(signal.SIGINT)
+            assert recv_until_closed(sock) == b""  # our FIN; this end stays open until the process has ended
+            _, err = proc.communicate(timeout=5)  # far under drain_timeout and shutdown_timeout
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
