@@ -1,8 +1,9 @@
 """The command line of ``python -m netloop.asgi``: ``netloop.serve``'s flags, and uvicorn's names for the ASGI ones.
 
 Signals: SIGTERM and SIGINT stop gracefully (stop accepting; requests in flight get ``--graceful-timeout`` to end,
-then the app's lifespan shutdown; then the connections close). SIGHUP, with ``--workers``, restarts the workers
-without dropping a connection. Exit status: 0 after a stop, 2 for a bad command line, 3 when the app's startup
+then the app's lifespan shutdown; then the connections close). SIGHUP, with ``--workers``, restarts the workers: with
+``--worker-balancing parent`` no request is dropped (the default ``reuse-port`` can reset a connection queued on a
+retiring worker). Exit status: 0 after a stop, 2 for a bad command line, 3 when the app's startup
 fails, 1 when the server fails to start otherwise.
 """
 
