@@ -44,15 +44,19 @@ def build(dest: Path) -> Path:
     return dest / str(command.get_ext_filename("netloop._speedups"))
 
 
+def make(dest: Path) -> Path:
+    """Copies the tree to ``dest`` and builds the experiment there; returns the built module's path."""
+    copy_tree(dest)
+    for stale in (dest / "netloop").glob("_speedups*.so"):
+        stale.unlink()
+    return build(dest)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", type=Path, help="the scratch tree to make (created; files there are replaced)")
     args = parser.parse_args()
-    dest: Path = args.dest.resolve()
-    copy_tree(dest)
-    for stale in (dest / "netloop").glob("_speedups*.so"):
-        stale.unlink()
-    built = build(dest)
+    built = make(args.dest.resolve())
     print(f"built {built}", file=sys.stderr)
 
 
