@@ -15,6 +15,7 @@ from bench._proc import CpuTimes
 from bench._servers import ROOT
 from bench._stats import Sample
 from bench._workloads import Settings
+from bench.uring.build import built
 from bench.uring.compare import (
     CHOICES,
     LAUNCH,
@@ -96,7 +97,7 @@ def test_launcher_runs_the_other_trees_module_with_the_send_mode(tmp_path: Path)
     assert argv0 == str(tmp_path / "probe.py")
 
 
-@pytest.mark.skipif(not list((ROOT / "netloop").glob("_speedups*.so")), reason="the compiled core is not built")
+@pytest.mark.skipif(not built(ROOT), reason="the compiled core is not built")
 def test_loop_check_sees_the_trees_core_and_no_ring_on_epoll(tmp_path: Path) -> None:
     epoll, uring = VARIANTS[:2]
     with variant_server(

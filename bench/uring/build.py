@@ -14,10 +14,8 @@ import argparse
 import shutil
 import subprocess
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
-
-from setuptools import Distribution, Extension  # type: ignore[import-untyped]
-from setuptools.command.build_ext import build_ext  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +33,10 @@ def copy_tree(dest: Path) -> None:
 
 
 def build(dest: Path) -> Path:
+    # setuptools only here: reading a tree (``built``) needs none, and Python 3.12+ does not ship it
+    from setuptools import Distribution, Extension  # type: ignore[import-untyped]
+    from setuptools.command.build_ext import build_ext  # type: ignore[import-untyped]
+
     extension = Extension("netloop._speedups", [str(ROOT / "bench" / "uring" / "uring_serve.c")])
     command = build_ext(Distribution({"ext_modules": [extension]}))
     command.build_lib = str(dest)
@@ -42,6 +44,11 @@ def build(dest: Path) -> Path:
     command.ensure_finalized()
     command.run()
     return dest / str(command.get_ext_filename("netloop._speedups"))
+
+
+def built(tree: Path) -> bool:
+    """Whether ``tree`` holds a ``netloop._speedups`` this Python can import (the experiment's or the shipped one)."""
+    return any((tree / "netloop" / f"_speedups{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
 
 
 def make(dest: Path) -> Path:

@@ -40,7 +40,7 @@ from bench._servers import ROOT, Server
 from bench._stats import METRICS, Sample, summarise
 from bench._workloads import WORKLOADS, Context, Settings, Workload, http
 from bench.instructions import RESPONDERS, responder_argv
-from bench.uring.build import make
+from bench.uring.build import built, make
 
 LAUNCH = Path(__file__).resolve().with_name("launch.py")
 RING_LINK = "anon_inode:[io_uring]"
@@ -186,7 +186,7 @@ def summary(workload: Workload, runs: Mapping[str, Runs], settings: Settings) ->
 def markdown(records: Mapping[str, Mapping[str, Any]], settings: Settings) -> str:
     """One table: a row per workload and variant, medians over the rounds and per-round ratios to epoll."""
     lines = [
-        f"Server CPU per request, epoll against io_uring: {settings.rounds} rounds of {settings.duration:g} s, "
+        f"Server CPU per request, epoll against io_uring: {settings.rounds} round(s) of {settings.duration:g} s, "
         "medians; ratios are medians of per-round ratios to epoll.",
         "",
         "| workload | variant | rate | user µs | system µs | total µs | total / epoll | rate / epoll |",
@@ -213,7 +213,7 @@ def markdown(records: Mapping[str, Mapping[str, Any]], settings: Settings) -> st
 def experiment_tree(tree: Path | None, log: Callable[[str], None]) -> Iterator[Path]:
     """``tree`` (built there first when it holds no built module) or, without it, one built in a temporary folder."""
     if tree is not None:
-        if not list((tree / "netloop").glob("_speedups*.so")):
+        if not built(tree):
             log(f"built {make(tree)}")
         yield tree
         return
