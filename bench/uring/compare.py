@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -218,8 +219,9 @@ def experiment_tree(tree: Path | None, log: Callable[[str], None]) -> Iterator[P
         yield tree
         return
     with tempfile.TemporaryDirectory(prefix="netloop-uring-tree-") as scratch:
-        log(f"built {make(Path(scratch))}")
-        yield Path(scratch)
+        tree = Path(scratch).resolve()  # as /proc/PID/maps names it
+        log(f"built {make(tree)}")
+        yield tree
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -250,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown workload {', '.join(unknown)}; choose from {', '.join(CHOICES)}")
     workloads = [CHOICES[k] for k in keys]
+    absent = sorted({w.tool for w in workloads if w.tool != "echo_load" and shutil.which(w.tool) is None})
+    if absent:
+        raise SystemExit(f"not installed: {', '.join(absent)}")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
