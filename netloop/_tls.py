@@ -307,7 +307,16 @@ class TlsConn(Conn):
 
     # -- reading --------------------------------------------------------------------------------------------
 
-    def _read_on(self) -> None:
+    def _read_on(self, ev: int = IN) -> None:
+        """Read and show records until the socket and OpenSSL are dry, a pause, or a round's reads.
+
+        Also the descriptor's handler after the handshake (``_on_io``): a readable event reads here at once, one
+        Python call fewer per record; anything else (writable, an error, a hang-up) takes ``Conn._on_io``, which
+        reads through here in turn.
+        """
+        if ev != IN:
+            Conn._on_io(self, ev)
+            return
         size = self._loop.read_size
         obj = self._ssl
         for _ in range(READS_PER_ROUND):
@@ -333,6 +342,8 @@ class TlsConn(Conn):
             if not self._pending(obj):
                 return  # what is left is in the socket: the poller reports it
         self._more_to_read()
+
+    _on_io = _read_on
 
     def _more_to_read(self) -> None:
         # Decrypted bytes wait in OpenSSL, not in the socket: no readiness event will come for them.
