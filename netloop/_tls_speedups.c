@@ -116,7 +116,11 @@ read_ahead(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     ssl_set_read_ahead(head->ssl, 1);
     if (ssl_get_read_ahead(head->ssl) != 1)
         Py_RETURN_FALSE;
-    checked_type = type;
+    if (checked_type != type) {
+        PyTypeObject *old = checked_type;
+        checked_type = (PyTypeObject *)Py_NewRef(type); /* held: the check above compares by address */
+        Py_XDECREF(old);
+    }
     Py_RETURN_TRUE;
 }
 
