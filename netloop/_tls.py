@@ -346,7 +346,7 @@ class TlsConn(Conn):
     _on_io = _read_on
 
     def _more_to_read(self) -> None:
-        # Decrypted bytes wait in OpenSSL, not in the socket: no readiness event will come for them.
+        # Records wait in OpenSSL (decrypted, or read ahead), not in the socket: no readiness event will come for them.
         if self._pending(self._ssl):
             self._loop.call_soon(self._read_on)
 
