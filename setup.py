@@ -2,4 +2,10 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("netloop._speedups", ["netloop/_speedups.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension("netloop._speedups", ["netloop/_speedups.c"], optional=True),
+        # OpenSSL read-ahead for TLS connections, found at run time in the ssl module's libssl (no headers needed).
+        Extension("netloop._tls_speedups", ["netloop/_tls_speedups.c"], optional=True),
+    ]
+)

@@ -4,8 +4,9 @@ A ``TlsConn`` wraps the accepted (or dialled) socket with the user's ``ssl.SSLCo
 the loop, without the handler: ``on_open`` fires once it completes, and a handshake that fails or takes longer than
 ``tls_handshake_timeout`` closes the socket with a debug log line and a count, never an event. Afterwards the read
 and write paths are the plaintext ones with the ``ssl`` module's C read and write in place of ``recv`` and ``send``:
-no ``MemoryBIO`` pair, no extra copy. Records OpenSSL has already decrypted (``pending()``) are read on without
-waiting for the socket, closing sends ``close_notify`` before our FIN, and renegotiation is refused.
+no ``MemoryBIO`` pair, no extra copy. With the compiled core OpenSSL reads ahead (``netloop._tls_records``: one
+``recv`` per read, not a record's header and body apiece); records it already holds are read on without waiting for
+the socket, closing sends ``close_notify`` before our FIN, and renegotiation is refused.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from netloop import _tls_records
 from netloop._buffer import flat
 from netloop._buffer.ring import RingBuffer
 from netloop._conn import (
@@ -97,7 +99,7 @@ def prepare_context(ctx: ssl.SSLContext) -> ssl.SSLContext:
 class TlsConn(Conn):
     """A connection whose bytes go through TLS; handlers see plaintext and the same ``Conn`` API."""
 
-    __slots__ = ("_ctx", "_info", "_owner", "_ready", "_retry", "_server_name", "_server_side", "_ssl")
+    __slots__ = ("_ctx", "_info", "_owner", "_pending", "_ready", "_retry", "_server_name", "_server_side", "_ssl")
     _inline = False
     _initial = HANDSHAKING
 
@@ -115,6 +117,8 @@ class TlsConn(Conn):
         self._server_side = server_side
         self._server_name = server_name
         self._ssl: Any = None  # the ssl module's C object, once the socket is wrapped
+        # Whether OpenSSL holds input a read would find without the socket (``_tls_records``), once wrapped.
+        self._pending: Callable[[Any], bool] = _nothing_pending
         self._owner: Any = None  # what the context's sni_callback is handed as the socket
         self._info: TlsInfo | None = None
         # Length of a write OpenSSL asked to be retried: the retry must hand it the same bytes.
@@ -182,6 +186,7 @@ class TlsConn(Conn):
         )
         self._sock = self._owner = wrapped
         self._ssl = wrapped._sslobj  # type: ignore[attr-defined]
+        self._pending = _tls_records.read_ahead(self._ssl, wrapped)
 
     def _wrap_bare(self) -> None:
         """Give the socket to OpenSSL without the ``ssl.SSLSocket`` around it (a server).
@@ -203,6 +208,7 @@ class TlsConn(Conn):
             sock, True, None, owner=owner
         )
         self._owner = owner
+        self._pending = _tls_records.read_ahead(self._ssl, sock)
 
     def _client_spoke(self) -> bool:
         """Whether the first byte of the ClientHello is here (peeked at; the socket is wrapped only then).
@@ -296,12 +302,21 @@ class TlsConn(Conn):
             self._ready.set()
         if self._outbound._size and self._state != CLOSED:
             self._flush(False)  # what was written before the handshake completed
-        if self._state != CLOSED and obj.pending():
+        if self._state != CLOSED and self._pending(obj):
             self._read_on()  # the handshake's last read may have brought application data along
 
     # -- reading --------------------------------------------------------------------------------------------
 
-    def _read_on(self) -> None:
+    def _read_on(self, ev: int = IN) -> None:
+        """Read and show records until the socket and OpenSSL are dry, a pause, or a round's reads.
+
+        Also the descriptor's handler after the handshake (``_on_io``): a readable event reads here at once, one
+        Python call fewer per record; anything else (writable, an error, a hang-up) takes ``Conn._on_io``, which
+        reads through here in turn.
+        """
+        if ev != IN:
+            Conn._on_io(self, ev)
+            return
         size = self._loop.read_size
         obj = self._ssl
         for _ in range(READS_PER_ROUND):
@@ -324,13 +339,15 @@ class TlsConn(Conn):
             self._seen = self._loop.now
             if reads == DELIVER:
                 self._traffic(data)
-            if not obj.pending():
+            if not self._pending(obj):
                 return  # what is left is in the socket: the poller reports it
         self._more_to_read()
 
+    _on_io = _read_on
+
     def _more_to_read(self) -> None:
-        # Decrypted bytes wait in OpenSSL, not in the socket: no readiness event will come for them.
-        if self._ssl.pending():
+        # Records wait in OpenSSL (decrypted, or read ahead), not in the socket: no readiness event will come for them.
+        if self._pending(self._ssl):
             self._loop.call_soon(self._read_on)
 
     def _update_interest(self) -> None:
@@ -340,7 +357,7 @@ class TlsConn(Conn):
 
     def _resume(self) -> None:
         self._update_interest()
-        if self._ssl.pending():
+        if self._pending(self._ssl):
             self._loop.call_soon(self._read_on)
 
     # -- writing --------------------------------------------------------------------------------------------
@@ -537,6 +554,10 @@ class _SniOwner:
     @context.setter
     def context(self, ctx: ssl.SSLContext) -> None:
         self._sslobj.context = ctx
+
+
+def _nothing_pending(obj: object) -> bool:
+    return False
 
 
 def _not_yet(data: object, flags: int = 0, /) -> int:

@@ -86,6 +86,11 @@ class Pki:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return issue_pki(tmp_path_factory)
+
+
+def issue_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, the certificates it issued, and a rogue CA (each test module that serves TLS makes its own)."""
     ca = Authority(tmp_path_factory.mktemp("pki"))
     rogue = Authority(tmp_path_factory.mktemp("rogue"), "rogue CA")
     hosts = ["localhost", "127.0.0.1", "::1"]
