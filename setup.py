@@ -2,4 +2,10 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("netloop._speedups", ["netloop/_speedups.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension("netloop._speedups", ["netloop/_speedups.c"], optional=True),
+        # The example RESP server's request framer (resp_server.parser frames in Python without it).
+        Extension("resp_server._framing", ["resp_server/_framing.c"], optional=True),
+    ]
+)
