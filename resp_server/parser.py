@@ -7,13 +7,11 @@ Nothing here touches a socket, and nothing here runs a command: :mod:`resp_serve
 from __future__ import annotations
 
 import functools
-import importlib
-import os
 import re
 from collections.abc import Callable, Iterable
-from types import ModuleType
 from typing import TypeAlias
 
+from resp_server._compiled import speedups
 from resp_server.replies import parse_int64
 
 MAX_BULK = 64 * 1024 * 1024
@@ -41,21 +39,6 @@ Framer: TypeAlias = "Callable[[bytes, int], tuple[list[list[bytes]], int]]"
 the rest starts."""
 
 
-def _load_framer() -> ModuleType | None:
-    if os.environ.get("NETLOOP_PURE", "") not in ("", "0"):  # the pure-Python run of netloop is pure here too
-        return None
-    try:
-        return importlib.import_module("resp_server._framing")
-    except ImportError:
-        return None
-
-
-_FRAMING = _load_framer()
-COMPILED = _FRAMING is not None
-"""Whether parsers frame with the compiled framer (``resp_server/_framing.c``, built by setup.py beside netloop's
-core) by default; without it, or with ``NETLOOP_PURE=1``, they frame in Python, with the same results."""
-
-
 def encode_request(args: Iterable[bytes]) -> bytes:
     """``args`` as one RESP multibulk request, the form clients such as redis-cli send."""
     items = list(args)
@@ -68,7 +51,7 @@ class RespParser:
     """Incremental RESP2 request parser: feed it bytes as they arrive, get back the commands completed.
 
     ``compiled`` picks the framer of well-formed requests: the compiled one (True), Python's (False), or the default
-    (None): :data:`COMPILED`. Both give the same results.
+    (None): :data:`resp_server._compiled.COMPILED`. Both give the same results.
 
     A command is a non-empty list of byte strings (the command name first). Requests may be split at any
     byte and many may arrive in one chunk. Once a request is malformed or exceeds a limit, :attr:`error`
@@ -113,11 +96,10 @@ class RespParser:
         if max_array < len(_FAST_ARRAYS):
             self._arrays = {line: n for line, n in _FAST_ARRAYS.items() if n <= max_array}
         self._bulks = _FAST_BULKS[: max(max_bulk + 1, 0)]
+        compiled_ = speedups(compiled)
         self._frame: Framer = self._frame_lines
-        if COMPILED if compiled is None else compiled:
-            if _FRAMING is None:
-                raise RuntimeError("resp_server._framing is not built (python setup.py build_ext --inplace)")
-            self._frame = functools.partial(_FRAMING.frame, max_array, max_bulk)
+        if compiled_ is not None:
+            self._frame = functools.partial(compiled_.frame, max_array, max_bulk)
 
     @property
     def in_request(self) -> bool:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resp_server import _compiled
 from resp_server import parser as resp_proto
 from resp_server.parser import MAX_ARRAY, MAX_BULK, MAX_INLINE, RespParser, encode_request, split_inline
 from resp_server.replies import parse_int64
@@ -22,7 +23,7 @@ from resp_server.store import KeyValueStore
 
 resp_proto_split = resp_proto.split_inline
 
-_BUILT = resp_proto._FRAMING is not None
+_BUILT = _compiled.SPEEDUPS is not None
 
 
 @pytest.fixture(scope="module", autouse=True, params=["python", "compiled"])
@@ -31,14 +32,14 @@ def framer(request: pytest.FixtureRequest) -> Iterator[str]:
     compiled = request.param == "compiled"
     if compiled and not _BUILT:
         if os.environ.get("NETLOOP_EXPECT_COMPILED") == "1":
-            pytest.fail("resp_server._framing is not built")
-        pytest.skip("resp_server._framing is not built (or NETLOOP_PURE=1)")
-    default = resp_proto.COMPILED
-    resp_proto.COMPILED = compiled
+            pytest.fail("resp_server._speedups is not built")
+        pytest.skip("resp_server._speedups is not built (or NETLOOP_PURE=1)")
+    default = _compiled.COMPILED
+    _compiled.COMPILED = compiled
     try:
         yield request.param
     finally:
-        resp_proto.COMPILED = default
+        _compiled.COMPILED = default
 
 
 def cmd(*args: str | bytes) -> bytes:
@@ -363,7 +364,7 @@ def test_a_parser_without_the_compiled_framer_says_so(framer: str) -> None:
 )
 def test_both_framers_read_unusual_headers_alike(data: bytes) -> None:
     if not _BUILT:
-        pytest.skip("resp_server._framing is not built (or NETLOOP_PURE=1)")
+        pytest.skip("resp_server._speedups is not built (or NETLOOP_PURE=1)")
     results = []
     for compiled in (False, True):
         parser = RespParser(max_bulk=8, max_array=8, compiled=compiled)
@@ -383,7 +384,7 @@ def test_both_framers_read_unusual_headers_alike(data: bytes) -> None:
 )
 def test_both_framers_frame_protocol_like_bytes_alike(pieces: list[bytes], cut: int) -> None:
     if not _BUILT:
-        pytest.skip("resp_server._framing is not built (or NETLOOP_PURE=1)")
+        pytest.skip("resp_server._speedups is not built (or NETLOOP_PURE=1)")
     data = b"".join(pieces)
     results = []
     for compiled in (False, True):
