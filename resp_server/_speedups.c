@@ -64,6 +64,7 @@ frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *commands = PyList_New(0);
     if (commands == NULL)
         return NULL;
+    PyObject *previous = NULL; /* the last command framed (borrowed from commands) */
     while (done < end && *done == '*') {
         const char *p;
         long long count = header_number(done + 1, end, &p);
@@ -82,10 +83,22 @@ frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             long long length = header_number(p + 1, end, &p);
             if (length < 0 || length > max_bulk || end - p < length + 2 || p[length] != '\r' || p[length + 1] != '\n')
                 break;
-            PyObject *arg = PyBytes_FromStringAndSize(p, (Py_ssize_t)length);
+            PyObject *arg = NULL;
+            /* The name and the key of a pipeline's commands often repeat: the previous command's equal bytes object is
+             * shared (immutable), which saves making it, hashing it again for the lookups, and freeing it. */
+            if (i < 2 && previous != NULL && PyList_GET_SIZE(previous) > i) {
+                PyObject *same = PyList_GET_ITEM(previous, i);
+                if (PyBytes_GET_SIZE(same) == length && memcmp(PyBytes_AS_STRING(same), p, (size_t)length) == 0) {
+                    Py_INCREF(same);
+                    arg = same;
+                }
+            }
             if (arg == NULL) {
-                Py_DECREF(command);
-                goto fail;
+                arg = PyBytes_FromStringAndSize(p, (Py_ssize_t)length);
+                if (arg == NULL) {
+                    Py_DECREF(command);
+                    goto fail;
+                }
             }
             PyList_SET_ITEM(command, i, arg);
             p += length + 2;
@@ -98,7 +111,8 @@ frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(command);
             goto fail;
         }
-        Py_DECREF(command);
+        Py_DECREF(command); /* the batch's list holds it, and so previous stays valid */
+        previous = command;
         done = p;
     }
     PyObject *result = Py_BuildValue("(Nn)", commands, (Py_ssize_t)(done - base));

@@ -91,18 +91,16 @@ def _run_fast(
     after a command that left keyspace events or unblocked keys behind. ``resp_server/_speedups.c``'s ``run`` is
     this loop compiled."""
     append = replies.append
-    size = len(commands)
-    while at < size:
-        args = commands[at]
+    for index in range(at, len(commands)):
+        args = commands[index]
         entry = dispatch.get(args[0])
         if entry is None:
-            return at
+            return index
         run, low, high = entry
         append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
-        at += 1
         if store.ready or store.events:
-            return at
-    return at
+            return index + 1
+    return len(commands)
 
 
 class RespSession:
