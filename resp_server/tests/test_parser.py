@@ -391,3 +391,10 @@ def test_both_framers_frame_protocol_like_bytes_alike(pieces: list[bytes], cut: 
         parser = RespParser(max_bulk=8, max_array=8, compiled=compiled)
         results.append((feed_all(parser, [data[:cut], data[cut:]]), parser.error, parser.in_request))
     assert results[0] == results[1]
+
+
+def test_repeated_names_and_keys_keep_their_own_bytes(framer: str) -> None:
+    # The compiled framer shares a name or key equal to the previous command's: only an equal one.
+    commands = [[b"GET", b"a"], [b"GET", b"b"], [b"get", b"b"], [b"SET", b"b", b"b"], [b"SET", b"ba", b"b"], [b"S"]]
+    commands += [[b"SET", b""], [b"SET", b"", b""], [b"SET", b"\0"]]
+    assert RespParser().feed(b"".join(encode_request(c) for c in commands)) == commands
