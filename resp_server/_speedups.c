@@ -216,7 +216,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT, "resp_server._speedups",
-    "resp_server's compiled hot path: the request framer and the session's dispatch loop.", -1, methods,
+    "resp_server's compiled hot path: the request framer and the session's dispatch loop.", -1, methods, NULL, NULL,
+    NULL, NULL,
 };
 
 PyMODINIT_FUNC
