@@ -317,8 +317,9 @@ class RespSession:
         at = 0
         while at < size:
             if not self._in_multi:  # the commands that take the fast way, as many in a row as there are
+                start = at
                 at = run_fast(self._dispatch, store, commands, at, replies, arity_error)
-                if store.ready or store.events:  # left behind by the command before ``at``
+                if at > start and (store.ready or store.events):  # after the command before ``at``, as after any
                     self._after(commands[at - 1])
                     continue
                 if at >= size:
