@@ -105,7 +105,9 @@ def measure(server: str, command: str, depth: int, requests: int, out: Path, tre
     env["PYTHONPATH"] = str(tree)
     writes = batches(command, depth, requests)
     argv = server_argv(server, "resp", port)
-    return counted_run(server, argv, env, tree, port, "resp", depth, requests, out, lambda p, _: send(p, writes, depth))
+    return counted_run(
+        server, argv, env, tree, port, "resp", depth, requests, out, client=lambda p, _: send(p, writes, depth)
+    )
 
 
 def count(server: str, command: str, depth: int, short: int, long: int, tree: Path, functions: int) -> Count:

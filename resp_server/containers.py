@@ -244,7 +244,8 @@ def _hset(store: KeyValueStore, args: list[bytes]) -> bytes:
     fields = store.container(args[1], dict)
     if fields is None:
         return WRONGTYPE
-    store.modified(args[1])  # even when no value changes, as in Redis
+    if store.watchers or store.blocked or store.notifying:  # what modified() looks at, without its call
+        store.modified(args[1])  # even when no value changes, as in Redis
     if size == 4:  # one field, the common case
         field = args[2]
         added = field not in fields
@@ -402,7 +403,8 @@ def _sadd(store: KeyValueStore, args: list[bytes]) -> Reply:
         if args[2] in members:
             return ZERO
         members.add(args[2])
-        store.modified(args[1])
+        if store.watchers or store.blocked or store.notifying:  # what modified() looks at, without its call
+            store.modified(args[1])
         return ONE
     before = len(members)
     members.update(args[2:])

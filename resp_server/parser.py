@@ -6,9 +6,12 @@ Nothing here touches a socket, and nothing here runs a command: :mod:`resp_serve
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeAlias
 
+from resp_server._compiled import speedups
 from resp_server.replies import parse_int64
 
 MAX_BULK = 64 * 1024 * 1024
@@ -31,6 +34,10 @@ _TOO_MANY_EMPTY = "Protocol error: too many empty lines before a request"
 _FAST_ARRAYS = {b"*%d" % n: n for n in range(1, 65)}
 _FAST_BULKS = tuple(b"$%d" % n for n in range(1024))
 
+Framer: TypeAlias = "Callable[[bytes, int], tuple[list[list[bytes]], int]]"
+"""``frame(data, start)``: the requests from ``data[start:]`` on that it can frame (their argument lists), and where
+the rest starts."""
+
 
 def encode_request(args: Iterable[bytes]) -> bytes:
     """``args`` as one RESP multibulk request, the form clients such as redis-cli send."""
@@ -42,6 +49,9 @@ def encode_request(args: Iterable[bytes]) -> bytes:
 
 class RespParser:
     """Incremental RESP2 request parser: feed it bytes as they arrive, get back the commands completed.
+
+    ``compiled`` picks the framer of well-formed requests: the compiled one (True), Python's (False), or the default
+    (None): :data:`resp_server._compiled.COMPILED`. Both give the same results.
 
     A command is a non-empty list of byte strings (the command name first). Requests may be split at any
     byte and many may arrive in one chunk. Once a request is malformed or exceeds a limit, :attr:`error`
@@ -55,6 +65,7 @@ class RespParser:
         "_blank",
         "_bulk",
         "_bulks",
+        "_frame",
         "_line_error",
         "_need",
         "_pending",
@@ -63,7 +74,14 @@ class RespParser:
         "limits",
     )
 
-    def __init__(self, max_bulk: int = MAX_BULK, max_array: int = MAX_ARRAY, max_inline: int = MAX_INLINE) -> None:
+    def __init__(
+        self,
+        max_bulk: int = MAX_BULK,
+        max_array: int = MAX_ARRAY,
+        max_inline: int = MAX_INLINE,
+        *,
+        compiled: bool | None = None,
+    ) -> None:
         self.limits = (max_bulk, max_array, max_inline)
         self.error: str | None = None
         self._pending = bytearray()
@@ -78,6 +96,10 @@ class RespParser:
         if max_array < len(_FAST_ARRAYS):
             self._arrays = {line: n for line, n in _FAST_ARRAYS.items() if n <= max_array}
         self._bulks = _FAST_BULKS[: max(max_bulk + 1, 0)]
+        compiled_ = speedups(compiled)
+        self._frame: Framer = self._frame_lines
+        if compiled_ is not None:
+            self._frame = functools.partial(compiled_.frame, max_array, max_bulk)
 
     @property
     def in_request(self) -> bool:
@@ -88,6 +110,33 @@ class RespParser:
         """Consume ``data``; return the commands it completes, in order (empty commands are skipped)."""
         if self._pending or self._args is not None or self.error is not None:
             return self._feed_stream(data)
+        # At a request boundary, the framer takes the common well-formed requests, and a plain inline request
+        # between them is split here (the compiled framer stops at one); the general parser takes over at the first
+        # request neither takes, and with it whatever follows.
+        frame = self._frame
+        commands, end = frame(data, 0)
+        size = len(data)
+        while end < size:
+            eol = data.find(b"\r\n", end)
+            line = data[end:eol]
+            if eol < 0 or line[:1] == b"*" or 10 in line:
+                break
+            words = split_inline(line)
+            if not words:
+                break
+            commands.append(words)
+            more, end = frame(data, eol + 2)
+            commands += more
+        if end < size:
+            commands += self._feed_stream(data[end:])
+        return commands
+
+    def _frame_lines(self, data: bytes, start: int) -> tuple[list[list[bytes]], int]:
+        """The framer in Python: the requests from ``data[start:]`` on that it can frame (inline ones too), and where
+        the rest starts."""
+        if start:
+            framed, end = self._frame_lines(data[start:], 0)
+            return framed, start + end
         # At a request boundary, frame the common well-formed requests from the CRLF-separated lines: an array
         # is its count line, then a header line and a data line per bulk; the data line must have the length
         # its header declares, or else the bulk holds a CRLF (or is malformed). The general parser takes over
@@ -153,8 +202,8 @@ class RespParser:
         except IndexError:
             pass
         if i < n or rest:
-            commands += self._feed_stream(data[sum(map(len, lines[:i])) + 2 * i :])
-        return commands
+            return commands, sum(map(len, lines[:i])) + 2 * i
+        return commands, len(data)
 
     def _feed_stream(self, data: bytes) -> list[list[bytes]]:
         """The general parser: any bytes, any state; what :meth:`feed` does when its fast path cannot."""

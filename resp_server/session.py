@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
+from resp_server._compiled import speedups
 from resp_server.blocking import BLOCKING, Blocker, serve_blocked
 from resp_server.command_table import KEYSPACE, KEYSPACE3, PING
 from resp_server.commands import SESSION_ARITY
@@ -77,6 +78,31 @@ _PUSHED = frozenset((b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"PUNSUBSCRIBE
 """Commands whose replies are pushes, which CLIENT REPLY OFF does not silence (as in Redis 7.0)."""
 
 
+def _run_fast(
+    dispatch: dict[bytes, Any],
+    store: KeyValueStore,
+    commands: list[list[bytes]],
+    at: int,
+    replies: list[Reply],
+    arity_error: Callable[[bytes], bytes],
+) -> int:
+    """Run ``commands[at:]`` in order while each takes the fast way (its name in ``dispatch``), its reply (or its
+    arity error) appended to ``replies``; the index of the first command not run: one ``dispatch`` lacks, or the one
+    after a command that left keyspace events or unblocked keys behind. ``resp_server/_speedups.c``'s ``run`` is
+    this loop compiled."""
+    append = replies.append
+    for index in range(at, len(commands)):
+        args = commands[index]
+        entry = dispatch.get(args[0])
+        if entry is None:
+            return index
+        run, low, high = entry
+        append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
+        if store.ready or store.events:
+            return index + 1
+    return len(commands)
+
+
 class RespSession:
     """One client's conversation: request bytes in, reply bytes out, against a shared keyspace.
 
@@ -88,6 +114,9 @@ class RespSession:
     :meth:`serve` is the same conversation with backpressure: it stops once it has replied about as many bytes
     as the transport can take, keeping the commands not yet run and the reply bytes not yet handed out, and goes
     on at the next call. Replies come as chunks, a big stored value being one chunk of its own (not copied).
+
+    ``compiled`` picks the request framer and the dispatch loop: compiled (True), in Python (False) or the default
+    (None: :data:`resp_server._compiled.COMPILED`); the replies are the same.
     """
 
     __slots__ = (
@@ -104,6 +133,7 @@ class RespSession:
         "_output",
         "_parser",
         "_queue",
+        "_run_fast",
         "addr",
         "blocker",
         "busy",
@@ -138,6 +168,7 @@ class RespSession:
         max_inline: int = MAX_INLINE,
         max_queued: int = MAX_QUEUED,
         server: ServerState | None = None,
+        compiled: bool | None = None,
     ) -> None:
         self.store = store
         self.max_queued = max_queued
@@ -166,7 +197,9 @@ class RespSession:
         """How pub/sub messages leave: the transport sets a thread-safe write (``conn.async_write``)."""
         self.kill: Callable[[], object] = self._kill_self
         """How CLIENT KILL ends this client: the transport sets ``conn.close``."""
-        self._parser = RespParser(max_bulk, max_array, max_inline)
+        self._parser = RespParser(max_bulk, max_array, max_inline, compiled=compiled)
+        compiled_ = speedups(compiled)
+        self._run_fast = _run_fast if compiled_ is None else compiled_.run
         self._closing = False
         self._in_multi = False
         self._queue: list[list[bytes]] = []  # commands queued since MULTI
@@ -277,28 +310,29 @@ class RespSession:
 
     def _run(self, commands: list[list[bytes]]) -> list[Reply]:
         """Run ``commands`` in order; their replies (cut short after a QUIT, which asks to close)."""
-        replies = []
+        replies: list[Reply] = []
         store = self.store
-        in_multi = self._in_multi
-        dispatch = self._dispatch
-        for args in commands:
-            entry = dispatch.get(args[0])
-            if entry is None or in_multi:
-                reply = self._special(args)
-                replies.append(self._silenced(args, reply) if self.reply_mode else reply)
-                if self._closing:
-                    return replies
-                if self.blocker is not None:  # the rest waits until it is served
-                    at = next(i for i, command in enumerate(commands) if command is args)
-                    self._held = commands[at + 1 :]
-                    return replies
-                if store.ready or store.events:
-                    self._after(args)
-                in_multi = self._in_multi
-                dispatch = self._dispatch  # a SUBSCRIBE or HELLO may have changed it
-                continue
-            run, low, high = entry
-            replies.append(run(store, args) if low <= len(args) <= high else arity_error(args[0]))
+        run_fast = self._run_fast
+        size = len(commands)
+        at = 0
+        while at < size:
+            if not self._in_multi:  # the commands that take the fast way, as many in a row as there are
+                start = at
+                at = run_fast(self._dispatch, store, commands, at, replies, arity_error)
+                if at > start and (store.ready or store.events):  # after the command before ``at``, as after any
+                    self._after(commands[at - 1])
+                    continue
+                if at >= size:
+                    break
+            args = commands[at]
+            at += 1
+            reply = self._special(args)
+            replies.append(self._silenced(args, reply) if self.reply_mode else reply)
+            if self._closing:
+                break
+            if self.blocker is not None:  # the rest waits until it is served
+                self._held = commands[at:]
+                break
             if store.ready or store.events:
                 self._after(args)
         return replies

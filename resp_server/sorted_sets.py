@@ -57,7 +57,8 @@ def _zadder(encoder: Encoder) -> Command:
                 member = args[3]
                 old = zset.get(member)
                 zset[member] = score
-                if old != score:  # an unchanged score touches nothing, as in Redis
+                # An unchanged score touches nothing, as in Redis (the test: what modified() looks at, without a call).
+                if old != score and (store.watchers or store.blocked or store.notifying):
                     store.modified(args[1])
                 return ONE if old is None else ZERO
         return general(store, args)

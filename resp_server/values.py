@@ -187,6 +187,8 @@ def strtod(text: bytes) -> tuple[float, int, bool]:
 def parse_float(text: bytes) -> float | None:
     """``text`` as Redis's ``string2d`` reads a double (ZADD's scores, WEIGHTS): all of it a number, no leading
     space, no NaN, no overflow or underflow to zero; None otherwise."""
+    if text.isdigit() and len(text) < 300:  # a plain integer (what clients send most) reads the same, and sooner
+        return float(text)
     if not text or text[:1] in b" \t\n\v\f\r":
         return None
     value, end, erange = strtod(text)

@@ -6,12 +6,15 @@ Expected results were taken from a real redis-server 7.0 given the same bytes.
 from __future__ import annotations
 
 import itertools
+import os
 import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resp_server import _compiled
 from resp_server import parser as resp_proto
 from resp_server.parser import MAX_ARRAY, MAX_BULK, MAX_INLINE, RespParser, encode_request, split_inline
 from resp_server.replies import parse_int64
@@ -19,6 +22,24 @@ from resp_server.session import RespSession
 from resp_server.store import KeyValueStore
 
 resp_proto_split = resp_proto.split_inline
+
+_BUILT = _compiled.SPEEDUPS is not None
+
+
+@pytest.fixture(scope="module", autouse=True, params=["python", "compiled"])
+def framer(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs with each framer as the parsers' default (the compiled one where it is built)."""
+    compiled = request.param == "compiled"
+    if compiled and not _BUILT:
+        if os.environ.get("NETLOOP_EXPECT_COMPILED") == "1":
+            pytest.fail("resp_server._speedups is not built")
+        pytest.skip("resp_server._speedups is not built (or NETLOOP_PURE=1)")
+    default = _compiled.COMPILED
+    _compiled.COMPILED = compiled
+    try:
+        yield request.param
+    finally:
+        _compiled.COMPILED = default
 
 
 def cmd(*args: str | bytes) -> bytes:
@@ -312,3 +333,68 @@ def test_replies_do_not_depend_on_how_bytes_are_split(pieces: list[bytes], cut: 
     first, closed = split.receive(data[:cut])
     second, close = split.receive(data[cut:])
     assert (first + second, closed or close) == whole
+
+
+def test_a_parser_without_the_compiled_framer_says_so(framer: str) -> None:
+    if _BUILT:
+        assert feed_all(RespParser(compiled=True), [cmd("GET", "k")]) == [[b"GET", b"k"]]
+    else:
+        with pytest.raises(RuntimeError, match="not built"):
+            RespParser(compiled=True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"*2\r\n$03\r\nGET\r\n$1\r\nk\r\n",  # a leading zero: the general parser's
+        b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+        b"*+2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+        b"*2\r\n$-1\r\n$1\r\nk\r\n",
+        b"*2\r\n$3\r\nGETX\r\n$1\r\nk\r\n",  # a bulk longer than it says
+        b"*2\r\n$3\r\nGET\r\n:1\r\n",
+        b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n",  # inline after multibulk, multibulk after
+        b"*0\r\n*1\r\n$4\r\nPING\r\n",
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\na\r\n\r\n",  # a CRLF inside a bulk
+        b"*9\r\n$1\r\na\r\n",  # more bulks declared than there are bytes
+        b"*99999999999999999999\r\n",
+        b"*1\r\n$99999999999999999999\r\n",
+        b"*1\r\n$9\r\n" + b"x" * 9 + b"\r\n",  # a bulk over max_bulk below
+        b"*9\r\n" + b"$1\r\nx\r\n" * 9,  # an array over max_array below
+    ],
+)
+def test_both_framers_read_unusual_headers_alike(data: bytes) -> None:
+    if not _BUILT:
+        pytest.skip("resp_server._speedups is not built (or NETLOOP_PURE=1)")
+    results = []
+    for compiled in (False, True):
+        parser = RespParser(max_bulk=8, max_array=8, compiled=compiled)
+        results.append((feed_all(parser, [data, b"*1\r\n$4\r\nPING\r\n"]), parser.error))
+    assert results[0] == results[1]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"*", b"$", b"\r\n", b"-1", b"0", b"1", b"2", b"3", b"9", b"\n", b" ", b"a", b"PING", b"*1\r\n$1\r\nx\r\n"]
+        ),
+        max_size=40,
+    ),
+    st.integers(0, 200),
+)
+def test_both_framers_frame_protocol_like_bytes_alike(pieces: list[bytes], cut: int) -> None:
+    if not _BUILT:
+        pytest.skip("resp_server._speedups is not built (or NETLOOP_PURE=1)")
+    data = b"".join(pieces)
+    results = []
+    for compiled in (False, True):
+        parser = RespParser(max_bulk=8, max_array=8, compiled=compiled)
+        results.append((feed_all(parser, [data[:cut], data[cut:]]), parser.error, parser.in_request))
+    assert results[0] == results[1]
+
+
+def test_repeated_names_and_keys_keep_their_own_bytes(framer: str) -> None:
+    # The compiled framer shares a name or key equal to the previous command's: only an equal one.
+    commands = [[b"GET", b"a"], [b"GET", b"b"], [b"get", b"b"], [b"SET", b"b", b"b"], [b"SET", b"ba", b"b"], [b"S"]]
+    commands += [[b"SET", b""], [b"SET", b"", b""], [b"SET", b"\0"]]
+    assert RespParser().feed(b"".join(encode_request(c) for c in commands)) == commands

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resp_server import _compiled
 from resp_server import parser as resp_proto
 from resp_server.parser import MAX_ARRAY, MAX_BULK, RespParser, encode_request
 from resp_server.session import RespSession
@@ -659,3 +660,38 @@ def test_resp3_doubles() -> None:
     ask(session, cmd("HELLO", "3"))
     assert ask(session, cmd("ZADD", "z", "1.5", "m"), cmd("ZSCORE", "z", "m")) == b":1\r\n,1.5\r\n"
     assert ask(session, cmd("HELLO", "2"), cmd("ZSCORE", "z", "m")).endswith(b"$3\r\n1.5\r\n")
+
+
+# -- the dispatch loop, compiled and in Python ----------------------------------------------------------------
+
+_MIXED = [
+    ["SET", "k", "v"], ["GET", "k"], ["get", "k"], ["GeT", "k"], ["INCR", "n"], ["DEL", "k"], ["GET"],
+    ["HSET", "h", "f", "v"], ["HSET", "h", "f"], ["HSET", "k", "f", "v"], ["SADD", "s", "m"], ["SADD", "s"],
+    ["ZADD", "z", "1", "m"], ["ZADD", "z", "x", "m"], ["ZADD", "z", "NX", "2", "m"], ["LPUSH", "l", "a"],
+    ["RPUSH", "l", "b"], ["BLPOP", "l", "0"], ["BLPOP", "e", "0"], ["MULTI"], ["EXEC"], ["DISCARD"], ["WATCH", "k"],
+    ["PING"], ["ping", "x"], ["HELLO", "3"], ["HELLO", "2"], ["CLIENT", "REPLY", "OFF"], ["CLIENT", "REPLY", "ON"],
+    ["CLIENT", "REPLY", "SKIP"], ["CONFIG", "SET", "notify-keyspace-events", "KA"], ["SUBSCRIBE", "__keyspace@0__:k"],
+    ["UNSUBSCRIBE"], ["FOO"], ["QUIT"], ["OBJECT", "ENCODING", "h"],
+]  # fmt: skip
+
+
+@pytest.mark.skipif(_compiled.SPEEDUPS is None, reason="resp_server._speedups is not built (or NETLOOP_PURE=1)")
+@settings(max_examples=300)
+@given(st.lists(st.lists(st.sampled_from(_MIXED), min_size=1, max_size=12), min_size=1, max_size=4))
+def test_compiled_and_python_dispatch_answer_alike(batches: list[list[list[str]]]) -> None:
+    # Fast commands, session commands, errors, MULTI, blocking, HELLO, CLIENT REPLY, notifications and QUIT, a
+    # batch at a time: the compiled loop and Python's give the same replies, pushes and closes.
+    results = []
+    for compiled in (False, True):
+        session = RespSession(KeyValueStore(FakeClock()), compiled=compiled)
+        answers = [session.receive(b"".join(cmd(*c) for c in batch)) for batch in batches]
+        results.append((answers, session.pushed))
+    assert results[0] == results[1]
+
+
+def test_a_session_without_the_compiled_loop_says_so() -> None:
+    if _compiled.SPEEDUPS is not None:
+        assert RespSession(KeyValueStore(), compiled=True).receive(cmd("PING")) == (b"+PONG\r\n", False)
+    else:
+        with pytest.raises(RuntimeError, match="not built"):
+            RespSession(KeyValueStore(), compiled=True)

@@ -1,12 +1,14 @@
-"""The RESP example's keyspace: values, lazy and active expiry under a fake clock, and Redis glob matching."""
+"""The RESP example's keyspace: values, scores as strtod reads them, lazy and active expiry under a fake clock,
+and Redis glob matching."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from resp_server.store import SAMPLE_SIZE, KeyValueStore, glob_match
+from resp_server.values import parse_float, strtod
 
 
 class FakeClock:
@@ -264,3 +266,15 @@ def test_glob_literal_pattern_matches_only_itself(s: bytes) -> None:
     assert glob_match(escaped, s)
     assert glob_match(b"*" + escaped + b"*", b"x" + s + b"y")
     assert not glob_match(escaped + b"?", s)
+
+
+@given(st.from_regex(rb"[0-9]{1,400}", fullmatch=True))
+@example(b"9" * 299)
+@example(b"1" + b"0" * 308)  # 1e308: a double still
+@example(b"9" * 309)  # past the largest double
+@example(b"0" * 350)
+def test_plain_integer_scores_read_as_strtod_reads_them(text: bytes) -> None:
+    # parse_float reads a plain integer without strtod's regular expression: the same value, and the same refusal
+    # of a number too big for a double.
+    value, end, erange = strtod(text)
+    assert parse_float(text) == (None if erange or end != len(text) else value)
