@@ -4,6 +4,10 @@ Nothing runs as a task but the application: the head and body are parsed in the 
 app's ``send`` writes straight to the connection. Flow control: a request body the app has not taken yet holds
 reading once ``BODY_HIGH_WATER`` bytes wait, and so does a pipelined request waiting for the response before it;
 the app's writes wait for ``netloop.aio.drain`` while the outbound bytes are above ``write_buffer_cap``.
+
+Pipelining: a response that completes while the next request is parsed already is held, and leaves in one write with
+the answers after it once no parsed request remains (or at the loop's next turn, when an app waits on something
+first); the next request's app runs in the task that answered the one before, once that app returns.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from netloop._conn import Conn
 from netloop._errors import ConnClosedError
 from netloop.aio import drain
 from netloop.asgi._response import Response, error_response
-from netloop.asgi._types import Message
+from netloop.asgi._types import ASGIApp, Message
 
 if TYPE_CHECKING:
     from netloop.asgi._handler import ServerState
@@ -65,6 +69,8 @@ class HttpProtocol:
 
     __slots__ = (
         "active",
+        "batch",
+        "batch_end_due",
         "client",
         "conn",
         "cycle",
@@ -79,6 +85,7 @@ class HttpProtocol:
         "idle_timer",
         "in_head",
         "loop",
+        "next_up",
         "parser",
         "pending",
         "queue",
@@ -109,6 +116,9 @@ class HttpProtocol:
         self.active: Cycle | None = None  # the request whose response is being sent
         self.starting: Cycle | None = None  # the active request, its task made once feed_data returns
         self.queue: deque[Cycle | Rejected] = deque()  # pipelined requests (or a refusal) after the active one
+        self.next_up: Cycle | None = None  # the active request, its app not called yet: the task before runs it
+        self.batch: Batch | None = None  # responses held to leave with those after them
+        self.batch_end_due = False  # _batch_end is on the loop's queue
         self.held = 0
         self.pending = b""  # bytes of a read not parsed yet: MAX_PIPELINE requests wait already
         self.stopped_reading = False  # after a request that ends the connection: later bytes are dropped
@@ -205,6 +215,7 @@ class HttpProtocol:
             timer.cancel()
             self.idle_timer = None
         self.stopped_reading = True
+        self.batch = None
         for cycle in (self.active, self.cycle, *self.queue):
             if isinstance(cycle, Cycle):
                 cycle.disconnected = True
@@ -398,22 +409,70 @@ class HttpProtocol:
             return
         self.server.log_refused(self, rejected)
         try:
-            conn.write(error_response(rejected.status, rejected.reason))
+            self.flush(error_response(rejected.status, rejected.reason))
         except ConnClosedError:
             return
         conn.close()
+
+    def flush(self, data: bytes = b"") -> None:
+        """Write the held responses and ``data`` after them, in one write (``ConnClosedError`` as ``Conn.write``)."""
+        batch = self.batch
+        if batch is None:
+            self.conn.write(data)
+            return
+        self.batch = None
+        if data:
+            batch.append(data)
+        self.conn.write(b"".join(batch))
+
+    def start_batch(self) -> Batch:
+        """Hold the responses written from now on, to leave with those after them (by the loop's next turn)."""
+        batch = self.batch = Batch()
+        if not self.batch_end_due:
+            self.batch_end_due = True
+            self.loop.call_soon(self._batch_end)
+        return batch
+
+    def _batch_end(self) -> None:
+        """The loop's turn after responses were held or a request's turn came: what is held leaves, and a request
+        whose app has not run (the app before it waits on something) gets a task of its own."""
+        self.batch_end_due = False
+        if self.batch is not None and not self.conn.closed:
+            try:
+                self.flush()
+            except ConnClosedError:
+                pass
+        cycle = self.next_up
+        if cycle is not None:
+            self.next_up = None
+            self._start(cycle, eager=EAGER_START)
+
+    def _close(self) -> None:
+        """Close the connection after the held responses."""
+        conn = self.conn
+        if self.batch is not None and not conn.closed:
+            try:
+                self.flush()
+            except ConnClosedError:
+                return
+        conn.close()
+
+    def next_app(self) -> ASGIApp:
+        """The app for the request whose turn has come (counted in ``server.tasks``): a 503 past the limit."""
+        server = self.server
+        limit = server.config.limit_concurrency
+        app = server.app
+        if limit is not None and (server.tasks >= limit or server.connections > limit):
+            app = _service_unavailable
+        server.tasks += 1
+        return app
 
     def _start(self, cycle: Cycle, eager: bool = False) -> None:
         """Run the app for ``cycle`` as a task; ``eager``: its first step now (Python 3.12+), not from the loop."""
         self.starting = None
         self.active = cycle
         cycle.started = True
-        server = self.server
-        app = server.app
-        limit = server.config.limit_concurrency
-        if limit is not None and (server.tasks >= limit or server.connections > limit):
-            app = _service_unavailable
-        server.tasks += 1
+        app = self.next_app()
         loop = self.loop
         if loop._task_factory is not None:  # type: ignore[attr-defined]
             loop.create_task(cycle.run(app))
@@ -433,7 +492,7 @@ class HttpProtocol:
             # still sends is not a next request.
             self.stopped_reading = True
             self.queue.clear()
-            conn.close()
+            self._close()
             return
         queue = self.queue
         if queue:
@@ -441,7 +500,16 @@ class HttpProtocol:
             if isinstance(item, Rejected):
                 self._answer_rejected(item)
                 return
-            self._start(item)
+            if self.loop._task_factory is not None:  # type: ignore[attr-defined]
+                self._start(item)  # each request's task from the loop's factory
+            else:
+                # Its turn, with no trip through the loop: the task that runs this app runs that one's next (or,
+                # should this app wait on something first, _batch_end starts it).
+                self.active = self.next_up = item
+                item.started = True
+                if not self.batch_end_due:
+                    self.batch_end_due = True
+                    self.loop.call_soon(self._batch_end)
         elif not self.stopped_reading and not self.pending:
             self.idle_since = _now()
             if self.idle_timer is None:
@@ -458,7 +526,7 @@ class HttpProtocol:
         self.stopped_reading = True
         self.queue.clear()
         if not self.conn.closed:
-            self.conn.close()
+            self._close()
 
     def body_taken(self, cycle: Cycle) -> None:
         if self.held & HOLD_BODY and cycle.buffered <= BODY_HIGH_WATER // 2:
@@ -555,28 +623,36 @@ class Cycle:
                 waiter.set_result(None)
 
     async def run(self, app: Any) -> None:
+        """Call the app for this request, then for each request whose turn comes meanwhile (``proto.next_up``):
+        pipelined requests answered one after the other share a task, with no trip through the loop between."""
         proto = self.proto
         server = proto.server
-        try:
-            await app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                if not self.response_complete:
+        cycle: Cycle | None = self
+        while cycle is not None:
+            try:
+                await app(cycle.scope, cycle.receive, cycle.send)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    if not cycle.response_complete:
+                        proto.abort()
+                    raise
+                server.log_app_error(cycle, exc)
+                cycle._failed()
+            else:
+                if cycle.response is None:
+                    if not cycle.disconnected:
+                        server.log_app_error(cycle, RuntimeError("ASGI callable returned without starting response."))
+                    cycle._failed()
+                elif not cycle.response_complete:
+                    if not cycle.disconnected:
+                        server.log_app_error(cycle, RuntimeError("ASGI callable returned without completing response."))
                     proto.abort()
-                raise
-            server.log_app_error(self, exc)
-            self._failed()
-        else:
-            if self.response is None:
-                if not self.disconnected:
-                    server.log_app_error(self, RuntimeError("ASGI callable returned without starting response."))
-                self._failed()
-            elif not self.response_complete:
-                if not self.disconnected:
-                    server.log_app_error(self, RuntimeError("ASGI callable returned without completing response."))
-                proto.abort()
-        finally:
-            server.tasks -= 1
+            finally:
+                server.tasks -= 1
+            cycle = proto.next_up
+            if cycle is not None:
+                proto.next_up = None
+                app = proto.next_app()
 
     def _failed(self) -> None:
         proto = self.proto
@@ -598,9 +674,9 @@ class Cycle:
     async def receive(self) -> Message:
         if self.expect_continue:
             self.expect_continue = False
-            conn = self.proto.conn
-            if not conn.closed and self.response is None:
-                conn.write(_CONTINUE)
+            proto = self.proto
+            if not proto.conn.closed and self.response is None:
+                proto.flush(_CONTINUE)  # after the responses held before it
         while True:
             if self.disconnected or self.response_complete:
                 return {"type": "http.disconnect"}
@@ -642,8 +718,16 @@ class Cycle:
         more = message.get("more_body", False)
         proto = self.proto
         conn = proto.conn
+        batch = proto.batch
         try:
-            response.write(conn, body, more)
+            if not more and proto.queue:
+                # The next request is parsed already: this response leaves with its answer.
+                response.write(batch if batch is not None else proto.start_batch(), body, more)
+            elif batch is None:
+                response.write(conn, body, more)
+            else:
+                response.write(batch, body, more)
+                proto.flush()  # no parsed request left, or a streamed part: what is held leaves now
         except ConnClosedError:
             self.disconnected = True
             return DONE
@@ -664,6 +748,13 @@ class Cycle:
             await drain(conn)
         except ConnClosedError:
             self.disconnected = True
+
+
+class Batch(list[bytes]):
+    """Held responses: ``Response.write`` writes to it as to a connection."""
+
+    __slots__ = ()
+    write = list.append
 
 
 class _Done(tuple):  # type: ignore[type-arg]
