@@ -243,3 +243,23 @@ def test_a_client_leaving_mid_pipeline_disconnects_the_request_in_progress_and_s
     assert first == b"/1"
     assert heard == ["http.request", "http.disconnect"]
     assert (status, body) == (200, b"/7")
+
+
+def test_large_pipelined_responses_are_not_held_for_the_ones_after_them() -> None:
+    from netloop.asgi._http import HELD_BODY_MAX
+
+    big = b"x" * (HELD_BODY_MAX + 1)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": big if scope["path"] == "/big" else b"small"})
+
+    handler = CountingHandler(app)
+    with serving(handler, pre_write=True) as port:
+        sock = connect(port)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + GET % 4)
+        responses = read_responses(sock, 4)
+        sock.close()
+    assert [body for _, _, body in responses] == [big, big, big, b"small"]
+    # Each large one leaves as it is written, the small one after them; held, all four would leave in one write.
+    assert len(handler.writes) == 4 and all(n > len(big) for n in handler.writes[:3]), handler.writes

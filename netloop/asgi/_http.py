@@ -40,6 +40,10 @@ MAX_PIPELINE = 16
 FEED_SLICE = 8192
 """A read larger than this is parsed a slice at a time, so a read full of tiny pipelined requests stays bounded."""
 
+HELD_BODY_MAX = 16384
+"""A response body larger than this is not held for the responses after it (nor are more than ``MAX_PIPELINE``
+responses): what is held stays small."""
+
 STOP_IDLE_S = 0.5
 """On a stop, a kept-alive connection idle this long is closed; one idle for less may have a request on its way."""
 
@@ -720,7 +724,7 @@ class Cycle:
         conn = proto.conn
         batch = proto.batch
         try:
-            if not more and proto.queue:
+            if not more and proto.queue and len(body) <= HELD_BODY_MAX and (batch is None or len(batch) < MAX_PIPELINE):
                 # The next request is parsed already: this response leaves with its answer.
                 response.write(batch if batch is not None else proto.start_batch(), body, more)
             elif batch is None:
