@@ -160,6 +160,8 @@ class HttpProtocol:
                     self._head_fed(len(data))
             if self.starting is not None:
                 self._start(self.starting, eager=True)
+                if self.queue and not self.held & HOLD_PIPELINE:
+                    self._hold(HOLD_PIPELINE)
             return
         view = memoryview(data)
         for start in range(0, len(data), FEED_SLICE):
@@ -184,6 +186,8 @@ class HttpProtocol:
             fed = not self.in_head or self._head_fed(len(data))
         if self.starting is not None:
             self._start(self.starting, eager=True)
+            if self.queue and not self.held & HOLD_PIPELINE:
+                self._hold(HOLD_PIPELINE)
         return fed
 
     def _head_fed(self, n: int) -> bool:
@@ -351,7 +355,9 @@ class HttpProtocol:
                 self._start(cycle)
         else:
             self.queue.append(cycle)
-            if not self.held & HOLD_PIPELINE:
+            if not self.held & HOLD_PIPELINE and self.starting is None:
+                # (Behind a request about to start eagerly, reading is held after its step, if it still must be:
+                # its app may answer every request of the read at once.)
                 self._hold(HOLD_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
