@@ -246,7 +246,7 @@ def test_a_client_leaving_mid_pipeline_disconnects_the_request_in_progress_and_s
 
 
 def test_large_pipelined_responses_are_not_held_for_the_ones_after_them() -> None:
-    from netloop.asgi._http import HELD_BODY_MAX
+    from netloop.asgi._cycle import HELD_BODY_MAX
 
     big = b"x" * (HELD_BODY_MAX + 1)
 

@@ -16,7 +16,7 @@ from netloop._conn import Conn
 from netloop.asgi._types import Message
 
 if TYPE_CHECKING:
-    from netloop.asgi._http import Batch, Cycle
+    from netloop.asgi._cycle import Batch, Cycle
 
 # Header names are tokens; values carry no control byte but tab (no CR or LF: no response splitting).
 _BAD_NAME = re.compile(rb'[\x00-\x20\x7f-\xff()<>@,;:\[\]={}\\"/?]')
