@@ -263,3 +263,40 @@ def test_large_pipelined_responses_are_not_held_for_the_ones_after_them() -> Non
     assert [body for _, _, body in responses] == [big, big, big, b"small"]
     # Each large one leaves as it is written, the small one after them; held, all four would leave in one write.
     assert len(handler.writes) == 4 and all(n > len(big) for n in handler.writes[:3]), handler.writes
+
+
+def test_pipelined_requests_answered_at_once_run_in_one_task() -> None:
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        tasks.append(asyncio.current_task())  # the task object itself: kept alive, so no other can take its id
+        await path_app(scope, receive, send)
+
+    with serving(ASGIHandler(app, Config(access_log=False, lifespan="off"))) as port:
+        sock = connect(port)
+        sock.sendall(b"".join(GET % i for i in range(16)))
+        responses = read_responses(sock, 16)
+        sock.close()
+    assert [body for _, _, body in responses] == [b"/%d" % i for i in range(16)]
+    # A task each before, made from the loop once the response before had left.
+    assert len(tasks) == 16 and all(task is tasks[0] for task in tasks), {id(task) for task in tasks}
+
+
+def test_with_a_task_factory_each_pipelined_request_gets_a_task_from_it() -> None:
+    made: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro.cr_code.co_name)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        asyncio.get_running_loop().set_task_factory(factory)  # from the first request on
+        await path_app(scope, receive, send)
+
+    with serving(ASGIHandler(app, Config(access_log=False, lifespan="off"))) as port:
+        sock = connect(port)
+        sock.sendall(GET % 1 + GET % 2 + GET % 3)
+        responses = read_responses(sock, 3)
+        sock.close()
+    assert [body for _, _, body in responses] == [b"/1", b"/2", b"/3"]
+    assert made == ["run", "run"]  # the second and third requests' tasks
