@@ -421,34 +421,37 @@ class HttpProtocol:
     def start_batch(self) -> Batch:
         """Hold the responses written from now on, to leave with those after them (by the loop's next turn)."""
         batch = self.batch = Batch()
+        self._batch_end_soon()
+        return batch
+
+    def _batch_end_soon(self) -> None:
         if not self.batch_end_due:
             self.batch_end_due = True
             self.loop.call_soon(self._batch_end)
-        return batch
 
     def _batch_end(self) -> None:
         """The loop's turn after responses were held or a request's turn came: what is held leaves, and a request
         whose app has not run (the app before it waits on something) gets a task of its own."""
         self.batch_end_due = False
-        if self.batch is not None and not self.conn.closed:
-            try:
-                self.flush()
-            except ConnClosedError:
-                pass
+        self._flush_held()
         cycle = self.next_up
         if cycle is not None:
             self.next_up = None
             self._start(cycle, eager=EAGER_START)
 
-    def _close(self) -> None:
-        """Close the connection after the held responses."""
-        conn = self.conn
-        if self.batch is not None and not conn.closed:
+    def _flush_held(self) -> bool:
+        """Write the held responses, if any; False when the connection is gone."""
+        if self.batch is not None and not self.conn.closed:
             try:
                 self.flush()
             except ConnClosedError:
-                return
-        conn.close()
+                return False
+        return True
+
+    def _close(self) -> None:
+        """Close the connection after the held responses."""
+        if self._flush_held():
+            self.conn.close()
 
     def next_app(self) -> ASGIApp:
         """The app for the request whose turn has come (counted in ``server.tasks``): a 503 past the limit."""
@@ -500,9 +503,7 @@ class HttpProtocol:
                 # should this app wait on something first, _batch_end starts it).
                 self.active = self.next_up = item
                 item.started = True
-                if not self.batch_end_due:
-                    self.batch_end_due = True
-                    self.loop.call_soon(self._batch_end)
+                self._batch_end_soon()
         elif not self.stopped_reading and not self.pending:
             self.idle_since = _now()
             if self.idle_timer is None:
