@@ -11,8 +11,9 @@ from netloop._conn import Conn
 from netloop._engine import Engine
 from netloop._handler import Action, EventHandler
 from netloop.asgi._config import Config, access_log, log
+from netloop.asgi._cycle import Cycle, Rejected
 from netloop.asgi._forwarded import TrustedProxies
-from netloop.asgi._http import Cycle, HttpProtocol, Rejected
+from netloop.asgi._http import HttpProtocol
 from netloop.asgi._lifespan import Lifespan, StartupFailed
 from netloop.asgi._types import ASGIApp
 

@@ -4,6 +4,10 @@ Nothing runs as a task but the application: the head and body are parsed in the 
 app's ``send`` writes straight to the connection. Flow control: a request body the app has not taken yet holds
 reading once ``BODY_HIGH_WATER`` bytes wait, and so does a pipelined request waiting for the response before it;
 the app's writes wait for ``netloop.aio.drain`` while the outbound bytes are above ``write_buffer_cap``.
+
+Pipelining: a response that completes while the next request is parsed already is held, and leaves in one write with
+the answers after it once no parsed request remains (or at the loop's next turn, when an app waits on something
+first); the next request's app runs in the task that answered the one before, once that app returns.
 """
 
 from __future__ import annotations
@@ -14,16 +18,15 @@ import sys
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from netloop._conn import Conn
 from netloop._errors import ConnClosedError
-from netloop.aio import drain
-from netloop.asgi._response import Response, error_response
-from netloop.asgi._types import Message
+from netloop.asgi._cycle import MAX_PIPELINE, Batch, Cycle, Rejected, service_unavailable
+from netloop.asgi._response import error_response
+from netloop.asgi._types import ASGIApp
 
 if TYPE_CHECKING:
     from netloop.asgi._handler import ServerState
@@ -31,8 +34,6 @@ if TYPE_CHECKING:
 BODY_HIGH_WATER = 65536
 """Request body bytes waiting for the app before the connection's reading is held."""
 
-MAX_PIPELINE = 16
-"""Requests parsed ahead of the one being answered; past it the rest of a read waits unparsed (and reading is held)."""
 FEED_SLICE = 8192
 """A read larger than this is parsed a slice at a time, so a read full of tiny pipelined requests stays bounded."""
 
@@ -43,7 +44,6 @@ HOLD_BODY = 1
 HOLD_PIPELINE = 2
 
 _EXPECT_CONTINUE = b"100-continue"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _Task = asyncio.Task
 EAGER_START = sys.version_info >= (3, 12)
@@ -51,20 +51,13 @@ EAGER_START = sys.version_info >= (3, 12)
 _now = time.monotonic  # asyncio's loop.time(), without its call
 
 
-class Rejected(Exception):
-    """A request answered with ``status`` (and ``reason`` as its body) before the app sees it; then the close."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 class HttpProtocol:
     """``conn.context`` of an HTTP/1.1 connection: the parser's callbacks, and the requests in order."""
 
     __slots__ = (
         "active",
+        "batch",
+        "batch_end_due",
         "client",
         "conn",
         "cycle",
@@ -79,6 +72,7 @@ class HttpProtocol:
         "idle_timer",
         "in_head",
         "loop",
+        "next_up",
         "parser",
         "pending",
         "queue",
@@ -109,6 +103,9 @@ class HttpProtocol:
         self.active: Cycle | None = None  # the request whose response is being sent
         self.starting: Cycle | None = None  # the active request, its task made once feed_data returns
         self.queue: deque[Cycle | Rejected] = deque()  # pipelined requests (or a refusal) after the active one
+        self.next_up: Cycle | None = None  # the active request, its app not called yet: the task before runs it
+        self.batch: Batch | None = None  # responses held to leave with those after them
+        self.batch_end_due = False  # _batch_end is on the loop's queue
         self.held = 0
         self.pending = b""  # bytes of a read not parsed yet: MAX_PIPELINE requests wait already
         self.stopped_reading = False  # after a request that ends the connection: later bytes are dropped
@@ -146,6 +143,8 @@ class HttpProtocol:
                     self._head_fed(len(data))
             if self.starting is not None:
                 self._start(self.starting, eager=True)
+                if self.queue and not self.held & HOLD_PIPELINE:
+                    self._hold(HOLD_PIPELINE)
             return
         view = memoryview(data)
         for start in range(0, len(data), FEED_SLICE):
@@ -170,6 +169,8 @@ class HttpProtocol:
             fed = not self.in_head or self._head_fed(len(data))
         if self.starting is not None:
             self._start(self.starting, eager=True)
+            if self.queue and not self.held & HOLD_PIPELINE:
+                self._hold(HOLD_PIPELINE)
         return fed
 
     def _head_fed(self, n: int) -> bool:
@@ -205,6 +206,7 @@ class HttpProtocol:
             timer.cancel()
             self.idle_timer = None
         self.stopped_reading = True
+        self.batch = None
         for cycle in (self.active, self.cycle, *self.queue):
             if isinstance(cycle, Cycle):
                 cycle.disconnected = True
@@ -336,7 +338,9 @@ class HttpProtocol:
                 self._start(cycle)
         else:
             self.queue.append(cycle)
-            if not self.held & HOLD_PIPELINE:
+            if not self.held & HOLD_PIPELINE and self.starting is None:
+                # (Behind a request about to start eagerly, reading is held after its step, if it still must be:
+                # its app may answer every request of the read at once.)
                 self._hold(HOLD_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
@@ -398,22 +402,73 @@ class HttpProtocol:
             return
         self.server.log_refused(self, rejected)
         try:
-            conn.write(error_response(rejected.status, rejected.reason))
+            self.flush(error_response(rejected.status, rejected.reason))
         except ConnClosedError:
             return
         conn.close()
+
+    def flush(self, data: bytes = b"") -> None:
+        """Write the held responses and ``data`` after them, in one write (``ConnClosedError`` as ``Conn.write``)."""
+        batch = self.batch
+        if batch is None:
+            self.conn.write(data)
+            return
+        self.batch = None
+        if data:
+            batch.append(data)
+        self.conn.write(b"".join(batch))
+
+    def start_batch(self) -> Batch:
+        """Hold the responses written from now on, to leave with those after them (by the loop's next turn)."""
+        batch = self.batch = Batch()
+        self._batch_end_soon()
+        return batch
+
+    def _batch_end_soon(self) -> None:
+        if not self.batch_end_due:
+            self.batch_end_due = True
+            self.loop.call_soon(self._batch_end)
+
+    def _batch_end(self) -> None:
+        """The loop's turn after responses were held or a request's turn came: what is held leaves, and a request
+        whose app has not run (the app before it waits on something) gets a task of its own."""
+        self.batch_end_due = False
+        self._flush_held()
+        cycle = self.next_up
+        if cycle is not None:
+            self.next_up = None
+            self._start(cycle, eager=EAGER_START)
+
+    def _flush_held(self) -> bool:
+        """Write the held responses, if any; False when the connection is gone."""
+        if self.batch is not None and not self.conn.closed:
+            try:
+                self.flush()
+            except ConnClosedError:
+                return False
+        return True
+
+    def _close(self) -> None:
+        """Close the connection after the held responses."""
+        if self._flush_held():
+            self.conn.close()
+
+    def next_app(self) -> ASGIApp:
+        """The app for the request whose turn has come (counted in ``server.tasks``): a 503 past the limit."""
+        server = self.server
+        limit = server.config.limit_concurrency
+        app = server.app
+        if limit is not None and (server.tasks >= limit or server.connections > limit):
+            app = service_unavailable
+        server.tasks += 1
+        return app
 
     def _start(self, cycle: Cycle, eager: bool = False) -> None:
         """Run the app for ``cycle`` as a task; ``eager``: its first step now (Python 3.12+), not from the loop."""
         self.starting = None
         self.active = cycle
         cycle.started = True
-        server = self.server
-        app = server.app
-        limit = server.config.limit_concurrency
-        if limit is not None and (server.tasks >= limit or server.connections > limit):
-            app = _service_unavailable
-        server.tasks += 1
+        app = self.next_app()
         loop = self.loop
         if loop._task_factory is not None:  # type: ignore[attr-defined]
             loop.create_task(cycle.run(app))
@@ -433,7 +488,7 @@ class HttpProtocol:
             # still sends is not a next request.
             self.stopped_reading = True
             self.queue.clear()
-            conn.close()
+            self._close()
             return
         queue = self.queue
         if queue:
@@ -441,7 +496,14 @@ class HttpProtocol:
             if isinstance(item, Rejected):
                 self._answer_rejected(item)
                 return
-            self._start(item)
+            if self.loop._task_factory is not None:  # type: ignore[attr-defined]
+                self._start(item)  # each request's task from the loop's factory
+            else:
+                # Its turn, with no trip through the loop: the task that runs this app runs that one's next (or,
+                # should this app wait on something first, _batch_end starts it).
+                self.active = self.next_up = item
+                item.started = True
+                self._batch_end_soon()
         elif not self.stopped_reading and not self.pending:
             self.idle_since = _now()
             if self.idle_timer is None:
@@ -458,7 +520,7 @@ class HttpProtocol:
         self.stopped_reading = True
         self.queue.clear()
         if not self.conn.closed:
-            self.conn.close()
+            self._close()
 
     def body_taken(self, cycle: Cycle) -> None:
         if self.held & HOLD_BODY and cycle.buffered <= BODY_HIGH_WATER // 2:
@@ -505,185 +567,6 @@ class HttpProtocol:
         lines = [b"%s %s HTTP/%s" % (method, self.url, self.parser.get_http_version().encode())]
         lines += [b"%s: %s" % (name, value) for name, value in self.headers]
         return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-class Cycle:
-    """One request and its response: the app's ``receive`` and ``send``."""
-
-    __slots__ = (
-        "body_done",
-        "buffered",
-        "chunks",
-        "disconnected",
-        "expect_continue",
-        "final_taken",
-        "head_only",
-        "keep_alive",
-        "proto",
-        "received",
-        "rejected",
-        "response",
-        "response_complete",
-        "scope",
-        "started",
-        "waiter",
-    )
-
-    def __init__(self, proto: HttpProtocol, scope: dict[str, Any], keep_alive: bool, head_only: bool) -> None:
-        self.proto = proto
-        self.scope = scope
-        self.keep_alive = keep_alive
-        self.head_only = head_only
-        self.chunks: list[bytes] = []
-        self.buffered = 0
-        self.received = 0
-        self.body_done = False
-        self.final_taken = False
-        self.disconnected = False
-        self.expect_continue = False
-        self.started = False
-        self.rejected: Rejected | None = None
-        self.response: Response | None = None
-        self.response_complete = False
-        self.waiter: asyncio.Future[None] | None = None
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def run(self, app: Any) -> None:
-        proto = self.proto
-        server = proto.server
-        try:
-            await app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                if not self.response_complete:
-                    proto.abort()
-                raise
-            server.log_app_error(self, exc)
-            self._failed()
-        else:
-            if self.response is None:
-                if not self.disconnected:
-                    server.log_app_error(self, RuntimeError("ASGI callable returned without starting response."))
-                self._failed()
-            elif not self.response_complete:
-                if not self.disconnected:
-                    server.log_app_error(self, RuntimeError("ASGI callable returned without completing response."))
-                proto.abort()
-        finally:
-            server.tasks -= 1
-
-    def _failed(self) -> None:
-        proto = self.proto
-        if self.response_complete:
-            return
-        if self.response is not None:
-            proto.abort()
-            return
-        self.response_complete = True
-        rejected = self.rejected
-        if rejected is None:
-            if self.disconnected:
-                proto.abort()
-                return
-            rejected = Rejected(500, "Internal Server Error")
-        proto.active = None
-        proto._answer_rejected(rejected)
-
-    async def receive(self) -> Message:
-        if self.expect_continue:
-            self.expect_continue = False
-            conn = self.proto.conn
-            if not conn.closed and self.response is None:
-                conn.write(_CONTINUE)
-        while True:
-            if self.disconnected or self.response_complete:
-                return {"type": "http.disconnect"}
-            if self.chunks:
-                chunks = self.chunks
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self.chunks = []
-                self.buffered = 0
-                self.proto.body_taken(self)
-                more = not self.body_done
-                self.final_taken = not more
-                return {"type": "http.request", "body": body, "more_body": more}
-            if self.body_done and not self.final_taken:
-                self.final_taken = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            waiter = self.waiter = self.proto.loop.create_future()
-            await waiter
-
-    def send(self, message: Message) -> Awaitable[None]:
-        """The app's ``send``: a plain call returning an awaitable, done already unless the write must wait for the
-        connection to drain (no coroutine per message)."""
-        response = self.response
-        kind = message["type"]
-        if response is None:
-            if kind != "http.response.start":
-                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
-            self.expect_continue = False
-            self.response = Response(self, message)
-            return DONE
-        if self.response_complete:
-            if self.disconnected:
-                return DONE
-            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
-        if kind != "http.response.body":
-            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
-        if self.disconnected:
-            return DONE
-        body = message.get("body", b"")
-        more = message.get("more_body", False)
-        proto = self.proto
-        conn = proto.conn
-        try:
-            response.write(conn, body, more)
-        except ConnClosedError:
-            self.disconnected = True
-            return DONE
-        if not more:
-            self.response_complete = True
-            if self.waiter is not None:
-                self.wake()
-            server = proto.server
-            if server.access:
-                server.log_access(self)
-            proto.response_complete(self)
-        elif conn.outbound_buffered():
-            return self._drain(conn)
-        return DONE
-
-    async def _drain(self, conn: Conn) -> None:
-        try:
-            await drain(conn)
-        except ConnClosedError:
-            self.disconnected = True
-
-
-class _Done(tuple):  # type: ignore[type-arg]
-    """An awaitable already done: ``await`` on it returns None at once, without a trip through the event loop."""
-
-    __slots__ = ()
-    if TYPE_CHECKING:
-
-        def __await__(self) -> Generator[Any, None, None]: ...
-
-    else:
-        __await__ = tuple.__iter__  # an empty tuple's iterator: done as soon as it is asked
-
-
-DONE: Awaitable[None] = _Done()
-
-
-async def _service_unavailable(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:

@@ -16,7 +16,7 @@ from netloop._conn import Conn
 from netloop.asgi._types import Message
 
 if TYPE_CHECKING:
-    from netloop.asgi._http import Cycle
+    from netloop.asgi._cycle import Batch, Cycle
 
 # Header names are tokens; values carry no control byte but tab (no CR or LF: no response splitting).
 _BAD_NAME = re.compile(rb'[\x00-\x20\x7f-\xff()<>@,;:\[\]={}\\"/?]')
@@ -131,10 +131,10 @@ class Response:
         self.remaining = length
         self.chunked = chunked
 
-    def write(self, conn: Conn, body: bytes, more: bool) -> None:
-        """Send one ``http.response.body`` (with the head before the first, in the same write). Raises
-        ``RuntimeError`` for a body that does not fit ``content-length``; ``ConnClosedError`` when the connection is
-        gone."""
+    def write(self, out: Conn | Batch, body: bytes, more: bool) -> None:
+        """Write one ``http.response.body`` to ``out`` (the connection, or the responses held to leave together),
+        with the head before the first, in the same write. Raises ``RuntimeError`` for a body that does not fit
+        ``content-length``; ``ConnClosedError`` when the connection is gone."""
         head = self.head
         if head is not None:
             self.head = None
@@ -163,7 +163,7 @@ class Response:
                 head.append(b"connection: keep-alive\r\n")
             head.append(b"\r\n")
             if self.no_body:
-                conn.write(b"".join(head))
+                out.write(b"".join(head))
                 return
         elif self.no_body:
             return
@@ -176,9 +176,9 @@ class Response:
             self.remaining = remaining = remaining - n
             if head is not None:
                 head.append(body)
-                conn.write(b"".join(head))
+                out.write(b"".join(head))
             elif body:
-                conn.write(body)
+                out.write(body)
             if not more and remaining:
                 self.cycle.keep_alive = False
                 raise RuntimeError("Response content shorter than Content-Length")
@@ -192,4 +192,4 @@ class Response:
         else:
             data += body  # close-delimited
         if data:
-            conn.write(data)
+            out.write(data)
