@@ -466,6 +466,42 @@ add_to(PyObject *dict, PyObject *loop, PyObject *name, Py_ssize_t n)
     return r;
 }
 
+/* ``loop._sleeping`` while the compiled loop serves: a flag whose truth is whether the loop is about to wait or
+ * waiting in epoll_wait, so that another thread's ``EventLoop.submit`` decides whether to write the wake-up as it does
+ * on the Python loop's bool. The loop sets and clears it in C around each wait (two dictionary writes per iteration
+ * before): with the GIL held, as the bool was written, so the order "set, then look at the queue" against submit's
+ * "append, then read it" is the same on both cores. */
+typedef struct {
+    PyObject_HEAD
+    int sleeping;
+} SleepFlag;
+
+static int
+sleep_flag_bool(SleepFlag *self)
+{
+    return self->sleeping;
+}
+
+static PyObject *
+sleep_flag_repr(SleepFlag *self)
+{
+    return PyUnicode_FromString(self->sleeping ? "<netloop loop: sleeping>" : "<netloop loop: awake>");
+}
+
+static PyNumberMethods sleep_flag_number = {
+    .nb_bool = (inquiry)sleep_flag_bool,
+};
+
+static PyTypeObject SleepFlagType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "netloop._speedups.SleepFlag",
+    .tp_doc = PyDoc_STR("True while the compiled loop waits (or is about to wait) in epoll_wait."),
+    .tp_basicsize = sizeof(SleepFlag),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_repr = (reprfunc)sleep_flag_repr,
+    .tp_as_number = &sleep_flag_number,
+};
+
 /* Each loop ``serve`` runs. Its reads and the writes on its connections count their bytes here rather than in
  * ``loop.bytes_in`` and ``loop.bytes_out`` (two dictionary updates each per request); ``counted(loop)`` adds them for
  * ``EventLoop.stats``, and ``serve`` moves them into the attributes when it returns. A list of the running loops,
@@ -1439,8 +1475,15 @@ serve(PyObject *module, PyObject *args)
     if (!PyDict_Check(dict)) {
         Py_CLEAR(dict);
     }
+    SleepFlag *sleeping = PyObject_New(SleepFlag, &SleepFlagType);
+    if (sleeping == NULL) {
+        Py_XDECREF(dict);
+        return NULL;
+    }
+    sleeping->sleeping = 0;
     Serving sv = {d.loop, dict, 0, 0, NULL, 0, 0.0, 0};
-    if (refresh(&sv) < 0) {
+    if (loop_set(dict, d.loop, s_sleeping, (PyObject *)sleeping) < 0 || refresh(&sv) < 0) {
+        Py_DECREF(sleeping);
         Py_XDECREF(dict);
         return NULL;
     }
@@ -1495,9 +1538,7 @@ serve(PyObject *module, PyObject *args)
                 timeout = ms > (double)INT_MAX ? INT_MAX : (int)ms;
             }
         }
-        if (loop_write(&sv, s_sleeping, Py_True) < 0) {
-            goto done;
-        }
+        sleeping->sleeping = 1;
         Py_ssize_t queued = PyObject_Length(tasks);
         if (queued < 0) {
             goto done;
@@ -1515,9 +1556,7 @@ serve(PyObject *module, PyObject *args)
             n = epoll_wait(epfd, events, MAX_EVENTS, 0);
             err = errno;
         }
-        if (loop_write(&sv, s_sleeping, Py_False) < 0) {
-            goto done;
-        }
+        sleeping->sleeping = 0;
         if (n < 0) {
             if (err != EINTR) {
                 errno = err;
@@ -1569,6 +1608,20 @@ done:
     if (recent == &sv) {
         recent = NULL;
     }
+    /* Awake for good: ``loop._sleeping`` is the plain bool again (a task submitted from now on is run by the
+     * teardown, or refused). */
+    sleeping->sleeping = 0;
+    PyObject *exc = take_exception();
+    if (loop_set(dict, d.loop, s_sleeping, Py_False) < 0) {
+        if (exc == NULL) {
+            exc = take_exception(); /* the loop had returned: this is its error now */
+            Py_CLEAR(result);
+        } else {
+            PyErr_Clear(); /* the loop's own error is the one to raise */
+        }
+    }
+    restore_exception(exc);
+    Py_DECREF(sleeping);
     Py_XDECREF(dict);
     PyMem_Free(events);
     PyMem_Free(d.scratch);
@@ -1786,6 +1839,11 @@ PyInit__speedups(void)
     if (PyType_Ready(&ConnCoreType) < 0) {
         return NULL;
     }
+#if HAVE_SERVE
+    if (PyType_Ready(&SleepFlagType) < 0) {
+        return NULL;
+    }
+#endif
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL) {
         return NULL;
