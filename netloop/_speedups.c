@@ -724,8 +724,15 @@ write_flat(ConnCore *self, PyObject *data)
     }
     Py_ssize_t n, sent;
     Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
+    /* A bytes object is its own buffer: the buffer protocol's fill and release cost more than the send's wrapper. */
+    int viewed = !PyBytes_CheckExact(data);
+    if (viewed) {
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return NULL;
+        }
+    } else {
+        view.buf = PyBytes_AS_STRING(data);
+        view.len = PyBytes_GET_SIZE(data);
     }
     n = view.len; /* bytes, whatever the item size of what the caller passed */
     if (self->send_direct) {
@@ -734,7 +741,9 @@ write_flat(ConnCore *self, PyObject *data)
             sent = send(self->fd, view.buf, (size_t)n, MSG_NOSIGNAL);
             err = errno;
         } while (sent < 0 && err == EINTR && PyErr_CheckSignals() == 0);
-        PyBuffer_Release(&view);
+        if (viewed) {
+            PyBuffer_Release(&view);
+        }
         if (sent < 0) {
             if (PyErr_Occurred()) {
                 return NULL; /* a signal handler raised */
@@ -748,7 +757,9 @@ write_flat(ConnCore *self, PyObject *data)
             }
         }
     } else {
-        PyBuffer_Release(&view);
+        if (viewed) {
+            PyBuffer_Release(&view);
+        }
         PyObject *send = Py_NewRef(self->send); /* the call may replace ``_send`` */
         PyObject *r = PyObject_CallOneArg(send, data);
         Py_DECREF(send);
@@ -1344,7 +1355,8 @@ read_event(Dispatch *d, ConnCore *c)
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
     }
-    int rest = c->data == NULL ? 0 : PyObject_IsTrue(c->data);
+    PyObject *left = c->data;
+    int rest = left == NULL ? 0 : PyBytes_CheckExact(left) ? PyBytes_GET_SIZE(left) != 0 : PyObject_IsTrue(left);
     if (rest > 0) {
         rest = call_method((PyObject *)c, s_keep_rest, NULL);
     }
@@ -1751,7 +1763,37 @@ references(PyObject *module, PyObject *methods)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(methods_for_doc,
+"methods_for(cls) -> dict\n\n"
+"ConnCore's compiled methods, by name, as method descriptors of ``cls`` (a subclass of ConnCore). Set on ``cls``, a\n"
+"call on an instance of exactly ``cls`` is one the interpreter specializes (it does so only for a C method of the\n"
+"instance's own type): no subtype check and no generic call path per call, which ConnCore's inherited ones take.");
+
+static PyObject *
+methods_for(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &ConnCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "methods_for: a subclass of ConnCore");
+        return NULL;
+    }
+    PyObject *methods = PyDict_New();
+    if (methods == NULL) {
+        return NULL;
+    }
+    for (PyMethodDef *def = conn_methods; def->ml_name != NULL; def++) {
+        PyObject *method = PyDescr_NewMethod((PyTypeObject *)cls, def);
+        if (method == NULL || PyDict_SetItemString(methods, def->ml_name, method) < 0) {
+            Py_XDECREF(method);
+            Py_DECREF(methods);
+            return NULL;
+        }
+        Py_DECREF(method);
+    }
+    return methods;
+}
+
 static PyMethodDef module_methods[] = {
+    {"methods_for", methods_for, METH_O, methods_for_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
     {"lifecycle", lifecycle, METH_NOARGS, lifecycle_doc},
     {"references", references, METH_O, references_doc},

@@ -17,19 +17,32 @@ import pytest
 from loopback import connect, recv_exact, serving
 
 import netloop
-from netloop._compiled import speedups
+from netloop._compiled import COMPILED_METHODS, speedups
 
 
 def test_the_flag_tells_which_core_serves() -> None:
     if netloop.compiled:
         assert speedups is not None
         assert issubclass(netloop.Conn, speedups.ConnCore)
-        assert netloop.Conn.write is speedups.ConnCore.write
-        assert netloop.Conn.next is speedups.ConnCore.next
+        for name in COMPILED_METHODS:
+            # ConnCore's C function, as a method of Conn itself (so the interpreter specializes its calls).
+            method, core = vars(netloop.Conn)[name], vars(speedups.ConnCore)[name]
+            assert type(method) is type(core) and method.__objclass__ is netloop.Conn, name
+            assert method.__doc__ == core.__doc__, name
     else:
         assert speedups is None
         assert inspect.isfunction(netloop.Conn.write)
         assert inspect.isfunction(netloop.Conn.next)
+
+
+@pytest.mark.skipif(not netloop.compiled, reason="the compiled core's own check")
+def test_the_compiled_methods_take_only_conns() -> None:
+    assert speedups is not None
+    with pytest.raises(TypeError):
+        speedups.methods_for(int)  # not a ConnCore: its methods would read fields it has not got
+    for name in COMPILED_METHODS:
+        with pytest.raises(TypeError):
+            getattr(netloop.Conn, name)(speedups.ConnCore())  # a ConnCore that is not a Conn
 
 
 def test_both_cores_show_the_same_signatures() -> None:
