@@ -1276,6 +1276,18 @@ remember(Dispatch *d, int fd, PyObject *conn, uint64_t version)
     d->cache[fd].version = version;
 }
 
+/* ``on_traffic(conn)``. The handler's bound method is called as its function with the handler first, as the method
+ * itself would call it, without the method object's own call in between. */
+static PyObject *
+call_on_traffic(PyObject *on_traffic, PyObject *conn)
+{
+    if (PyMethod_Check(on_traffic)) {
+        PyObject *args[2] = {PyMethod_GET_SELF(on_traffic), conn};
+        return PyObject_Vectorcall(PyMethod_GET_FUNCTION(on_traffic), args, 2, NULL);
+    }
+    return PyObject_CallOneArg(on_traffic, conn);
+}
+
 /* The inlined read path of EventLoop._serve for one plain "readable" event on ``c``; -1 when an exception is
  * raised (for the caller's guard). The sanctioned fast copy of ``Conn._read_on``/``_traffic``/``_deliver``
  * (netloop/_conn.py), as the loop in ``EventLoop._serve`` is: change the three together. */
@@ -1342,7 +1354,7 @@ read_event(Dispatch *d, ConnCore *c)
     } else {
         set_data(c, data);
     }
-    PyObject *action = PyObject_CallOneArg(d->on_traffic, (PyObject *)c);
+    PyObject *action = call_on_traffic(d->on_traffic, (PyObject *)c);
     if (action == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return -1;
