@@ -695,7 +695,7 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         return NULL;
     }
     if (kwnames != NULL || nargs != 1 || self->loop == NULL || self->outbound == NULL || self->send == NULL
-        || !PyObject_CheckBuffer(args[0])) {
+        || (!PyBytes_CheckExact(args[0]) && !PyObject_CheckBuffer(args[0]))) {
         /* Keywords, no buffer, or a connection not set up: the reference says what is wrong. */
         return reference(py_write, self, args, nargs, kwnames);
     }
