@@ -466,6 +466,7 @@ add_to(PyObject *dict, PyObject *loop, PyObject *name, Py_ssize_t n)
     return r;
 }
 
+#if HAVE_SERVE
 /* ``loop._sleeping`` while the compiled loop serves: a flag whose truth is whether the loop is about to wait or
  * waiting in epoll_wait, so that another thread's ``EventLoop.submit`` decides whether to write the wake-up as it does
  * on the Python loop's bool. The loop sets and clears it in C around each wait (two dictionary writes per iteration
@@ -501,6 +502,7 @@ static PyTypeObject SleepFlagType = {
     .tp_repr = (reprfunc)sleep_flag_repr,
     .tp_as_number = &sleep_flag_number,
 };
+#endif /* HAVE_SERVE */
 
 /* Each loop ``serve`` runs. Its reads and the writes on its connections count their bytes here rather than in
  * ``loop.bytes_in`` and ``loop.bytes_out`` (two dictionary updates each per request); ``counted(loop)`` adds them for
