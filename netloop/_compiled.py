@@ -158,6 +158,8 @@ def _load() -> ModuleType | None:
     if not callable(getattr(module, "lifecycle", None)):
         # A build from before the lifecycle table: its configure() would refuse what adopt() hands it.
         problems.append(_NO_TABLE)
+    if not callable(getattr(module, "methods_for", None)):
+        problems.append("it has no methods_for(): a build from before the compiled methods became Conn's own")
     if problems:
         _fall_back(problems)
         return None
@@ -210,8 +212,11 @@ def adopt(conn: type, loop: type, shared: Mapping[str, Any]) -> bool:
     if problems:
         _fall_back(problems)
         return False
+    # The compiled methods as methods of ``Conn`` itself, not inherited from ConnCore: the interpreter specializes a
+    # call of a C method only on an instance of the method's own type (a subclass's instances take the generic call).
+    compiled_methods = speedups.methods_for(conn)
     for name in COMPILED_METHODS:
-        delattr(conn, name)
+        setattr(conn, name, compiled_methods[name])
     return True
 
 

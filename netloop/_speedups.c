@@ -466,6 +466,44 @@ add_to(PyObject *dict, PyObject *loop, PyObject *name, Py_ssize_t n)
     return r;
 }
 
+#if HAVE_SERVE
+/* ``loop._sleeping`` while the compiled loop serves: a flag whose truth is whether the loop is about to wait or
+ * waiting in epoll_wait, so that another thread's ``EventLoop.submit`` decides whether to write the wake-up as it does
+ * on the Python loop's bool. The loop sets and clears it in C around each wait (two dictionary writes per iteration
+ * before): with the GIL held, as the bool was written, so the order "set, then look at the queue" against submit's
+ * "append, then read it" is the same on both cores. */
+typedef struct {
+    PyObject_HEAD
+    int sleeping;
+} SleepFlag;
+
+static int
+sleep_flag_bool(SleepFlag *self)
+{
+    return self->sleeping;
+}
+
+static PyObject *
+sleep_flag_repr(SleepFlag *self)
+{
+    return PyUnicode_FromString(self->sleeping ? "<netloop loop: sleeping>" : "<netloop loop: awake>");
+}
+
+static PyNumberMethods sleep_flag_number = {
+    .nb_bool = (inquiry)sleep_flag_bool,
+};
+
+static PyTypeObject SleepFlagType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "netloop._speedups.SleepFlag",
+    .tp_doc = PyDoc_STR("True while the compiled loop waits (or is about to wait) in epoll_wait."),
+    .tp_basicsize = sizeof(SleepFlag),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_repr = (reprfunc)sleep_flag_repr,
+    .tp_as_number = &sleep_flag_number,
+};
+#endif /* HAVE_SERVE */
+
 /* Each loop ``serve`` runs. Its reads and the writes on its connections count their bytes here rather than in
  * ``loop.bytes_in`` and ``loop.bytes_out`` (two dictionary updates each per request); ``counted(loop)`` adds them for
  * ``EventLoop.stats``, and ``serve`` moves them into the attributes when it returns. A list of the running loops,
@@ -659,7 +697,7 @@ conn_write(ConnCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         return NULL;
     }
     if (kwnames != NULL || nargs != 1 || self->loop == NULL || self->outbound == NULL || self->send == NULL
-        || !PyObject_CheckBuffer(args[0])) {
+        || (!PyBytes_CheckExact(args[0]) && !PyObject_CheckBuffer(args[0]))) {
         /* Keywords, no buffer, or a connection not set up: the reference says what is wrong. */
         return reference(py_write, self, args, nargs, kwnames);
     }
@@ -688,8 +726,15 @@ write_flat(ConnCore *self, PyObject *data)
     }
     Py_ssize_t n, sent;
     Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
+    /* A bytes object is its own buffer: the buffer protocol's fill and release cost more than the send's wrapper. */
+    int viewed = !PyBytes_CheckExact(data);
+    if (viewed) {
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return NULL;
+        }
+    } else {
+        view.buf = PyBytes_AS_STRING(data);
+        view.len = PyBytes_GET_SIZE(data);
     }
     n = view.len; /* bytes, whatever the item size of what the caller passed */
     if (self->send_direct) {
@@ -698,7 +743,9 @@ write_flat(ConnCore *self, PyObject *data)
             sent = send(self->fd, view.buf, (size_t)n, MSG_NOSIGNAL);
             err = errno;
         } while (sent < 0 && err == EINTR && PyErr_CheckSignals() == 0);
-        PyBuffer_Release(&view);
+        if (viewed) {
+            PyBuffer_Release(&view);
+        }
         if (sent < 0) {
             if (PyErr_Occurred()) {
                 return NULL; /* a signal handler raised */
@@ -712,7 +759,9 @@ write_flat(ConnCore *self, PyObject *data)
             }
         }
     } else {
-        PyBuffer_Release(&view);
+        if (viewed) {
+            PyBuffer_Release(&view);
+        }
         PyObject *send = Py_NewRef(self->send); /* the call may replace ``_send`` */
         PyObject *r = PyObject_CallOneArg(send, data);
         Py_DECREF(send);
@@ -1229,6 +1278,18 @@ remember(Dispatch *d, int fd, PyObject *conn, uint64_t version)
     d->cache[fd].version = version;
 }
 
+/* ``on_traffic(conn)``. The handler's bound method is called as its function with the handler first, as the method
+ * itself would call it, without the method object's own call in between. */
+static PyObject *
+call_on_traffic(PyObject *on_traffic, PyObject *conn)
+{
+    if (PyMethod_Check(on_traffic)) {
+        PyObject *args[2] = {PyMethod_GET_SELF(on_traffic), conn};
+        return PyObject_Vectorcall(PyMethod_GET_FUNCTION(on_traffic), args, 2, NULL);
+    }
+    return PyObject_CallOneArg(on_traffic, conn);
+}
+
 /* The inlined read path of EventLoop._serve for one plain "readable" event on ``c``; -1 when an exception is
  * raised (for the caller's guard). The sanctioned fast copy of ``Conn._read_on``/``_traffic``/``_deliver``
  * (netloop/_conn.py), as the loop in ``EventLoop._serve`` is: change the three together. */
@@ -1295,7 +1356,7 @@ read_event(Dispatch *d, ConnCore *c)
     } else {
         set_data(c, data);
     }
-    PyObject *action = PyObject_CallOneArg(d->on_traffic, (PyObject *)c);
+    PyObject *action = call_on_traffic(d->on_traffic, (PyObject *)c);
     if (action == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return -1;
@@ -1308,7 +1369,8 @@ read_event(Dispatch *d, ConnCore *c)
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
     }
-    int rest = c->data == NULL ? 0 : PyObject_IsTrue(c->data);
+    PyObject *left = c->data;
+    int rest = left == NULL ? 0 : PyBytes_CheckExact(left) ? PyBytes_GET_SIZE(left) != 0 : PyObject_IsTrue(left);
     if (rest > 0) {
         rest = call_method((PyObject *)c, s_keep_rest, NULL);
     }
@@ -1439,8 +1501,15 @@ serve(PyObject *module, PyObject *args)
     if (!PyDict_Check(dict)) {
         Py_CLEAR(dict);
     }
+    SleepFlag *sleeping = PyObject_New(SleepFlag, &SleepFlagType);
+    if (sleeping == NULL) {
+        Py_XDECREF(dict);
+        return NULL;
+    }
+    sleeping->sleeping = 0;
     Serving sv = {d.loop, dict, 0, 0, NULL, 0, 0.0, 0};
-    if (refresh(&sv) < 0) {
+    if (loop_set(dict, d.loop, s_sleeping, (PyObject *)sleeping) < 0 || refresh(&sv) < 0) {
+        Py_DECREF(sleeping);
         Py_XDECREF(dict);
         return NULL;
     }
@@ -1495,9 +1564,7 @@ serve(PyObject *module, PyObject *args)
                 timeout = ms > (double)INT_MAX ? INT_MAX : (int)ms;
             }
         }
-        if (loop_write(&sv, s_sleeping, Py_True) < 0) {
-            goto done;
-        }
+        sleeping->sleeping = 1;
         Py_ssize_t queued = PyObject_Length(tasks);
         if (queued < 0) {
             goto done;
@@ -1515,9 +1582,7 @@ serve(PyObject *module, PyObject *args)
             n = epoll_wait(epfd, events, MAX_EVENTS, 0);
             err = errno;
         }
-        if (loop_write(&sv, s_sleeping, Py_False) < 0) {
-            goto done;
-        }
+        sleeping->sleeping = 0;
         if (n < 0) {
             if (err != EINTR) {
                 errno = err;
@@ -1569,6 +1634,20 @@ done:
     if (recent == &sv) {
         recent = NULL;
     }
+    /* Awake for good: ``loop._sleeping`` is the plain bool again (a task submitted from now on is run by the
+     * teardown, or refused). */
+    sleeping->sleeping = 0;
+    PyObject *exc = take_exception();
+    if (loop_set(dict, d.loop, s_sleeping, Py_False) < 0) {
+        if (exc == NULL) {
+            exc = take_exception(); /* the loop had returned: this is its error now */
+            Py_CLEAR(result);
+        } else {
+            PyErr_Clear(); /* the loop's own error is the one to raise */
+        }
+    }
+    restore_exception(exc);
+    Py_DECREF(sleeping);
     Py_XDECREF(dict);
     PyMem_Free(events);
     PyMem_Free(d.scratch);
@@ -1698,7 +1777,37 @@ references(PyObject *module, PyObject *methods)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(methods_for_doc,
+"methods_for(cls) -> dict\n\n"
+"ConnCore's compiled methods, by name, as method descriptors of ``cls`` (a subclass of ConnCore). Set on ``cls``, a\n"
+"call on an instance of exactly ``cls`` is one the interpreter specializes (it does so only for a C method of the\n"
+"instance's own type): no subtype check and no generic call path per call, which ConnCore's inherited ones take.");
+
+static PyObject *
+methods_for(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &ConnCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "methods_for: a subclass of ConnCore");
+        return NULL;
+    }
+    PyObject *methods = PyDict_New();
+    if (methods == NULL) {
+        return NULL;
+    }
+    for (PyMethodDef *def = conn_methods; def->ml_name != NULL; def++) {
+        PyObject *method = PyDescr_NewMethod((PyTypeObject *)cls, def);
+        if (method == NULL || PyDict_SetItemString(methods, def->ml_name, method) < 0) {
+            Py_XDECREF(method);
+            Py_DECREF(methods);
+            return NULL;
+        }
+        Py_DECREF(method);
+    }
+    return methods;
+}
+
 static PyMethodDef module_methods[] = {
+    {"methods_for", methods_for, METH_O, methods_for_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
     {"lifecycle", lifecycle, METH_NOARGS, lifecycle_doc},
     {"references", references, METH_O, references_doc},
@@ -1786,6 +1895,11 @@ PyInit__speedups(void)
     if (PyType_Ready(&ConnCoreType) < 0) {
         return NULL;
     }
+#if HAVE_SERVE
+    if (PyType_Ready(&SleepFlagType) < 0) {
+        return NULL;
+    }
+#endif
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL) {
         return NULL;

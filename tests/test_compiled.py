@@ -17,19 +17,32 @@ import pytest
 from loopback import connect, recv_exact, serving
 
 import netloop
-from netloop._compiled import speedups
+from netloop._compiled import COMPILED_METHODS, speedups
 
 
 def test_the_flag_tells_which_core_serves() -> None:
     if netloop.compiled:
         assert speedups is not None
         assert issubclass(netloop.Conn, speedups.ConnCore)
-        assert netloop.Conn.write is speedups.ConnCore.write
-        assert netloop.Conn.next is speedups.ConnCore.next
+        for name in COMPILED_METHODS:
+            # ConnCore's C function, as a method of Conn itself (so the interpreter specializes its calls).
+            method, core = vars(netloop.Conn)[name], vars(speedups.ConnCore)[name]
+            assert type(method) is type(core) and method.__objclass__ is netloop.Conn, name
+            assert method.__doc__ == core.__doc__, name
     else:
         assert speedups is None
         assert inspect.isfunction(netloop.Conn.write)
         assert inspect.isfunction(netloop.Conn.next)
+
+
+@pytest.mark.skipif(not netloop.compiled, reason="the compiled core's own check")
+def test_the_compiled_methods_take_only_conns() -> None:
+    assert speedups is not None
+    with pytest.raises(TypeError):
+        speedups.methods_for(int)  # not a ConnCore: its methods would read fields it has not got
+    for name in COMPILED_METHODS:
+        with pytest.raises(TypeError):
+            getattr(netloop.Conn, name)(speedups.ConnCore())  # a ConnCore that is not a Conn
 
 
 def test_both_cores_show_the_same_signatures() -> None:
@@ -87,6 +100,45 @@ def test_reads_and_writes_off_the_common_path_behave_the_same() -> None:
         sock.sendall(b"abcdefghijklmnop")
         assert recv_exact(sock, 18) == b"abcdefghijklmnop|!"
     assert handler.seen == ["asked for 1048576 bytes, 12 buffered", 12, 0]
+
+
+class Upper(netloop.EventHandler):
+    """``on_traffic`` as the handler's bound method, a plain function in the instance, and a bound method of another
+    object (the compiled loop calls a bound method as its function with its object first, anything else as it is)."""
+
+    def __init__(self, kind: str) -> None:
+        self.seen: list[object] = []
+        if kind == "function":
+            self.on_traffic = lambda conn: self.reply(None, conn)  # type: ignore[method-assign]
+        elif kind == "other":
+            self.on_traffic = Other(self).on_traffic  # type: ignore[method-assign]
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        return self.reply(self, conn)
+
+    def reply(self, owner: object, conn: netloop.Conn) -> netloop.Action | None:
+        self.seen.append(owner)
+        conn.write(conn.next().upper())
+        return None
+
+
+class Other:
+    def __init__(self, handler: Upper) -> None:
+        self.handler = handler
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        return self.handler.reply(self, conn)
+
+
+@pytest.mark.parametrize("kind", ["method", "function", "other"])
+def test_on_traffic_is_called_as_the_handler_holds_it(kind: str) -> None:
+    handler = Upper(kind)
+    with serving(handler, "tcp://127.0.0.1:0") as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"abc")
+        assert recv_exact(sock, 3) == b"ABC"
+    assert handler.seen, "on_traffic never ran"
+    for owner in handler.seen:
+        assert owner is handler if kind == "method" else owner is None if kind == "function" else type(owner) is Other
 
 
 class RaisingAction:

@@ -10,6 +10,7 @@ def test_the_readme_table_is_rendered_from_the_stored_run() -> None:
 
 
 def test_the_rendered_table_names_its_tree_and_command() -> None:
-    table = readme_table.render(readme_table.json.loads(readme_table.RUN.read_text()))
-    assert "tree 22db7d1" in table and "python -m bench.instructions" in table
+    run = readme_table.json.loads(readme_table.RUN.read_text())
+    table = readme_table.render(run)
+    assert f"tree {run['tree']}" in table and "python -m bench.instructions" in table
     assert table.count("\n| ") == 4  # after the header: four workloads
