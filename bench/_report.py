@@ -140,7 +140,8 @@ def _section(outcome: Outcome, settings: Settings) -> list[str]:
 
 
 def _notes(outcome: Outcome) -> list[str]:
-    """Lines under a table: how busy the load generator was, and what TLS the servers negotiated."""
+    """Lines under a table: how busy the load generator was, the workload's own comparisons, and what TLS the
+    servers negotiated."""
     done = {name: e.samples for name, e in outcome.entries.items() if e.samples and not e.error}
     notes = []
     busy = {
@@ -155,6 +156,8 @@ def _notes(outcome: Outcome) -> list[str]:
     if against_redis:
         shares = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in against_redis.items())
         notes.append(f"Median of the rounds' ratios to redis-server: {shares}.")
+    if outcome.workload.notes:
+        notes += outcome.workload.notes(done, outcome.workload.unit)
     negotiated = {str(s.detail["tls"]) for samples in done.values() for s in samples if "tls" in s.detail}
     if negotiated:
         notes.append(f"TLS negotiated: {', '.join(sorted(negotiated))}.")

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from bench._aio import AIO_CONTENDERS, aio_server_argv, aio_unavailable
 from bench._asgi import ASGI_CONTENDERS, asgi_server_argv, asgi_unavailable
 from bench._errors import BenchError
 from bench._proc import executable, pinned
@@ -24,7 +25,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 
-CONTENDERS = ("netloop", "netloop-pure", "asyncio", "uvloop", "aiofastnet", "redis", *ASGI_CONTENDERS)
+CONTENDERS = ("netloop", "netloop-pure", "asyncio", "uvloop", "aiofastnet", "redis", *ASGI_CONTENDERS, *AIO_CONTENDERS)
 """Every contender, in the order the reports list them. ``netloop`` is the compiled core (when it is built),
 ``netloop-pure`` the same example servers on the pure-Python core (``NETLOOP_PURE=1``)."""
 
@@ -53,6 +54,8 @@ def server_argv(contender: str, proto: str, port: int, tls: TlsFiles | None = No
     secure = tls.server_flags() if tls else []
     if contender in ASGI_CONTENDERS:
         return asgi_server_argv(contender, proto, HOST, port)
+    if contender in AIO_CONTENDERS:
+        return aio_server_argv(contender, proto, HOST, port)
     if contender in _NETLOOPS:
         return [python, "-m", _NETLOOP_SERVERS[proto], "--host", HOST, *where, "--loops", "1", *secure]
     if contender in _AIO_LOOPS:
@@ -72,6 +75,8 @@ def unavailable(contender: str, proto: str, tls: bool = False) -> str | None:
     needed: tuple[str, ...] = ("examples.certs",) if tls and contender != "redis" else ()
     if contender in ASGI_CONTENDERS:
         return "no TLS workload for the ASGI servers" if tls else asgi_unavailable(contender, proto)
+    if contender in AIO_CONTENDERS:
+        return "no TLS workload for the asyncio styles" if tls else aio_unavailable(contender, proto)
     if contender in _NETLOOPS:
         needed += (_NETLOOP_SERVERS[proto],)
     elif contender in _AIO_LOOPS:
@@ -90,9 +95,10 @@ def unavailable(contender: str, proto: str, tls: bool = False) -> str | None:
 
 
 def server_env(contender: str) -> dict[str, str]:
-    """The environment ``contender``'s server runs with: the netloop contenders pick their core."""
+    """The environment ``contender``'s server runs with: the netloop contenders pick their core (the asyncio
+    styles the compiled one)."""
     env = dict(os.environ)
-    if contender in _NETLOOPS or contender == "netloop-asgi":
+    if contender in _NETLOOPS or contender == "netloop-asgi" or contender in AIO_CONTENDERS:
         env["NETLOOP_PURE"] = "1" if contender == "netloop-pure" else "0"
     return env
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from bench import _loadgen
+from bench._aio import AIO_ECHO, AIO_HTTP, aio_notes
 from bench._asgi import ASGI_CONTENDERS
 from bench._errors import BenchError
 from bench._proc import CpuTimes, cpu_times, rss_bytes, tree_cpu_times, waited_children_cpu
@@ -69,6 +70,8 @@ class Context:
 
 
 Measure = Callable[[Context, Server], Sample]
+Notes = Callable[[Mapping[str, Sequence[Sample]], str], list[str]]
+"""Lines for under a workload's table, from each contender's samples (in round order) and the workload's unit."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ class Workload:
     """One workload: its name for ``--only`` and the results, how to read its numbers, and its measurement.
 
     ``title`` is filled in from the Settings' fields; ``unit`` is what server CPU time is divided by. A ``tls``
-    workload's servers serve TLS with the run's certificate, and its load generator speaks TLS to them.
+    workload's servers serve TLS with the run's certificate, and its load generator speaks TLS to them. ``notes``,
+    when given, adds the workload's own comparisons under its table.
     """
 
     key: str
@@ -89,6 +93,7 @@ class Workload:
     measure: Measure
     higher_is_better: bool = True
     tls: bool = False
+    notes: Notes | None = None
 
     @property
     def group(self) -> str:
@@ -307,6 +312,30 @@ WORKLOADS = (
             ("starlette-json", "Starlette app, JSON", "asgi-starlette", "/json"),
         )
         for depth in (1, 16)
+    ),
+    Workload(
+        "aio-echo-1k",
+        "asyncio echo ping-pong, 1 KiB messages, {connections} connections: Protocol and streams, on netloop's loop "
+        "and on uvloop",
+        "round-trips/s",
+        "round-trip",
+        "echo",
+        AIO_ECHO,
+        "echo_load",
+        partial(pingpong, message_size=1024),
+        notes=aio_notes,
+    ),
+    Workload(
+        "aio-http-p1",
+        "asyncio HTTP plaintext (wrk), {connections} connections, no pipelining: a Protocol on netloop's loop and on "
+        "uvloop, async and plain on_traffic",
+        "requests/s",
+        "request",
+        "http",
+        AIO_HTTP,
+        "wrk",
+        partial(http, depth=1),
+        notes=aio_notes,
     ),
     Workload(
         "resp-p1",
