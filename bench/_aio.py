@@ -109,7 +109,7 @@ def aio_notes(samples: Mapping[str, Sequence[Sample]], unit: str) -> list[str]:
         rate = _paired(samples, *HANDLER_PAIR, _rate_ratio)
         than = f"; {rate:.2f}x the rate" if rate is not None else ""
         notes.append(
-            f"`async def on_traffic` over a plain `def on_traffic` (median of the rounds' differences): {premium:+.2f} µs "
-            f"of server CPU per {unit}{than}."
+            "`async def on_traffic` over a plain `def on_traffic` (median of the rounds' differences): "
+            f"{premium:+.2f} µs of server CPU per {unit}{than}."
         )
     return notes
