@@ -38,7 +38,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark netloop's example servers, plaintext and TLS, against asyncio, uvloop, aiofastnet and "
-        "redis-server.",
+        "redis-server; netloop.asgi against other ASGI servers (--only asgi); asyncio on netloop's loop against "
+        "uvloop (--only aio).",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: short intervals, 2 rounds, small counts")
     parser.add_argument("--only", type=_names, help="workloads to run, e.g. echo,http-p16 (default: all)")
