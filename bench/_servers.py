@@ -27,7 +27,8 @@ STOP_TIMEOUT_S = 5.0
 
 CONTENDERS = ("netloop", "netloop-pure", "asyncio", "uvloop", "aiofastnet", "redis", *ASGI_CONTENDERS, *AIO_CONTENDERS)
 """Every contender, in the order the reports list them. ``netloop`` is the compiled core (when it is built),
-``netloop-pure`` the same example servers on the pure-Python core (``NETLOOP_PURE=1``)."""
+``netloop-pure`` the same example servers on the pure-Python core (``NETLOOP_PURE=1``); ``aio-*`` are the asyncio
+styles of ``bench._aio``."""
 
 _NETLOOPS = ("netloop", "netloop-pure")
 
