@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import socket
@@ -261,3 +262,60 @@ def test_an_engine_loop_serves_async_handlers_through_the_ready_queue() -> None:
                 assert got == message
     finally:
         engine.stop()
+
+
+STEPS = """
+import asyncio, json
+import netloop.aio
+from netloop.aio import _ready
+
+log = []
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, c: log.append(["reported", c["message"], repr(c["exception"])]))
+
+    def boom(x):
+        raise ValueError(x)
+
+    done = loop.create_future()
+    first = loop.call_soon(log.append, ["handle", 1])
+    loop.netloop_loop.call_soon(log.append, ["netloop task"])
+    loop.call_soon(boom, 3)
+    never = loop.call_soon(log.append, ["never"])
+    never.cancel()
+    loop.call_later(0, log.append, ["timer"])
+    loop.call_soon(loop.call_soon, log.append, ["queued by a callback"])
+    loop.call_soon(done.set_result, None)
+    log.append(["reprs", repr(first), repr(never)])
+    await done
+    await asyncio.sleep(0.01)
+
+
+netloop.aio.run(main())
+print(json.dumps([_ready.compiled, log]))
+"""
+
+
+def test_both_ready_queues_run_the_same_steps_the_same_way() -> None:
+    # The compiled queue against its Python reference, each in a fresh interpreter.
+    runs = {}
+    for pure in ("0", "1"):
+        env = dict(os.environ, NETLOOP_PURE=pure)
+        out = subprocess.run(
+            [sys.executable, "-c", STEPS], env=env, capture_output=True, text=True, timeout=60, check=True
+        )
+        runs[pure] = json.loads(out.stdout)
+    if not runs["0"][0]:
+        pytest.skip("the compiled ready queue is not built here")
+    assert runs["1"][0] is False
+    assert runs["0"][1] == runs["1"][1]
+    assert runs["0"][1] == [
+        ["reprs", "<Handle list.append(['handle', 1])>", "<Handle cancelled>"],
+        ["handle", 1],
+        ["netloop task"],
+        ["reported", "Exception in callback main.<locals>.boom(3) at <string>:13", "ValueError(3)"],
+        ["timer"],  # due when the round began: before what a callback of the round queued
+        ["queued by a callback"],
+    ]
