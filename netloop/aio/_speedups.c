@@ -95,7 +95,11 @@ run_one(PyObject *handle)
         }
     }
     PyObject *result = NULL;
-    Py_INCREF(handle); /* a callback may drop the last other reference to its own handle */
+    /* Held across the call: the callback may drop the last other references to its handle or reassign its slots. */
+    Py_INCREF(handle);
+    Py_INCREF(context);
+    Py_INCREF(callback);
+    Py_INCREF(args);
     if (PyContext_Enter(context) == 0) {
         if (PyTuple_CheckExact(args)) {
             result = PyObject_Call(callback, args, NULL);
@@ -109,12 +113,14 @@ run_one(PyObject *handle)
         PyObject *exc = result == NULL ? take_exception() : NULL;
         if (PyContext_Exit(context) < 0) {
             Py_XDECREF(exc);
-            Py_XDECREF(result);
-            Py_DECREF(handle);
-            return -1;
+            Py_CLEAR(result);
+        } else {
+            restore_exception(exc);
         }
-        restore_exception(exc);
     }
+    Py_DECREF(context);
+    Py_DECREF(callback);
+    Py_DECREF(args);
     if (result != NULL) {
         Py_DECREF(result);
         Py_DECREF(handle);
