@@ -118,6 +118,27 @@ def test_reader_methods_and_writer_extras() -> None:
     assert seen["closing"] is False and seen["closed"] is True
 
 
+def test_read_takes_all_that_is_buffered_up_to_n_and_then_waits_for_more() -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: netloop.aio.StreamWriter) -> None:
+        while len(seen) < 4:
+            data = await reader.read(6)
+            seen.append(data)
+            writer.write(b"<" + data + b">")
+            for _ in range(3):  # nothing to wait for: drain returns at once, every time
+                await writer.drain()
+
+    with started(handle) as engine, connect(engine.addrs[0]) as sock:
+        sock.sendall(b"abcdefgh")  # more than n: two reads, the second takes the rest (2 bytes)
+        assert recv_exact(sock, len(b"<abcdef><gh>")) == b"<abcdef><gh>"
+        sock.sendall(b"ij")  # fewer than n, after the buffer was emptied: read waits for them
+        assert recv_exact(sock, len(b"<ij>")) == b"<ij>"
+        sock.sendall(b"klmnop")  # exactly n
+        assert recv_exact(sock, len(b"<klmnop>")) == b"<klmnop>"
+    assert seen == [b"abcdef", b"gh", b"ij", b"klmnop"]
+
+
 def test_a_slow_reader_pauses_the_connection_and_loses_nothing() -> None:
     """handle does not read until told: the client's bytes wait in the kernel, not in memory, until it does."""
     go = threading.Event()

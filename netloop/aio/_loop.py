@@ -29,8 +29,8 @@ from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any
 
 from netloop._errors import EngineStoppedError
-from netloop.aio import _debug, _transport
-from netloop.aio._selector import LoopSelector, run_handle
+from netloop.aio import _debug, _ready, _transport
+from netloop.aio._selector import LoopSelector
 
 if TYPE_CHECKING:
     from netloop._conn import Conn
@@ -91,9 +91,11 @@ class Loop(asyncio.SelectorEventLoop):
         self._timer_cancels = 0
         self._conn_tasks: dict[Conn, ConnTasks] = {}
         # What runs a queued asyncio callback: timed in debug mode (set_debug).
-        self._run_handle: Callable[[Any], None] = run_handle
+        self._run_handle: Callable[[Any], None] = _ready.fast_run_handle
         self._loop_selector = LoopSelector(self._owner)
         super().__init__(self._loop_selector)
+        # The compiled call_soon and queue drain where they are built (the Python call_soon below is the reference).
+        _ready.install(self, Loop.call_soon)
         # asyncio's create_future is a Python method around this call: the call itself, one Python frame fewer.
         self.create_future = functools.partial(asyncio.Future, loop=self)  # type: ignore[method-assign]
         # Asked by every Future made (for its creation traceback): the attribute, read without a Python frame.
@@ -121,7 +123,9 @@ class Loop(asyncio.SelectorEventLoop):
     def set_debug(self, enabled: bool) -> None:
         super().set_debug(enabled)
         # Debug mode times each callback (slow_callback_duration), as asyncio's own loop does in its debug mode.
-        self._run_handle = self._loop_selector.run_handle = _debug.run_handle_timed if enabled else run_handle
+        self._run_handle = self._loop_selector.run_handle = (
+            _debug.run_handle_timed if enabled else _ready.fast_run_handle
+        )
 
     # -- transports: TCP and Unix stream sockets are netloop connections -------------------------------------
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import selectors
-from asyncio import format_helpers
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from netloop._poller import IN, OUT
+from netloop.aio._ready import fast_run_handle
 
 if TYPE_CHECKING:
     from netloop._eventloop import EventLoop
@@ -25,28 +25,6 @@ def _fd_of(fileobj: Any) -> int:
     if fd < 0:
         raise ValueError(f"invalid file descriptor: {fd}")
     return fd
-
-
-def run_handle(handle: Any) -> None:
-    """Run an asyncio handle from the netloop loop's task queue, unless it was cancelled since it was queued.
-
-    ``Handle._run`` inlined (one Python call fewer per callback); a raise is reported as it reports one.
-    """
-    if not handle._cancelled:
-        try:
-            handle._context.run(handle._callback, *handle._args)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            _report(handle, exc)
-
-
-def _report(handle: Any, exc: BaseException) -> None:
-    callback = format_helpers._format_callback_source(handle._callback, handle._args)
-    context = {"message": f"Exception in callback {callback}", "exception": exc, "handle": handle}
-    if handle._source_traceback:
-        context["source_traceback"] = handle._source_traceback
-    handle._loop.call_exception_handler(context)
 
 
 def _mask(events: int) -> int:
@@ -60,7 +38,7 @@ class LoopSelector(selectors.BaseSelector):
         self._owner = owner
         self._queue = owner._tasks
         self._keys: dict[int, selectors.SelectorKey] = {}
-        self.run_handle: Callable[[Any], None] = run_handle  # the loop's choice (Loop.set_debug)
+        self.run_handle: Callable[[Any], None] = fast_run_handle  # the loop's choice (Loop.set_debug)
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):

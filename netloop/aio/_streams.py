@@ -69,8 +69,13 @@ class _Reader(asyncio.StreamReader):
                 await waiter
             finally:
                 self._waiter = None
-        data = bytes(memoryview(self._buffer)[:n])
-        del self._buffer[:n]
+        buffer = self._buffer
+        if n >= len(buffer):  # all of it (an echo's read): no view, no slice
+            data = bytes(buffer)
+            del buffer[:]
+        else:
+            data = bytes(memoryview(buffer)[:n])
+            del buffer[:n]
         if self._paused and len(self._buffer) <= self._limit:
             self._paused = False
             self._transport.resume_reading()
@@ -84,6 +89,9 @@ class StreamWriter:
         self.conn = conn
         self._reader = reader
         self._closed: asyncio.Future[None] = loop.create_future()
+        # What drain() returns when there is nothing to wait for: awaiting a done future makes no coroutine.
+        self._drained: asyncio.Future[None] = loop.create_future()
+        self._drained.set_result(None)
         # The connection's own write (the compiled one on the compiled core), not a method that calls it.
         self.write = conn.write  # type: ignore[method-assign,assignment]
 
@@ -104,12 +112,14 @@ class StreamWriter:
         """Send our FIN once the buffered bytes are flushed; reading goes on."""
         self.conn.shutdown_write()
 
-    async def drain(self) -> None:
-        """Return once the outbound bytes are below ``write_buffer_cap`` (at once if they are), else once they fall
-        to half of it; raises ``ConnClosedError`` (a ``ConnectionError``) if the connection closes first."""
+    def drain(self) -> Awaitable[None]:
+        """``await writer.drain()`` returns once the outbound bytes are below ``write_buffer_cap`` (at once if they
+        are), else once they fall to half of it; raises ``ConnClosedError`` (a ``ConnectionError``) if the
+        connection closes first."""
         conn = self.conn
-        if conn._pause & PRESSURE or FINISHED[conn._state]:  # else nothing to wait for: no second coroutine
-            await drain(conn)
+        if conn._pause & PRESSURE or FINISHED[conn._state]:
+            return drain(conn)
+        return self._drained  # nothing to wait for: no coroutine at all
 
     def close(self) -> None:
         """Close gracefully: the buffered bytes are flushed first. Safe to call again."""
