@@ -75,6 +75,22 @@ def connect(url: str, timeout: float = TIMEOUT) -> socket.socket:
     return socket.create_connection(addr, timeout=timeout)
 
 
+def connect_when_listening(url: str, timeout: float = TIMEOUT) -> socket.socket:
+    """``connect`` to a server another process is starting: its Unix socket file appears at ``bind``, a moment
+    before ``listen``, and a connection in between is refused."""
+    connected: list[socket.socket] = []
+
+    def attempt() -> bool:
+        try:
+            connected.append(connect(url, timeout))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        return True
+
+    wait_until(attempt, timeout, what=f"a server listening on {url}")
+    return connected[0]
+
+
 def datagram_socket(url: str, timeout: float = TIMEOUT) -> tuple[socket.socket, Any]:
     kind, addr = split(url)
     assert kind == "udp", url

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import TIMEOUT, connect, echo_through, recv_exact, recv_until_closed, wait_until
+from loopback import TIMEOUT, connect, connect_when_listening, echo_through, recv_exact, recv_until_closed, wait_until
 from tls_certs import Authority
 
 import netloop
@@ -289,8 +289,7 @@ print("stopped", flush=True)
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        wait_until(path.exists, what="the server's socket file")
-        with connect(f"unix://{path}") as sock:
+        with connect_when_listening(f"unix://{path}") as sock:
             sock.sendall(b"hi\n")
             assert recv_until_closed(sock) == b"HI\n"
         proc.send_signal(signal.SIGTERM)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import TIMEOUT, Recorder, connect, recv_exact, serving, split, wait_until
+from loopback import TIMEOUT, Recorder, connect, connect_when_listening, recv_exact, serving, split, wait_until
 from tls_certs import Authority, Issued
 
 import netloop
@@ -535,7 +535,7 @@ def test_echo_example_with_tls_over_tcp_and_unix(example_cert: tuple[Path, Path]
     proc = subprocess.Popen([*command, "--tls-cert", cert, "--tls-key", key], cwd=ROOT, stderr=subprocess.PIPE)
     try:
         ctx = ssl.create_default_context(cafile=cert)
-        wait_until(path.exists, what="the echo example's Unix socket")
+        connect_when_listening(f"unix://{path}").close()  # the TCP listener is up before the Unix one
         payload = os.urandom(300_000)
         for url in (f"tcp://127.0.0.1:{port}", f"unix://{path}"):
             with tls_connect(url, ctx) as sock:
