@@ -348,7 +348,10 @@ def test_a_connection_behaves_like_its_model() -> None:
             ConnModel,
             # A real connection's timing varies from run to run, so a replay may take another path: generate
             # only (no shrinking replays, no example database), and a failure is reported as it was found.
+            # The draws are the same every run (derandomize): which transitions 40 random runs reached varied, and
+            # the coverage check below failed on a run that never shut down an open connection.
             settings=settings(
+                derandomize=True,
                 max_examples=40,
                 stateful_step_count=25,
                 deadline=None,
