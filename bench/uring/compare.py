@@ -122,7 +122,9 @@ def check_loop(server: Server, variant: Variant, tree: Path) -> None:
     """Raises BenchError unless ``server`` runs the compiled core from the variant's tree, with a ring iff io_uring."""
     source = (tree if variant.uring else ROOT) / "netloop"
     with open(f"/proc/{server.pid}/maps") as maps:
-        loaded = {Path(line.split()[-1]).parent for line in maps if "/_speedups" in line}
+        # The core's own module, netloop/_speedups*.so (not netloop.aio's or resp_server's of the same name).
+        paths = {Path(line.split()[-1]) for line in maps if "/_speedups" in line}
+        loaded = {path.parent for path in paths if path.parent.name == "netloop"}
     if loaded != {source}:
         found = ", ".join(map(str, loaded)) or "none"
         raise BenchError(f"{variant.name}: the compiled core should come from {source}, came from: {found}")
