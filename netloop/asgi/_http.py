@@ -282,7 +282,9 @@ class HttpProtocol:
             # Any other upgrade (h2c...) is answered as plain HTTP, and the connection ends after it: httptools
             # stops parsing at an upgrade's head.
         url = self.url
-        if url[:1] == b"/" and url.isascii() and b"#" not in url:
+        # find, not ``b"#" in url``: bytes' ``in`` tries the operand as an int first, and formats and clears a
+        # TypeError on each request to learn that it is not one.
+        if url[:1] == b"/" and url.isascii() and url.find(b"#") < 0:
             # An origin-form target: httptools.parse_url would split it at the first "?" and nothing more.
             raw_path, _, query = url.partition(b"?")
         else:
