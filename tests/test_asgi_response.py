@@ -151,3 +151,22 @@ def test_the_table_of_checked_headers_stays_bounded() -> None:
     assert head.count(b"\r\nx-n: ") == len(many)  # every header sent, checked or kept
     assert len(_response._checked) <= _response._CHECKED_MAX
     assert long not in _response._checked
+
+
+@pytest.mark.parametrize(("value", "closes"), [(b"Close", True), (b"keep-alive, close", True), (b"keep-alive", False)])
+def test_an_apps_connection_header_is_the_servers_to_say_and_close_ends_the_connection(
+    value: bytes, closes: bool
+) -> None:
+    with serving(_answer([(b"connection", value)]), QUIET) as (_host, port):
+        sock = connect(port)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(status, headers, body)] = read_responses(sock, 1)
+        if not closes:  # the connection carries a second request
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            [(status, headers, body)] = read_responses(sock, 1)
+        else:
+            sock.settimeout(TIMEOUT)
+            assert sock.recv(1) == b""  # closed after the response: EOF, nothing more
+        sock.close()
+    assert (status, body) == (200, b"hello")
+    assert headers.get("connection") == ("close" if closes else None)  # the app's line is not passed on

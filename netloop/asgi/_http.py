@@ -44,6 +44,9 @@ HOLD_BODY = 1
 HOLD_PIPELINE = 2
 
 _EXPECT_CONTINUE = b"100-continue"
+_HASH = ord("#")
+"""An int, not ``b"#"``: bytes' ``in`` tries its operand as an int first, and a bytes one costs a TypeError
+formatted and cleared (on every request); ``find`` avoids that but parses its arguments as a tuple."""
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _Task = asyncio.Task
 EAGER_START = sys.version_info >= (3, 12)
@@ -282,7 +285,7 @@ class HttpProtocol:
             # Any other upgrade (h2c...) is answered as plain HTTP, and the connection ends after it: httptools
             # stops parsing at an upgrade's head.
         url = self.url
-        if url[:1] == b"/" and url.isascii() and b"#" not in url:
+        if url[:1] == b"/" and url.isascii() and _HASH not in url:
             # An origin-form target: httptools.parse_url would split it at the first "?" and nothing more.
             raw_path, _, query = url.partition(b"?")
         else:

@@ -99,7 +99,7 @@ class Response:
                         chunked = True
                         continue  # chunked by this server
                 elif lower == b"connection":
-                    if b"close" in value.lower():
+                    if value.lower().find(b"close") >= 0:  # not ``in``: see _http._HASH
                         cycle.keep_alive = False
                     continue  # this server says whether the connection stays
                 if lower == b"content-length":
