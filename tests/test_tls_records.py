@@ -139,22 +139,30 @@ def test_records_then_close_notify_in_one_write_are_all_shown(pki: Pki, version:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_large_echo_under_backpressure_is_byte_exact(pki: Pki, version: ssl.TLSVersion) -> None:
     """4 MiB in records of every size, sent while the client reads slowly: the server's writes back up and
-    reading pauses at the write cap with records in OpenSSL, then resumes; every byte comes back in order."""
+    reading pauses at the write cap with records in OpenSSL, then resumes; every byte comes back in order.
+
+    The client encrypts everything before a thread sends it, and one thread decrypts what comes back: one TLS
+    object is never used by two threads at once (OpenSSL does not allow it; an ``SSLSocket`` shared by a sending
+    and a receiving thread sent corrupt records now and then, which the server rightly closed on)."""
     payload = os.urandom(4 << 20)
-    got = bytearray()
+    sizes = [1, 7, 100, 1000, 4096, 16383, 16384, 16385, 40000]
+    parts, at = [], 0
+    while at < len(payload):
+        size = sizes[len(parts) % len(sizes)]
+        parts.append(payload[at : at + size])
+        at += size
     options: dict[str, Any] = {"write_buffer_cap": 64 * 1024}
-    ctx = client_context(pki, version)
     with (
         serving(TlsEcho(), "tcp://127.0.0.1:0", tls=pki.server_context(), **options) as engine,
-        ctx.wrap_socket(connect(engine.addrs[0]), server_hostname="localhost") as sock,
+        connect(engine.addrs[0]) as sock,
     ):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-        sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+        client = BioClient(sock, client_context(pki, version))
+        client.handshake()
+        wire = client.records(*parts)
+        sender = threading.Thread(target=sock.sendall, args=(wire,), daemon=True)
         sender.start()
-        while len(got) < len(payload):
-            chunk = sock.recv(4096)
-            assert chunk, f"the server closed after {len(got)} bytes"
-            got += chunk
+        got = client.read_exact(len(payload))
         sender.join(TIMEOUT)
     assert got == payload
 
