@@ -75,6 +75,17 @@ def connect(url: str, timeout: float = TIMEOUT) -> socket.socket:
     return socket.create_connection(addr, timeout=timeout)
 
 
+@contextlib.contextmanager
+def switching_threads_often() -> Iterator[None]:
+    """Switch threads every microsecond (GIL builds) while inside: a race between threads gets its chances."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
 def connect_when_listening(url: str, timeout: float = TIMEOUT) -> socket.socket:
     """``connect`` to a server another process is starting: its Unix socket file appears at ``bind``, a moment
     before ``listen``, and a connection in between is refused."""

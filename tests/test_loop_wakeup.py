@@ -8,13 +8,12 @@ would wake them) and wait for every task with a timeout.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-from loopback import TIMEOUT, serving
+from loopback import TIMEOUT, serving, switching_threads_often
 
 import netloop
 
@@ -22,12 +21,8 @@ import netloop
 @pytest.fixture(autouse=True)
 def fast_switching() -> Iterator[None]:
     """Switch threads every microsecond (GIL builds), so a submit lands at every point of the loop's iteration."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switching_threads_often():
         yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def wait_until_asleep(loop: netloop.EventLoop) -> None:

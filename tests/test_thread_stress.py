@@ -14,7 +14,6 @@ import itertools
 import random
 import socket
 import struct
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from loopback import TIMEOUT, serving, split
+from loopback import TIMEOUT, serving, split, switching_threads_often
 
 import netloop
 
@@ -35,12 +34,8 @@ Callback = Callable[[netloop.Conn, "BaseException | None"], None]
 @pytest.fixture(autouse=True)
 def fast_switching() -> Iterator[None]:
     """Switch threads every microsecond (GIL builds), so that unlocked read-modify-write races show up."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switching_threads_often():
         yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 @pytest.fixture
