@@ -19,6 +19,11 @@ import time
 
 import netloop
 
+# Ctrl-C as at a terminal: a suite started in the background (a shell's "&") hands its children SIGINT ignored, and
+# wait() rightly leaves an ignored SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Echo(netloop.EventHandler):
     def on_traffic(self, conn):
         conn.write(conn.next())
