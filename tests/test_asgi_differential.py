@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import TIMEOUT, wait_until
+from loopback import TIMEOUT, connect_when_listening, wait_until
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("httptools")
@@ -121,6 +121,11 @@ class Server:
             if "startup complete" in line:
                 self.ready.set()
 
+    def wait_serving(self) -> None:
+        """Until the app's startup is complete and the port accepts: uvicorn logs the startup before it listens."""
+        wait_until(self.ready.is_set, what="the server's startup")
+        connect_when_listening(f"tcp://127.0.0.1:{self.port}").close()
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -138,7 +143,7 @@ def servers() -> Iterator[dict[str, Server]]:
     }
     try:
         for server in started.values():
-            wait_until(server.ready.is_set, what="the server's startup")
+            server.wait_serving()
         yield started
     finally:
         for server in started.values():

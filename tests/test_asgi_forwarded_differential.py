@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from loopback import TIMEOUT, wait_until
+from loopback import TIMEOUT
 from test_asgi_differential import Server, _env
 
 pytest.importorskip("uvicorn")
@@ -87,7 +87,7 @@ def servers() -> Iterator[dict[str, dict[str, Server]]]:
             }
         for pair in started.values():
             for server in pair.values():
-                wait_until(server.ready.is_set, what="the server's startup")
+                server.wait_serving()
         yield started
     finally:
         for pair in started.values():
