@@ -30,11 +30,13 @@ class Chat(netloop.EventHandler):
         self.lock = threading.Lock()
         self.members: dict[netloop.Conn, str] = {}
 
-    def broadcast(self, line: str, sender: netloop.Conn | None = None) -> None:
+    def broadcast(self, line: str, sender: netloop.Conn | None = None, to: list[netloop.Conn] | None = None) -> None:
+        """Send ``line`` to every member but ``sender``, or to the members ``to``."""
         data = self.codec.encode(line.encode())
-        with self.lock:
-            others = [conn for conn in self.members if conn is not sender]
-        for conn in others:
+        if to is None:
+            with self.lock:
+                to = [conn for conn in self.members if conn is not sender]
+        for conn in to:
             try:
                 conn.async_write(data)
             except netloop.EngineStoppedError:
@@ -43,9 +45,12 @@ class Chat(netloop.EventHandler):
     def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
         name = f"guest{conn.fd}"
         with self.lock:
+            # Who is told of this arrival is settled as it joins: a member joining on another loop meanwhile
+            # comes after it, and is not told of it.
+            earlier = list(self.members)
             self.members[conn] = name
         conn.write(self.codec.encode(f"* welcome, {name} (event loop {conn.event_loop.index})".encode()))
-        self.broadcast(f"* {name} joined", conn)
+        self.broadcast(f"* {name} joined", to=earlier)
         return None
 
     def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
-from loopback import connect, serving, wait_until
+from loopback import TIMEOUT, connect, serving, wait_until
 
+import netloop
 from examples.chat import MAX_LINE, Chat
 
 
@@ -151,3 +153,38 @@ def test_a_line_that_trickles_in_is_closed_at_read_timeout_and_the_rest_chat_on(
             trickler.join(5)
             slow.close()
             good.close()
+
+
+class SlowToTell(Chat):
+    """Holds the first "joined" broadcast until a second member is in: the moment a newcomer can race it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.second_in = threading.Event()
+        self.held = False
+
+    def on_open(self, conn: netloop.Conn) -> netloop.Action | None:
+        action = super().on_open(conn)
+        if len(self.members) >= 2:
+            self.second_in.set()
+        return action
+
+    def broadcast(self, line: str, *args: Any, **kwargs: Any) -> None:
+        if line.endswith("joined") and not self.held:
+            self.held = True
+            assert self.second_in.wait(TIMEOUT), "the second member never came"
+        super().broadcast(line, *args, **kwargs)
+
+
+def test_a_newcomer_hears_only_of_members_that_came_after_it() -> None:
+    """The first member's "joined" is still being told when the second arrives: the second is not told of it."""
+    with serving(SlowToTell(), "tcp://127.0.0.1:0", num_event_loop=2) as engine:
+        first, fbuf = connect(engine.addrs[0]), bytearray()
+        assert _line(first, fbuf).startswith("* welcome, ")
+        second, sbuf = connect(engine.addrs[0]), bytearray()
+        assert _line(second, sbuf).startswith("* welcome, ")
+        assert _line(first, fbuf).endswith("joined")  # of the second
+        first.sendall(b"/nick alice\n")
+        assert _line(second, sbuf).endswith("is now alice"), "the second was told of a member older than it"
+        first.close()
+        second.close()
