@@ -20,7 +20,19 @@ from typing import Any
 
 from netloop import _lifecycle
 
-HOT_FIELDS = ("_data", "_fd", "_inbound", "_loop", "_outbound", "_pos", "_recv", "_seen", "_send", "_state")
+HOT_FIELDS = (
+    "_data",
+    "_fd",
+    "_inbound",
+    "_loop",
+    "_more",
+    "_outbound",
+    "_pos",
+    "_recv",
+    "_seen",
+    "_send",
+    "_state",
+)
 """The fields the hot path touches: slots of ``Conn`` in the pure-Python core, members of ``_speedups.ConnCore``."""
 
 COMPILED_METHODS = (
@@ -45,6 +57,9 @@ LOOKUPS = (
     ("Conn", "_peer_eof"),
     ("Conn", "_keep_rest"),
     ("Conn", "_keep_read"),
+    ("Conn", "_read_failed"),
+    ("Conn", "_read_on"),
+    ("Conn", "_write_failed"),
     ("Conn", "_act"),
     ("EventLoop", "bytes_out"),
     ("EventLoop", "bytes_in"),

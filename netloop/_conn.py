@@ -8,7 +8,7 @@ may ask (``_conn_threads``), deadlines (``_conn_deadlines``) and socket options 
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from netloop import _conn_close as conn_close
@@ -156,6 +156,8 @@ class Conn(_ConnBase):
         self._fd = sock.fileno()
         self._send = sock.send
         self._recv = sock.recv
+        # None, or a callable true while input waits where no readiness event reports it (TLS: in OpenSSL).
+        self._more: Callable[[], bool] | None = None
         self._data = b""
         self._pos = 0
         self._inbound = NO_INBOUND
@@ -243,6 +245,7 @@ class Conn(_ConnBase):
     _wants_read = conn_read._wants_read
     _hang_up = conn_read._hang_up
     _read_on = conn_read._read_on
+    _read_failed = conn_read._read_failed
     _more_to_read = conn_read._more_to_read
     _traffic = conn_read._traffic
     _deliver = conn_read._deliver
@@ -349,8 +352,7 @@ class Conn(_ConnBase):
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._fail_soon(exc)
-            return 0
+            return self._write_failed(exc, data)
         loop = self._loop
         loop.bytes_out += sent
         self._seen = loop.now
@@ -358,6 +360,12 @@ class Conn(_ConnBase):
         if sent < n:
             self._buffer_rest(data, sent)
         return n
+
+    def _write_failed(self, exc: OSError, data: Buffer) -> int:
+        """``write``'s send raised ``exc``: the connection fails with it (after this callback); returns what the
+        write reports taken (nothing)."""
+        self._fail_soon(exc)
+        return 0
 
     def writev(self, chunks: Sequence[Buffer]) -> int:
         """*loop* Send several buffers with one gather write when possible; returns the total length."""

@@ -100,6 +100,11 @@ def _read_on(self: Conn) -> None:
     self._more_to_read()
 
 
+def _read_failed(self: Conn, exc: OSError) -> None:
+    """A read raised ``exc`` (the loops' inlined read paths hand it here): the connection closes with it."""
+    self._close(exc)
+
+
 def _more_to_read(self: Conn) -> None:
     # Level-triggered: the poller reports the socket again.
     pass

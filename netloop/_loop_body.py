@@ -87,7 +87,7 @@ def serve(self: EventLoop) -> None:
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
-                    conn._close(exc)
+                    conn._read_failed(exc)
                     continue
                 if not data:
                     conn._peer_eof()
@@ -110,6 +110,9 @@ def serve(self: EventLoop) -> None:
                     conn._keep_rest()
                 if action:
                     conn._act(action)
+                more = conn._more
+                if more is not None and more():
+                    conn._read_on()  # input no readiness event reports (TLS records OpenSSL read ahead)
             except Exception as exc:
                 self._internal_error(exc, fd)
         if received:

@@ -62,7 +62,7 @@ static PyObject *py_peek, *py_discard, *py_read_into, *py_writev;
 
 static PyObject *s_size, *s_read, *s_enqueue, *s_buffer_rest, *s_fail_soon, *s_bytes_out, *s_bytes_in, *s_now,
     *s_running, *s_sleeping, *s_run_timers, *s_run_tasks, *s_close, *s_peer_eof, *s_keep_rest, *s_act,
-    *s_handler_failed, *s_on_traffic, *s_internal_error, *s_keep_read;
+    *s_handler_failed, *s_on_traffic, *s_internal_error, *s_keep_read, *s_read_failed, *s_read_on, *s_write_failed;
 
 /* -- ConnCore ---------------------------------------------------------------------------------------------------- */
 
@@ -78,6 +78,7 @@ typedef struct {
     PyObject *loop;
     PyObject *send;
     PyObject *recv;
+    PyObject *more;   /* None, or a callable true while input waits beyond the socket (TLS: records in OpenSSL) */
     char send_direct; /* _send is the socket's own send */
     char recv_direct; /* _recv is the socket's own recv */
 } ConnCore;
@@ -93,6 +94,7 @@ conn_traverse(ConnCore *self, visitproc visit, void *arg)
     Py_VISIT(self->loop);
     Py_VISIT(self->send);
     Py_VISIT(self->recv);
+    Py_VISIT(self->more);
     return 0;
 }
 
@@ -105,6 +107,7 @@ conn_clear(ConnCore *self)
     Py_CLEAR(self->loop);
     Py_CLEAR(self->send);
     Py_CLEAR(self->recv);
+    Py_CLEAR(self->more);
     return 0;
 }
 
@@ -209,6 +212,7 @@ static Field data_field = {"_data", offsetof(ConnCore, data)};
 static Field inbound_field = {"_inbound", offsetof(ConnCore, inbound)};
 static Field outbound_field = {"_outbound", offsetof(ConnCore, outbound)};
 static Field loop_field = {"_loop", offsetof(ConnCore, loop)};
+static Field more_field = {"_more", offsetof(ConnCore, more)};
 
 /* ``buffer._size`` of an inbound or outbound buffer; -1 with an exception set on failure. */
 static Py_ssize_t
@@ -770,7 +774,12 @@ write_flat(ConnCore *self, PyObject *data)
                 PyErr_Clear();
                 sent = 0;
             } else if (PyErr_ExceptionMatches(PyExc_OSError)) {
-                return hand_exception((PyObject *)self, s_fail_soon) < 0 ? NULL : PyLong_FromLong(0);
+                /* Conn._write_failed: the connection fails with it (0); a TLS connection first sorts out what
+                 * OpenSSL raised (a write to retry is buffered and counted as taken). */
+                PyObject *exc = take_exception();
+                PyObject *taken = PyObject_CallMethodObjArgs((PyObject *)self, s_write_failed, exc, data, NULL);
+                Py_XDECREF(exc);
+                return taken;
             } else {
                 return NULL;
             }
@@ -1161,6 +1170,7 @@ static PyGetSetDef conn_getset[] = {
     {"_inbound", (getter)conn_get_field, (setter)conn_set_field, NULL, &inbound_field},
     {"_outbound", (getter)conn_get_field, (setter)conn_set_field, NULL, &outbound_field},
     {"_loop", (getter)conn_get_field, (setter)conn_set_field, NULL, &loop_field},
+    {"_more", (getter)conn_get_field, (setter)conn_set_field, NULL, &more_field},
     {"_send", (getter)conn_get_call, (setter)conn_set_call, NULL, &send_call},
     {"_recv", (getter)conn_get_call, (setter)conn_set_call, NULL, &recv_call},
     {NULL, NULL, NULL, NULL, NULL},
@@ -1175,7 +1185,7 @@ conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    self->data = self->inbound = self->outbound = self->loop = self->send = self->recv = NULL;
+    self->data = self->inbound = self->outbound = self->loop = self->send = self->recv = self->more = NULL;
     self->pos = 0;
     self->fd = -1;
     self->state = closed_state;
@@ -1327,7 +1337,8 @@ read_event(Dispatch *d, ConnCore *c)
                 PyErr_Clear();
                 return 0;
             }
-            return PyErr_ExceptionMatches(PyExc_OSError) ? hand_exception((PyObject *)c, s_close) : -1;
+            /* Conn._read_failed closes with it; a TLS connection first sorts out what OpenSSL raised. */
+            return PyErr_ExceptionMatches(PyExc_OSError) ? hand_exception((PyObject *)c, s_read_failed) : -1;
         }
         got = PyObject_Length(data);
         if (got <= 0) {
@@ -1379,7 +1390,21 @@ read_event(Dispatch *d, ConnCore *c)
         act = call_method((PyObject *)c, s_act, action);
     }
     Py_DECREF(action);
-    return act < 0 ? -1 : 0;
+    if (act < 0) {
+        return -1;
+    }
+    if (c->more != NULL && c->more != Py_None) {
+        /* Input no readiness event will report (TLS records OpenSSL read ahead): Conn._read_on reads on. */
+        PyObject *more = Py_NewRef(c->more);
+        PyObject *r = PyObject_CallNoArgs(more);
+        Py_DECREF(more);
+        int waiting = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (waiting != 0) {
+            return waiting < 0 ? -1 : call_method((PyObject *)c, s_read_on, NULL);
+        }
+    }
+    return 0;
 }
 
 /* One event: the inlined read path, else the descriptor's handler; -1 when an exception is raised. */
@@ -1842,6 +1867,9 @@ static const struct {
     {&s_peer_eof, "Conn", "_peer_eof"},
     {&s_keep_rest, "Conn", "_keep_rest"},
     {&s_keep_read, "Conn", "_keep_read"},
+    {&s_read_failed, "Conn", "_read_failed"},
+    {&s_read_on, "Conn", "_read_on"},
+    {&s_write_failed, "Conn", "_write_failed"},
     {&s_act, "Conn", "_act"},
     {&s_bytes_out, "EventLoop", "bytes_out"},
     {&s_bytes_in, "EventLoop", "bytes_in"},

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from netloop import _tls_records
-from netloop._buffer import flat
 from netloop._buffer.ring import RingBuffer
 from netloop._conn import (
     BY_PEER,
@@ -45,7 +44,6 @@ from netloop._lifecycle import (
     NO_READ,
     OPENED,
     READS,
-    SENDS,
     SHUTTING,
     next_state,
 )
@@ -55,7 +53,7 @@ if TYPE_CHECKING:
     from netloop._eventloop import EventLoop
     from netloop._proxy_parse import ProxyInfo
 
-# The most plaintext one write hands OpenSSL: records are 16 KiB, and a bounded write keeps a retry cheap.
+# The most buffered plaintext one flush hands OpenSSL: records are 16 KiB, and a bounded write keeps a retry cheap.
 WRITE_SIZE = 256 * 1024
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _ENDED = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
@@ -100,7 +98,6 @@ class TlsConn(Conn):
     """A connection whose bytes go through TLS; handlers see plaintext and the same ``Conn`` API."""
 
     __slots__ = ("_ctx", "_info", "_owner", "_pending", "_ready", "_retry", "_server_name", "_server_side", "_ssl")
-    _inline = False
     _initial = HANDSHAKING
 
     def __init__(
@@ -294,6 +291,7 @@ class TlsConn(Conn):
         )
         self._recv = obj.read
         self._send = obj.write
+        self._more = functools.partial(self._pending, obj)  # the loops' inlined read path reads on while it holds
         loop = self._loop
         loop.set_handler(self._fd, self._on_io)
         self._update_interest()
@@ -312,7 +310,9 @@ class TlsConn(Conn):
 
         Also the descriptor's handler after the handshake (``_on_io``): a readable event reads here at once, one
         Python call fewer per record; anything else (writable, an error, a hang-up) takes ``Conn._on_io``, which
-        reads through here in turn.
+        reads through here in turn. Where the loop reads inline (level-triggered), its inlined read path takes a
+        readable event's first read itself (``_read_failed`` sorts what it raised, ``_more`` says when to read on
+        here): this loop and that path are to change together.
         """
         if ev != IN:
             Conn._on_io(self, ev)
@@ -325,18 +325,17 @@ class TlsConn(Conn):
                 return
             try:
                 data = self._recv(size)
-            except (*_WANT, BlockingIOError, InterruptedError):
-                return
-            except _ENDED:
-                self._peer_eof()  # close_notify, or the peer closed without it (a ragged EOF)
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self._close(exc)
+                self._read_failed(exc)
                 return
             if not data:
                 self._peer_eof()
                 return
-            self._seen = self._loop.now
+            loop = self._loop
+            self._seen = loop.now
+            loop.bytes_in += len(data)
             if reads == DELIVER:
                 self._traffic(data)
             if not self._pending(obj):
@@ -344,6 +343,14 @@ class TlsConn(Conn):
         self._more_to_read()
 
     _on_io = _read_on
+
+    def _read_failed(self, exc: OSError) -> None:
+        if isinstance(exc, _WANT):
+            return  # a record not complete yet (or one that carried no plaintext): the socket reports the rest
+        if isinstance(exc, _ENDED):
+            self._peer_eof()  # close_notify, or the peer closed without it (a ragged EOF)
+            return
+        self._close(exc)
 
     def _more_to_read(self) -> None:
         # Records wait in OpenSSL (decrypted, or read ahead), not in the socket: no readiness event will come for them.
@@ -362,31 +369,22 @@ class TlsConn(Conn):
 
     # -- writing --------------------------------------------------------------------------------------------
 
-    def write(self, data: Buffer) -> int:
-        if type(data) is memoryview:
-            data = flat(data)  # what follows counts bytes: len() of a wide view counts its items
-        if self._outbound._size or not SENDS[self._state]:
-            return self._enqueue(data)
+    # ``write`` is ``Conn.write`` (compiled or not), with ``_send`` the ``ssl`` module's C write: OpenSSL takes a
+    # whole write or nothing (no partial writes), and ``_write_failed`` keeps one it asked to retry.
+
+    def _write_failed(self, exc: OSError, data: Buffer) -> int:
         n = len(data)
         if not n:
-            return 0
-        if n > WRITE_SIZE:
-            self._buffer_rest(data, 0)
-            self._flush(True)
-            return n
-        try:
-            self._send(data)
-            self._seen = self._loop.now
-        except _WANT:
+            return 0  # whatever OpenSSL says to a write of nothing
+        if isinstance(exc, _WANT):
             self._retry = n  # OpenSSL may hold part of it: the retry hands it these same bytes
             self._buffer_rest(data, 0)
-        except OSError as exc:
-            self._fail_soon(exc)
-            return 0
-        return n
+            return n
+        self._fail_soon(exc)
+        return 0
 
     def writev(self, chunks: Sequence[Buffer]) -> int:
-        return TlsConn.write(self, b"".join(chunks))
+        return Conn.write(self, b"".join(chunks))
 
     def _send_buffered(self, in_callback: bool) -> bool:
         out = self._outbound
@@ -405,7 +403,9 @@ class TlsConn(Conn):
                 return False
             self._retry = 0
             out.advance(n)
-            self._seen = self._loop.now
+            loop = self._loop
+            self._seen = loop.now
+            loop.bytes_out += n
         return True
 
     def _shut_wr(self) -> None:
@@ -448,6 +448,7 @@ class TlsConn(Conn):
             if self._inbound is NO_INBOUND:
                 self._inbound = RingBuffer()
             self._inbound.write(data)
+            self._loop.bytes_in += len(data)
             got = True
         if got:
             self._loop.call_soon(self._show_kept)
@@ -487,12 +488,12 @@ class PreWriteTlsConn(TlsConn):
 
     def write(self, data: Buffer) -> int:
         self._handler.on_pre_write(self, data)
-        return TlsConn.write(self, data)
+        return Conn.write(self, data)
 
     def writev(self, chunks: Sequence[Buffer]) -> int:
         for chunk in chunks:
             self._handler.on_pre_write(self, chunk)
-        return TlsConn.write(self, b"".join(chunks))
+        return Conn.write(self, b"".join(chunks))
 
 
 def _head(out: Any, n: int) -> bytes | memoryview:

@@ -187,3 +187,17 @@ def test_read_ahead_refuses_what_it_cannot_verify(pki: Pki) -> None:
         with pytest.raises(TypeError):
             _tls_speedups.has_pending(wrapped)
         wrapped.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_stats_count_the_plaintext_read_and_written(pki: Pki, version: ssl.TLSVersion) -> None:
+    """``bytes_in``/``bytes_out`` count what the handler read and wrote: for TLS, the plaintext (docs/deploy.md)."""
+    parts = bunched(20)
+    expected = b"".join(parts)
+    with serving(TlsEcho(), "tcp://127.0.0.1:0", tls=pki.server_context()) as engine, connect(engine.addrs[0]) as sock:
+        client = BioClient(sock, client_context(pki, version))
+        client.handshake()
+        sock.sendall(client.records(*parts))
+        assert client.read_exact(len(expected)) == expected
+        wait_until(lambda: engine.stats()["bytes_out"] == len(expected), what="the plaintext counted as written")
+        assert engine.stats()["bytes_in"] == len(expected)
