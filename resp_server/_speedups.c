@@ -2,7 +2,9 @@
  * in Python (resp_server.parser's framer, resp_server.session's dispatch loop), with the same results.
  *
  * frame: the complete, well-formed multibulk requests of a read, framed in one pass (resp_server.parser).
- * run: the commands of a batch that take the session's fast way, run in one loop (resp_server.session).
+ * run: the commands of a batch that take the session's fast way, run in one loop (resp_server.session), HSET's
+ * short way (resp_server.containers._hset's) done in C without its Python frame.
+ * hset_short_way: what run needs for that, handed over once by resp_server.session when it loads.
  *
  * frame(max_array, max_bulk, data, start) -> (commands, end)
  *
@@ -41,6 +43,7 @@ header_number(const char *p, const char *end, const char **next)
 static PyObject *
 frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 4 || !PyBytes_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "frame(max_array: int, max_bulk: int, data: bytes, start: int)");
         return NULL;
@@ -122,16 +125,113 @@ fail:
     return NULL;
 }
 
+/* HSET's short way, as resp_server.containers._hset takes it: HSET key field value, where the store has nothing to
+ * expire, watch, wake or notify (store._deadlines, store.watchers and store.blocked empty, store.notifying False) and
+ * key holds a hash (a dict): one dict write, the reply ONE when the field is new, ZERO when it was there. Set once by
+ * hset_short_way: the function HSET dispatches to, and the replies (resp_server.values' ONE and ZERO). */
+static PyObject *hset_run = NULL, *hset_one = NULL, *hset_zero = NULL;
+/* The store's attributes the short way and run read, by name (interned). */
+static PyObject *deadlines_name = NULL, *watchers_name = NULL, *blocked_name = NULL, *notifying_name = NULL,
+                *data_name = NULL, *ready_name = NULL, *events_name = NULL;
+
+/* Whether store is as HSET's short way needs it: 1 with *data set to store._data (a new reference), 0 when not (or
+ * when an attribute is not of the type the short way expects: the command then runs in Python), -1 on an error. */
+static int
+hset_store_is_quiet(PyObject *store, PyObject **data)
+{
+    PyObject *empty_names[3] = {deadlines_name, watchers_name, blocked_name};
+    for (int k = 0; k < 3; k++) {
+        PyObject *value = PyObject_GetAttr(store, empty_names[k]);
+        if (value == NULL)
+            return -1;
+        int empty = PyDict_CheckExact(value) && PyDict_GET_SIZE(value) == 0;
+        Py_DECREF(value);
+        if (!empty)
+            return 0;
+    }
+    PyObject *notifying = PyObject_GetAttr(store, notifying_name);
+    if (notifying == NULL)
+        return -1;
+    int off = notifying == Py_False;
+    Py_DECREF(notifying);
+    if (!off)
+        return 0;
+    PyObject *value = PyObject_GetAttr(store, data_name);
+    if (value == NULL)
+        return -1;
+    if (!PyDict_CheckExact(value)) {
+        Py_DECREF(value);
+        return 0;
+    }
+    *data = value;
+    return 1;
+}
+
+/* HSET's short way on command (4 arguments) against the store's data: its reply (borrowed), or NULL, with no error
+ * set when the command does not take it (a new key, another type) and with one on an error. The store's keys and a
+ * hash's fields and values are bytes, and the dicts' growth allocates no tracked object (no garbage collection): the
+ * lookup, the write and the old value's release run no Python code. */
+static PyObject *
+hset_short(PyObject *data, PyObject *command)
+{
+    PyObject *key = PyList_GET_ITEM(command, 1), *field = PyList_GET_ITEM(command, 2);
+    if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(field))
+        return NULL;
+    PyObject *fields = PyDict_GetItemWithError(data, key); /* borrowed */
+    if (fields == NULL || !PyDict_CheckExact(fields))
+        return NULL;
+    Py_ssize_t before = PyDict_GET_SIZE(fields);
+    if (PyDict_SetItem(fields, field, PyList_GET_ITEM(command, 3)) < 0)
+        return NULL;
+    return PyDict_GET_SIZE(fields) > before ? hset_one : hset_zero; /* one more entry: the field is new */
+}
+
+/* hset_short_way(hset, store, one, zero): run takes HSET's short way for a command whose dispatch function is hset,
+ * answering one or zero. store is a KeyValueStore: the attributes the short way reads are checked on it here, so a
+ * rename fails at import, not as a wrong answer. */
+static PyObject *
+hset_short_way(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "hset_short_way(hset, store: KeyValueStore, one: bytes, zero: bytes)");
+        return NULL;
+    }
+    /* A new store is quiet: where it is not, an attribute the short way reads is missing (AttributeError) or not of
+     * the type it expects. */
+    PyObject *data = NULL;
+    int quiet = hset_store_is_quiet(args[1], &data);
+    Py_XDECREF(data);
+    if (quiet < 0)
+        return NULL;
+    if (quiet == 0) {
+        PyErr_SetString(PyExc_TypeError, "a new store's attributes are not what HSET's short way reads");
+        return NULL;
+    }
+    Py_INCREF(args[0]);
+    Py_XSETREF(hset_run, args[0]);
+    Py_INCREF(args[2]);
+    Py_XSETREF(hset_one, args[2]);
+    Py_INCREF(args[3]);
+    Py_XSETREF(hset_zero, args[3]);
+    Py_RETURN_NONE;
+}
+
 /* run(dispatch, store, commands, start, replies, arity_error) -> int
  *
  * Runs commands[start:] in order while each takes the fast way: its name is in ``dispatch`` (name -> (run, low,
  * high)); appends run(store, args), or arity_error(name) when it has fewer than low or more than high arguments, to
  * ``replies``. Returns the index of the first command not run: one whose name ``dispatch`` lacks, or the one after a
  * command that left keyspace events or unblocked keys behind (store.events, store.ready), for the session to handle;
- * len(commands) when it ran them all. resp_server.session._run_fast is the same loop in Python. */
+ * len(commands) when it ran them all. resp_server.session._run_fast is the same loop in Python.
+ *
+ * An HSET that takes its short way (above) is done here, without calling hset. The short way runs no Python code, so
+ * what it found out about the store holds until a command runs in Python: the store's quiet state (data) and that
+ * store.ready and store.events were empty (settled) are read once for a run of such HSETs, not once per command. */
 static PyObject *
 run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 6 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[2]) || !PyList_CheckExact(args[4])) {
         PyErr_SetString(PyExc_TypeError,
                         "run(dispatch: dict, store, commands: list, start: int, replies: list, arity_error)");
@@ -141,13 +241,8 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t i = PyLong_AsSsize_t(args[3]);
     if (i == -1 && PyErr_Occurred())
         return NULL;
-    static PyObject *ready_name = NULL, *events_name = NULL;
-    if (ready_name == NULL) {
-        ready_name = PyUnicode_InternFromString("ready");
-        events_name = PyUnicode_InternFromString("events");
-        if (ready_name == NULL || events_name == NULL)
-            return NULL;
-    }
+    PyObject *data = NULL; /* store._data while the store is known to be quiet for HSET's short way, else NULL */
+    int settled = 0;       /* store.ready and store.events are known to be empty */
     for (; i >= 0 && i < PyList_GET_SIZE(commands); i++) {
         PyObject *command = PyList_GET_ITEM(commands, i);
         if (!PyList_CheckExact(command) || PyList_GET_SIZE(command) == 0)
@@ -156,52 +251,78 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *entry = PyDict_GetItemWithError(dispatch, name); /* borrowed */
         if (entry == NULL) {
             if (PyErr_Occurred())
-                return NULL;
+                goto error;
             break;
         }
         if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
             PyErr_SetString(PyExc_TypeError, "a dispatch entry is (run, low, high)");
-            return NULL;
+            goto error;
         }
         Py_ssize_t low = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
         Py_ssize_t high = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
         if ((low == -1 || high == -1) && PyErr_Occurred())
-            return NULL;
+            goto error;
         Py_ssize_t size = PyList_GET_SIZE(command);
-        PyObject *reply;
-        /* Held through the call, whatever the command does to the batch or the table. */
-        Py_INCREF(command);
-        Py_INCREF(entry);
-        if (low <= size && size <= high) {
-            PyObject *call[2] = {store, command};
-            reply = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), call, 2, NULL);
+        PyObject *reply = NULL;
+        if (size == 4 && PyTuple_GET_ITEM(entry, 0) == hset_run && low <= size && size <= high) {
+            if (data == NULL && hset_store_is_quiet(store, &data) < 0)
+                goto error;
+            if (data != NULL) {
+                reply = hset_short(data, command);
+                if (reply == NULL && PyErr_Occurred())
+                    goto error;
+            }
+        }
+        if (reply != NULL) {
+            if (PyList_Append(replies, reply) < 0)
+                goto error;
+            if (settled)
+                continue;
         }
         else {
-            reply = PyObject_CallOneArg(arity_error, name);
+            Py_CLEAR(data); /* Python code runs: what was known of the store is known no longer */
+            settled = 0;
+            /* Held through the call, whatever the command does to the batch or the table. */
+            Py_INCREF(command);
+            Py_INCREF(entry);
+            if (low <= size && size <= high) {
+                PyObject *call[2] = {store, command};
+                reply = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), call, 2, NULL);
+            }
+            else {
+                reply = PyObject_CallOneArg(arity_error, name);
+            }
+            Py_DECREF(entry);
+            Py_DECREF(command);
+            if (reply == NULL)
+                goto error;
+            int appended = PyList_Append(replies, reply);
+            Py_DECREF(reply);
+            if (appended < 0)
+                goto error;
         }
-        Py_DECREF(entry);
-        Py_DECREF(command);
-        if (reply == NULL)
-            return NULL;
-        int appended = PyList_Append(replies, reply);
-        Py_DECREF(reply);
-        if (appended < 0)
-            return NULL;
         /* store.ready or store.events: the session publishes the events and serves the unblocked clients first. */
         PyObject *names[2] = {ready_name, events_name};
         for (int k = 0; k < 2; k++) {
             PyObject *pending = PyObject_GetAttr(store, names[k]);
             if (pending == NULL)
-                return NULL;
+                goto error;
             int truth = PyObject_IsTrue(pending);
             Py_DECREF(pending);
             if (truth < 0)
-                return NULL;
-            if (truth)
+                goto error;
+            if (truth) {
+                Py_XDECREF(data);
                 return PyLong_FromSsize_t(i + 1);
+            }
         }
+        settled = 1;
     }
+    Py_XDECREF(data);
     return PyLong_FromSsize_t(i);
+error:
+    Py_XDECREF(data);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
@@ -211,6 +332,9 @@ static PyMethodDef methods[] = {
     {"run", (PyCFunction)(void (*)(void))run, METH_FASTCALL,
      "run(dispatch, store, commands, start, replies, arity_error) -> int: the commands from start on that take the "
      "fast way, run in order; where it stopped."},
+    {"hset_short_way", (PyCFunction)(void (*)(void))hset_short_way, METH_FASTCALL,
+     "hset_short_way(hset, store, one, zero): run takes HSET's short way itself for the commands that dispatch to "
+     "hset, answering one or zero; store (a new KeyValueStore) is where the attributes it reads are checked."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -223,5 +347,12 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    PyObject **names[7] = {&deadlines_name, &watchers_name, &blocked_name, &notifying_name,
+                           &data_name,      &ready_name,    &events_name};
+    const char *spellings[7] = {"_deadlines", "watchers", "blocked", "notifying", "_data", "ready", "events"};
+    for (int k = 0; k < 7; k++) {
+        if (*names[k] == NULL && (*names[k] = PyUnicode_InternFromString(spellings[k])) == NULL)
+            return NULL;
+    }
     return PyModule_Create(&speedups_module);
 }

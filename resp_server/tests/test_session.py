@@ -6,7 +6,9 @@ differs on purpose (one database, a short CONFIG table, minimal COMMAND answers)
 
 from __future__ import annotations
 
+import sys
 import tracemalloc
+from types import FrameType
 
 import pytest
 from hypothesis import given, settings
@@ -14,10 +16,14 @@ from hypothesis import strategies as st
 
 from resp_server import _compiled
 from resp_server import parser as resp_proto
+from resp_server.containers import _hset
 from resp_server.parser import MAX_ARRAY, MAX_BULK, RespParser, encode_request
-from resp_server.session import RespSession
+from resp_server.replies import Reply, arity_error
+from resp_server.server_state import ServerState
+from resp_server.session import _DISPATCH, RespSession, _run_fast
 from resp_server.store import KeyValueStore
 from resp_server.tests.test_store import FakeClock
+from resp_server.values import WRONGTYPE
 
 resp_proto_split = resp_proto.split_inline
 
@@ -675,7 +681,12 @@ _MIXED = [
 ]  # fmt: skip
 
 
-@pytest.mark.skipif(_compiled.SPEEDUPS is None, reason="resp_server._speedups is not built (or NETLOOP_PURE=1)")
+_needs_compiled = pytest.mark.skipif(
+    _compiled.SPEEDUPS is None, reason="resp_server._speedups is not built (or NETLOOP_PURE=1)"
+)
+
+
+@_needs_compiled
 @settings(max_examples=300)
 @given(st.lists(st.lists(st.sampled_from(_MIXED), min_size=1, max_size=12), min_size=1, max_size=4))
 def test_compiled_and_python_dispatch_answer_alike(batches: list[list[list[str]]]) -> None:
@@ -687,6 +698,111 @@ def test_compiled_and_python_dispatch_answer_alike(batches: list[list[list[str]]
         answers = [session.receive(b"".join(cmd(*c) for c in batch)) for batch in batches]
         results.append((answers, session.pushed))
     assert results[0] == results[1]
+
+
+_LOOPS = [False, pytest.param(True, marks=_needs_compiled)]
+
+
+class TickingClock(FakeClock):
+    """A clock that moves 10 ms each time it is read: a deadline set in a batch passes within that batch."""
+
+    def __call__(self) -> int:
+        self.now += 10
+        return self.now
+
+
+def _hset_frames(session: RespSession, requests: bytes) -> tuple[bytes, int]:
+    """``session``'s reply to ``requests``, and how many times :func:`_hset`'s Python frame ran for it."""
+    frames = 0
+
+    def count(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal frames
+        frames += event == "call" and frame.f_code is _hset.__code__
+
+    sys.setprofile(count)
+    try:
+        reply = ask(session, requests)
+    finally:
+        sys.setprofile(None)
+    return reply, frames
+
+
+@pytest.mark.parametrize("compiled", _LOOPS)
+def test_hset_takes_its_short_way_only_where_nothing_else_happens(compiled: bool) -> None:
+    # HSET key field value into a hash that exists, nothing to expire, watch, wake or notify: the compiled loop
+    # answers it without _hset's frame, the Python loop through it; everything else runs _hset, the same replies.
+    store, server = KeyValueStore(FakeClock()), ServerState()
+    session, other = RespSession(store, server=server, compiled=compiled), RespSession(store, server=server)
+    short = 0 if compiled else 3
+    assert _hset_frames(session, cmd("HSET", "h", "f", "v")) == (b":1\r\n", 1)  # a new key
+    hsets = cmd("HSET", "h", "f", "w") + cmd("HSET", "h", "g", "x") + cmd("hset", "h", "g", "y")
+    assert _hset_frames(session, hsets) == (b":0\r\n:1\r\n:0\r\n", short)
+    assert _hset_frames(session, cmd("HSET", "h", "f", "1", "k", "2")) == (b":1\r\n", 1)  # two fields
+    assert _hset_frames(session, cmd("SET", "s", "x") + cmd("HSET", "s", "f", "v")) == (b"+OK\r\n" + WRONGTYPE, 1)
+    assert _hset_frames(session, cmd("HSET", "h", "f") + cmd("HSET", "h", "f", "v", "g")) == (
+        b"-ERR wrong number of arguments for 'hset' command\r\n" * 2,
+        1,
+    )  # arity errors: the loop's (fewer than four arguments), _hset's own (an odd count)
+    assert ask(other, cmd("WATCH", "h")) == b"+OK\r\n"
+    assert _hset_frames(session, cmd("HSET", "h", "f", "z")) == (b":0\r\n", 1)
+    assert ask(other, cmd("MULTI"), cmd("HGET", "h", "f"), cmd("EXEC")) == b"+OK\r\n+QUEUED\r\n*-1\r\n"
+    assert _hset_frames(session, cmd("PEXPIRE", "s", "100") + cmd("HSET", "h", "f", "v")) == (b":1\r\n:0\r\n", 1)
+    assert ask(session, cmd("DEL", "s")) == b":1\r\n"
+    assert _hset_frames(session, cmd("HSET", "h", "f", "v")) == (b":0\r\n", short // 3)
+    assert ask(session, cmd("HMGET", "h", "f", "g", "k")) == b"*3\r\n$1\r\nv\r\n$1\r\ny\r\n$1\r\n2\r\n"
+
+
+def _hsets_beside_others(compiled: bool) -> list[tuple[tuple[bytes, bool], list[bytes], list[bytes], list[bytes]]]:
+    """HSETs while another client waits on a key, while a third is notified of writes, while a key expires within a
+    batch: the replies to each step, and what each session was pushed after it."""
+    store, server = KeyValueStore(TickingClock()), ServerState()
+    a, b, c = (RespSession(store, server=server, compiled=compiled) for _ in range(3))
+    steps = [
+        (a, [["HSET", "h", "f", "1"], ["HSET", "h", "g", "2"]]),
+        (b, [["BLPOP", "l", "0"]]),
+        (a, [["HSET", "h", "f", "3"], ["HSET", "h", "k", "4"], ["RPUSH", "l", "x"], ["HSET", "h", "f", "5"]]),
+        (b, [["BLPOP", "h2", "0"]]),  # waits on: a hash there does not serve it
+        (a, [["HSET", "h2", "f", "v"], ["HSET", "h2", "f", "w"], ["HSET", "h", "f", "6"]]),
+        (a, [["DEL", "h2"], ["RPUSH", "h2", "y"], ["HSET", "h", "f", "7"]]),
+        (c, [["CONFIG", "SET", "notify-keyspace-events", "KA"], ["SUBSCRIBE", "__keyspace@0__:h"]]),
+        (a, [["HSET", "h", "f", "8"], ["HSET", "h", "z", "9"], ["HSET", "h3", "f", "v"], ["HSET", "h", "f", "10"]]),
+        (c, [["UNSUBSCRIBE"], ["CONFIG", "SET", "notify-keyspace-events", ""]]),
+        (a, [["HSET", "h", "f", "11"], ["PEXPIRE", "h", "5"], ["HSET", "h", "f", "12"], ["HLEN", "h"]]),
+        (a, [["HSET", "h", "g", "13"], ["HGETALL", "h"], ["HLEN", "h3"]]),
+    ]
+    transcript = []
+    for session, commands in steps:
+        reply = session.receive(b"".join(cmd(*args) for args in commands))
+        transcript.append((reply, list(a.pushed), list(b.pushed), list(c.pushed)))
+    return transcript
+
+
+@pytest.mark.parametrize("compiled", _LOOPS)
+def test_hset_beside_blocked_clients_notifications_and_expiry(compiled: bool) -> None:
+    transcript = _hsets_beside_others(compiled)
+    assert transcript[2][0] == (b":0\r\n:1\r\n:1\r\n:0\r\n", False)
+    assert transcript[2][2] == [b"*2\r\n$1\r\nl\r\n$1\r\nx\r\n"]  # BLPOP l, served by the RPUSH
+    assert transcript[4][2][1:] == []
+    assert transcript[5][2][1:] == [b"*2\r\n$2\r\nh2\r\n$1\r\ny\r\n"]  # BLPOP h2, by the RPUSH after the DEL
+    assert transcript[7][3] == [b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:h\r\n$4\r\nhset\r\n"] * 3
+    # The hash h expired between the two HSETs of one batch: the second made a new one.
+    assert transcript[9][0] == (b":0\r\n:1\r\n:1\r\n:1\r\n", False)
+    assert transcript[10][0] == (b":1\r\n*4\r\n$1\r\nf\r\n$2\r\n12\r\n$1\r\ng\r\n$2\r\n13\r\n:1\r\n", False)
+    if compiled:
+        assert transcript == _hsets_beside_others(False)
+
+
+@_needs_compiled
+def test_both_loops_stop_after_a_short_way_hset_that_found_unblocked_keys_waiting() -> None:
+    # The compiled loop knows store.ready and store.events are empty only once it has looked, as Python's does.
+    assert _compiled.SPEEDUPS is not None
+    for loop in (_run_fast, _compiled.SPEEDUPS.run):
+        store = KeyValueStore()
+        store.set(b"h", {})
+        store.ready.append(b"l")
+        replies: list[Reply] = []
+        assert loop(_DISPATCH, store, [[b"HSET", b"h", b"f", b"v"]] * 3, 0, replies, arity_error) == 1
+        assert replies == [b":1\r\n"]
 
 
 def test_a_session_without_the_compiled_loop_says_so() -> None:
