@@ -70,7 +70,7 @@ def format_float(value: float) -> bytes:
     if value == int(value) and abs(value) < 1e17:
         return b"%d" % int(value)
     text = b"%.17g" % value
-    if b"e" not in text and b"." in text:
+    if text.find(b"e") == -1 and text.find(b".") != -1:  # not ``in``: bytes ``in`` raises a TypeError first
         text = text.rstrip(b"0").rstrip(b".")
     return text
 

@@ -27,7 +27,7 @@ class LineBasedFrameCodec(FrameCodec):
     def encode(self, payload: bytes) -> bytes:
         """Return ``payload + eol``; a payload holding ``\\n``, or ending in ``\\r`` when ``eol`` is
         ``\\n``, raises ``ValueError`` because it would not decode back to itself."""
-        if b"\n" in payload:
+        if payload.find(b"\n") != -1:  # not ``in``: CPython's bytes ``in`` raises and clears a TypeError first
             raise ValueError("a line-based frame cannot contain b'\\n'")
         if self.eol == b"\n" and payload.endswith(b"\r"):
             raise ValueError("a frame ending in b'\\r' would lose it before an b'\\n' line end")
