@@ -201,3 +201,30 @@ def test_stats_count_the_plaintext_read_and_written(pki: Pki, version: ssl.TLSVe
         assert client.read_exact(len(expected)) == expected
         wait_until(lambda: engine.stats()["bytes_out"] == len(expected), what="the plaintext counted as written")
         assert engine.stats()["bytes_in"] == len(expected)
+
+
+class WhichPath(TlsEcho):
+    """Echoes, and records whether the loop's inlined read path holds the connection as its reader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[bool] = []
+
+    def on_traffic(self, conn: netloop.Conn) -> netloop.Action | None:
+        self.inline.append(conn._loop.readers.get(conn._fd) is conn)
+        return super().on_traffic(conn)
+
+
+@pytest.mark.parametrize("edge", [False, True], ids=["level", "edge"])
+def test_tls_reads_take_the_inlined_read_path_where_the_loop_has_one(pki: Pki, edge: bool) -> None:
+    """After the handshake a TLS connection is the loop's inlined reader, as plaintext is (the compiled core's C
+    loop then calls OpenSSL's read itself); edge-triggered loops have no inlined path, and TLS reads through its own."""
+    handler = WhichPath()
+    options = {"tls": pki.server_context(), "edge_triggered": edge}
+    with serving(handler, "tcp://127.0.0.1:0", **options) as engine, connect(engine.addrs[0]) as sock:
+        client = BioClient(sock, client_context(pki, ssl.TLSVersion.TLSv1_3))
+        client.handshake()
+        for part in bunched(3):
+            sock.sendall(client.records(part))
+            assert client.read_exact(len(part)) == part
+    assert handler.inline and set(handler.inline) == {not edge}
