@@ -85,7 +85,7 @@ def _read_on(self: Conn) -> None:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._close(exc)
+            self._read_failed(exc)
             return
         if not data:
             self._peer_eof()
@@ -101,7 +101,8 @@ def _read_on(self: Conn) -> None:
 
 
 def _read_failed(self: Conn, exc: OSError) -> None:
-    """A read raised ``exc`` (the loops' inlined read paths hand it here): the connection closes with it."""
+    """A read raised ``exc`` (``_read_on`` and the loops' inlined copies of it hand it here): the connection closes
+    with it."""
     self._close(exc)
 
 
